@@ -1,0 +1,35 @@
+# The two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.nncompress-installed
+
+.PHONY: setup demo test bench fashion-mnist clean
+
+# torch is pinned first: the CPU wheel of 2.13.0 is what this machine holds;
+# an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/nncompress demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+# Fashion-MNIST for the benchmarks and the CLI examples (Debian package; needs root).
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+bench: setup fashion-mnist
+	$(PY) bench/prune_bench.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

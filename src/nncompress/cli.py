@@ -1,0 +1,266 @@
+"""The ``nncompress`` command line: arguments -> configs -> pipeline calls.
+
+Errors of ours become one line on stderr and exit status 1; progress bars go
+to stderr so ``--json`` output on stdout stays machine-readable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from nncompress import __version__
+from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, TrainConfig
+from nncompress.errors import NNCompressError
+from nncompress.progress import Progress, ProgressFn
+
+DATA_HELP = "fashion-mnist, digits, or a folder with the four MNIST-format IDX files"
+
+
+class Bars:
+    """tqdm bars keyed by task; a task restarting at 1 gets a fresh bar."""
+
+    POSITION = {"prune": 0, "sensitivity": 0, "train": 0, "fine-tune": 1}
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, event: Progress) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        bar = self.bars.get(event.task)
+        if bar is None or event.done <= bar.n or bar.total != event.total:
+            if bar is not None:
+                bar.close()
+            nested = self.POSITION.get(event.task, 0) > 0
+            bar = tqdm(total=event.total, desc=event.task, position=self.POSITION.get(event.task, 0),
+                       leave=not nested, file=sys.stderr, dynamic_ncols=True,
+                       unit="epoch" if event.task in ("train", "fine-tune") else "step")
+            self.bars[event.task] = bar
+        bar.update(event.done - bar.n)
+        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in event.info.items()}
+        if shown:
+            bar.set_postfix(shown, refresh=False)
+        if event.done >= event.total:
+            bar.close()
+            del self.bars[event.task]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f} %"
+
+
+def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.data import load_data
+    from nncompress.models import build_model
+    from nncompress.pipeline import metrics, save_trained, train_model
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    splits = load_data(args.data)
+    model = build_model(args.model, splits.input_shape, splits.num_classes)
+    info = train_model(model, splits, cfg, progress)
+    test = metrics(model, splits, "test")
+    save_trained(model, splits, args.out, {"val_accuracy": info["val"]["accuracy"],
+                                           "test_accuracy": test["accuracy"], "train": cfg.to_dict()})
+    _emit(args, {"out": args.out, "val_accuracy": info["val"]["accuracy"], "test_accuracy": test["accuracy"],
+                 "params": test["params"], "seconds": info["train_seconds"]},
+          [f"trained {args.model} on {splits.name} for {cfg.epochs} epochs in {info['train_seconds']:.1f} s",
+           f"validation accuracy {_pct(info['val']['accuracy'])}, test accuracy {_pct(test['accuracy'])}",
+           f"wrote {args.out}"])
+
+
+def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.data import load_data
+    from nncompress.pipeline import load_for_data, metrics
+    splits = load_data(args.data)
+    model, _ = load_for_data(args.checkpoint, splits, args.model)
+    m = metrics(model, splits, "test")
+    m["file_bytes"] = Path(args.checkpoint).stat().st_size
+    m["data"] = splits.name
+    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} images): "
+                    f"accuracy {_pct(m['accuracy'])}, loss {m['loss']:.4f}",
+                    f"parameters {m['params']:,}, nonzero {m['nonzero']:,} "
+                    f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes"])
+
+
+def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.pipeline import run_sensitivity
+    cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
+    res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress)
+    lines = [f"dense validation accuracy {_pct(res['dense_val_accuracy'])}",
+             "per-layer q scale (prune --sensitivity uses it): " +
+             ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
+             f"wrote {res['files']['csv']} and {res['files']['plot']}"]
+    _emit(args, res, lines)
+
+
+def _prune_config(args: argparse.Namespace) -> PruneConfig:
+    scale: dict[str, float] = {}
+    if args.sensitivity:
+        from nncompress.pruning.sensitivity import from_csv, layer_scales
+        base, rows = from_csv(args.sensitivity)
+        scale = layer_scales(rows, base, args.max_drop)
+    return PruneConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, tolerance=args.tolerance,
+                       epochs_per_step=args.epochs_per_step,
+                       recover_epochs=args.recover_epochs, final_epochs=args.final_epochs, lr=args.lr,
+                       groups=args.groups, layer_scale=scale, remove_dead=not args.keep_dead,
+                       adjust_dropout=not args.keep_dropout, seed=args.seed)
+
+
+def _prune_lines(s: dict[str, Any]) -> list[str]:
+    lines = [f"{'layer':<8}{'weights':>10}{'kept':>10}{'kept %':>9}{'dense B':>11}{'CSR B':>11}  CSR smaller?"]
+    for r in s["layers"]:
+        lines.append(f"{r['layer']:<8}{r['weights']:>10,}{r['nonzero']:>10,}{r['kept'] * 100:>8.2f}%"
+                     f"{r['dense_bytes']:>11,}{r['csr_bytes']:>11,}  {'yes' if r['csr_smaller'] else 'no'}")
+    lines.append(f"{'total':<8}{s['weights']:>10,}{s['kept_weights']:>10,}{s['kept_fraction'] * 100:>8.2f}%")
+    lines += [f"{s['compression']:.1f}x fewer nonzero weights; test accuracy "
+              f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
+              f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
+              f"removed neurons: {s['removed_neurons'] or 'none'}",
+              f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes)"]
+    return lines
+
+
+def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.pipeline import run_prune
+    cfg = _prune_config(args)
+    run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
+                    model_name=args.model, progress=progress)
+    _emit(args, {**run.summary, "files": run.files},
+          _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
+
+
+def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.data import load_data
+    from nncompress.models import build_model
+    from nncompress.pipeline import metrics, run_prune, run_sensitivity, save_trained, train_model
+    out = Path(args.out)
+    splits = load_data("digits")
+    model = build_model("mlp", splits.input_shape, splits.num_classes)
+    info = train_model(model, splits, TrainConfig(epochs=40, lr=0.05, batch_size=64, seed=args.seed), progress)
+    save_trained(model, splits, out / "base.pt", {"test_accuracy": metrics(model, splits)["accuracy"]})
+    sens = run_sensitivity(out / "base.pt", "digits", out / "sens", SensitivityConfig(), progress=progress,
+                           splits=splits)
+    cfg = PruneConfig(epochs_per_step=4, final_epochs=20, lr=0.02, batch_size=64, tolerance=0.8,
+                      layer_scale=sens["layer_scale"], seed=args.seed)
+    run = run_prune(out / "base.pt", "digits", out / "pruned.pt", cfg, splits=splits, progress=progress)
+    print("\n".join([f"demo: MLP on scikit-learn digits ({splits.sizes()})",
+                     f"dense: trained in {info['train_seconds']:.1f} s",
+                     *_prune_lines(run.summary), f"outputs in {out}"]))
+
+
+def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--model", default=None, help="model name for checkpoints that record no architecture")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nncompress", description="Compress trained networks: prune, "
+                                     "fine-tune, measure.")
+    parser.add_argument("--version", action="version", version=f"nncompress {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a built-in model")
+    p.add_argument("--model", required=True, choices=["lenet300", "lenet5", "mlp"])
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy and weight counts of a checkpoint")
+    p.add_argument("checkpoint")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    d = SensitivityConfig()
+    p = sub.add_parser("sensitivity", help="prune each layer alone over a range of q; CSV + plot")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="folder for sensitivity.csv and sensitivity.png")
+    p.add_argument("--q0", type=float, default=d.q0)
+    p.add_argument("--q-step", type=float, default=d.q_step)
+    p.add_argument("--q-max", type=float, default=d.q_max)
+    p.add_argument("--max-drop", type=float, default=d.max_drop,
+                   help="accuracy drop (points) a layer may take alone; sets the per-layer q scale")
+    _add_common(p)
+    p.set_defaults(func=cmd_sensitivity)
+
+    c = PruneConfig()
+    p = sub.add_parser("prune", help="iterative std-threshold pruning with fine-tuning")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="pruned checkpoint")
+    p.add_argument("--log-dir", default=None, help="step log, histograms, summary (default: OUT_prune/)")
+    p.add_argument("--groups", default=c.groups,
+                   help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
+    p.add_argument("--tolerance", type=float, default=c.tolerance,
+                   help="largest validation accuracy drop (points) a step may leave")
+    p.add_argument("--q0", type=float, default=c.q0)
+    p.add_argument("--q-step", type=float, default=c.q_step)
+    p.add_argument("--q-max", type=float, default=c.q_max)
+    p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
+    p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
+                   help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
+    p.add_argument("--final-epochs", type=int, default=c.final_epochs)
+    p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
+    p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
+    p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
+                   help="with --sensitivity: drop (points) that sets each layer's q scale")
+    p.add_argument("--storage", choices=["auto", "dense", "csr"], default="auto",
+                   help="auto: CSR for each weight where it is smaller than dense")
+    p.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
+    p.add_argument("--keep-dropout", action="store_true", help="do not adjust dropout rates")
+    p.add_argument("--seed", type=int, default=c.seed)
+    _add_common(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("demo", help="train, analyse and prune an MLP on the embedded digits data")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    bars = Bars(enabled=not args.quiet and not getattr(args, "json", False))
+    try:
+        args.func(args, bars)
+    except NNCompressError as exc:
+        bars.close()
+        print(f"nncompress: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bars.close()
+        print("nncompress: interrupted; no output file was left half-written", file=sys.stderr)
+        return 130
+    bars.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Storage codings of weight arrays. numpy only: nothing here imports torch."""

@@ -1,0 +1,221 @@
+"""Load a data set into fixed, standardised train/validation/test splits.
+
+Splits are seeded and preprocessing statistics come from the train split only,
+so every run with the same spec and seed sees exactly the same tensors.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nncompress.data.idx import read_idx
+from nncompress.errors import DataError
+
+__all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "Splits", "load_data", "fashion_mnist_dir"]
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_ENV = "NNCOMPRESS_FASHION_MNIST_DIR"
+
+# The four standard file names, in the order (train images, train labels, test images, test labels).
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# Large training sets hold out a fixed 5,000 images, as is customary for MNIST-style data;
+# smaller ones hold out 10% so the validation split never dominates.
+_VAL_SIZE = 5000
+_VAL_FIXED_MIN_TRAIN = 25000
+_VAL_FRACTION = 0.1
+_DIGITS_TEST_FRACTION = 0.2
+
+_INSTALL_HINT = (
+    "run `apt-get update && apt-get install -y dataset-fashion-mnist` or pass --data PATH to a folder "
+    "holding " + ", ".join(f"{name}(.gz)" for name in IDX_FILES)
+)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/validation/test tensors of one data set: x float32 N×C×H×W, y int64."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    def sizes(self) -> dict[str, int]:
+        """Number of examples per split, for logs and reports."""
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+    def __repr__(self) -> str:  # the default would dump tensor contents
+        return (
+            f"Splits(name={self.name!r}, sizes={self.sizes()}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes})"
+        )
+
+
+def fashion_mnist_dir() -> Path:
+    """Where Fashion-MNIST is looked for; the env var is read at call time so tests can redirect it."""
+    override = os.environ.get(FASHION_MNIST_ENV)
+    return Path(override) if override else FASHION_MNIST_DIR
+
+
+def load_data(spec: str, *, split_seed: int = 0) -> Splits:
+    """Load "fashion-mnist", "digits" or a folder of the four IDX files into seeded splits."""
+    if spec == "fashion-mnist":
+        folder = fashion_mnist_dir()
+        if not folder.is_dir():
+            raise DataError(f"Fashion-MNIST not found: no folder {folder}; {_INSTALL_HINT}")
+        return _load_idx_folder(folder, "fashion-mnist", split_seed, hint=_INSTALL_HINT)
+    if spec == "digits":
+        return _load_digits(split_seed)
+    folder = Path(spec)
+    if folder.is_dir():
+        return _load_idx_folder(folder, folder.name or str(folder), split_seed, hint=None)
+    raise DataError(
+        f"unknown data spec {spec!r} (not an existing folder): expected 'fashion-mnist', 'digits', "
+        f"or a path to a folder holding {', '.join(f'{n}(.gz)' for n in IDX_FILES)}"
+    )
+
+
+def _find_file(folder: Path, name: str, hint: str | None) -> Path:
+    """Return the plain file if present (cheaper to read), else its .gz twin."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    msg = f"missing data file {name} (or {name}.gz) in {folder}"
+    raise DataError(f"{msg}; {hint}" if hint else msg)
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path: Path) -> None:
+    """Reject image/label files that cannot belong together."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{img_path}: expected 3-D uint8 images (N, H, W), got {images.ndim}-D {images.dtype} "
+            f"with shape {images.shape}"
+        )
+    if labels.ndim != 1:
+        raise DataError(f"{lbl_path}: expected 1-D labels, got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"image/label count mismatch: {img_path} holds {len(images)} images but "
+            f"{lbl_path} holds {len(labels)} labels"
+        )
+    if len(labels) == 0:
+        raise DataError(f"{img_path}: holds no images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{lbl_path}: labels must be integers, got {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= 256:
+        raise DataError(f"{lbl_path}: labels must lie in 0..255, found range {lo}..{hi}")
+
+
+def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None) -> Splits:
+    """Read the four standard IDX files and hold out a seeded validation split of train."""
+    paths = [_find_file(folder, n, hint) for n in IDX_FILES]
+    train_img, train_lbl, test_img, test_lbl = (read_idx(p) for p in paths)
+    _check_pair(train_img, train_lbl, paths[0], paths[1])
+    _check_pair(test_img, test_lbl, paths[2], paths[3])
+    if train_img.shape[1:] != test_img.shape[1:]:
+        raise DataError(
+            f"image size mismatch: {paths[0]} holds {train_img.shape[1:]} images but "
+            f"{paths[2]} holds {test_img.shape[1:]}"
+        )
+    n = len(train_lbl)
+    if n < 2:
+        raise DataError(f"{paths[0]}: needs at least 2 training images to hold out a validation split, has {n}")
+    num_classes = int(train_lbl.max()) + 1
+    bad = int(test_lbl.max())
+    if bad >= num_classes:
+        raise DataError(
+            f"{paths[3]}: test label {bad} does not occur in training data "
+            f"({paths[1]} has labels 0..{num_classes - 1})"
+        )
+    n_val = _VAL_SIZE if n >= _VAL_FIXED_MIN_TRAIN else max(1, int(n * _VAL_FRACTION))
+    perm = np.random.default_rng(split_seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    log.info("loaded %s from %s: %d train, %d val, %d test", name, folder, n - n_val, n_val, len(test_lbl))
+    return _build(
+        name,
+        train_img[train_idx], train_lbl[train_idx],
+        train_img[val_idx], train_lbl[val_idx],
+        test_img, test_lbl,
+        max_value=255, num_classes=num_classes,
+    )
+
+
+def _load_digits(split_seed: int) -> Splits:
+    """scikit-learn's embedded 8×8 digits: seeded 20% test, then 10% of the rest as validation."""
+    from sklearn.datasets import load_digits  # imported lazily: sklearn is slow to import
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)  # integral values 0..16
+    labels = bunch.target.astype(np.int64)
+    n = len(labels)
+    n_test = max(1, int(n * _DIGITS_TEST_FRACTION))
+    n_val = max(1, int((n - n_test) * _VAL_FRACTION))
+    perm = np.random.default_rng(split_seed).permutation(n)
+    test_idx = np.sort(perm[:n_test])
+    val_idx = np.sort(perm[n_test : n_test + n_val])
+    train_idx = np.sort(perm[n_test + n_val :])
+    return _build(
+        "digits",
+        images[train_idx], labels[train_idx],
+        images[val_idx], labels[val_idx],
+        images[test_idx], labels[test_idx],
+        max_value=16, num_classes=int(labels.max()) + 1,
+    )
+
+
+def _build(
+    name: str,
+    train_img: np.ndarray, train_lbl: np.ndarray,
+    val_img: np.ndarray, val_lbl: np.ndarray,
+    test_img: np.ndarray, test_lbl: np.ndarray,
+    *, max_value: int, num_classes: int,
+) -> Splits:
+    """Scale to [0,1], standardise with train-split statistics, and wrap as N×1×H×W tensors."""
+    # Mean/std from a histogram of the uint8 train pixels: exact in float64 and much cheaper
+    # than materialising a float64 copy of tens of millions of pixels.
+    flat = torch.from_numpy(np.ascontiguousarray(train_img)).view(-1)  # torch's bincount avoids an int64 copy
+    hist = torch.bincount(flat, minlength=256).numpy().astype(np.float64)
+    values = np.arange(len(hist), dtype=np.float64) / max_value
+    total = hist.sum()
+    mean = float((hist * values).sum() / total)
+    std = float(np.sqrt((hist * (values - mean) ** 2).sum() / total))
+    if std < 1e-12:
+        log.warning("%s: train pixels are constant; skipping division by std", name)
+        std = 1.0
+    scale, shift = 1.0 / (max_value * std), mean / std
+
+    def to_x(img: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32)
+        return x.mul_(scale).sub_(shift).unsqueeze(1).contiguous()
+
+    def to_y(lbl: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(lbl.astype(np.int64))  # astype copies: tensors never alias inputs
+
+    h, w = int(train_img.shape[1]), int(train_img.shape[2])
+    return Splits(
+        name=name,
+        train_x=to_x(train_img), train_y=to_y(train_lbl),
+        val_x=to_x(val_img), val_y=to_y(val_lbl),
+        test_x=to_x(test_img), test_y=to_y(test_lbl),
+        input_shape=(1, h, w),
+        num_classes=num_classes,
+    )

@@ -1,0 +1,42 @@
+"""Exception hierarchy: every failure a user can cause raises one of these.
+
+The CLI catches ``NNCompressError`` and prints its message on one line, so each
+message must say what was wrong and what to do about it.
+"""
+from __future__ import annotations
+
+
+class NNCompressError(Exception):
+    """Base of every error nncompress raises on purpose."""
+
+
+class ConfigError(NNCompressError, ValueError):
+    """An option or configuration value is out of range or of the wrong type."""
+
+
+class DataError(NNCompressError):
+    """A data set is missing, malformed or inconsistent."""
+
+
+class CheckpointError(NNCompressError):
+    """A checkpoint cannot be read, is unsafe to read, or does not match the model."""
+
+
+class ModelError(NNCompressError):
+    """A model cannot be built, or holds weights that cannot be used (NaN/Inf)."""
+
+
+class FormatError(NNCompressError):
+    """A compressed file is malformed."""
+
+
+class ChecksumError(FormatError):
+    """A section or header of a compressed file fails its checksum."""
+
+
+class TruncatedError(FormatError):
+    """A compressed file ends before its header says it should."""
+
+
+class VersionError(FormatError):
+    """A compressed file was written by a newer format version than this reader knows."""

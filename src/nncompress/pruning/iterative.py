@@ -1,0 +1,147 @@
+"""The iterative prune / fine-tune loop with validation-based rollback.
+
+Training and evaluation come in as callbacks, so this module knows nothing of
+data: ``finetune(params, epochs, after_step)`` trains the given parameters with
+masks re-applied after each step; ``evaluate()`` returns validation accuracy.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from nncompress.config import PruneConfig
+from nncompress.errors import ConfigError
+from nncompress.progress import ProgressFn, report
+from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, restore_,
+                                      snapshot)
+from nncompress.pruning.dropout import adjust_dropout_, original_rates
+from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
+from nncompress.pruning.schedule import q_schedule, resolve_groups
+from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
+
+log = logging.getLogger(__name__)
+
+Finetune = Callable[[Iterable[nn.Parameter], int, Callable[[], None]], None]
+Evaluate = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One line of the per-step log."""
+
+    stage: str            # "dense", "step", "recover", "final"
+    group: int
+    step: int
+    q: dict[str, float]
+    density: dict[str, float]
+    overall_density: float
+    val_accuracy: float
+    drop_points: float
+    accepted: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PruneResult:
+    dense_val_accuracy: float
+    val_accuracy: float
+    masks: Masks
+    steps: list[StepRecord] = field(default_factory=list)
+    q: dict[str, float] = field(default_factory=dict)
+    dropout: dict[str, float] = field(default_factory=dict)
+    shrink: Optional[ShrinkReport] = None
+
+
+def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
+           progress: Optional[ProgressFn] = None, on_step: Optional[Callable[[StepRecord], None]] = None
+           ) -> PruneResult:
+    """Prune ``model`` in place, group by group, raising q until the validation
+    drop after fine-tuning exceeds the tolerance, then rolling back one step."""
+    layers = prunable_layers(model)
+    if not layers:
+        raise ConfigError("the model has no Linear or Conv layer to prune")
+    unknown = sorted(set(cfg.layer_scale) - set(layers))
+    if unknown:
+        raise ConfigError(f"layer_scale names unknown layer(s) {unknown}; prunable layers are {list(layers)}")
+    groups = resolve_groups(cfg.groups, layers)
+    stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
+    masks = initial_masks(layers)
+    rates = original_rates(model)
+    qs = q_schedule(cfg.q0, cfg.q_step, cfg.q_max)
+    total = len(groups) * len(qs) + 1
+    tick = 0
+    q_now = {n: 0.0 for n in layers}
+
+    def reapply() -> None:
+        apply_masks_(layers, masks)
+
+    def record(stage: str, group: int, step: int, acc: float, accepted: bool, t0: float) -> StepRecord:
+        rec = StepRecord(stage, group, step, dict(q_now), densities(masks), overall_density(masks), acc,
+                         round((base - acc) * 100, 4), accepted, round(time.perf_counter() - t0, 3))
+        result.steps.append(rec)
+        if on_step is not None:
+            on_step(rec)
+        return rec
+
+    t0 = time.perf_counter()
+    base = evaluate()
+    result = PruneResult(dense_val_accuracy=base, val_accuracy=base, masks=masks)
+    record("dense", -1, 0, base, True, t0)
+    for gi, group in enumerate(groups):
+        good = snapshot(model, masks), dict(q_now)
+        params = [p for n in group for p in layers[n].parameters()]
+        for si, q in enumerate(qs):
+            t0 = time.perf_counter()
+            for name in group:
+                q_now[name] = q * cfg.layer_scale.get(name, 1.0)
+                masks[name] &= threshold_mask(layers[name].weight, std_threshold(stds[name], q_now[name]))
+            reapply()
+            if cfg.adjust_dropout:
+                adjust_dropout_(model, rates, densities(masks))
+            finetune(params, cfg.epochs_per_step, reapply)
+            acc = evaluate()
+            ok = (base - acc) * 100 <= cfg.tolerance
+            stage = "step"
+            if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
+                record(stage, gi, si, acc, ok, t0)
+                t0, stage = time.perf_counter(), "recover"
+                finetune(params, cfg.recover_epochs, reapply)
+                acc = evaluate()
+                ok = (base - acc) * 100 <= cfg.tolerance
+            rec = record(stage, gi, si, acc, ok, t0)
+            tick += 1
+            report(progress, "prune", tick, total, group=gi, q=q, density=rec.overall_density, val=acc)
+            if not ok:
+                restore_(model, masks, good[0])
+                q_now.clear()
+                q_now.update(good[1])
+                break
+            good = snapshot(model, masks), dict(q_now)
+        tick = (gi + 1) * len(qs)
+    if cfg.adjust_dropout:
+        result.dropout = adjust_dropout_(model, rates, densities(masks))
+    t0 = time.perf_counter()
+    before = snapshot(model, masks)
+    acc_before = evaluate()
+    finetune(list(model.parameters()), cfg.final_epochs, reapply)
+    acc = evaluate()
+    if acc < acc_before:  # the final fine-tune is kept only when validation agrees
+        restore_(model, masks, before)
+        acc = acc_before
+    record("final", len(groups), 0, acc, (base - acc) * 100 <= cfg.tolerance, t0)
+    report(progress, "prune", total, total, density=overall_density(masks), val=acc)
+    result.val_accuracy = acc
+    result.q = dict(q_now)
+    if cfg.remove_dead:
+        result.shrink = remove_dead_neurons_(model)
+        if result.shrink.applicable and result.shrink.removed:
+            result.masks = initial_masks(prunable_layers(model))
+    return result

@@ -1,0 +1,45 @@
+"""Pure schedule helpers: q values per step, and pruning groups."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from torch import nn
+
+from nncompress.errors import ConfigError
+from nncompress.pruning.masks import layer_kind
+
+
+def q_schedule(q0: float, step: float, q_max: float) -> list[float]:
+    """q0, q0+step, ... up to q_max (inclusive, tolerant of float error)."""
+    if step <= 0:
+        raise ConfigError(f"q step must be > 0, got {step}")
+    n = int((q_max - q0) / step + 1e-9) + 1
+    return [round(q0 + i * step, 10) for i in range(max(n, 0))]
+
+
+def resolve_groups(spec: str, layers: Mapping[str, nn.Module]) -> list[list[str]]:
+    """Turn 'all', 'fc,conv', 'conv,fc', 'layer' or 'fc1+fc2,conv1' into ordered groups."""
+    spec = spec.strip()
+    names = list(layers)
+    if spec == "all":
+        return [names]
+    if spec == "layer":
+        return [[n] for n in names]
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if part in ("fc", "conv"):
+            group = [n for n in names if layer_kind(layers[n]) == part]
+        else:
+            group = [p.strip() for p in part.split("+") if p.strip()]
+            unknown = [g for g in group if g not in layers]
+            if unknown:
+                raise ConfigError(f"groups: unknown layer(s) {unknown}; prunable layers are {names}")
+        group = [g for g in group if g not in seen]
+        seen.update(group)
+        if group:
+            groups.append(group)
+    if not groups:
+        raise ConfigError(f"groups {spec!r} selects no prunable layer; prunable layers are {names}")
+    return groups

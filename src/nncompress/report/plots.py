@@ -1,0 +1,72 @@
+"""Figures: weight histograms per layer and sensitivity curves.
+
+matplotlib is imported lazily (and with the Agg backend) so importing the
+package stays fast and works without a display.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from nncompress.atomic import atomic_open
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    with atomic_open(path, "wb") as handle:
+        handle.write(buf.getvalue())
+
+
+def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title: str,
+                      nonzero_only: bool = False, bins: int = 100) -> None:
+    """One panel per layer: the seed's before/after-pruning figures.
+    After pruning, the zeros are left out so the bimodal shape shows."""
+    plt = _pyplot()
+    n = len(weights)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, w) in zip(axes.flat, weights.items()):
+        values = w.ravel()
+        if nonzero_only:
+            values = values[values != 0]
+        ax.hist(values, bins=bins, color="#3b6ea8")
+        kept = np.count_nonzero(w) / max(1, w.size)
+        ax.set_title(f"{name}  ({w.size:,} weights, {kept:.1%} nonzero)", fontsize=9)
+        ax.set_xlabel("weight value", fontsize=8)
+        ax.set_ylabel("count", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path) -> None:
+    """Validation accuracy against q, one line per layer pruned alone."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, points in curves.items():
+        qs, accs = zip(*points)
+        ax.plot(qs, [a * 100 for a in accs], marker="o", markersize=3, label=name)
+    ax.axhline(base * 100, color="grey", linestyle="--", linewidth=1, label="dense")
+    ax.set_xlabel("q (threshold = q x std of the layer's weights)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Sensitivity: each layer pruned alone, no fine-tuning")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""Checkpoints that hold plain tensors and plain values only.
+
+They load with ``torch.load(weights_only=True)``: no code is ever unpickled.
+Pruned weights may be stored as CSR (values, indices, shape) where that is
+smaller than dense; masks and ``*_orig`` copies are never written. Files
+from elsewhere (bare state dicts, GPU-saved, DataParallel-wrapped) load too.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from nncompress.atomic import atomic_open
+from nncompress.coding.csr import CSR, csr_bytes, from_csr, to_csr
+from nncompress.errors import CheckpointError, FormatError, ModelError
+from nncompress.models import arch_record, from_record
+
+FORMAT_KEY = "nncompress_checkpoint"
+FORMAT_VERSION = 1
+STORAGES = ("auto", "dense", "csr")
+
+
+@dataclass
+class Checkpoint:
+    state: dict[str, torch.Tensor]
+    arch: Optional[dict[str, Any]] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self, model: Optional[nn.Module] = None) -> nn.Module:
+        """Load the weights into ``model`` or, when None, into the recorded architecture."""
+        if model is None:
+            if self.arch is None:
+                raise CheckpointError("this checkpoint records no architecture: pass --model NAME "
+                                      "(or a model instance in Python) to load it")
+            model = from_record(self.arch)
+        load_state(model, self.state)
+        model.eval()
+        return model
+
+
+def _is_sparse_weight(name: str, tensor: torch.Tensor) -> bool:
+    return name.endswith("weight") and tensor.dim() >= 2 and tensor.is_floating_point()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Optional[Mapping[str, Any]] = None,
+                    storage: str = "auto") -> dict[str, str]:
+    """Write ``model`` atomically; return how each weight was stored ('dense'/'csr')."""
+    if storage not in STORAGES:
+        raise CheckpointError(f"storage must be one of {STORAGES}, got {storage!r}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    check_finite(state)
+    dense: dict[str, torch.Tensor] = {}
+    sparse: dict[str, dict[str, Any]] = {}
+    layout: dict[str, str] = {}
+    for name, tensor in state.items():
+        arr = tensor.numpy()
+        use_csr = _is_sparse_weight(name, tensor) and (
+            storage == "csr" or (storage == "auto" and csr_bytes(arr) < arr.nbytes))
+        if use_csr:
+            csr = to_csr(arr)
+            sparse[name] = {"values": torch.from_numpy(csr.values), "col_indices": torch.from_numpy(csr.col_indices),
+                            "crow_indices": torch.from_numpy(csr.crow_indices), "shape": list(csr.shape)}
+            layout[name] = "csr"
+        else:
+            dense[name] = tensor
+            layout[name] = "dense"
+    payload = {FORMAT_KEY: FORMAT_VERSION, "arch": arch_record(model), "state": dense, "sparse": sparse,
+               "meta": dict(meta or {})}
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+    return layout
+
+
+def check_finite(state: Mapping[str, torch.Tensor]) -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"weights contain NaN or Inf in {', '.join(bad)}: the model cannot be compressed; "
+                         "retrain it or restore an earlier checkpoint")
+
+
+def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop DataParallel/DistributedDataParallel 'module.' prefixes."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)); "
+            "nncompress never unpickles code from a file: re-save it with torch.save(model.state_dict(), path)"
+        ) from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint of ours or a plain state dict from the wild, on the CPU."""
+    path = Path(path)
+    raw = _read(path)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict")
+    if FORMAT_KEY in raw:
+        version = raw[FORMAT_KEY]
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}); "
+                                  "upgrade nncompress to read it")
+        state = dict(raw.get("state", {}))
+        try:
+            for name, parts in raw.get("sparse", {}).items():
+                csr = CSR(parts["values"].numpy(), parts["col_indices"].numpy(), parts["crow_indices"].numpy(),
+                          tuple(parts["shape"]))
+                state[name] = torch.from_numpy(from_csr(csr))
+        except (KeyError, AttributeError, TypeError, FormatError) as exc:
+            raise CheckpointError(f"{path}: a sparse weight is malformed ({exc})") from exc
+        ckpt = Checkpoint(state=_strip_prefix(state), arch=raw.get("arch"), meta=dict(raw.get("meta", {})))
+    else:
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+        tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        if not tensors:
+            raise CheckpointError(f"{path} holds no tensors: expected a state dict")
+        ckpt = Checkpoint(state=_strip_prefix(tensors))
+    check_finite(ckpt.state)
+    return ckpt
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Strict load with a message that names every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:6])}")
+        if shapes:
+            parts.append("; ".join(shapes[:4]))
+        raise CheckpointError("checkpoint does not match the model: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def checkpoint_bytes(model: nn.Module, storage: str = "auto") -> int:
+    """Size on disk of ``model`` saved with ``storage``: measured on a real file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.pt"
+        save_checkpoint(target, model, storage=storage)
+        return target.stat().st_size

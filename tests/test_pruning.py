@@ -1,0 +1,200 @@
+"""Iterative pruning: thresholds, schedules, the loop, masks through training."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nncompress.config import PruneConfig, TrainConfig
+from nncompress.errors import ConfigError
+from nncompress.models import build_model
+from nncompress.pruning import prunable_layers, prune_
+from nncompress.pruning.apply import apply_masks_, initial_masks
+from nncompress.pruning.dropout import adjust_dropout_, dropout_targets, original_rates
+from nncompress.pruning.masks import threshold_mask
+from nncompress.pruning.schedule import q_schedule, resolve_groups
+from nncompress.train import fit
+
+
+def test_threshold_mask_keeps_weights_at_or_above_threshold() -> None:
+    w = torch.tensor([[-0.5, 0.1], [0.2, -0.05]])
+    assert threshold_mask(w, 0.2).tolist() == [[True, False], [True, False]]
+
+
+def test_q_schedule_is_inclusive_and_exact() -> None:
+    assert q_schedule(0.5, 0.25, 1.5) == [0.5, 0.75, 1.0, 1.25, 1.5]
+    assert q_schedule(1.0, 0.3, 1.2) == [1.0]
+    with pytest.raises(ConfigError, match="step"):
+        q_schedule(0.5, 0.0, 1.0)
+
+
+def test_resolve_groups_presets_and_explicit() -> None:
+    layers = prunable_layers(build_model("lenet5"))
+    assert resolve_groups("all", layers) == [["conv1", "conv2", "fc1", "fc2"]]
+    assert resolve_groups("fc,conv", layers) == [["fc1", "fc2"], ["conv1", "conv2"]]
+    assert resolve_groups("layer", layers) == [["conv1"], ["conv2"], ["fc1"], ["fc2"]]
+    assert resolve_groups("fc1+fc2,conv2", layers) == [["fc1", "fc2"], ["conv2"]]
+    with pytest.raises(ConfigError, match="fc9"):
+        resolve_groups("fc9", layers)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"tolerance": -1}, "tolerance"), ({"q_step": 0}, "q_step"),
+                                           ({"q_max": 0.1}, "q_max"), ({"epochs_per_step": -2}, "epochs_per_step"),
+                                           ({"layer_scale": {"fc1": 0}}, "layer_scale")])
+def test_prune_config_rejects_out_of_range(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        PruneConfig(**kwargs)
+
+
+def test_pruned_weights_stay_zero_through_momentum_and_weight_decay(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", digits.input_shape, digits.num_classes)
+    layers = prunable_layers(model)
+    masks = {n: torch.rand_like(m.weight) > 0.7 for n, m in layers.items()}
+    apply_masks_(layers, masks)
+    params_before = [id(p) for p in model.parameters()]
+    fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        after_step=lambda: apply_masks_(layers, masks))
+    assert [id(p) for p in model.parameters()] == params_before
+    for name, layer in layers.items():
+        assert torch.all(layer.weight[~masks[name]] == 0)
+        assert torch.count_nonzero(layer.weight[masks[name]]) > 0.95 * masks[name].sum()
+
+
+class _Scripted:
+    """An evaluate callback that plays back validation accuracies."""
+
+    def __init__(self, accs: list[float]) -> None:
+        self.accs = list(accs)
+
+    def __call__(self) -> float:
+        return self.accs.pop(0)
+
+
+def test_loop_rolls_back_to_last_step_within_tolerance() -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    seen: list[set[int]] = []
+
+    def finetune(params, epochs, after_step) -> None:
+        seen.append({id(p) for p in params})
+        after_step()
+
+    # dense 0.90; steps q=0.5, 1.0 ok; q=1.5 drops 2 points -> rollback; final keeps
+    evaluate = _Scripted([0.90, 0.90, 0.899, 0.88, 0.899, 0.899])
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0, remove_dead=False)
+    result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
+    stages = [(r.stage, r.accepted) for r in result.steps]
+    assert stages == [("dense", True), ("step", True), ("step", True), ("step", False), ("final", True)]
+    assert result.q == {"fc1": 1.0, "fc2": 1.0, "fc3": 1.0}
+    step_q1 = result.steps[2]
+    assert result.steps[-1].density == step_q1.density  # masks restored to the q=1.0 step
+    for name, layer in prunable_layers(model).items():
+        assert abs(float((layer.weight != 0).float().mean()) - step_q1.density[name]) < 1e-6
+    assert len(seen) == 4 and seen[-1] == {id(p) for p in model.parameters()}  # final tunes everything
+
+
+def test_recovery_epochs_rescue_a_step_before_giving_up() -> None:
+    model = build_model("lenet300")
+    calls: list[int] = []
+
+    def finetune(params, epochs, after_step) -> None:
+        calls.append(epochs)
+
+    evaluate = _Scripted([0.90, 0.89, 0.899, 0.85, 0.85, 0.899, 0.899])
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=0.3, epochs_per_step=2, recover_epochs=5,
+                      final_epochs=7, remove_dead=False)
+    result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
+    assert calls == [2, 5, 2, 5, 7]
+    assert [(r.stage, r.accepted) for r in result.steps] == [
+        ("dense", True), ("step", False), ("recover", True), ("step", False), ("recover", False), ("final", True)]
+    assert result.q["fc1"] == 0.5
+
+
+def test_groups_freeze_the_other_layers() -> None:
+    model = build_model("lenet300")
+    layers = prunable_layers(model)
+    seen: list[set[int]] = []
+
+    def finetune(params, epochs, after_step) -> None:
+        seen.append({id(p) for p in params})
+
+    evaluate = _Scripted([0.9] * 20)
+    prune_(model, PruneConfig(q0=0.5, q_step=0.5, q_max=0.5, groups="layer", remove_dead=False),
+           finetune=finetune, evaluate=evaluate)
+    expected = [{id(p) for p in layers[n].parameters()} for n in ("fc1", "fc2", "fc3")]
+    assert seen[:3] == expected
+
+
+def test_layer_scale_multiplies_q_per_layer() -> None:
+    model = build_model("lenet300")
+    stds = {n: float(m.weight.detach().std()) for n, m in prunable_layers(model).items()}
+    evaluate = _Scripted([0.9] * 10)
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=1.0, layer_scale={"fc1": 1.5, "fc3": 0.5}, remove_dead=False)
+    result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
+    assert result.q == {"fc1": 1.5, "fc2": 1.0, "fc3": 0.5}
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight[layer.weight != 0].abs()
+        assert w.min() >= result.q[name] * stds[name]
+    with pytest.raises(ConfigError, match="fc7"):
+        prune_(model, PruneConfig(layer_scale={"fc7": 1.0}), finetune=lambda p, e, a: None, evaluate=evaluate)
+
+
+def test_dropout_rate_follows_pruned_size() -> None:
+    model = build_model("mlp")
+    assert dropout_targets(model) == {"drop1": "fc2", "drop2": "fc3"}
+    rates = original_rates(model)
+    new = adjust_dropout_(model, rates, {"fc2": 0.25, "fc3": 1.0})
+    assert new == pytest.approx({"drop1": 0.2 * 0.5, "drop2": 0.2})
+    assert model.drop1.p == pytest.approx(0.1)
+
+
+def test_real_pruning_on_digits_keeps_accuracy_and_zeros(digits, trained_mlp) -> None:
+    from nncompress.pipeline import metrics, prune_model
+    model = trained_mlp()
+    dense_val = metrics(model, digits, "val")["accuracy"]
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=2.0, tolerance=1.5, epochs_per_step=3, final_epochs=5,
+                      lr=0.02, batch_size=64, recover_epochs=0)
+    result = prune_model(model, digits, cfg)
+    assert result.dense_val_accuracy == pytest.approx(dense_val)
+    accepted = [r for r in result.steps if r.stage == "step" and r.accepted]
+    assert accepted, "at least one pruning step should fit a 1.5 point tolerance"
+    densities = [r.overall_density for r in accepted]
+    assert densities == sorted(densities, reverse=True) and densities[-1] < 0.6
+    assert (dense_val - metrics(model, digits, "val")["accuracy"]) * 100 <= 1.5 + 1e-9
+    assert result.val_accuracy == pytest.approx(metrics(model, digits, "val")["accuracy"])
+    kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
+    assert kept == sum(int(m.sum()) for m in result.masks.values())
+    assert model.drop1.p < 0.2  # dropout shrank with the pruned layer
+
+
+class _Custom(nn.Module):
+    """Not Sequential, not ours: must still be prunable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.head = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_any_module_with_linear_and_conv_is_prunable(digits) -> None:
+    from nncompress.pipeline import prune_model
+    torch.manual_seed(0)
+    model = _Custom()
+    cfg = PruneConfig(q0=1.0, q_step=0.5, q_max=1.0, tolerance=100, epochs_per_step=1, final_epochs=1,
+                      recover_epochs=0)
+    result = prune_model(model, digits, cfg)
+    assert set(result.masks) == {"conv", "head"}
+    assert float((model.head.weight == 0).float().mean()) > 0.5
+    assert result.shrink is not None and not result.shrink.applicable and "Sequential" in result.shrink.reason
+
+
+def test_initial_masks_keep_existing_zeros() -> None:
+    model = build_model("lenet300")
+    with torch.no_grad():
+        model.fc1.weight[:, :10] = 0
+    masks = initial_masks(prunable_layers(model))
+    assert not masks["fc1"][:, :10].any() and masks["fc2"].all()
