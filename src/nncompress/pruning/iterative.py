@@ -21,7 +21,7 @@ from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_ma
                                       snapshot)
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
-from nncompress.pruning.schedule import q_schedule, resolve_groups
+from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
 
     def record(stage: str, group: int, step: int, acc: float, accepted: bool, t0: float) -> StepRecord:
         rec = StepRecord(stage, group, step, dict(q_now), densities(masks), overall_density(masks), acc,
-                         round((base - acc) * 100, 4), accepted, round(time.perf_counter() - t0, 3))
+                         round(drop_points(base, acc), 4), accepted, round(time.perf_counter() - t0, 3))
         result.steps.append(rec)
         if on_step is not None:
             on_step(rec)
@@ -108,14 +108,14 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
                 adjust_dropout_(model, rates, densities(masks))
             finetune(params, cfg.epochs_per_step, reapply)
             acc = evaluate()
-            ok = (base - acc) * 100 <= cfg.tolerance
+            ok = drop_points(base, acc) <= cfg.tolerance
             stage = "step"
             if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
                 record(stage, gi, si, acc, ok, t0)
                 t0, stage = time.perf_counter(), "recover"
                 finetune(params, cfg.recover_epochs, reapply)
                 acc = evaluate()
-                ok = (base - acc) * 100 <= cfg.tolerance
+                ok = drop_points(base, acc) <= cfg.tolerance
             rec = record(stage, gi, si, acc, ok, t0)
             tick += 1
             report(progress, "prune", tick, total, group=gi, q=q, density=rec.overall_density, val=acc)
@@ -136,7 +136,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if acc < acc_before:  # the final fine-tune is kept only when validation agrees
         restore_(model, masks, before)
         acc = acc_before
-    record("final", len(groups), 0, acc, (base - acc) * 100 <= cfg.tolerance, t0)
+    record("final", len(groups), 0, acc, drop_points(base, acc) <= cfg.tolerance, t0)
     report(progress, "prune", total, total, density=overall_density(masks), val=acc)
     result.val_accuracy = acc
     result.q = dict(q_now)

@@ -20,6 +20,7 @@ from nncompress.atomic import write_text
 from nncompress.errors import ConfigError, DataError
 from nncompress.progress import ProgressFn, report
 from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
+from nncompress.pruning.schedule import drop_points
 
 FIELDS = ("layer", "q", "density", "val_accuracy")
 
@@ -96,7 +97,7 @@ def layer_q_limits(rows: Sequence[SensitivityRow], base: float, max_drop: float)
     limits: dict[str, float] = {}
     for r in sorted(rows, key=lambda r: (r.layer, r.q)):
         limits.setdefault(r.layer, 0.0)
-        if (base - r.val_accuracy) * 100 <= max_drop:
+        if drop_points(base, r.val_accuracy) <= max_drop:
             limits[r.layer] = max(limits[r.layer], r.q)
     return limits
 

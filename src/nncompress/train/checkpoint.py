@@ -55,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     """Write ``model`` atomically; return how each weight was stored ('dense'/'csr')."""
     if storage not in STORAGES:
         raise CheckpointError(f"storage must be one of {STORAGES}, got {storage!r}")
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = _fold_reparametrisation({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     check_finite(state)
     dense: dict[str, torch.Tensor] = {}
     sparse: dict[str, dict[str, Any]] = {}
@@ -79,6 +79,17 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     return layout
 
 
+def _fold_reparametrisation(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model pruned by torch.nn.utils.prune holds ``w_orig`` and ``w_mask``;
+    store their product as ``w``, so no mask or copy reaches the file."""
+    for key in [k for k in state if k.endswith("_orig")]:
+        base = key[: -len("_orig")]
+        mask = state.pop(base + "_mask", None)
+        orig = state.pop(key)
+        state[base] = orig * mask if mask is not None else orig
+    return state
+
+
 def check_finite(state: Mapping[str, torch.Tensor]) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -93,12 +104,24 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state)
 
 
+def _names_python_objects(exc: pickle.UnpicklingError) -> bool:
+    """torch's weights-only loader refuses objects it could build unsafely with
+    these words; for bytes that are no pickle at all it says neither."""
+    text = str(exc)
+    return "can still be loaded" in text or "Unsupported global" in text
+
+
 def _read(path: Path) -> Any:
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _names_python_objects(exc):
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt, or not a "
+                                  "torch.save file)") from exc
         raise CheckpointError(
             f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)); "
             "nncompress never unpickles code from a file: re-save it with torch.save(model.state_dict(), path)"
