@@ -172,15 +172,29 @@ def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
 
 
+def _add_q_range(p: argparse.ArgumentParser, defaults: PruneConfig | SensitivityConfig) -> None:
+    p.add_argument("--q0", type=float, default=defaults.q0, help="first q (threshold = q x std of the layer)")
+    p.add_argument("--q-step", type=float, default=defaults.q_step, help="how much q rises per step")
+    p.add_argument("--q-max", type=float, default=defaults.q_max, help="largest q tried")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nncompress", description="Compress trained networks: prune, "
                                      "fine-tune, measure.")
     parser.add_argument("--version", action="version", version=f"nncompress {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    # the same flags after the sub-command; SUPPRESS keeps them from resetting the ones given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what the library does")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a built-in model")
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    p = add("train", help="train a built-in model")
     p.add_argument("--model", required=True, choices=["lenet300", "lenet5", "mlp"])
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--epochs", type=int, default=20)
@@ -191,25 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy and weight counts of a checkpoint")
+    p = add("evaluate", help="test accuracy and weight counts of a checkpoint")
     p.add_argument("checkpoint")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
     d = SensitivityConfig()
-    p = sub.add_parser("sensitivity", help="prune each layer alone over a range of q; CSV + plot")
+    p = add("sensitivity", help="prune each layer alone over a range of q; CSV + plot")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="folder for sensitivity.csv and sensitivity.png")
-    p.add_argument("--q0", type=float, default=d.q0)
-    p.add_argument("--q-step", type=float, default=d.q_step)
-    p.add_argument("--q-max", type=float, default=d.q_max)
+    _add_q_range(p, d)
     p.add_argument("--max-drop", type=float, default=d.max_drop,
                    help="accuracy drop (points) a layer may take alone; sets the per-layer q scale")
     _add_common(p)
     p.set_defaults(func=cmd_sensitivity)
 
     c = PruneConfig()
-    p = sub.add_parser("prune", help="iterative std-threshold pruning with fine-tuning")
+    p = add("prune", help="iterative std-threshold pruning with fine-tuning")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="pruned checkpoint")
     p.add_argument("--log-dir", default=None, help="step log, histograms, summary (default: OUT_prune/)")
@@ -217,9 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
     p.add_argument("--tolerance", type=float, default=c.tolerance,
                    help="largest validation accuracy drop (points) a step may leave")
-    p.add_argument("--q0", type=float, default=c.q0)
-    p.add_argument("--q-step", type=float, default=c.q_step)
-    p.add_argument("--q-max", type=float, default=c.q_max)
+    _add_q_range(p, c)
     p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
     p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
                    help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
@@ -236,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("demo", help="train, analyse and prune an MLP on the embedded digits data")
+    p = add("demo", help="train, analyse and prune an MLP on the embedded digits data")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

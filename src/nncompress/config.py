@@ -30,6 +30,19 @@ def _non_negative_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
+def _check_q_range(q0: Any, q_step: Any, q_max: Any) -> None:
+    _require(_finite(q0) and q0 >= 0, "q0", "a number >= 0", q0)
+    _require(_finite(q_step) and q_step > 0, "q_step", "a number > 0", q_step)
+    _require(_finite(q_max) and q_max >= q0, "q_max", f"a number >= q0 ({q0})", q_max)
+
+
+def _check_optimizer(lr: Any, momentum: Any, weight_decay: Any, batch_size: Any) -> None:
+    _require(_finite(lr) and lr > 0, "lr", "a finite number > 0", lr)
+    _require(_finite(momentum) and 0 <= momentum < 1, "momentum", "in [0, 1)", momentum)
+    _require(_finite(weight_decay) and weight_decay >= 0, "weight_decay", "a number >= 0", weight_decay)
+    _require(_positive_int(batch_size), "batch_size", "an integer >= 1", batch_size)
+
+
 class _Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
@@ -58,11 +71,7 @@ class TrainConfig(_Config):
 
     def __post_init__(self) -> None:
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
-        _require(_finite(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
-        _require(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0",
-                 self.weight_decay)
-        _require(_positive_int(self.batch_size), "batch_size", "an integer >= 1", self.batch_size)
+        _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(_finite(self.warmup) and 0 <= self.warmup < 1, "warmup", "in [0, 1)", self.warmup)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an integer",
                  self.seed)
@@ -101,10 +110,7 @@ class PruneConfig(_Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(_finite(self.q0) and self.q0 >= 0, "q0", "a number >= 0", self.q0)
-        _require(_finite(self.q_step) and self.q_step > 0, "q_step", "a number > 0", self.q_step)
-        _require(_finite(self.q_max) and self.q_max >= self.q0, "q_max", f"a number >= q0 ({self.q0})",
-                 self.q_max)
+        _check_q_range(self.q0, self.q_step, self.q_max)
         _require(_finite(self.tolerance) and 0 <= self.tolerance <= 100, "tolerance",
                  "a number of percentage points in [0, 100]", self.tolerance)
         _require(_non_negative_int(self.epochs_per_step), "epochs_per_step", "an integer >= 0",
@@ -112,11 +118,7 @@ class PruneConfig(_Config):
         _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0",
                  self.recover_epochs)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)
-        _require(_finite(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
-        _require(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0",
-                 self.weight_decay)
-        _require(_positive_int(self.batch_size), "batch_size", "an integer >= 1", self.batch_size)
+        _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",
                  f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'", self.groups)
         for name, scale in dict(self.layer_scale).items():
@@ -139,8 +141,5 @@ class SensitivityConfig(_Config):
     max_drop: float = 2.0
 
     def __post_init__(self) -> None:
-        _require(_finite(self.q0) and self.q0 >= 0, "q0", "a number >= 0", self.q0)
-        _require(_finite(self.q_step) and self.q_step > 0, "q_step", "a number > 0", self.q_step)
-        _require(_finite(self.q_max) and self.q_max >= self.q0, "q_max", f"a number >= q0 ({self.q0})",
-                 self.q_max)
+        _check_q_range(self.q0, self.q_step, self.q_max)
         _require(_finite(self.max_drop) and self.max_drop >= 0, "max_drop", "a number >= 0", self.max_drop)

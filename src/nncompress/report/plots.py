@@ -50,7 +50,7 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.02)
     _save(fig, path)
     plt.close(fig)
 

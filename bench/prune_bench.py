@@ -1,0 +1,178 @@
+"""Pruning benchmark on Fashion-MNIST: nncompress's iterative std-threshold
+pruning (CLI defaults) against torch.nn.utils.prune.global_unstructured (L1),
+iterative, with the same fine-tuning epoch budget, in the same run.
+
+Writes bench/results/prune_bench.json and prune_bench.md. Never run by tests.
+Usage: python bench/prune_bench.py [--models lenet300 lenet5] [--seeds 0 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.utils.prune as tprune
+
+from nncompress.config import PruneConfig, TrainConfig
+from nncompress.data import load_data
+from nncompress.models import build_model
+from nncompress.pipeline import metrics, run_prune, save_trained, train_model
+from nncompress.pruning import prunable_layers
+from nncompress.train import fit, set_seed
+from nncompress.train.checkpoint import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+RESULTS = HERE / "results"
+
+
+def baseline(model_name: str, seed: int, splits) -> Path:  # noqa: ANN001
+    """The dense model, trained exactly as `nncompress train` does (cached)."""
+    path = RUNS / f"base_{model_name}_s{seed}.pt"
+    if not path.exists():
+        model = build_model(model_name, splits.input_shape, splits.num_classes)
+        cfg = TrainConfig(seed=seed)
+        info = train_model(model, splits, cfg)
+        save_trained(model, splits, path, {"val_accuracy": info["val"]["accuracy"], "train": cfg.to_dict(),
+                                           "train_seconds": info["train_seconds"]})
+    return path
+
+
+def epochs_spent(steps: list[dict], cfg: PruneConfig) -> tuple[int, int]:
+    """(fine-tuning epochs inside the pruning steps, pruning iterations) our run used."""
+    per_stage = {"step": cfg.epochs_per_step, "recover": cfg.recover_epochs}
+    return sum(per_stage.get(s["stage"], 0) for s in steps), sum(s["stage"] == "step" for s in steps)
+
+
+def saved_bytes(state: dict) -> dict[str, int]:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    raw = buf.getvalue()
+    out = {"torch_save": len(raw), "gzip": len(gzip.compress(raw, 9))}
+    try:
+        import zstandard
+        out["zstd"] = len(zstandard.ZstdCompressor(level=19).compress(raw))
+    except ImportError:
+        pass
+    return out
+
+
+def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: int, cfg: PruneConfig) -> dict:  # noqa: ANN001
+    """torch's global L1 pruning to the same overall density, iteratively, same epoch budget."""
+    model = load_checkpoint(base_path).build_model()
+    layers = prunable_layers(model)
+    params = [(m, "weight") for m in layers.values()]
+    gen = set_seed(cfg.seed)
+    per_iter = max(1, step_epochs // max(1, iterations))
+    final = cfg.final_epochs + max(0, step_epochs - per_iter * iterations)
+    keep_each = density ** (1.0 / iterations)
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=1.0 - keep_each)
+        fit(model, splits.train_x, splits.train_y, cfg.finetune(per_iter), generator=gen)
+    fit(model, splits.train_x, splits.train_y, cfg.finetune(final), generator=gen)
+    seconds = time.perf_counter() - t0
+    with_masks = saved_bytes(model.state_dict())
+    for m in layers.values():
+        tprune.remove(m, "weight")
+    test = metrics(model, splits, "test")
+    kept = sum(int((m.weight != 0).sum()) for m in layers.values())
+    total = sum(m.weight.numel() for m in layers.values())
+    return {"test_accuracy": test["accuracy"], "kept_fraction": kept / total, "seconds": round(seconds, 1),
+            "epochs": per_iter * iterations + final, "iterations": iterations,
+            "bytes_with_masks": with_masks, "bytes_after_remove": saved_bytes(model.state_dict())}
+
+
+def one(model_name: str, seed: int, splits) -> dict:  # noqa: ANN001
+    base = baseline(model_name, seed, splits)
+    cfg = PruneConfig(seed=seed)
+    out = RUNS / f"pruned_{model_name}_s{seed}.pt"
+    t0 = time.perf_counter()
+    run = run_prune(base, splits.name, out, cfg, splits=splits)
+    ours_seconds = time.perf_counter() - t0
+    s = run.summary
+    steps = [json.loads(line) for line in Path(run.files["steps"]).read_text().splitlines()]
+    step_epochs, iterations = epochs_spent(steps, cfg)
+    dense_state = load_checkpoint(base).build_model().state_dict()
+    p = peer(base, splits, s["kept_fraction"], step_epochs, iterations, cfg)
+    return {
+        "model": model_name, "seed": seed,
+        "dense_test_accuracy": s["dense"]["test_accuracy"],
+        "ours": {"test_accuracy": s["pruned"]["test_accuracy"], "drop_points": s["test_drop_points"],
+                 "kept_fraction": s["kept_fraction"], "compression": s["compression"],
+                 "kept_per_layer": {r["layer"]: r["kept"] for r in s["layers"]},
+                 "removed_neurons": s["removed_neurons"], "seconds": round(ours_seconds, 1),
+                 "epochs": step_epochs + cfg.final_epochs, "file_bytes": s["file_bytes"], "q": s["q"]},
+        "peer": {**p, "drop_points": round((s["dense"]["test_accuracy"] - p["test_accuracy"]) * 100, 4)},
+        "dense_bytes": saved_bytes(dense_state),
+    }
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = ["# Pruning benchmark: Fashion-MNIST", "",
+             f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+             "Ours: `nncompress prune` defaults. Peer: `torch.nn.utils.prune.global_unstructured` (L1), "
+             "iterative, pruned to the same density with the same fine-tuning epochs.", "",
+             "| model | seed | dense acc | ours acc | ours drop | kept | fewer | peer acc | peer drop | "
+             "ours s | peer s | ours file B | peer file B (masks) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        o, p = r["ours"], r["peer"]
+        lines.append(f"| {r['model']} | {r['seed']} | {r['dense_test_accuracy'] * 100:.2f} | "
+                     f"{o['test_accuracy'] * 100:.2f} | {o['drop_points']:+.2f} | {o['kept_fraction'] * 100:.2f} % | "
+                     f"{o['compression']:.1f}x | {p['test_accuracy'] * 100:.2f} | {p['drop_points']:+.2f} | "
+                     f"{o['seconds']:.0f} | {p['seconds']:.0f} | {o['file_bytes']:,} | "
+                     f"{p['bytes_with_masks']['torch_save']:,} |")
+    lines += ["", "Mean over seeds:", "", "| model | dense acc | ours drop | ours kept | fewer | peer drop | "
+              "per-layer kept (ours) |", "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["model"] for r in results):
+        rs = [r for r in results if r["model"] == name]
+        mean = lambda f: statistics.mean(f(r) for r in rs)  # noqa: E731
+        per_layer = {k: statistics.mean(r["ours"]["kept_per_layer"][k] for r in rs)
+                     for k in rs[0]["ours"]["kept_per_layer"]}
+        lines.append(f"| {name} | {mean(lambda r: r['dense_test_accuracy']) * 100:.2f} | "
+                     f"{mean(lambda r: r['ours']['drop_points']):+.2f} | "
+                     f"{mean(lambda r: r['ours']['kept_fraction']) * 100:.2f} % | "
+                     f"{mean(lambda r: r['ours']['compression']):.1f}x | "
+                     f"{mean(lambda r: r['peer']['drop_points']):+.2f} | "
+                     + ", ".join(f"{k} {v * 100:.1f} %" for k, v in per_layer.items()) + " |")
+    lines += ["", "Drop = dense minus pruned test accuracy, in points (negative: pruned is better).",
+              "Files: ours is `nncompress prune`'s checkpoint (CSR where smaller); the peer's is "
+              "`torch.save(model.state_dict())` while its pruning is attached (weight_orig + weight_mask), "
+              "as people save it; gzip/zstd figures are in the JSON."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--tag", default="prune_bench")
+    args = parser.parse_args()
+    RUNS.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    splits = load_data("fashion-mnist")
+    meta = {"command": "python bench/prune_bench.py " + " ".join(sys.argv[1:]), "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "date": time.strftime("%Y-%m-%d")}
+    results = []
+    json_path = RESULTS / f"{args.tag}.json"
+    for name in args.models:
+        for seed in args.seeds:
+            r = one(name, seed, splits)
+            results.append(r)
+            sys.stderr.write(f"{name} seed {seed}: ours {r['ours']['drop_points']:+.2f} pt at "
+                             f"{r['ours']['compression']:.1f}x, peer {r['peer']['drop_points']:+.2f} pt\n")
+            json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (RESULTS / f"{args.tag}.md").write_text(markdown(results, meta))
+
+
+if __name__ == "__main__":
+    main()
