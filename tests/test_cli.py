@@ -119,6 +119,22 @@ def test_evaluate_human_output(trained: dict[str, Any], capsys: pytest.CaptureFi
     assert f"parameters {MLP_PARAMS:,}" in out
 
 
+def test_quiet_after_the_subcommand_hides_progress(trained: dict[str, Any]) -> None:
+    rc, out, err = run_main(["evaluate", str(trained["path"]), "--data", "digits", "--quiet"])
+    assert rc == 0 and "accuracy" in out and err == ""
+    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--quiet", "--q-max", "0.5",
+                             "--epochs-per-step", "1", "--final-epochs", "0", "--out",
+                             str(trained["path"].parent / "quiet.pt")])
+    assert rc == 0 and err == "" and "fewer nonzero weights" in out
+
+
+def test_progress_bars_go_to_stderr(trained: dict[str, Any], tmp_path: Path) -> None:
+    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--q-max", "0.5",
+                             "--epochs-per-step", "1", "--final-epochs", "1", "--out", str(tmp_path / "p.pt")])
+    assert rc == 0 and "prune" in err and "fine-tune" in err and "%|" in err
+    assert "%|" not in out
+
+
 def test_sensitivity_writes_csv_and_plot(trained: dict[str, Any], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "sens"

@@ -82,7 +82,8 @@ def test_loop_rolls_back_to_last_step_within_tolerance() -> None:
 
     # dense 0.90; steps q=0.5, 1.0 ok; q=1.5 drops 2 points -> rollback; final keeps
     evaluate = _Scripted([0.90, 0.90, 0.899, 0.88, 0.899, 0.899])
-    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0, remove_dead=False)
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0, refine_steps=0,
+                      remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     stages = [(r.stage, r.accepted) for r in result.steps]
     assert stages == [("dense", True), ("step", True), ("step", True), ("step", False), ("final", True)]
@@ -103,12 +104,25 @@ def test_recovery_epochs_rescue_a_step_before_giving_up() -> None:
 
     evaluate = _Scripted([0.90, 0.89, 0.899, 0.85, 0.85, 0.899, 0.899])
     cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=0.3, epochs_per_step=2, recover_epochs=5,
-                      final_epochs=7, remove_dead=False)
+                      refine_steps=0, final_epochs=7, remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     assert calls == [2, 5, 2, 5, 7]
     assert [(r.stage, r.accepted) for r in result.steps] == [
         ("dense", True), ("step", False), ("recover", True), ("step", False), ("recover", False), ("final", True)]
     assert result.q["fc1"] == 0.5
+
+
+def test_refinement_bisects_between_last_good_and_failed_q() -> None:
+    model = build_model("lenet300")
+    # dense; q=1.0 ok; q=2.0 fails; bisect 1.5 ok; bisect 1.75 fails -> keep 1.5; final
+    evaluate = _Scripted([0.90, 0.90, 0.85, 0.899, 0.85, 0.899, 0.899])
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2, remove_dead=False)
+    result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
+    tried = [r.q["fc1"] for r in result.steps if r.stage == "step"]
+    assert tried == [1.0, 2.0, 1.5, 1.75]
+    assert [r.accepted for r in result.steps if r.stage == "step"] == [True, False, True, False]
+    assert result.q == {"fc1": 1.5, "fc2": 1.5, "fc3": 1.5}
+    assert result.steps[-1].density == result.steps[3].density
 
 
 def test_groups_freeze_the_other_layers() -> None:

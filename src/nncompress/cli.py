@@ -118,7 +118,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         scale = layer_scales(rows, base, args.max_drop)
     return PruneConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, tolerance=args.tolerance,
                        epochs_per_step=args.epochs_per_step,
-                       recover_epochs=args.recover_epochs, final_epochs=args.final_epochs, lr=args.lr,
+                       recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, final_epochs=args.final_epochs, lr=args.lr,
                        groups=args.groups, layer_scale=scale, remove_dead=not args.keep_dead,
                        adjust_dropout=not args.keep_dropout, seed=args.seed)
 
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
     p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
                    help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
+    p.add_argument("--refine-steps", type=int, default=c.refine_steps,
+                   help="bisections of q between the last good and the failed step")
     p.add_argument("--final-epochs", type=int, default=c.final_epochs)
     p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")

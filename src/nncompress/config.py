@@ -88,7 +88,9 @@ class PruneConfig(_Config):
     points against the dense model, that a pruning step may leave after its
     fine-tuning. ``groups`` is a preset (all, fc,conv, conv,fc, layer) or an
     explicit list like ``fc1+fc2,fc3``. A step that misses the tolerance
-    gets ``recover_epochs`` more fine-tuning before it is judged unrecoverable. ``layer_scale`` multiplies q per
+    gets ``recover_epochs`` more fine-tuning before it is judged unrecoverable;
+    then up to ``refine_steps`` bisections between the last good and the
+    failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
     layer (from the sensitivity analysis).
     """
 
@@ -98,6 +100,7 @@ class PruneConfig(_Config):
     tolerance: float = 0.3
     epochs_per_step: int = 2
     recover_epochs: int = 4
+    refine_steps: int = 1
     final_epochs: int = 10
     lr: float = 0.03
     momentum: float = 0.9
@@ -117,6 +120,7 @@ class PruneConfig(_Config):
                  self.epochs_per_step)
         _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0",
                  self.recover_epochs)
+        _require(_non_negative_int(self.refine_steps), "refine_steps", "an integer >= 0", self.refine_steps)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",

@@ -76,7 +76,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     masks = initial_masks(layers)
     rates = original_rates(model)
     qs = q_schedule(cfg.q0, cfg.q_step, cfg.q_max)
-    total = len(groups) * len(qs) + 1
+    total = len(groups) * (len(qs) + cfg.refine_steps) + 1
     tick = 0
     q_now = {n: 0.0 for n in layers}
 
@@ -95,37 +95,51 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     base = evaluate()
     result = PruneResult(dense_val_accuracy=base, val_accuracy=base, masks=masks)
     record("dense", -1, 0, base, True, t0)
-    for gi, group in enumerate(groups):
-        good = snapshot(model, masks), dict(q_now)
-        params = [p for n in group for p in layers[n].parameters()]
-        for si, q in enumerate(qs):
-            t0 = time.perf_counter()
-            for name in group:
-                q_now[name] = q * cfg.layer_scale.get(name, 1.0)
-                masks[name] &= threshold_mask(layers[name].weight, std_threshold(stds[name], q_now[name]))
-            reapply()
-            if cfg.adjust_dropout:
-                adjust_dropout_(model, rates, densities(masks))
-            finetune(params, cfg.epochs_per_step, reapply)
+
+    def try_step(gi: int, si: int, q: float, group: list[str], params: list[nn.Parameter]) -> bool:
+        """Prune ``group`` at q, fine-tune, and judge the step on validation."""
+        nonlocal tick
+        t0 = time.perf_counter()
+        for name in group:
+            q_now[name] = q * cfg.layer_scale.get(name, 1.0)
+            masks[name] &= threshold_mask(layers[name].weight, std_threshold(stds[name], q_now[name]))
+        reapply()
+        if cfg.adjust_dropout:
+            adjust_dropout_(model, rates, densities(masks))
+        finetune(params, cfg.epochs_per_step, reapply)
+        acc = evaluate()
+        ok = drop_points(base, acc) <= cfg.tolerance
+        stage = "step"
+        if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
+            record(stage, gi, si, acc, ok, t0)
+            t0, stage = time.perf_counter(), "recover"
+            finetune(params, cfg.recover_epochs, reapply)
             acc = evaluate()
             ok = drop_points(base, acc) <= cfg.tolerance
-            stage = "step"
-            if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
-                record(stage, gi, si, acc, ok, t0)
-                t0, stage = time.perf_counter(), "recover"
-                finetune(params, cfg.recover_epochs, reapply)
-                acc = evaluate()
-                ok = drop_points(base, acc) <= cfg.tolerance
-            rec = record(stage, gi, si, acc, ok, t0)
-            tick += 1
-            report(progress, "prune", tick, total, group=gi, q=q, density=rec.overall_density, val=acc)
-            if not ok:
+        rec = record(stage, gi, si, acc, ok, t0)
+        tick += 1
+        report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density, val=acc)
+        return ok
+
+    for gi, group in enumerate(groups):
+        params = [p for n in group for p in layers[n].parameters()]
+        good = snapshot(model, masks), dict(q_now)
+        q_good, q_bad, refined, si = 0.0, None, 0, 0
+        while True:
+            if q_bad is None and si < len(qs):
+                q = qs[si]
+            elif q_bad is not None and refined < cfg.refine_steps:  # bisect between the last good and bad q
+                q, refined = round((q_good + q_bad) / 2, 10), refined + 1
+            else:
+                break
+            if try_step(gi, si, q, group, params):
+                good, q_good = (snapshot(model, masks), dict(q_now)), q
+            else:
                 restore_(model, masks, good[0])
                 q_now.clear()
                 q_now.update(good[1])
-                break
-            good = snapshot(model, masks), dict(q_now)
-        tick = (gi + 1) * len(qs)
+                q_bad = q
+            si += 1
     if cfg.adjust_dropout:
         result.dropout = adjust_dropout_(model, rates, densities(masks))
     t0 = time.perf_counter()
