@@ -115,9 +115,10 @@ def one(model_name: str, seed: int, splits) -> dict:  # noqa: ANN001
     }
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def markdown(results: list[dict], meta: dict, parts: list[dict] | None = None) -> str:
+    runs = parts or [meta]
     lines = ["# Pruning benchmark: Fashion-MNIST", "",
-             f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+             *[f"`{m['command']}` on {m['machine']}, torch {m['torch']}, {m['date']}." for m in runs], "",
              "Ours: `nncompress prune` defaults. Peer: `torch.nn.utils.prune.global_unstructured` (L1), "
              "iterative, pruned to the same density with the same fine-tuning epochs.", "",
              "| model | seed | dense acc | ours acc | ours drop | kept | fewer | peer acc | peer drop | "
@@ -155,7 +156,16 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tag", default="prune_bench")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="only rebuild TAG.md (and TAG.json) from these result JSON files")
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        merged = {"meta": parts[0]["meta"], "parts": [p["meta"] for p in parts],
+                  "results": [r for p in parts for r in p["results"]]}
+        (RESULTS / f"{args.tag}.json").write_text(json.dumps(merged, indent=2))
+        (RESULTS / f"{args.tag}.md").write_text(markdown(merged["results"], merged["meta"], merged["parts"]))
+        return
     RUNS.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     splits = load_data("fashion-mnist")

@@ -206,6 +206,15 @@ def test_any_module_with_linear_and_conv_is_prunable(digits) -> None:
     assert result.shrink is not None and not result.shrink.applicable and "Sequential" in result.shrink.reason
 
 
+def test_nan_weights_are_refused_before_any_work() -> None:
+    from nncompress.errors import ModelError
+    model = build_model("lenet300")
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float("nan")
+    with pytest.raises(ModelError, match="fc2"):
+        prune_(model, PruneConfig(), finetune=lambda p, e, a: None, evaluate=lambda: 0.9)
+
+
 def test_initial_masks_keep_existing_zeros() -> None:
     model = build_model("lenet300")
     with torch.no_grad():

@@ -133,7 +133,8 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
               f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
               f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
               f"removed neurons: {s['removed_neurons'] or 'none'}",
-              f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes)"]
+              f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is "
+              f"{s['input_file_bytes']:,} bytes)"]
     return lines
 
 

@@ -102,7 +102,7 @@ class PruneConfig(_Config):
     recover_epochs: int = 4
     refine_steps: int = 1
     final_epochs: int = 10
-    lr: float = 0.03
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128

@@ -162,7 +162,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "q": result.q, "dropout": result.dropout, "layers": table, "storage": layout,
         "removed_neurons": result.shrink.removed if result.shrink else {},
         "shrink_note": result.shrink.reason if result.shrink else "",
-        "file_bytes": out.stat().st_size, "config": cfg.to_dict(),
+        "file_bytes": out.stat().st_size, "input_file_bytes": Path(checkpoint).stat().st_size,
+        "config": cfg.to_dict(),
     }
     write_text(log_dir / "summary.json", json.dumps(summary, indent=2))
     files = {"checkpoint": str(out), "steps": str(steps_path), "summary": str(log_dir / "summary.json"),

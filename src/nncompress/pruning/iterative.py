@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nncompress.config import PruneConfig
-from nncompress.errors import ConfigError
+from nncompress.errors import ConfigError, ModelError
 from nncompress.progress import ProgressFn, report
 from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, restore_,
                                       snapshot)
@@ -68,6 +68,9 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     layers = prunable_layers(model)
     if not layers:
         raise ConfigError("the model has no Linear or Conv layer to prune")
+    bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
+    if bad:
+        raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
     unknown = sorted(set(cfg.layer_scale) - set(layers))
     if unknown:
         raise ConfigError(f"layer_scale names unknown layer(s) {unknown}; prunable layers are {list(layers)}")
