@@ -106,7 +106,7 @@ class PruneConfig(_Config):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    groups: str = "all"
+    groups: str = "fc,conv"
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
