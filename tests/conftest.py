@@ -5,7 +5,6 @@ import copy
 from typing import Callable
 
 import pytest
-import torch
 from torch import nn
 
 from nncompress.config import TrainConfig

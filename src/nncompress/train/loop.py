@@ -72,7 +72,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
                           weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    frozen = [p for p in model.parameters() if p.requires_grad and all(p is not t for t in trainable)]
+    chosen = {id(p) for p in trainable}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
