@@ -30,6 +30,14 @@ class FormatError(NNCompressError):
     """A compressed file is malformed."""
 
 
+class BadMagicError(FormatError):
+    """The file does not start with the nncompress magic bytes: it is not our file."""
+
+
+class LayoutError(FormatError):
+    """The header describes sections that do not fit the file (offsets, lengths, overlaps)."""
+
+
 class ChecksumError(FormatError):
     """A section or header of a compressed file fails its checksum."""
 
