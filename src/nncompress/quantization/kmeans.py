@@ -1,0 +1,145 @@
+"""One-dimensional k-means, the clustering behind Deep Compression's weight sharing.
+
+In one dimension the clusters of a Lloyd iteration are contiguous runs of the
+sorted values, cut at the midpoints between neighbouring centroids. So the
+values are sorted once, and each iteration finds the cuts with
+``np.searchsorted`` (O(k log n)) and each cluster's sum from a prefix sum
+(O(k)): a hundred iterations over ten million values cost less than one pass
+over them. The final assignment in the caller's order is one
+``np.searchsorted`` of the values on the midpoints (O(n log k)) and the final
+centroids one ``np.bincount``, so the codebook returned is exactly the mean of
+the values labelled with it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompress.errors import ConfigError, ModelError
+
+INITS = ("linear", "density", "random")
+
+
+def check_init(init: str) -> None:
+    """Refuse an unknown initialisation before any work (or any layer) is touched."""
+    if init not in INITS:
+        raise ConfigError(f"k-means init must be one of {', '.join(INITS)}; got {init!r}")
+
+
+def _as_values(values: np.ndarray) -> np.ndarray:
+    """Flatten to float32 (the codebook's type), refusing NaN/Inf and overflow."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiub":
+        raise ModelError(f"k-means needs real numbers; got dtype {arr.dtype}")
+    arr = arr.reshape(-1)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ModelError("k-means values contain NaN or Inf; the weights cannot be clustered")
+    v32 = arr.astype(np.float32, copy=False)
+    if not np.isfinite(v32).all():
+        raise ModelError("k-means values overflow float32; the weights cannot be clustered")
+    return v32
+
+
+def _initial_centroids(sorted_vals: np.ndarray, k: int, init: str, seed: int) -> np.ndarray:
+    """Starting centroids (float64, ascending) from the sorted values."""
+    n = sorted_vals.size
+    lo, hi = float(sorted_vals[0]), float(sorted_vals[-1])
+    if init == "linear":
+        # Han et al. found this best: it keeps a few centroids on the rare large weights.
+        return np.linspace(lo, hi, k)
+    if init == "density":
+        # Evenly spaced points of the empirical CDF: the (i + 1/2)/k quantiles.
+        pos = ((np.arange(k) + 0.5) * (n / k)).astype(np.int64)
+        return sorted_vals[np.minimum(pos, n - 1)].astype(np.float64)
+    distinct = sorted_vals[np.concatenate(([True], sorted_vals[1:] != sorted_vals[:-1]))]
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(distinct, size=k, replace=False)).astype(np.float64)
+
+
+def _lloyd_sorted(
+    s: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float
+) -> np.ndarray:
+    """Lloyd iterations on ascending values ``s``; returns ascending centroids."""
+    n = s.size
+    centre = float(s[n // 2])  # prefix sums of centred values lose less precision
+    prefix = np.empty(n + 1, dtype=np.float64)
+    prefix[0] = 0.0
+    np.cumsum(s - centre, out=prefix[1:])
+    span = float(s[-1] - s[0])
+    c = centroids
+    prev: np.ndarray | None = None
+    for _ in range(max_iter):
+        mids = 0.5 * (c[:-1] + c[1:])
+        # A value on a midpoint goes to the lower cluster, as in the final assignment.
+        bounds = np.concatenate(([0], np.searchsorted(s, mids, side="right"), [n]))
+        if prev is not None and np.array_equal(bounds, prev):
+            break  # same clusters as last time: the centroids cannot move
+        counts = bounds[1:] - bounds[:-1]
+        full = counts > 0
+        lo, hi = bounds[:-1][full], bounds[1:][full]
+        means = (prefix[hi] - prefix[lo]) / counts[full] + centre
+        new = c.copy()  # an empty cluster keeps its place until the end
+        new[full] = np.clip(means, s[lo], s[hi - 1])
+        new.sort()
+        shift = float(np.max(np.abs(new - c)))
+        c, prev = new, bounds
+        if shift <= tol * span:
+            break
+    return c
+
+
+def kmeans_1d(
+    values: np.ndarray,
+    k: int,
+    init: str = "linear",
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    tol: float = 1e-7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster scalars into at most ``k`` centroids.
+
+    Returns ``(codebook, labels)``: the codebook float32, ascending, with no
+    unused entry (empty clusters are dropped, so it may hold fewer than ``k``);
+    ``labels`` int64, one per value, indexing the codebook. With at most ``k``
+    distinct values the codebook is exactly those values. ``tol`` is relative
+    to the range of the values. The result depends only on the input and
+    ``seed``.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k-means k must be an integer >= 1; got {k!r}")
+    check_init(init)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ConfigError(f"k-means max_iter must be an integer >= 0; got {max_iter!r}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ConfigError(f"k-means tol must be finite and >= 0; got {tol!r}")
+    v32 = _as_values(values)
+    k = int(k)
+    if v32.size == 0:
+        return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
+
+    s = np.sort(v32).astype(np.float64)
+    is_new = np.empty(s.size, dtype=bool)
+    is_new[0] = True
+    np.not_equal(s[1:], s[:-1], out=is_new[1:])
+    n_distinct = int(np.count_nonzero(is_new))
+    if n_distinct <= k:
+        distinct = s[is_new].astype(np.float32)
+        labels = np.searchsorted(distinct, v32).astype(np.int64)
+        return distinct, labels
+    del is_new
+
+    c = _lloyd_sorted(s, _initial_centroids(s, k, init, seed), int(max_iter), float(tol))
+    del s
+    v64 = v32.astype(np.float64)
+    labels = np.searchsorted(0.5 * (c[:-1] + c[1:]), v64, side="left").astype(np.int64)
+    counts = np.bincount(labels, minlength=c.size)
+    sums = np.bincount(labels, weights=v64, minlength=c.size)
+    used = counts > 0
+    codebook = (sums[used] / counts[used]).astype(np.float32)
+    remap = np.cumsum(used) - 1
+    labels = remap[labels]
+    # Two float64 centroids may round to one float32 value: merge them.
+    if codebook.size > 1 and np.any(codebook[1:] <= codebook[:-1]):
+        codebook, inverse = np.unique(codebook, return_inverse=True)
+        labels = inverse.reshape(-1)[labels].astype(np.int64)
+    return codebook, labels

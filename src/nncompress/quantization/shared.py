@@ -1,0 +1,216 @@
+"""Weight sharing on pruned layers, and centroid fine-tuning (Han et al. 2016).
+
+Each layer's surviving weights are clustered into ``2**bits`` shared values (a
+codebook) and each surviving weight keeps only an index into it. Fine-tuning
+then trains the codebook, not the weights: a centroid's gradient is the sum of
+the gradients of the weights that share it, the mask and the assignment stay
+fixed, and the weights are rewritten from the codebook after every step, so
+the model always holds exactly ``codebook[indices]`` at kept positions and
+exact zeros elsewhere.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from nncompress.errors import ConfigError, ModelError
+from nncompress.quantization.kmeans import check_init, kmeans_1d
+
+MIN_BITS, MAX_BITS = 1, 16
+CONV_BITS, FC_BITS = 8, 5  # Deep Compression's defaults for AlexNet/VGG
+
+
+def _weight(module: nn.Module, name: str) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ConfigError(f"layer {name!r} ({type(module).__name__}) has no weight tensor to share")
+    return weight
+
+
+@dataclass
+class SharedLayer:
+    """One layer under weight sharing.
+
+    ``mask`` (bool, weight's shape) marks the kept positions; ``indices``
+    (int64) holds one codebook index per kept position, in the row-major order
+    of ``weight[mask]``; ``codebook`` (float32) holds the shared values.
+    The mask, not the weight, says what is pruned: fine-tuning may move a
+    centroid to exactly zero without un-keeping its members.
+    """
+
+    module: nn.Module
+    mask: torch.Tensor
+    indices: torch.Tensor
+    codebook: torch.Tensor
+
+    def __post_init__(self) -> None:
+        # Catch a mismatched triple here, not as a silent wrong weight later.
+        weight = _weight(self.module, type(self.module).__name__)
+        if self.mask.dtype != torch.bool or self.mask.shape != weight.shape:
+            raise ConfigError(
+                f"mask must be a bool tensor of the weight's shape {tuple(weight.shape)}; "
+                f"got {self.mask.dtype} {tuple(self.mask.shape)}"
+            )
+        kept = int(self.mask.sum())
+        if self.indices.dtype != torch.int64 or self.indices.shape != (kept,):
+            raise ConfigError(
+                f"indices must be int64 with one entry per kept weight ({kept}); "
+                f"got {self.indices.dtype} {tuple(self.indices.shape)}"
+            )
+        if self.codebook.dtype != torch.float32 or self.codebook.dim() != 1:
+            raise ConfigError(f"codebook must be a 1-D float32 tensor; got {self.codebook.dtype} "
+                              f"{tuple(self.codebook.shape)}")
+        if kept and (int(self.indices.min()) < 0 or int(self.indices.max()) >= self.codebook.numel()):
+            raise ConfigError(f"indices must lie in [0, {self.codebook.numel()}) for this codebook")
+
+    @torch.no_grad()
+    def weights(self) -> torch.Tensor:
+        """The dense weight this layer stands for: zeros, and codebook values at kept positions."""
+        weight = self.module.weight
+        dense = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
+        dense[self.mask] = self.codebook[self.indices].to(weight.dtype)
+        return dense
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Write ``weights()`` into the layer's existing weight tensor (optimizers keep their handle)."""
+        weight = self.module.weight
+        weight.masked_fill_(~self.mask, 0.0)
+        weight[self.mask] = self.codebook[self.indices].to(weight.dtype)
+
+
+def _check_bits(layers: Mapping[str, nn.Module], bits: Mapping[str, int]) -> None:
+    missing = [name for name in layers if name not in bits]
+    if missing:
+        raise ConfigError(f"no bit width given for layer(s) {', '.join(missing)}")
+    unknown = [name for name in bits if name not in layers]
+    if unknown:
+        raise ConfigError(f"bit widths given for unknown layer(s) {', '.join(unknown)}; "
+                          f"layers are {', '.join(layers)}")
+    for name, b in bits.items():
+        if isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS:
+            raise ConfigError(f"bits for layer {name!r} must be an integer in "
+                              f"{MIN_BITS}..{MAX_BITS}; got {b!r}")
+
+
+def default_bits(layers: Mapping[str, nn.Module]) -> dict[str, int]:
+    """8 bits for convolutions, 5 for fully connected layers (Deep Compression's choice)."""
+    out: dict[str, int] = {}
+    for name, module in layers.items():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            out[name] = CONV_BITS
+        elif isinstance(module, nn.Linear):
+            out[name] = FC_BITS
+        else:
+            raise ConfigError(f"no default bit width for layer {name!r} of type "
+                              f"{type(module).__name__}; give bits explicitly")
+    return out
+
+
+@torch.no_grad()
+def share_weights_(
+    layers: Mapping[str, nn.Module],
+    bits: Mapping[str, int],
+    init: str = "linear",
+    seed: int = 0,
+) -> dict[str, SharedLayer]:
+    """Cluster each layer's nonzero weights into at most ``2**bits`` values, in place.
+
+    Zeros are pruned positions and stay zero (they are not clustered, so they
+    cost no centroid). Every argument and weight is checked before any layer
+    is changed.
+    """
+    check_init(init)
+    _check_bits(layers, bits)
+    for name, module in layers.items():
+        if not torch.isfinite(_weight(module, name)).all():
+            raise ModelError(f"layer {name!r} has NaN or Inf weights; they cannot be shared")
+
+    shared: dict[str, SharedLayer] = {}
+    for name, module in layers.items():
+        weight = module.weight
+        mask = weight.detach() != 0
+        values = weight.detach()[mask].to(torch.float32).cpu().numpy()
+        k = min(2 ** bits[name], values.size)
+        if values.size:
+            codebook_np, labels_np = kmeans_1d(values, k, init, seed=seed)
+        else:
+            codebook_np, labels_np = values[:0], values[:0].astype("int64")
+        layer = SharedLayer(
+            module=module,
+            mask=mask,
+            indices=torch.from_numpy(labels_np).to(weight.device),
+            codebook=torch.from_numpy(codebook_np).to(weight.device),
+        )
+        layer.apply_()
+        shared[name] = layer
+    return shared
+
+
+def unshared_parameters(model: nn.Module, shared: Mapping[str, SharedLayer]) -> Iterator[nn.Parameter]:
+    """The model's parameters minus the shared weights: what the model's optimizer may own."""
+    taken = {id(layer.module.weight) for layer in shared.values()}
+    return (p for p in model.parameters() if id(p) not in taken)
+
+
+def _check_lr(lr: float, momentum: float) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"centroid learning rate must be a finite number > 0; got {lr!r}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ConfigError(f"centroid momentum must be in [0, 1); got {momentum!r}")
+
+
+class CentroidTuner:
+    """SGD on the codebooks of shared layers, from the gradients of their weights.
+
+    After ``loss.backward()``, call ``step()`` (or ``after_step()`` as an
+    argument-free training-loop hook): each centroid moves by ``-lr`` times
+    the sum of its members' gradients (with optional momentum, as in
+    ``torch.optim.SGD``), then the weights are rewritten from the codebooks.
+    The shared weights' gradients are consumed (set to ``None``), since the
+    model's optimizer does not own them and would not clear them.
+
+    Do not give the shared weights to the model's own optimizer (see
+    ``unshared_parameters``): its update would be overwritten here, and its
+    weight decay or momentum would be wasted. Biases and unshared layers can
+    be trained by that optimizer as usual.
+    """
+
+    def __init__(self, shared: Mapping[str, SharedLayer], lr: float = 1e-3, momentum: float = 0.0) -> None:
+        _check_lr(lr, momentum)
+        self.shared = dict(shared)
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def step(self, lr: float | None = None, momentum: float | None = None) -> None:
+        """One SGD step on every codebook; ``lr``/``momentum`` override the constructor's."""
+        lr = self.lr if lr is None else lr
+        momentum = self.momentum if momentum is None else momentum
+        _check_lr(lr, momentum)
+        for name, layer in self.shared.items():
+            weight = layer.module.weight
+            grad = weight.grad
+            if grad is not None and layer.codebook.numel():
+                # Sum in float64: the sums are over many members, and index_add_ order varies on GPU.
+                member = grad[layer.mask].to(torch.float64)
+                cgrad = torch.zeros(layer.codebook.numel(), dtype=torch.float64, device=member.device)
+                cgrad.index_add_(0, layer.indices, member)
+                if momentum:
+                    buf = self._buffers.get(name)
+                    buf = cgrad if buf is None else buf.mul_(momentum).add_(cgrad)
+                    self._buffers[name] = buf
+                    cgrad = buf
+                update = (lr * cgrad).to(layer.codebook.dtype)
+                layer.codebook.sub_(update)
+            weight.grad = None
+            layer.apply_()
+
+    def after_step(self) -> None:
+        """Argument-free hook: ``step()`` with the constructor's lr and momentum."""
+        self.step()
