@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress import __version__
-from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, TrainConfig
-from nncompress.errors import NNCompressError
+from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
+from nncompress.errors import ConfigError, NNCompressError
 from nncompress.progress import Progress, ProgressFn
 
 DATA_HELP = "fashion-mnist, digits, or a folder with the four MNIST-format IDX files"
@@ -147,6 +147,69 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
           _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
 
 
+def _file_lines(t: dict[str, Any]) -> list[str]:
+    """Deep Compression's per-layer table (Tables 2-3) for a compressed file."""
+    head = (f"{'tensor':<12}{'weights':>9}{'kept %':>8}{'w bits':>7}{'w huff':>7}{'i bits':>7}{'i huff':>7}"
+            f"{'bytes':>9}{'ratio':>8}")
+    lines = [head]
+    for r in t["layers"]:
+        if r["codec"] == "shared":
+            bits = (f"{r['weight_bits_fixed']:>7}{r['weight_bits_huffman']:>7.2f}{r['index_bits_fixed']:>7}"
+                    f"{r['index_bits_huffman']:>7.2f}")
+        else:
+            bits = f"{'raw':>7}{'':>21}"
+        lines.append(f"{r['tensor']:<12}{r['weights']:>9,}{r['kept'] * 100:>7.2f}%{bits}{r['bytes']:>9,}"
+                     f"{r['ratio']:>7.1f}x")
+    lines.append(f"whole file {t['file_bytes']:,} bytes (headers included) vs {t['dense_bytes']:,} dense fp32 "
+                 f"bytes: {t['ratio']:.1f}x smaller")
+    return lines
+
+
+def _share_config(args: argparse.Namespace) -> ShareConfig:
+    rel: Any = args.rel_bits if args.rel_bits == "auto" else _int_option("--rel-bits", args.rel_bits)
+    return ShareConfig(fc_bits=args.fc_bits, conv_bits=args.conv_bits, init=args.init, epochs=args.share_epochs,
+                       centroid_lr=args.centroid_lr, rel_bits=rel, seed=args.seed)
+
+
+def _int_option(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{flag} takes 'auto' or a whole number, got {value!r}") from None
+
+
+def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.pipeline import load_model_file, run_compress
+    _, meta = load_model_file(args.checkpoint) if not args.model else (None, {})
+    skip = args.skip_prune or bool(meta.get("pruned"))
+    res = run_compress(args.checkpoint, args.data, args.out, None if skip else _prune_config(args),
+                       _share_config(args), model_name=args.model, progress=progress)
+    _emit(args, res, _file_lines(res) + [
+        f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
+        f"{-res['test_drop_points']:+.2f} pt){'; pruning skipped (input already pruned)' if skip else ''}",
+        f"wrote {res['file']}"])
+
+
+def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.modelfile import layer_table, load_compressed
+    box = load_compressed(args.file)
+    table = layer_table(box.header, box.section_bytes, box.file_bytes)
+    table["arch"] = box.header.get("arch")
+    _emit(args, table, _file_lines(table))
+
+
+def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.atomic import atomic_open
+    from nncompress.modelfile import load_compressed
+    import torch
+    box = load_compressed(args.file)
+    with atomic_open(args.out, "wb") as handle:
+        torch.save(box.state, handle)
+    _emit(args, {"out": args.out, "tensors": len(box.state)},
+          [f"wrote {args.out}: a plain state dict of {len(box.state)} tensors "
+           "(torch.load(path, weights_only=True) reads it)"])
+
+
 def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data import load_data
     from nncompress.models import build_model
@@ -177,6 +240,41 @@ def _add_q_range(p: argparse.ArgumentParser, defaults: PruneConfig | Sensitivity
     p.add_argument("--q0", type=float, default=defaults.q0, help="first q (threshold = q x std of the layer)")
     p.add_argument("--q-step", type=float, default=defaults.q_step, help="how much q rises per step")
     p.add_argument("--q-max", type=float, default=defaults.q_max, help="largest q tried")
+
+
+def _add_prune_flags(p: argparse.ArgumentParser) -> None:
+    c = PruneConfig()
+    p.add_argument("--groups", default=c.groups,
+                   help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
+    p.add_argument("--tolerance", type=float, default=c.tolerance,
+                   help="largest validation accuracy drop (points) a step may leave")
+    _add_q_range(p, c)
+    p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
+    p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
+                   help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
+    p.add_argument("--refine-steps", type=int, default=c.refine_steps,
+                   help="bisections of q between the last good and the failed step")
+    p.add_argument("--final-epochs", type=int, default=c.final_epochs)
+    p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
+    p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
+    p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
+                   help="with --sensitivity: drop (points) that sets each layer's q scale")
+    p.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
+    p.add_argument("--keep-dropout", action="store_true", help="do not adjust dropout rates")
+    p.add_argument("--seed", type=int, default=c.seed)
+
+
+def _add_share_flags(p: argparse.ArgumentParser) -> None:
+    c = ShareConfig()
+    p.add_argument("--fc-bits", type=int, default=c.fc_bits, help="codebook bits of Linear layers")
+    p.add_argument("--conv-bits", type=int, default=c.conv_bits, help="codebook bits of convolutions")
+    p.add_argument("--init", choices=["linear", "density", "random"], default=c.init,
+                   help="k-means initialisation")
+    p.add_argument("--share-epochs", type=int, default=c.epochs, help="centroid fine-tuning epochs")
+    p.add_argument("--centroid-lr", type=float, default=c.centroid_lr,
+                   help="step size on the sum of each centroid's member gradients")
+    p.add_argument("--rel-bits", default=str(c.rel_bits),
+                   help="relative-index width, or auto (per layer, whatever makes the file smallest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,33 +319,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_sensitivity)
 
-    c = PruneConfig()
     p = add("prune", help="iterative std-threshold pruning with fine-tuning")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="pruned checkpoint")
     p.add_argument("--log-dir", default=None, help="step log, histograms, summary (default: OUT_prune/)")
-    p.add_argument("--groups", default=c.groups,
-                   help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
-    p.add_argument("--tolerance", type=float, default=c.tolerance,
-                   help="largest validation accuracy drop (points) a step may leave")
-    _add_q_range(p, c)
-    p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
-    p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
-                   help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
-    p.add_argument("--refine-steps", type=int, default=c.refine_steps,
-                   help="bisections of q between the last good and the failed step")
-    p.add_argument("--final-epochs", type=int, default=c.final_epochs)
-    p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
-    p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
-    p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
-                   help="with --sensitivity: drop (points) that sets each layer's q scale")
     p.add_argument("--storage", choices=["auto", "dense", "csr"], default="auto",
                    help="auto: CSR for each weight where it is smaller than dense")
-    p.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
-    p.add_argument("--keep-dropout", action="store_true", help="do not adjust dropout rates")
-    p.add_argument("--seed", type=int, default=c.seed)
+    _add_prune_flags(p)
     _add_common(p)
     p.set_defaults(func=cmd_prune)
+
+    p = add("compress", help="prune -> share weights -> fine-tune -> code into one small file")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="the compressed file (.nnc)")
+    p.add_argument("--skip-prune", action="store_true",
+                   help="share and code only (automatic when the checkpoint is already pruned)")
+    _add_prune_flags(p)
+    _add_share_flags(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = add("inspect", help="per-layer table of a compressed file, from the file alone")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=cmd_inspect)
+
+    p = add("decompress", help="a compressed file -> a plain state dict")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=cmd_decompress)
 
     p = add("demo", help="train, analyse and prune an MLP on the embedded digits data")
     p.add_argument("--out", default="runs/demo")

@@ -147,3 +147,48 @@ class SensitivityConfig(_Config):
     def __post_init__(self) -> None:
         _check_q_range(self.q0, self.q_step, self.q_max)
         _require(_finite(self.max_drop) and self.max_drop >= 0, "max_drop", "a number >= 0", self.max_drop)
+
+
+SHARE_INITS = ("linear", "density", "random")
+
+
+@dataclass(frozen=True)
+class ShareConfig(_Config):
+    """Weight sharing (Deep Compression stage 2) and coding options.
+
+    Codebooks have 2**bits entries (``fc_bits`` for Linear, ``conv_bits`` for
+    convolutions, ``layer_bits`` per layer overrides). Centroids are then
+    fine-tuned for ``epochs``: each moves by ``centroid_lr`` times the sum of
+    its members' gradients, while biases train with ``lr``. ``rel_bits`` is
+    the relative-index width, ``"auto"`` picking the smallest file per layer.
+    """
+
+    fc_bits: int = 5
+    conv_bits: int = 8
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
+    init: str = "linear"
+    epochs: int = 5
+    lr: float = 0.01
+    centroid_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    rel_bits: Any = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
+                           *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
+            _require(_positive_int(bits) and bits <= 16, name, "an integer in 1..16", bits)
+        object.__setattr__(self, "layer_bits", dict(self.layer_bits))
+        _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
+        _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
+        _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
+        _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",
+                 self.centroid_lr)
+        _require(self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= 16), "rel_bits",
+                 "'auto' or an integer in 1..16", self.rel_bits)
+
+    def finetune(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, batch_size=self.batch_size, warmup=0.0, seed=self.seed)

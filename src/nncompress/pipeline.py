@@ -5,6 +5,7 @@ prints. Progress goes through the ``progress`` callback.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -18,19 +19,21 @@ from torch import nn
 
 from nncompress.atomic import write_text
 from nncompress.coding.csr import csr_bytes
-from nncompress.config import PruneConfig, SensitivityConfig, TrainConfig
+from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.data import Splits, load_data
-from nncompress.errors import CheckpointError
+from nncompress.errors import CheckpointError, ConfigError
 from nncompress.models import build_model
+from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.apply import count_parameters
 from nncompress.pruning.masks import layer_kind
 from nncompress.pruning.schedule import q_schedule
+from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
 from nncompress.train import evaluate, fit, set_seed
-from nncompress.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,21 @@ def metrics(model: nn.Module, splits: Splits, split: str = "test") -> dict[str, 
             "examples": len(y)}
 
 
-def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None) -> tuple[nn.Module, Checkpoint]:
-    """Load a checkpoint into its recorded architecture (or ``model_name``) and
-    check it fits the data."""
+def load_model_file(path: str | Path, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint or a compressed ``.nnc`` file -> (model, meta). ``model``
+    is needed only for files that record no architecture."""
+    if is_compressed(path):
+        box = load_compressed(path)
+        return box.build_model(model), dict(box.header.get("meta") or {})
     ckpt = load_checkpoint(path)
+    return ckpt.build_model(model), ckpt.meta
+
+
+def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model file into its recorded architecture (or ``model_name``) and
+    check it fits the data."""
     model = build_model(model_name, splits.input_shape, splits.num_classes) if model_name else None
-    model = ckpt.build_model(model)
+    model, meta = load_model_file(path, model)
     try:
         with torch.no_grad():
             out = model.eval()(splits.val_x[:2])
@@ -63,7 +75,7 @@ def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = 
     if out.shape[-1] != splits.num_classes:
         raise CheckpointError(f"model in {path} has {out.shape[-1]} outputs but {splits.name} has "
                               f"{splits.num_classes} classes")
-    return model, ckpt
+    return model, meta
 
 
 def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
@@ -124,7 +136,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     """Prune a checkpoint and write the pruned checkpoint, the step log (JSON
     lines), the per-layer table, the histograms and a summary."""
     splits = splits or load_data(data)
-    model, ckpt = load_for_data(checkpoint, splits, model_name)
+    model, source_meta = load_for_data(checkpoint, splits, model_name)
     out = Path(out)
     log_dir = Path(log_dir) if log_dir else out.with_name(out.stem + "_prune")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +155,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     seconds = time.perf_counter() - t0
     pruned_test = metrics(model, splits, "test")
     table = layer_table(model, {n: int(w.size) for n, w in before.items()})
-    meta = {**ckpt.meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
+    meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
+            "dense_params": int(source_meta.get("dense_params") or dense_test["params"]),
             "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["accuracy"]}
     layout = save_checkpoint(out, model, meta=meta, storage=storage)
     weight_histograms(before, log_dir / "hist_before.png", "Weights before pruning")
@@ -194,3 +207,61 @@ def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg:
 
 def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[str, Any]) -> None:
     save_checkpoint(out, model, meta={**_data_meta(splits), **info}, storage="dense")
+
+
+def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
+                progress: Optional[ProgressFn] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
+    """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
+    centroid fine-tuning; the tuned codebooks are kept only if validation agrees."""
+    layers = prunable_layers(model)
+    bits = {n: cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits)
+            for n, m in layers.items()}
+    unknown = sorted(set(cfg.layer_bits) - set(layers))
+    if unknown:
+        raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; layers are {list(layers)}")
+    shared = share_weights_(layers, bits, cfg.init, cfg.seed)
+    val_before = evaluate(model, splits.val_x, splits.val_y)[1]
+    saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
+    tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
+    gen = set_seed(cfg.seed)
+    fit(model, splits.train_x, splits.train_y, cfg.finetune(), params=list(unshared_parameters(model, shared)),
+        after_step=tuner.after_step, generator=gen, progress=progress, task="centroids", freeze_others=False)
+    val_after = evaluate(model, splits.val_x, splits.val_y)[1]
+    if val_after < val_before:
+        model.load_state_dict(saved[0])
+        for name, layer in shared.items():
+            layer.codebook.copy_(saved[1][name])
+    return shared, {"bits": bits, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
+                    "centroid_tuning_kept": val_after >= val_before}
+
+
+def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
+                 share_cfg: ShareConfig, *, model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
+                 splits: Optional[Splits] = None) -> dict[str, Any]:
+    """prune (unless ``prune_cfg`` is None) -> share -> fine-tune -> code; the
+    reported accuracy is that of the model decoded from the written file."""
+    splits = splits or load_data(data)
+    model, source_meta = load_for_data(checkpoint, splits, model_name)
+    dense_params = int(source_meta.get("dense_params") or count_parameters(model)[0])
+    dense_test = metrics(model, splits, "test")
+    t0 = time.perf_counter()
+    pruned = None
+    if prune_cfg is not None:
+        pruned = prune_model(model, splits, prune_cfg, progress=progress)
+    t1 = time.perf_counter()
+    shared, share_info = share_model(model, splits, share_cfg, progress)
+    t2 = time.perf_counter()
+    meta = {"data": splits.name, "dense_params": dense_params, "source": Path(checkpoint).name,
+            "share": share_cfg.to_dict(), "prune": prune_cfg.to_dict() if prune_cfg else None}
+    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits)
+    t3 = time.perf_counter()
+    decoded = load_compressed(out)
+    restored = decoded.build_model(None if decoded.header.get("arch") else model)
+    test = metrics(restored, splits, "test")
+    table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
+    return {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],
+            "test_accuracy": test["accuracy"],
+            "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
+            "val_accuracy_pruned": pruned.val_accuracy if pruned else None, **share_info,
+            "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
+                        "decode_and_test": round(time.perf_counter() - t3, 2)}}

@@ -56,24 +56,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         params: Optional[Iterable[nn.Parameter]] = None, after_step: Optional[AfterStep] = None,
         generator: Optional[torch.Generator] = None, progress: Optional[ProgressFn] = None,
-        task: str = "train") -> list[float]:
+        task: str = "train", freeze_others: bool = True) -> list[float]:
     """Train with SGD + Nesterov momentum on a one-cycle cosine schedule.
 
     ``params`` restricts what is trained (the rest stays frozen); ``after_step``
     runs after every optimizer step, which is where masks re-zero pruned
     weights so they stay exactly zero through momentum and weight decay.
-    Returns the mean training loss of each epoch.
+    With ``freeze_others=False`` the other parameters still get gradients
+    (for hooks like centroid fine-tuning that consume them). Returns the
+    mean training loss of each epoch.
     """
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    if cfg.epochs == 0 or not trainable:
+    if cfg.epochs == 0 or (not trainable and after_step is None):
         return []
     gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                          weight_decay=cfg.weight_decay)
+                          weight_decay=cfg.weight_decay) if trainable else None
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     chosen = {id(p) for p in trainable}
-    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen] if freeze_others else []
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
@@ -85,12 +87,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
             running = 0.0
             for i in range(0, len(x), cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
-                for group in opt.param_groups:
-                    group["lr"] = _lr_at(cfg, step, total)
-                opt.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 loss.backward()
-                opt.step()
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = _lr_at(cfg, step, total)
+                    opt.step()
                 if after_step is not None:
                     after_step()
                 running += loss.item() * len(idx)

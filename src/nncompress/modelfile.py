@@ -1,0 +1,121 @@
+"""A model <-> the compressed ``.nnc`` file (FORMAT.md).
+
+Shared layers go through the ``shared`` codec, every other tensor is stored
+``raw``; the architecture record rides in the header so our own models come
+back from the file alone. This module is where torch meets ``coding``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncompress.coding.container import MAGIC, read_container, write_container
+from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared
+from nncompress.errors import FormatError
+from nncompress.models import arch_record, from_record
+from nncompress.quantization import SharedLayer
+from nncompress.train.checkpoint import load_state
+
+KIND = "nncompress-model"
+
+
+def is_compressed(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts with the container's magic bytes."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def shared_tensor(layer: SharedLayer) -> SharedTensor:
+    mask = layer.mask.detach().cpu().numpy()
+    return SharedTensor(tuple(mask.shape), np.flatnonzero(mask), layer.indices.cpu().numpy(),
+                        layer.codebook.detach().cpu().numpy().astype(np.float32))
+
+
+def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
+                    meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
+                    raw_dtype: str = "float32") -> int:
+    """Write ``model`` with its shared layers coded; return the file size."""
+    by_weight = {f"{name}.weight": layer for name, layer in shared.items()}
+    entries: list[dict[str, Any]] = []
+    sections: list[tuple[str, bytes]] = []
+    for key, tensor in model.state_dict().items():
+        if key in by_weight:
+            layer = by_weight[key]
+            bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
+            entry, secs = encode_shared(key, shared_tensor(layer), bits)
+        else:
+            entry, secs = encode_raw(key, tensor.detach().cpu().numpy(), raw_dtype)
+        entries.append(entry)
+        sections += secs
+    header = {"kind": KIND, "arch": arch_record(model), "tensors": entries, "meta": dict(meta or {})}
+    return write_container(path, header, sections)
+
+
+@dataclass
+class Compressed:
+    header: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    section_bytes: dict[str, int]
+    file_bytes: int
+
+    def build_model(self, model: Optional[nn.Module] = None) -> nn.Module:
+        if model is None:
+            if not self.header.get("arch"):
+                raise FormatError("this file records no architecture: pass the model (or --model NAME) to load it")
+            model = from_record(self.header["arch"])
+        load_state(model, self.state)
+        return model.eval()
+
+
+def load_compressed(path: str | os.PathLike[str]) -> Compressed:
+    """Read and check a ``.nnc`` file; decode every tensor (float32)."""
+    box = read_container(path)
+    header = box.header
+    if header.get("kind") != KIND or not isinstance(header.get("tensors"), list):
+        raise FormatError(f"{path}: not an nncompress model file (kind {header.get('kind')!r})")
+    state = {}
+    for entry in header["tensors"]:
+        if not isinstance(entry, dict):
+            raise FormatError(f"{path}: a tensor entry is not an object")
+        state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
+    sizes = {name: len(data) for name, data in box.sections.items()}
+    return Compressed(header, state, sizes, os.path.getsize(path))
+
+
+def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], file_bytes: int) -> dict[str, Any]:
+    """Deep Compression's Tables 2-3 from the file: per tensor, kept %, weight
+    and index bits (fixed width / after Huffman), bytes and ratio. The whole
+    file is compared with the fp32 bytes of the model before pruning (from the
+    header's ``meta.dense_params`` when present: dead neurons may be gone)."""
+    rows = []
+    for e in header["tensors"]:
+        name = e["name"]
+        weights = math.prod(e["shape"])
+        own = {k: v for k, v in section_bytes.items() if k.startswith(name + ":")}
+        nbytes = sum(own.values())
+        row = {"tensor": name, "codec": e["codec"], "weights": weights, "bytes": nbytes,
+               "dense_bytes": 4 * weights, "ratio": 4 * weights / max(1, nbytes)}
+        if e["codec"] == "shared":
+            nz = max(1, e["nonzero"])
+            row.update({"kept": e["nonzero"] / max(1, weights), "nonzero": e["nonzero"],
+                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, e["codebook_size"] + 1)))),
+                        "weight_bits_huffman": 8 * own.get(f"{name}:indices", 0) / nz,
+                        "index_bits_fixed": e["rel_bits"],
+                        "index_bits_huffman": 8 * own.get(f"{name}:positions", 0) / nz,
+                        "codebook_size": e["codebook_size"], "filler_entries": e["entries"] - e["nonzero"]})
+        else:
+            row.update({"kept": 1.0, "nonzero": weights})
+        rows.append(row)
+    dense = 4 * header.get("meta", {}).get("dense_params", 0) or sum(r["dense_bytes"] for r in rows)
+    return {"layers": rows, "file_bytes": file_bytes, "dense_bytes": dense, "ratio": dense / max(1, file_bytes),
+            "payload_bytes": sum(r["bytes"] for r in rows)}
+
