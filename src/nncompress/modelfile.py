@@ -107,7 +107,7 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
         if e["codec"] == "shared":
             nz = max(1, e["nonzero"])
             row.update({"kept": e["nonzero"] / max(1, weights), "nonzero": e["nonzero"],
-                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, e["codebook_size"] + 1)))),
+                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, e["codebook_size"])))),
                         "weight_bits_huffman": 8 * own.get(f"{name}:indices", 0) / nz,
                         "index_bits_fixed": e["rel_bits"],
                         "index_bits_huffman": 8 * own.get(f"{name}:positions", 0) / nz,
