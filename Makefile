@@ -29,7 +29,10 @@ fashion-mnist:
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
 bench: setup fashion-mnist
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/prune_bench.py
+	$(PY) bench/compress_bench.py
+	$(PY) bench/codec_speed.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
