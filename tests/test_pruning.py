@@ -83,7 +83,7 @@ def test_loop_rolls_back_to_last_step_within_tolerance() -> None:
     # dense 0.90; steps q=0.5, 1.0 ok; q=1.5 drops 2 points -> rollback; final keeps
     evaluate = _Scripted([0.90, 0.90, 0.899, 0.88, 0.899, 0.899])
     cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0, refine_steps=0,
-                      remove_dead=False)
+                      control=False, remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     stages = [(r.stage, r.accepted) for r in result.steps]
     assert stages == [("dense", True), ("step", True), ("step", True), ("step", False), ("final", True)]
@@ -104,7 +104,7 @@ def test_recovery_epochs_rescue_a_step_before_giving_up() -> None:
 
     evaluate = _Scripted([0.90, 0.89, 0.899, 0.85, 0.85, 0.899, 0.899])
     cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=0.3, epochs_per_step=2, recover_epochs=5,
-                      refine_steps=0, final_epochs=7, remove_dead=False)
+                      refine_steps=0, final_epochs=7, control=False, remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     assert calls == [2, 5, 2, 5, 7]
     assert [(r.stage, r.accepted) for r in result.steps] == [
@@ -116,13 +116,38 @@ def test_refinement_bisects_between_last_good_and_failed_q() -> None:
     model = build_model("lenet300")
     # dense; q=1.0 ok; q=2.0 fails; bisect 1.5 ok; bisect 1.75 fails -> keep 1.5; final
     evaluate = _Scripted([0.90, 0.90, 0.85, 0.899, 0.85, 0.899, 0.899])
-    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2, remove_dead=False)
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2, control=False,
+                      remove_dead=False)
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     tried = [r.q["fc1"] for r in result.steps if r.stage == "step"]
     assert tried == [1.0, 2.0, 1.5, 1.75]
     assert [r.accepted for r in result.steps if r.stage == "step"] == [True, False, True, False]
     assert result.q == {"fc1": 1.5, "fc2": 1.5, "fc3": 1.5}
     assert result.steps[-1].density == result.steps[3].density
+
+
+def test_control_fine_tune_sets_the_reference_only_downwards() -> None:
+    model = build_model("lenet300")
+    calls: list[int] = []
+
+    def finetune(params, epochs, after_step) -> None:
+        calls.append(len(list(params)))
+
+    # dense 0.92 (lucky); the control fine-tune gives 0.918: drops count from 0.918
+    evaluate = _Scripted([0.92, 0.918, 0.916, 0.914, 0.914, 0.914])
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=2.0, tolerance=0.5, recover_epochs=0, refine_steps=0,
+                      remove_dead=False)
+    result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
+    assert calls[0] == len(list(model.parameters()))  # the control tunes everything
+    assert result.reference_val_accuracy == pytest.approx(0.918)
+    assert [(r.stage, r.accepted) for r in result.steps] == [
+        ("dense", True), ("control", True), ("step", True), ("step", True), ("final", True)]
+    assert result.steps[3].drop_points == pytest.approx(0.4)  # 0.918 - 0.914, not 0.92 - 0.914
+    # a control that does better than the dense model does not make the test stricter
+    evaluate = _Scripted([0.90, 0.95, 0.897, 0.897, 0.897, 0.897])
+    result = prune_(build_model("lenet300"), cfg, finetune=finetune, evaluate=evaluate)
+    assert result.reference_val_accuracy == pytest.approx(0.90)
+    assert result.steps[2].drop_points == pytest.approx(0.3)
 
 
 def test_groups_freeze_the_other_layers() -> None:
@@ -134,7 +159,7 @@ def test_groups_freeze_the_other_layers() -> None:
         seen.append({id(p) for p in params})
 
     evaluate = _Scripted([0.9] * 20)
-    prune_(model, PruneConfig(q0=0.5, q_step=0.5, q_max=0.5, groups="layer", remove_dead=False),
+    prune_(model, PruneConfig(q0=0.5, q_step=0.5, q_max=0.5, groups="layer", control=False, remove_dead=False),
            finetune=finetune, evaluate=evaluate)
     expected = [{id(p) for p in layers[n].parameters()} for n in ("fc1", "fc2", "fc3")]
     assert seen[:3] == expected

@@ -118,7 +118,8 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         scale = layer_scales(rows, base, args.max_drop)
     return PruneConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, tolerance=args.tolerance,
                        epochs_per_step=args.epochs_per_step,
-                       recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, final_epochs=args.final_epochs, lr=args.lr,
+                       recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
+                       final_epochs=args.final_epochs, lr=args.lr,
                        groups=args.groups, layer_scale=scale, remove_dead=not args.keep_dead,
                        adjust_dropout=not args.keep_dropout, seed=args.seed)
 
@@ -254,6 +255,9 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
                    help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
     p.add_argument("--refine-steps", type=int, default=c.refine_steps,
                    help="bisections of q between the last good and the failed step")
+    p.add_argument("--no-control", action="store_true",
+                   help="measure drops from the dense model itself, not from the dense model after the "
+                        "same fine-tuning without pruning")
     p.add_argument("--final-epochs", type=int, default=c.final_epochs)
     p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")

@@ -89,6 +89,8 @@ class PruneConfig(_Config):
     fine-tuning. ``groups`` is a preset (all, fc,conv, conv,fc, layer) or an
     explicit list like ``fc1+fc2,fc3``. A step that misses the tolerance
     gets ``recover_epochs`` more fine-tuning before it is judged unrecoverable;
+    with ``control`` the drop is measured from the dense model after the
+    same fine-tuning without pruning (or the dense model, whichever is lower);
     then up to ``refine_steps`` bisections between the last good and the
     failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
     layer (from the sensitivity analysis).
@@ -101,6 +103,7 @@ class PruneConfig(_Config):
     epochs_per_step: int = 2
     recover_epochs: int = 4
     refine_steps: int = 1
+    control: bool = True
     final_epochs: int = 10
     lr: float = 0.05
     momentum: float = 0.9
@@ -120,6 +123,7 @@ class PruneConfig(_Config):
                  self.epochs_per_step)
         _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0",
                  self.recover_epochs)
+        _require(isinstance(self.control, bool), "control", "true or false", self.control)
         _require(_non_negative_int(self.refine_steps), "refine_steps", "an integer >= 0", self.refine_steps)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
