@@ -270,3 +270,60 @@ def test_subprocess_exit_status(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"nncompress: error: checkpoint {missing} does not exist"]
+
+
+# ---------------------------------------------------------------- review findings
+
+
+def test_malformed_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "x.pt", "--data", "digits", "--out", "y.pt", "--q0", "abc"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nncompress: error:") and "--q0" in err[0]
+
+
+def test_unusable_out_is_refused_before_work(trained: dict[str, Any], tmp_path: Path) -> None:
+    rc, out, err = run_main(["train", "--model", "mlp", "--data", "digits", "--out", str(tmp_path)])
+    assert_one_line_error(rc, out, err, "is a folder")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(blocker / "p.pt")])
+    assert_one_line_error(rc, out, err, "is a file, not a folder")
+
+
+def test_missing_compressed_file_is_one_line(tmp_path: Path) -> None:
+    rc, out, err = run_main(["inspect", str(tmp_path / "none.nnc")])
+    assert_one_line_error(rc, out, err, "none.nnc")
+
+
+def test_lenet5_on_digits_is_a_clear_error(tmp_path: Path) -> None:
+    rc, out, err = run_main(["train", "--model", "lenet5", "--data", "digits", "--out", str(tmp_path / "m.pt")])
+    assert_one_line_error(rc, out, err, "lenet5", "too small")
+
+
+def test_negative_max_drop_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
+    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(tmp_path / "p.pt"),
+                             "--max-drop", "-3"])
+    assert_one_line_error(rc, out, err, "max_drop")
+
+
+def test_outputs_get_the_usual_file_mode(trained: dict[str, Any]) -> None:
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert trained["path"].stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_gpu_saved_checkpoints_are_mapped_to_the_cpu(trained: dict[str, Any], monkeypatch) -> None:
+    from nncompress.train import checkpoint as ck
+    seen: dict[str, Any] = {}
+    real = torch.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ck.torch, "load", spy)
+    ck.load_checkpoint(trained["path"])
+    assert seen["map_location"] == "cpu" and seen["weights_only"] is True

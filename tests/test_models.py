@@ -47,3 +47,20 @@ def test_train_config_rejects_bad_values() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="unknown"):
         TrainConfig.from_dict({"epochs": 1, "lrr": 0.1})
+
+
+def test_configs_bound_steps_and_seeds() -> None:
+    from nncompress.config import PruneConfig
+    with pytest.raises(ConfigError, match="q_step"):
+        PruneConfig(q_step=1e-9)
+    with pytest.raises(ConfigError, match="seed"):
+        TrainConfig(seed=2 ** 64)
+    with pytest.raises(ConfigError, match="seed"):
+        PruneConfig(seed=-1)
+
+
+def test_lenet5_refuses_images_it_cannot_take() -> None:
+    with pytest.raises(ModelError, match="too small"):
+        build_model("lenet5", (1, 8, 8))
+    with pytest.raises(ModelError, match="square"):
+        build_model("lenet5", (1, 28, 32))

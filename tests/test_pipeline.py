@@ -28,15 +28,18 @@ def test_run_prune_writes_a_smaller_self_describing_checkpoint(tmp_path, digits,
     assert ckpt.meta["pruned"] is True and ckpt.meta["data"] == "digits"
     assert metrics(model, digits)["accuracy"] == pytest.approx(s["pruned"]["test_accuracy"])
     assert metrics(model, digits)["nonzero"] == s["pruned"]["nonzero"]
-    if s["removed_neurons"]:
-        assert ckpt.arch["config"]["sizes"][1] == 128 - s["removed_neurons"].get("fc1", 0)
+    assert ckpt.arch["config"]["sizes"] == [64, 128 - s["removed_neurons"].get("fc1", 0),
+                                            64 - s["removed_neurons"].get("fc2", 0), 10]
+    assert [tuple(model.fc1.weight.shape), tuple(model.fc2.weight.shape)] == [
+        (ckpt.arch["config"]["sizes"][1], 64), (ckpt.arch["config"]["sizes"][2], ckpt.arch["config"]["sizes"][1])]
     raw = torch.load(tmp_path / "pruned.pt", weights_only=True)
     assert not any("mask" in k or k.endswith("_orig") for k in list(raw["state"]) + list(raw["sparse"]))
     assert set(raw["sparse"]) == {r["layer"] + ".weight" for r in s["layers"] if r["csr_smaller"]}
 
     steps = [json.loads(line) for line in (tmp_path / "pruned_prune" / "steps.jsonl").read_text().splitlines()]
-    assert steps[0]["stage"] == "dense" and steps[-1]["stage"] == "final"
-    assert [st["q"]["fc1"] for st in steps if st["stage"] == "step"] == [1.0, 1.5, 2.0][:sum(
-        st["stage"] == "step" for st in steps)]
+    assert [st["stage"] for st in steps[:2]] == ["dense", "control"] and steps[-1]["stage"] == "final"
+    tried = [st["q"]["fc1"] for st in steps if st["stage"] == "step"]
+    assert tried and tried == [1.0, 1.5, 2.0][:len(tried)]
+    assert all({"q", "density", "val_accuracy", "seconds", "drop_points"} <= set(st) for st in steps)
     for name in ("hist_before.png", "hist_after.png", "summary.json"):
         assert (tmp_path / "pruned_prune" / name).stat().st_size > 1000

@@ -200,7 +200,9 @@ def test_real_pruning_on_digits_keeps_accuracy_and_zeros(digits, trained_mlp) ->
     assert accepted, "at least one pruning step should fit a 1.5 point tolerance"
     densities = [r.overall_density for r in accepted]
     assert densities == sorted(densities, reverse=True) and densities[-1] < 0.6
-    assert (dense_val - metrics(model, digits, "val")["accuracy"]) * 100 <= 1.5 + 1e-9
+    reference = result.reference_val_accuracy
+    assert reference is not None and reference <= dense_val
+    assert (reference - metrics(model, digits, "val")["accuracy"]) * 100 <= 1.5 + 1e-9
     assert result.val_accuracy == pytest.approx(metrics(model, digits, "val")["accuracy"])
     kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
     assert kept == sum(int(m.sum()) for m in result.masks.values())
@@ -246,3 +248,31 @@ def test_initial_masks_keep_existing_zeros() -> None:
         model.fc1.weight[:, :10] = 0
     masks = initial_masks(prunable_layers(model))
     assert not masks["fc1"][:, :10].any() and masks["fc2"].all()
+
+
+def test_fc_stage_leaves_conv_weights_untouched(digits) -> None:
+    from nncompress.pipeline import prune_model
+    torch.manual_seed(0)
+    model = _Custom()
+    snapshots: list[torch.Tensor] = []
+
+    def on_step(rec) -> None:
+        if rec.stage in ("step", "recover") and rec.group == 0:
+            snapshots.append(model.conv.weight.detach().clone())
+
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=100, epochs_per_step=1, final_epochs=0,
+                      recover_epochs=0, groups="fc,conv")
+    prune_model(model, digits, cfg, on_step=on_step)
+    assert len(snapshots) == 3
+    assert all(torch.equal(s, snapshots[0]) for s in snapshots)  # frozen through the fc stage
+    assert not torch.equal(model.conv.weight, snapshots[0])      # and pruned in the conv stage
+
+
+def test_dropout_counts_from_the_connections_at_the_start() -> None:
+    model = build_model("mlp")
+    with torch.no_grad():
+        model.fc2.weight.mul_(torch.rand_like(model.fc2.weight) < 0.3)  # already pruned earlier
+    evaluate = _Scripted([0.9] * 10)
+    cfg = PruneConfig(q0=0.0, q_step=1.0, q_max=0.0, control=False, remove_dead=False)
+    result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
+    assert result.dropout["drop1"] == pytest.approx(0.2)  # nothing new pruned: the rate stays

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -70,10 +71,11 @@ def _pct(x: float) -> str:
 def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data import load_data
     from nncompress.models import build_model
-    from nncompress.pipeline import metrics, save_trained, train_model
+    from nncompress.pipeline import check_fits, metrics, save_trained, train_model
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     splits = load_data(args.data)
     model = build_model(args.model, splits.input_shape, splits.num_classes)
+    check_fits(model, splits, args.model)
     info = train_model(model, splits, cfg, progress)
     test = metrics(model, splits, "test")
     save_trained(model, splits, args.out, {"val_accuracy": info["val"]["accuracy"],
@@ -112,6 +114,7 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     scale: dict[str, float] = {}
+    SensitivityConfig(max_drop=args.max_drop)  # validates --max-drop even without --sensitivity
     if args.sensitivity:
         from nncompress.pruning.sensitivity import from_csv, layer_scales
         base, rows = from_csv(args.sensitivity)
@@ -281,14 +284,21 @@ def _add_share_flags(p: argparse.ArgumentParser) -> None:
                    help="relative-index width, or auto (per layer, whatever makes the file smallest)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of ours."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"nncompress: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nncompress", description="Compress trained networks: prune, "
+    parser = _Parser(prog="nncompress", description="Compress trained networks: prune, "
                                      "fine-tune, measure.")
     parser.add_argument("--version", action="version", version=f"nncompress {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     # the same flags after the sub-command; SUPPRESS keeps them from resetting the ones given before it
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log what the library does")
@@ -361,16 +371,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(path: Optional[str], folder: bool = False) -> None:
+    """Refuse an unusable --out before any work is done, not after hours of it."""
+    if path is None:
+        return
+    target = Path(path)
+    if not folder and target.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give a file name")
+    if folder and target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {path} is a file; give a folder")
+    parent = target if folder else target.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"cannot write {path}: {p} is a file, not a folder")
+            if not os.access(p, os.W_OK):
+                raise ConfigError(f"cannot write {path}: {p} is not writable")
+            break
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     bars = Bars(enabled=not args.quiet and not getattr(args, "json", False))
     try:
+        _check_output(getattr(args, "out", None), folder=args.command == "sensitivity")
         args.func(args, bars)
     except NNCompressError as exc:
         bars.close()
         print(f"nncompress: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        bars.close()
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"nncompress: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bars.close()

@@ -30,10 +30,20 @@ def _non_negative_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
+MAX_STEPS = 1000
+
+
 def _check_q_range(q0: Any, q_step: Any, q_max: Any) -> None:
     _require(_finite(q0) and q0 >= 0, "q0", "a number >= 0", q0)
     _require(_finite(q_step) and q_step > 0, "q_step", "a number > 0", q_step)
     _require(_finite(q_max) and q_max >= q0, "q_max", f"a number >= q0 ({q0})", q_max)
+    _require((q_max - q0) / q_step < MAX_STEPS, "q_step", f"large enough for at most {MAX_STEPS} steps from "
+             f"q0 to q_max", q_step)
+
+
+def _check_seed(seed: Any) -> None:
+    _require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63, "seed",
+             "an integer in 0..2**63-1", seed)
 
 
 def _check_optimizer(lr: Any, momentum: Any, weight_decay: Any, batch_size: Any) -> None:
@@ -73,8 +83,7 @@ class TrainConfig(_Config):
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(_finite(self.warmup) and 0 <= self.warmup < 1, "warmup", "in [0, 1)", self.warmup)
-        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an integer",
-                 self.seed)
+        _check_seed(self.seed)
 
 
 GROUP_PRESETS = ("all", "fc,conv", "conv,fc", "layer")
@@ -132,6 +141,7 @@ class PruneConfig(_Config):
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))
+        _check_seed(self.seed)
 
     def finetune(self, epochs: int) -> TrainConfig:
         """The training recipe of one fine-tuning phase."""
@@ -190,6 +200,7 @@ class ShareConfig(_Config):
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",
                  self.centroid_lr)
+        _check_seed(self.seed)
         _require(self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= 16), "rel_bits",
                  "'auto' or an integer in 1..16", self.rel_bits)
 

@@ -66,16 +66,22 @@ def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = 
     check it fits the data."""
     model = build_model(model_name, splits.input_shape, splits.num_classes) if model_name else None
     model, meta = load_model_file(path, model)
+    check_fits(model, splits, f"model in {path}")
+    return model, meta
+
+
+def check_fits(model: nn.Module, splits: Splits, what: str) -> None:
+    """One forward pass on two validation images: a model that cannot take
+    this data fails here with a clear message, not deep inside training."""
     try:
         with torch.no_grad():
             out = model.eval()(splits.val_x[:2])
     except RuntimeError as exc:
-        raise CheckpointError(f"model in {path} does not accept {splits.name} inputs of shape "
+        raise CheckpointError(f"{what} does not accept {splits.name} inputs of shape "
                               f"{tuple(splits.input_shape)}: {str(exc).splitlines()[0]}") from exc
     if out.shape[-1] != splits.num_classes:
-        raise CheckpointError(f"model in {path} has {out.shape[-1]} outputs but {splits.name} has "
+        raise CheckpointError(f"{what} has {out.shape[-1]} outputs but {splits.name} has "
                               f"{splits.num_classes} classes")
-    return model, meta
 
 
 def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
@@ -137,6 +143,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     lines), the per-layer table, the histograms and a summary."""
     splits = splits or load_data(data)
     model, source_meta = load_for_data(checkpoint, splits, model_name)
+    input_bytes = Path(checkpoint).stat().st_size
     out = Path(out)
     log_dir = Path(log_dir) if log_dir else out.with_name(out.stem + "_prune")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +182,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "q": result.q, "dropout": result.dropout, "layers": table, "storage": layout,
         "removed_neurons": result.shrink.removed if result.shrink else {},
         "shrink_note": result.shrink.reason if result.shrink else "",
-        "file_bytes": out.stat().st_size, "input_file_bytes": Path(checkpoint).stat().st_size,
+        "file_bytes": out.stat().st_size, "input_file_bytes": input_bytes,
         "config": cfg.to_dict(),
     }
     write_text(log_dir / "summary.json", json.dumps(summary, indent=2))

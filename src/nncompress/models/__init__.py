@@ -27,7 +27,10 @@ def build_model(name: str, input_shape: tuple[int, ...] | None = None,
     """Build a fresh built-in model sized for the data it will see."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name].default(input_shape=input_shape, num_classes=num_classes)
+    try:
+        return MODELS[name].default(input_shape=input_shape, num_classes=num_classes)
+    except ValueError as exc:
+        raise ModelError(f"cannot build {name} for inputs of shape {input_shape}: {exc}") from exc
 
 
 def arch_record(model: nn.Module) -> dict[str, Any] | None:

@@ -94,7 +94,9 @@ class LeNet5(nn.Sequential):
 
     @classmethod
     def default(cls, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> "LeNet5":
-        c, h = (input_shape[0], input_shape[1]) if input_shape else (1, 28)
+        c, h, w = input_shape if input_shape else (1, 28, 28)
+        if h != w:
+            raise ValueError(f"LeNet-5 takes square images, got {h}x{w}")
         return cls(in_channels=c, image=h, classes=num_classes or 10)
 
     def config(self) -> dict[str, Any]:

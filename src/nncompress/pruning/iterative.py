@@ -86,6 +86,11 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
     rates = original_rates(model)
+    start_kept = {n: max(1, int(m.sum())) for n, m in masks.items()}
+
+    def kept_fraction() -> dict[str, float]:
+        """C_ir / C_io: connections now over connections when this run started."""
+        return {n: int(m.sum()) / start_kept[n] for n, m in masks.items()}
     qs = q_schedule(cfg.q0, cfg.q_step, cfg.q_max)
     total = len(groups) * (len(qs) + cfg.refine_steps) + 1
     tick = 0
@@ -123,7 +128,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             masks[name] &= threshold_mask(layers[name].weight, std_threshold(stds[name], q_now[name]))
         reapply()
         if cfg.adjust_dropout:
-            adjust_dropout_(model, rates, densities(masks))
+            adjust_dropout_(model, rates, kept_fraction())
         finetune(params, cfg.epochs_per_step, reapply)
         acc = evaluate()
         ok = drop_points(reference, acc) <= cfg.tolerance
@@ -159,7 +164,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
                 q_bad = q
             si += 1
     if cfg.adjust_dropout:
-        result.dropout = adjust_dropout_(model, rates, densities(masks))
+        result.dropout = adjust_dropout_(model, rates, kept_fraction())
     t0 = time.perf_counter()
     before = snapshot(model, masks)
     acc_before = evaluate()

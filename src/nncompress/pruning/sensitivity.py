@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_m
 from nncompress.pruning.schedule import drop_points
 
 FIELDS = ("layer", "q", "density", "val_accuracy")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def layer_scales(rows: Sequence[SensitivityRow], base: float, max_drop: float) -
         raise ConfigError("the sensitivity table is empty")
     positive = [v for v in limits.values() if v > 0]
     if not positive:
+        log.warning("no layer stays within %.2f points at any q of the table: per-layer q scales are all 1",
+                    max_drop)
         return {name: 1.0 for name in limits}
     ref = statistics.median(positive)
     floor = min(positive)

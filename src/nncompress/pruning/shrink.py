@@ -79,6 +79,7 @@ def _rebuild(m: nn.Module, w: torch.Tensor, b: torch.Tensor | None) -> nn.Module
         cls = type(m)
         new = cls(w.shape[1] * m.groups, w.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
                   dilation=m.dilation, groups=m.groups, bias=b is not None, padding_mode=m.padding_mode)
+    new = new.to(device=w.device, dtype=w.dtype)
     with torch.no_grad():
         new.weight.copy_(w)
         if b is not None:

@@ -37,15 +37,22 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model lives: batches are moved there (data stays on the CPU)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction) of ``model`` on (x, y)."""
     was_training = model.training
     model.eval()
+    device = _device(model)
     loss, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        target = y[i:i + batch_size]
+        out = model(x[i:i + batch_size].to(device))
+        target = y[i:i + batch_size].to(device)
         loss += F.cross_entropy(out, target, reduction="sum").item()
         correct += int((out.argmax(1) == target).sum())
     model.train(was_training)
@@ -79,6 +86,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
+    device = _device(model)
     step = 0
     model.train()
     try:
@@ -88,7 +96,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
             for i in range(0, len(x), cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 model.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
                 loss.backward()
                 if opt is not None:
                     for group in opt.param_groups:
