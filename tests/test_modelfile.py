@@ -121,3 +121,37 @@ def test_cli_compress_inspect_evaluate_decompress(tmp_path, trained_mlp, digits,
     assert main(["inspect", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("nncompress: error:") and "Traceback" not in err
+
+
+def test_golden_bytes_of_a_shared_tensor() -> None:
+    """Pins the layer codec (FORMAT.md). Worked by hand: positions 1, 2, 7 of 8 with 2-bit
+    relative indices are entries rel 1, 0, a filler (rel 3, at position 6), rel 0; the index
+    stream is 0, 1, 2 (= filler, K), 1. Canonical codes: positions {0: '0', 1: '10', 3: '11'},
+    indices {1: '0', 0: '10', 2: '11'}; both payloads are 10 0 11 0 + padding = 0x98."""
+    t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
+    entry, sections = encode_shared("w", t, rel_bits=2)
+    assert entry == {"name": "w", "codec": "shared", "shape": [2, 4], "codebook_size": 2,
+                     "codebook_dtype": "float32", "rel_bits": 2, "entries": 4, "nonzero": 3}
+    assert dict(sections) == {
+        "w:codebook": bytes.fromhex("000000bf0000803e"),
+        "w:positions": bytes.fromhex("01020400000004000000000000000600000000000000" "0102" "000103" "98" "59508db7"),
+        "w:indices": bytes.fromhex("01020300000004000000000000000600000000000000" "0102" "010002" "98" "6c172bcf"),
+    }
+    assert decode_tensor(entry, dict(sections)).reshape(-1).tolist() == [0, -0.5, 0.25, 0, 0, 0, 0, 0.25]
+
+
+def test_whole_compress_is_deterministic(tmp_path, trained_mlp, digits) -> None:
+    model, _ = _pruned_shared(trained_mlp, digits, epochs=0)
+    save_trained(model, digits, tmp_path / "pruned.pt", {"pruned": True})
+    for name in ("a", "b"):
+        run_compress(tmp_path / "pruned.pt", "digits", tmp_path / f"{name}.nnc", None,
+                     ShareConfig(epochs=2, batch_size=64, seed=3), splits=digits)
+    assert (tmp_path / "a.nnc").read_bytes() == (tmp_path / "b.nnc").read_bytes()
+
+
+def test_small_layers_get_small_codebooks() -> None:
+    from nncompress.pipeline import _codebook_bits
+    assert _codebook_bits(8, 300, 8) == 5       # 32 centroids x 8 members <= 300 weights
+    assert _codebook_bits(8, 5000, 8) == 8
+    assert _codebook_bits(5, 133, 8) == 4
+    assert _codebook_bits(8, 3, 8) == 1

@@ -175,6 +175,9 @@ class ShareConfig(_Config):
     fine-tuned for ``epochs``: each moves by ``centroid_lr`` times the sum of
     its members' gradients, while biases train with ``lr``. ``rel_bits`` is
     the relative-index width, ``"auto"`` picking the smallest file per layer.
+    A layer with few surviving weights gets a smaller codebook: at most one
+    centroid per ``min_members`` weights (a 256-entry fp32 codebook would
+    outweigh a small convolution).
     """
 
     fc_bits: int = 5
@@ -188,9 +191,11 @@ class ShareConfig(_Config):
     weight_decay: float = 0.0
     batch_size: int = 128
     rel_bits: Any = "auto"
+    min_members: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
                            *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
             _require(_positive_int(bits) and bits <= 16, name, "an integer in 1..16", bits)

@@ -216,12 +216,20 @@ def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[s
     save_checkpoint(out, model, meta={**_data_meta(splits), **info}, storage="dense")
 
 
+def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
+    """Shrink the codebook of a small layer to about ``nonzero / min_members`` entries."""
+    while bits > 1 and 2 ** bits * min_members > nonzero:
+        bits -= 1
+    return bits
+
+
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
                 progress: Optional[ProgressFn] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
     """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
     centroid fine-tuning; the tuned codebooks are kept only if validation agrees."""
     layers = prunable_layers(model)
-    bits = {n: cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits)
+    bits = {n: _codebook_bits(cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits),
+                              int(torch.count_nonzero(m.weight)), cfg.min_members)
             for n, m in layers.items()}
     unknown = sorted(set(cfg.layer_bits) - set(layers))
     if unknown:
@@ -258,8 +266,7 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
     t1 = time.perf_counter()
     shared, share_info = share_model(model, splits, share_cfg, progress)
     t2 = time.perf_counter()
-    meta = {"data": splits.name, "dense_params": dense_params, "source": Path(checkpoint).name,
-            "share": share_cfg.to_dict(), "prune": prune_cfg.to_dict() if prune_cfg else None}
+    meta = {"data": splits.name, "dense_params": dense_params}
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits)
     t3 = time.perf_counter()
     decoded = load_compressed(out)
@@ -270,5 +277,6 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
             "test_accuracy": test["accuracy"],
             "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
             "val_accuracy_pruned": pruned.val_accuracy if pruned else None, **share_info,
+            "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
             "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
                         "decode_and_test": round(time.perf_counter() - t3, 2)}}
