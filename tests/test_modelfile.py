@@ -155,3 +155,13 @@ def test_small_layers_get_small_codebooks() -> None:
     assert _codebook_bits(8, 5000, 8) == 8
     assert _codebook_bits(5, 133, 8) == 4
     assert _codebook_bits(8, 3, 8) == 1
+
+
+def test_fp16_raw_tensors_halve_the_biases(tmp_path, trained_mlp, digits) -> None:
+    model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
+    full = save_compressed(tmp_path / "a.nnc", model, shared)
+    half = save_compressed(tmp_path / "b.nnc", model, shared, raw_dtype="float16")
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    assert full - half >= 2 * biases - 64  # 2 bytes saved per bias, header text aside
+    restored = load_compressed(tmp_path / "b.nnc").state["fc1.bias"]
+    assert torch.equal(restored, model.fc1.bias.detach().half().float())

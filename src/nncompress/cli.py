@@ -172,7 +172,7 @@ def _file_lines(t: dict[str, Any]) -> list[str]:
 def _share_config(args: argparse.Namespace) -> ShareConfig:
     rel: Any = args.rel_bits if args.rel_bits == "auto" else _int_option("--rel-bits", args.rel_bits)
     return ShareConfig(fc_bits=args.fc_bits, conv_bits=args.conv_bits, init=args.init, epochs=args.share_epochs,
-                       centroid_lr=args.centroid_lr, rel_bits=rel, seed=args.seed)
+                       centroid_lr=args.centroid_lr, rel_bits=rel, raw_dtype=args.raw_dtype, seed=args.seed)
 
 
 def _int_option(flag: str, value: str) -> int:
@@ -280,6 +280,8 @@ def _add_share_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share-epochs", type=int, default=c.epochs, help="centroid fine-tuning epochs")
     p.add_argument("--centroid-lr", type=float, default=c.centroid_lr,
                    help="step size on the sum of each centroid's member gradients")
+    p.add_argument("--raw-dtype", choices=["float32", "float16"], default=c.raw_dtype,
+                   help="storage of biases and other unshared tensors")
     p.add_argument("--rel-bits", default=str(c.rel_bits),
                    help="relative-index width, or auto (per layer, whatever makes the file smallest)")
 

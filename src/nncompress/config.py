@@ -192,10 +192,12 @@ class ShareConfig(_Config):
     batch_size: int = 128
     rel_bits: Any = "auto"
     min_members: int = 8
+    raw_dtype: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
+        _require(self.raw_dtype in ("float32", "float16"), "raw_dtype", "'float32' or 'float16'", self.raw_dtype)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
                            *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
             _require(_positive_int(bits) and bits <= 16, name, "an integer in 1..16", bits)

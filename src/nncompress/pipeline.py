@@ -267,7 +267,7 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
     shared, share_info = share_model(model, splits, share_cfg, progress)
     t2 = time.perf_counter()
     meta = {"data": splits.name, "dense_params": dense_params}
-    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits)
+    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype)
     t3 = time.perf_counter()
     decoded = load_compressed(out)
     restored = decoded.build_model(None if decoded.header.get("arch") else model)
