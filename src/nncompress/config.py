@@ -98,8 +98,10 @@ class PruneConfig(_Config):
     fine-tuning. ``groups`` is a preset (all, fc,conv, conv,fc, layer) or an
     explicit list like ``fc1+fc2,fc3``. A step that misses the tolerance
     gets ``recover_epochs`` more fine-tuning before it is judged unrecoverable;
-    with ``control`` the drop is measured from the dense model after the
-    same fine-tuning without pruning (or the dense model, whichever is lower);
+    with ``control`` the drop is measured from the mean of the dense model
+    and the dense model after the same fine-tuning without pruning (when that
+    is lower than the dense one); later stages start with a consolidating
+    fine-tune of ``recover_epochs``;
     then up to ``refine_steps`` bisections between the last good and the
     failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
     layer (from the sensitivity analysis).
@@ -107,7 +109,7 @@ class PruneConfig(_Config):
 
     q0: float = 0.5
     q_step: float = 0.25
-    q_max: float = 4.0
+    q_max: float = 2.5
     tolerance: float = 0.3
     epochs_per_step: int = 2
     recover_epochs: int = 4
