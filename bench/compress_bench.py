@@ -112,8 +112,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--tag", default="compress_bench")
+    parser.add_argument("--merge", nargs="+", default=None, help="only rebuild TAG.{json,md} from these JSONs")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        merged = {"meta": parts[0]["meta"], "parts": [p["meta"] for p in parts],
+                  "results": [r for p in parts for r in p["results"]]}
+        (RESULTS / f"{args.tag}.json").write_text(json.dumps(merged, indent=2))
+        (RESULTS / f"{args.tag}.md").write_text(markdown(merged["results"], merged["meta"]))
+        return
     splits = load_data("fashion-mnist")
     meta = {"command": "python bench/compress_bench.py " + " ".join(sys.argv[1:]), "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "date": time.strftime("%Y-%m-%d")}
@@ -123,8 +132,8 @@ def main() -> None:
             results.append(one(name, seed, splits))
             r = results[-1]
             sys.stderr.write(f"{name} seed {seed}: {r['ratio']:.1f}x, {r['drop_points']:+.2f} pt\n")
-            (RESULTS / "compress_bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (RESULTS / "compress_bench.md").write_text(markdown(results, meta))
+            (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (RESULTS / f"{args.tag}.md").write_text(markdown(results, meta))
 
 
 if __name__ == "__main__":

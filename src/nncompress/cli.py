@@ -404,6 +404,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bars.close()
         print(f"nncompress: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `nncompress inspect f.nnc | head`: the reader left, nothing to say
+        sys.stderr = open(os.devnull, "w")
+        return 0
     except OSError as exc:
         bars.close()
         where = f": {exc.filename}" if exc.filename else ""
