@@ -46,8 +46,10 @@ def baseline(model_name: str, seed: int, splits) -> Path:  # noqa: ANN001
 
 
 def epochs_spent(steps: list[dict], cfg: PruneConfig) -> tuple[int, int]:
-    """(fine-tuning epochs inside the pruning steps, pruning iterations) our run used."""
-    per_stage = {"step": cfg.epochs_per_step, "recover": cfg.recover_epochs}
+    """(fine-tuning epochs before the final fine-tune, pruning iterations) our run used:
+    the control run, every step, every recovery and every consolidation count."""
+    per_stage = {"control": cfg.epochs_per_step, "step": cfg.epochs_per_step, "recover": cfg.recover_epochs,
+                 "consolidate": cfg.recover_epochs}
     return sum(per_stage.get(s["stage"], 0) for s in steps), sum(s["stage"] == "step" for s in steps)
 
 
