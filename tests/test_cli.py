@@ -327,3 +327,11 @@ def test_gpu_saved_checkpoints_are_mapped_to_the_cpu(trained: dict[str, Any], mo
     monkeypatch.setattr(ck.torch, "load", spy)
     ck.load_checkpoint(trained["path"])
     assert seen["map_location"] == "cpu" and seen["weights_only"] is True
+
+
+def test_demo_runs_the_whole_chain(tmp_path: Path) -> None:
+    rc, out, err = run_main(["--quiet", "demo", "--out", str(tmp_path)])
+    assert rc == 0, err
+    assert "fewer nonzero weights" in out and "test accuracy of the decoded file" in out
+    for name in ("base.pt", "pruned.pt", "model.nnc", "sens/sensitivity.csv", "pruned_prune/steps.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0

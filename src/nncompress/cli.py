@@ -217,7 +217,7 @@ def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
 def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data import load_data
     from nncompress.models import build_model
-    from nncompress.pipeline import metrics, run_prune, run_sensitivity, save_trained, train_model
+    from nncompress.pipeline import metrics, run_compress, run_prune, run_sensitivity, save_trained, train_model
     out = Path(args.out)
     splits = load_data("digits")
     model = build_model("mlp", splits.input_shape, splits.num_classes)
@@ -228,9 +228,13 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     cfg = PruneConfig(epochs_per_step=4, final_epochs=20, lr=0.02, batch_size=64, tolerance=0.8,
                       layer_scale=sens["layer_scale"], seed=args.seed)
     run = run_prune(out / "base.pt", "digits", out / "pruned.pt", cfg, splits=splits, progress=progress)
+    packed = run_compress(out / "pruned.pt", "digits", out / "model.nnc", None,
+                          ShareConfig(batch_size=64, seed=args.seed), splits=splits, progress=progress)
     print("\n".join([f"demo: MLP on scikit-learn digits ({splits.sizes()})",
-                     f"dense: trained in {info['train_seconds']:.1f} s",
-                     *_prune_lines(run.summary), f"outputs in {out}"]))
+                     f"dense: trained in {info['train_seconds']:.1f} s", "", "pruning:",
+                     *_prune_lines(run.summary), "", "weight sharing + Huffman coding of the pruned model:",
+                     *_file_lines(packed),
+                     f"test accuracy of the decoded file {_pct(packed['test_accuracy'])}", f"outputs in {out}"]))
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -398,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     bars = Bars(enabled=not args.quiet and not getattr(args, "json", False))
     try:
-        _check_output(getattr(args, "out", None), folder=args.command == "sensitivity")
+        _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
         args.func(args, bars)
     except NNCompressError as exc:
         bars.close()
