@@ -278,3 +278,13 @@ def test_dropout_counts_from_the_connections_at_the_start() -> None:
     cfg = PruneConfig(q0=0.0, q_step=1.0, q_max=0.0, control=False, remove_dead=False)
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     assert result.dropout["drop1"] == pytest.approx(0.2)  # nothing new pruned: the rate stays
+
+
+def test_small_layers_can_be_left_unpruned() -> None:
+    model = build_model("lenet300")  # fc3 holds 1,000 of 266,200 weights (0.4 %)
+    evaluate = _Scripted([0.9] * 10)
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=1.0, min_layer_share=0.01, control=False, remove_dead=False)
+    result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
+    assert result.steps[-1].density["fc3"] == 1.0 and result.steps[-1].density["fc1"] < 0.5
+    with pytest.raises(ConfigError, match="min_layer_share"):
+        PruneConfig(min_layer_share=1.5)

@@ -122,7 +122,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
     return PruneConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, tolerance=args.tolerance,
                        epochs_per_step=args.epochs_per_step,
                        recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
-                       final_epochs=args.final_epochs, lr=args.lr,
+                       min_layer_share=args.min_layer_share, final_epochs=args.final_epochs, lr=args.lr,
                        groups=args.groups, layer_scale=scale, remove_dead=not args.keep_dead,
                        adjust_dropout=not args.keep_dropout, seed=args.seed)
 
@@ -265,6 +265,8 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-control", action="store_true",
                    help="measure drops from the dense model itself, not from the dense model after the "
                         "same fine-tuning without pruning")
+    p.add_argument("--min-layer-share", type=float, default=c.min_layer_share,
+                   help="leave layers holding less than this fraction of the weights unpruned (e.g. 0.01)")
     p.add_argument("--final-epochs", type=int, default=c.final_epochs)
     p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")

@@ -101,7 +101,8 @@ class PruneConfig(_Config):
     with ``control`` the drop is measured from the mean of the dense model
     and the dense model after the same fine-tuning without pruning (when that
     is lower than the dense one); later stages start with a consolidating
-    fine-tune of ``recover_epochs``;
+    fine-tune of ``recover_epochs``; layers holding less than
+    ``min_layer_share`` of all prunable weights are left unpruned;
     then up to ``refine_steps`` bisections between the last good and the
     failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
     layer (from the sensitivity analysis).
@@ -115,6 +116,7 @@ class PruneConfig(_Config):
     recover_epochs: int = 4
     refine_steps: int = 1
     control: bool = True
+    min_layer_share: float = 0.0
     final_epochs: int = 10
     lr: float = 0.05
     momentum: float = 0.9
@@ -135,6 +137,8 @@ class PruneConfig(_Config):
         _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0",
                  self.recover_epochs)
         _require(isinstance(self.control, bool), "control", "true or false", self.control)
+        _require(_finite(self.min_layer_share) and 0 <= self.min_layer_share < 1, "min_layer_share",
+                 "a fraction in [0, 1)", self.min_layer_share)
         _require(_non_negative_int(self.refine_steps), "refine_steps", "an integer >= 0", self.refine_steps)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)

@@ -85,7 +85,9 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     unknown = sorted(set(cfg.layer_scale) - set(layers))
     if unknown:
         raise ConfigError(f"layer_scale names unknown layer(s) {unknown}; prunable layers are {list(layers)}")
-    groups = resolve_groups(cfg.groups, layers)
+    total_weights = sum(m.weight.numel() for m in layers.values())
+    candidates = {n: m for n, m in layers.items() if m.weight.numel() >= cfg.min_layer_share * total_weights}
+    groups = resolve_groups(cfg.groups, candidates)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
     rates = original_rates(model)
