@@ -183,14 +183,13 @@ def _int_option(flag: str, value: str) -> int:
 
 
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.pipeline import load_model_file, run_compress
-    _, meta = load_model_file(args.checkpoint) if not args.model else (None, {})
-    skip = args.skip_prune or bool(meta.get("pruned"))
-    res = run_compress(args.checkpoint, args.data, args.out, None if skip else _prune_config(args),
+    from nncompress.pipeline import run_compress
+    res = run_compress(args.checkpoint, args.data, args.out, None if args.skip_prune else _prune_config(args),
                        _share_config(args), model_name=args.model, progress=progress)
+    skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
     _emit(args, res, _file_lines(res) + [
         f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
-        f"{-res['test_drop_points']:+.2f} pt){'; pruning skipped (input already pruned)' if skip else ''}",
+        f"{-res['test_drop_points']:+.2f} pt){skipped}",
         f"wrote {res['file']}"])
 
 

@@ -253,10 +253,14 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
                  share_cfg: ShareConfig, *, model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
                  splits: Optional[Splits] = None) -> dict[str, Any]:
-    """prune (unless ``prune_cfg`` is None) -> share -> fine-tune -> code; the
-    reported accuracy is that of the model decoded from the written file."""
+    """prune (unless ``prune_cfg`` is None or the checkpoint is already pruned)
+    -> share -> fine-tune -> code; the reported accuracy is that of the model
+    decoded from the written file."""
     splits = splits or load_data(data)
     model, source_meta = load_for_data(checkpoint, splits, model_name)
+    skipped = prune_cfg is not None and bool(source_meta.get("pruned"))
+    if skipped:
+        prune_cfg = None
     dense_params = int(source_meta.get("dense_params") or count_parameters(model)[0])
     dense_test = metrics(model, splits, "test")
     t0 = time.perf_counter()
@@ -276,7 +280,8 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
     return {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],
             "test_accuracy": test["accuracy"],
             "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
-            "val_accuracy_pruned": pruned.val_accuracy if pruned else None, **share_info,
+            "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
+            **share_info,
             "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
             "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
                         "decode_and_test": round(time.perf_counter() - t3, 2)}}

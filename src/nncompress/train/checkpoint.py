@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,11 +180,3 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
             parts.append("; ".join(shapes[:4]))
         raise CheckpointError("checkpoint does not match the model: " + "; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-
-def checkpoint_bytes(model: nn.Module, storage: str = "auto") -> int:
-    """Size on disk of ``model`` saved with ``storage``: measured on a real file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "model.pt"
-        save_checkpoint(target, model, storage=storage)
-        return target.stat().st_size
