@@ -105,7 +105,7 @@ def test_cli_compress_inspect_evaluate_decompress(tmp_path, trained_mlp, digits,
     save_trained(model, digits, tmp_path / "pruned.pt", {"pruned": True})
     out = tmp_path / "m.nnc"
     assert main(["--quiet", "compress", str(tmp_path / "pruned.pt"), "--data", "digits", "--out", str(out),
-                 "--share-epochs", "1"]) == 0
+                 "--share-epochs", "1", "--run-dir", str(tmp_path / "run")]) == 0
     assert "pruning skipped" in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -169,12 +170,6 @@ def _file_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _share_config(args: argparse.Namespace) -> ShareConfig:
-    rel: Any = args.rel_bits if args.rel_bits == "auto" else _int_option("--rel-bits", args.rel_bits)
-    return ShareConfig(fc_bits=args.fc_bits, conv_bits=args.conv_bits, init=args.init, epochs=args.share_epochs,
-                       centroid_lr=args.centroid_lr, rel_bits=rel, raw_dtype=args.raw_dtype, seed=args.seed)
-
-
 def _int_option(flag: str, value: str) -> int:
     try:
         return int(value)
@@ -182,15 +177,107 @@ def _int_option(flag: str, value: str) -> int:
         raise ConfigError(f"{flag} takes 'auto' or a whole number, got {value!r}") from None
 
 
+# compress: flag -> recipe key. Flags left out keep the recipe's value (or the default recipe's).
+COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
+    ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
+    ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
+    ("--q-step", "prune.q_step", float, "how much q rises per step"),
+    ("--q-max", "prune.q_max", float, "largest q tried"),
+    ("--epochs-per-step", "prune.epochs_per_step", int, "fine-tuning epochs after each pruning step"),
+    ("--recover-epochs", "prune.recover_epochs", int, "extra fine-tuning for a step that misses the tolerance"),
+    ("--refine-steps", "prune.refine_steps", int, "bisections of q between the last good and the failed step"),
+    ("--min-layer-share", "prune.min_layer_share", float, "leave layers holding less than this share unpruned"),
+    ("--final-epochs", "prune.final_epochs", int, "fine-tuning epochs after the last stage"),
+    ("--lr", "prune.lr", float, "fine-tuning learning rate"),
+    ("--fc-bits", "share.fc_bits", int, "codebook bits of Linear layers"),
+    ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
+    ("--init", "share.init", str, "k-means initialisation: linear, density or random"),
+    ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
+    ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
+    ("--raw-dtype", "coding.raw_dtype", str, "storage of biases and other unshared tensors: float32 or float16"),
+    ("--rel-bits", "coding.rel_bits", "auto|int", "relative-index width, or auto (whatever makes the file smallest)"),
+    ("--seed", "seed", int, "fixes every source of randomness"),
+    ("--data", "data", str, DATA_HELP),
+    ("--model", "model", str, "built-in model: to train from scratch, or for checkpoints that record none"),
+]
+COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
+    ("--no-control", "prune.control", "measure drops from the dense model itself"),
+    ("--keep-dead", "prune.remove_dead", "do not remove dead neurons"),
+    ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
+    ("--skip-prune", "prune.enabled", "share and code only (automatic when the checkpoint is already pruned)"),
+]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe keys the command line sets, typed as the recipe expects them."""
+    out: dict[str, Any] = {}
+    for flag, key, kind, _ in COMPRESS_FLAGS:
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            out[key] = value if kind != "auto|int" or value == "auto" else _int_option(flag, value)
+    for flag, key, _ in COMPRESS_SWITCHES:
+        if getattr(args, _dest(flag)):
+            out[key] = False
+    if args.sensitivity:
+        from nncompress.config import SensitivityConfig
+        from nncompress.pruning.sensitivity import from_csv, layer_scales
+        max_drop = args.max_drop if args.max_drop is not None else SensitivityConfig().max_drop
+        base, rows = from_csv(args.sensitivity)
+        for layer, scale in layer_scales(rows, base, max_drop).items():
+            out[f"prune.layers.{layer}.q_scale"] = scale
+    elif args.max_drop is not None:
+        out["sensitivity.max_drop"] = args.max_drop
+    return out
+
+
+def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str], Optional[str]]:
+    """(recipe, run dir, checkpoint, out) from the command line, a recipe, or a run to resume."""
+    from nncompress.recipe import apply_overrides, load_recipe, parse_recipe
+    from nncompress.rundir import RunDir, new_run_dir
+    overrides = _compress_overrides(args)
+    if args.resume:
+        if not args.run_dir:
+            raise ConfigError("--resume needs --run-dir: the folder of the run to continue")
+        if args.checkpoint or args.recipe or args.out or overrides:
+            raise ConfigError(f"--resume continues the run in {args.run_dir} with its own settings "
+                              f"({args.run_dir}/run.json); give only --run-dir (and --quiet, --json, --report)")
+        run = RunDir(args.run_dir, resume=True)
+        saved = run.read_run()
+        return parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"), run, saved.get("checkpoint"), \
+            saved.get("out")
+    recipe = load_recipe(args.recipe) if args.recipe else parse_recipe({}, "<defaults>")
+    recipe = apply_overrides(recipe, overrides)
+    _check_output(args.out)
+    run = RunDir(args.run_dir) if args.run_dir else RunDir(new_run_dir())
+    return recipe, run, args.checkpoint, args.out
+
+
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.pipeline import run_compress
-    res = run_compress(args.checkpoint, args.data, args.out, None if args.skip_prune else _prune_config(args),
-                       _share_config(args), model_name=args.model, progress=progress)
+    from nncompress.pipeline import run_recipe
+    recipe, run, checkpoint, out = _resolve_compress(args)
+    args._run_dir = run.path  # for the interruption message
+    res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
+    lines = [f"run folder {run.path}"]
+    if args.report:
+        from nncompress.report.page import write_report
+        html, md = write_report(run.path, args.report)
+        res["report"] = {"html": str(html), "markdown": str(md)}
+        lines.append(f"report {html} (and {md})")
     skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
-    _emit(args, res, _file_lines(res) + [
+    _emit(args, {**res, "run_dir": str(run.path)}, _file_lines(res) + [
         f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
-        f"{-res['test_drop_points']:+.2f} pt){skipped}",
-        f"wrote {res['file']}"])
+        f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])
+
+
+def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.report.page import write_report
+    html, md = write_report(args.run_dir, args.out)
+    _emit(args, {"html": str(html), "markdown": str(md)}, [f"wrote {html} and {md}"])
 
 
 def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
@@ -276,21 +363,6 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=c.seed)
 
 
-def _add_share_flags(p: argparse.ArgumentParser) -> None:
-    c = ShareConfig()
-    p.add_argument("--fc-bits", type=int, default=c.fc_bits, help="codebook bits of Linear layers")
-    p.add_argument("--conv-bits", type=int, default=c.conv_bits, help="codebook bits of convolutions")
-    p.add_argument("--init", choices=["linear", "density", "random"], default=c.init,
-                   help="k-means initialisation")
-    p.add_argument("--share-epochs", type=int, default=c.epochs, help="centroid fine-tuning epochs")
-    p.add_argument("--centroid-lr", type=float, default=c.centroid_lr,
-                   help="step size on the sum of each centroid's member gradients")
-    p.add_argument("--raw-dtype", choices=["float32", "float16"], default=c.raw_dtype,
-                   help="storage of biases and other unshared tensors")
-    p.add_argument("--rel-bits", default=str(c.rel_bits),
-                   help="relative-index width, or auto (per layer, whatever makes the file smallest)")
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error of ours."""
 
@@ -351,14 +423,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = add("compress", help="prune -> share weights -> fine-tune -> code into one small file")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="the compressed file (.nnc)")
-    p.add_argument("--skip-prune", action="store_true",
-                   help="share and code only (automatic when the checkpoint is already pruned)")
-    _add_prune_flags(p)
-    _add_share_flags(p)
-    _add_common(p)
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="trained checkpoint (leave out to train the recipe's model first)")
+    p.add_argument("--recipe", default=None, help="YAML or TOML file describing the whole run; flags override it")
+    p.add_argument("--out", default=None, help="the compressed file (.nnc; default RUN_DIR/model.nnc)")
+    p.add_argument("--run-dir", default=None,
+                   help="folder for the run's logs, figures and saved state (default: a new runs/TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
+    p.add_argument("--report", default=None, help="also write this HTML report (and its Markdown twin)")
+    for flag, key, kind, text in COMPRESS_FLAGS:
+        p.add_argument(flag, default=None, type=kind if kind in (int, float) else str, help=f"{text} [{key}]")
+    for flag, key, text in COMPRESS_SWITCHES:
+        p.add_argument(flag, action="store_true", help=f"{text} [{key}: false]")
+    p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
+    p.add_argument("--max-drop", type=float, default=None, help="drop (points) that sets each layer's q scale")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=cmd_compress)
+
+    p = add("report", help="HTML page (and Markdown twin) of a compress run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the HTML file; the Markdown twin goes beside it")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=cmd_report)
 
     p = add("inspect", help="per-layer table of a compressed file, from the file alone")
     p.add_argument("file")
@@ -397,13 +483,30 @@ def _check_output(path: Optional[str], folder: bool = False) -> None:
             break
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends a run like Ctrl-C: files stay whole and the run can be resumed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return _main(argv)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     bars = Bars(enabled=not args.quiet and not getattr(args, "json", False))
     try:
-        _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
+        if args.command != "compress":  # compress checks its --out once it knows it (--resume reads it)
+            _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
         args.func(args, bars)
     except NNCompressError as exc:
         bars.close()
@@ -419,7 +522,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         bars.close()
-        print("nncompress: interrupted; no output file was left half-written", file=sys.stderr)
+        run_dir = getattr(args, "_run_dir", None)
+        hint = f"; continue with: nncompress compress --resume --run-dir {run_dir}" if run_dir else ""
+        print(f"nncompress: interrupted; no output file was left half-written{hint}", file=sys.stderr)
         return 130
     bars.close()
     return 0

@@ -14,6 +14,11 @@ class ConfigError(NNCompressError, ValueError):
     """An option or configuration value is out of range or of the wrong type."""
 
 
+class RecipeError(ConfigError):
+    """A recipe file (or an override of one) cannot be read or holds a bad key or value;
+    the message starts with the file and the key's dotted path."""
+
+
 class DataError(NNCompressError):
     """A data set is missing, malformed or inconsistent."""
 
@@ -48,3 +53,7 @@ class TruncatedError(FormatError):
 
 class VersionError(FormatError):
     """A compressed file was written by a newer format version than this reader knows."""
+
+
+class ReportError(NNCompressError):
+    """A run directory cannot be turned into a report: missing or malformed files."""

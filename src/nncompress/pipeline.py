@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -32,8 +32,13 @@ from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
+from nncompress.rundir import RunDir
 from nncompress.train import evaluate, fit, set_seed
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
+from nncompress.train.journal import Journal
+
+if TYPE_CHECKING:
+    from nncompress.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +90,23 @@ def check_fits(model: nn.Module, splits: Splits, what: str) -> None:
 
 
 def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
-                progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                progress: Optional[ProgressFn] = None, journal: Optional[Journal] = None) -> dict[str, Any]:
     gen = set_seed(cfg.seed)
     t0 = time.perf_counter()
-    losses = fit(model, splits.train_x, splits.train_y, cfg, generator=gen, progress=progress)
+    losses = fit(model, splits.train_x, splits.train_y, cfg, generator=gen, progress=progress, journal=journal)
     return {"train_seconds": round(time.perf_counter() - t0, 2), "train_losses": losses,
             "val": metrics(model, splits, "val"), "train": cfg.to_dict()}
 
 
 def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Optional[ProgressFn] = None,
-                on_step: Optional[Callable[[StepRecord], None]] = None) -> PruneResult:
+                on_step: Optional[Callable[[StepRecord], None]] = None,
+                journal: Optional[Journal] = None) -> PruneResult:
     """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only."""
     gen = set_seed(cfg.seed)
 
     def finetune(params: Iterable[nn.Parameter], epochs: int, after_step: Callable[[], None]) -> None:
         fit(model, splits.train_x, splits.train_y, cfg.finetune(epochs), params=params, after_step=after_step,
-            generator=gen, progress=progress, task="fine-tune")
+            generator=gen, progress=progress, task="fine-tune", journal=journal)
 
     def val_accuracy() -> float:
         return evaluate(model, splits.val_x, splits.val_y)[1]
@@ -198,6 +204,11 @@ def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg:
     per-layer q scales the pruner would take from it."""
     splits = splits or load_data(data)
     model, _ = load_for_data(checkpoint, splits, model_name)
+    return scan_sensitivity(model, splits, cfg, out_dir, progress)
+
+
+def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, out_dir: str | Path,
+                     progress: Optional[ProgressFn] = None) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base, rows = sensitivity_scan(model, q_schedule(cfg.q0, cfg.q_step, cfg.q_max),
@@ -223,8 +234,8 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
     return bits
 
 
-def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
-                progress: Optional[ProgressFn] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
+def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
+                journal: Optional[Journal] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
     """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
     centroid fine-tuning; the tuned codebooks are kept only if validation agrees."""
     layers = prunable_layers(model)
@@ -239,8 +250,15 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)
-    fit(model, splits.train_x, splits.train_y, cfg.finetune(), params=list(unshared_parameters(model, shared)),
-        after_step=tuner.after_step, generator=gen, progress=progress, task="centroids", freeze_others=False)
+    if journal is not None:
+        journal.register("centroids", tuner.state_dict, tuner.load_state_dict)
+    try:
+        fit(model, splits.train_x, splits.train_y, cfg.finetune(), params=list(unshared_parameters(model, shared)),
+            after_step=tuner.after_step, generator=gen, progress=progress, task="centroids", freeze_others=False,
+            journal=journal)
+    finally:
+        if journal is not None:
+            journal.unregister("centroids")
     val_after = evaluate(model, splits.val_x, splits.val_y)[1]
     if val_after < val_before:
         model.load_state_dict(saved[0])
@@ -252,23 +270,48 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig,
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
                  share_cfg: ShareConfig, *, model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
-                 splits: Optional[Splits] = None) -> dict[str, Any]:
+                 splits: Optional[Splits] = None, sensitivity_cfg: Optional[SensitivityConfig] = None,
+                 run: Optional[RunDir] = None) -> dict[str, Any]:
     """prune (unless ``prune_cfg`` is None or the checkpoint is already pruned)
     -> share -> fine-tune -> code; the reported accuracy is that of the model
-    decoded from the written file."""
+    decoded from the written file. With ``run`` every stage leaves its files
+    (and its training state, for resuming) in that run directory."""
     splits = splits or load_data(data)
     model, source_meta = load_for_data(checkpoint, splits, model_name)
+    return compress_model(model, source_meta, splits, out, prune_cfg, share_cfg, progress=progress,
+                          sensitivity_cfg=sensitivity_cfg, run=run)
+
+
+def _histograms(model: nn.Module, nonzero_only: bool) -> dict[str, Any]:
+    from nncompress.report.histograms import histogram_record
+    return histogram_record(_weights(model), nonzero_only=nonzero_only)
+
+
+def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits, out: str | Path,
+                   prune_cfg: Optional[PruneConfig], share_cfg: ShareConfig, *,
+                   progress: Optional[ProgressFn] = None, sensitivity_cfg: Optional[SensitivityConfig] = None,
+                   run: Optional[RunDir] = None) -> dict[str, Any]:
+    """The stages of ``run_compress`` on a model already in memory."""
     skipped = prune_cfg is not None and bool(source_meta.get("pruned"))
     if skipped:
         prune_cfg = None
+    journal = run.journal if run else None
+    histograms: dict[str, Any] = {}
     dense_params = int(source_meta.get("dense_params") or count_parameters(model)[0])
     dense_test = metrics(model, splits, "test")
+    if run:
+        histograms["pruned" if source_meta.get("pruned") else "dense"] = _histograms(
+            model, nonzero_only=bool(source_meta.get("pruned")))
+        if sensitivity_cfg is not None and prune_cfg is not None:
+            scan_sensitivity(model, splits, sensitivity_cfg, run.path, progress)
     t0 = time.perf_counter()
     pruned = None
     if prune_cfg is not None:
-        pruned = prune_model(model, splits, prune_cfg, progress=progress)
+        pruned = prune_model(model, splits, prune_cfg, progress=progress,
+                             on_step=(lambda rec: run.on_step(rec.to_dict())) if run else None, journal=journal)
+        histograms["pruned"] = _histograms(model, nonzero_only=True)
     t1 = time.perf_counter()
-    shared, share_info = share_model(model, splits, share_cfg, progress)
+    shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal)
     t2 = time.perf_counter()
     meta = {"data": splits.name, "dense_params": dense_params}
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype)
@@ -277,11 +320,50 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
     restored = decoded.build_model(None if decoded.header.get("arch") else model)
     test = metrics(restored, splits, "test")
     table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
-    return {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],
-            "test_accuracy": test["accuracy"],
-            "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
-            "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
-            **share_info,
-            "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
-            "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
-                        "decode_and_test": round(time.perf_counter() - t3, 2)}}
+    summary = {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],
+               "test_accuracy": test["accuracy"],
+               "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
+               "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
+               **share_info,
+               "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
+               "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
+                           "decode_and_test": round(time.perf_counter() - t3, 2)}}
+    if run:
+        histograms["shared"] = _histograms(restored, nonzero_only=True)
+        run.write_json("histograms.json", {"stages": histograms})
+        summary["resumed_training_calls"] = run.journal.resumed_calls
+        run.write_json("summary.json", summary)
+    return summary
+
+
+def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path] = None,
+               out: Optional[str | Path] = None, progress: Optional[ProgressFn] = None,
+               splits: Optional[Splits] = None) -> dict[str, Any]:
+    """A whole run described by a recipe, in a run directory: train (when no
+    checkpoint is given), sensitivity scan, prune, share, code. Interrupted,
+    the same call with ``RunDir(..., resume=True)`` continues from the last
+    saved epoch and writes the same file, byte for byte."""
+    from nncompress.recipe import dump_recipe, recipe_to_dict
+    if recipe.data is None:
+        raise ConfigError("the recipe names no data set; add `data:` to it or give --data")
+    if checkpoint is None and recipe.model is None:
+        raise ConfigError("nothing to compress: give a checkpoint, or name a `model:` in the recipe to train one")
+    out = Path(out) if out else run.file("model.nnc")
+    if not run.resume:
+        run.write_json("run.json", {"command": "compress", "checkpoint": str(checkpoint) if checkpoint else None,
+                                    "out": str(out), "recipe": recipe_to_dict(recipe)})
+        write_text(run.file("recipe.yaml"), dump_recipe(recipe))
+        from nncompress.rundir import environment
+        run.write_json("environment.json", environment())
+    splits = splits or load_data(recipe.data)
+    if checkpoint is None:
+        set_seed(recipe.seed)  # the initial weights too
+        model = build_model(recipe.model, splits.input_shape, splits.num_classes)
+        info = train_model(model, splits, recipe.train, progress, journal=run.journal)
+        save_trained(model, splits, run.file("base.pt"), {"test_accuracy": metrics(model, splits)["accuracy"],
+                                                           "val_accuracy": info["val"]["accuracy"]})
+        source_meta: dict[str, Any] = {}
+    else:
+        model, source_meta = load_for_data(checkpoint, splits, recipe.model)
+    return compress_model(model, source_meta, splits, out, recipe.prune, recipe.share, progress=progress,
+                          sensitivity_cfg=recipe.sensitivity, run=run)

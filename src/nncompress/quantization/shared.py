@@ -214,3 +214,16 @@ class CentroidTuner:
     def after_step(self) -> None:
         """Argument-free hook: ``step()`` with the constructor's lr and momentum."""
         self.step()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Codebooks and momentum buffers: what a resumed run needs to continue tuning."""
+        state = {f"codebook.{n}": s.codebook.detach().clone() for n, s in self.shared.items()}
+        state.update({f"momentum.{n}": b.clone() for n, b in self._buffers.items()})
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for name, layer in self.shared.items():
+            layer.codebook.copy_(state[f"codebook.{name}"])
+            layer.apply_()
+        self._buffers = {k[len("momentum."):]: v.clone() for k, v in state.items() if k.startswith("momentum.")}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from torch import nn
 
 from nncompress.config import TrainConfig
 from nncompress.progress import ProgressFn, report
+
+if TYPE_CHECKING:
+    from nncompress.train.journal import Journal
 
 AfterStep = Callable[[], None]
 
@@ -63,7 +66,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         params: Optional[Iterable[nn.Parameter]] = None, after_step: Optional[AfterStep] = None,
         generator: Optional[torch.Generator] = None, progress: Optional[ProgressFn] = None,
-        task: str = "train", freeze_others: bool = True) -> list[float]:
+        task: str = "train", freeze_others: bool = True, journal: Optional["Journal"] = None) -> list[float]:
     """Train with SGD + Nesterov momentum on a one-cycle cosine schedule.
 
     ``params`` restricts what is trained (the rest stays frozen); ``after_step``
@@ -71,7 +74,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     weights so they stay exactly zero through momentum and weight decay.
     With ``freeze_others=False`` the other parameters still get gradients
     (for hooks like centroid fine-tuning that consume them). Returns the
-    mean training loss of each epoch.
+    mean training loss of each epoch. With a ``journal`` the state is saved
+    after every epoch, and a call the journal already holds resumes there.
     """
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if cfg.epochs == 0 or (not trainable and after_step is None):
@@ -86,11 +90,14 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
+    start = 0
+    if journal is not None:
+        start, losses = journal.begin(model, opt, gen, cfg.epochs, task)
     device = _device(model)
-    step = 0
+    step = start * steps_per_epoch
     model.train()
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(start, cfg.epochs):
             order = torch.randperm(len(x), generator=gen)
             running = 0.0
             for i in range(0, len(x), cfg.batch_size):
@@ -107,6 +114,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
                 running += loss.item() * len(idx)
                 step += 1
             losses.append(running / len(x))
+            if journal is not None:
+                journal.epoch_done(epoch + 1, model, opt, gen, losses)
             report(progress, task, epoch + 1, cfg.epochs, loss=losses[-1])
     finally:
         for p in frozen:

@@ -1,0 +1,91 @@
+"""The run directory: everything one compression run leaves behind.
+
+Layout (each file written atomically, so an interrupted run leaves only
+complete files; ``nncompress report DIR`` reads them):
+
+    run.json          how the run was started: command, checkpoint, output file, resolved recipe
+    recipe.yaml       the resolved recipe, every key explicit
+    environment.json  versions, platform, threads, command line
+    sensitivity.csv   per-layer validation accuracy against q (and .png)
+    steps.jsonl       one line per pruning step
+    histograms.json   weight histograms per layer: dense, pruned, shared
+    summary.json      the compressed file's table and the accuracies
+    state/            the journal: training state after every epoch (for --resume)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from nncompress import __version__
+from nncompress.atomic import write_text
+from nncompress.errors import ConfigError
+from nncompress.train.journal import Journal, RunStateError
+
+RUN_FILE = "run.json"
+
+
+def new_run_dir(root: str | Path = "runs") -> Path:
+    """A fresh timestamped folder under ``root`` (suffixed when two runs start in the same second)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    for n in range(1000):
+        path = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not make a fresh run folder under {root}; give --run-dir")
+
+
+def environment(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """What a reader needs to repeat the run: versions, machine, threads, command line."""
+    import torch
+    return {"nncompress": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "machine": platform.machine(),
+            "cpus": os.cpu_count() or 0, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(), "command": " ".join(argv if argv is not None else sys.argv),
+            "started": _dt.datetime.now().isoformat(timespec="seconds")}
+
+
+class RunDir:
+    """Paths and writers of one run directory, and its journal."""
+
+    def __init__(self, path: str | Path, *, resume: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--run-dir {self.path} is a file, not a folder")
+        if resume and not (self.path / RUN_FILE).is_file():
+            raise RunStateError(f"{self.path} holds no run to resume (no {RUN_FILE}); start it without --resume")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.journal = Journal(self.path, resume=resume)
+        self._steps: list[str] = []
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_text(self.file(name), json.dumps(data, indent=2) + "\n")
+
+    def read_run(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.file(RUN_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise RunStateError(f"cannot read {self.file(RUN_FILE)}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RunStateError(f"{self.file(RUN_FILE)} is not a JSON object")
+        return data
+
+    def on_step(self, record: Mapping[str, Any]) -> None:
+        """Append one pruning step; the file is rewritten whole so it is never half a line."""
+        self._steps.append(json.dumps(dict(record)))
+        write_text(self.file("steps.jsonl"), "\n".join(self._steps) + "\n")
