@@ -9,7 +9,7 @@ import torch
 
 from nncompress.cli import main
 from nncompress.coding.layers import SharedTensor, decode_tensor, encode_shared
-from nncompress.config import ShareConfig
+from nncompress.config import PruneConfig, ShareConfig
 from nncompress.errors import ChecksumError, FormatError, TruncatedError
 from nncompress.modelfile import layer_table, load_compressed, save_compressed
 from nncompress.pipeline import metrics, run_compress, save_trained, share_model
@@ -165,3 +165,15 @@ def test_fp16_raw_tensors_halve_the_biases(tmp_path, trained_mlp, digits) -> Non
     assert full - half >= 2 * biases - 64  # 2 bytes saved per bias, header text aside
     restored = load_compressed(tmp_path / "b.nnc").state["fc1.bias"]
     assert torch.equal(restored, model.fc1.bias.detach().half().float())
+
+
+def test_compress_reports_progress_of_every_stage(tmp_path, trained_mlp, digits) -> None:
+    save_trained(trained_mlp(), digits, tmp_path / "base.pt", {})
+    events = []
+    run_compress(tmp_path / "base.pt", "digits", tmp_path / "m.nnc",
+                 PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
+                 ShareConfig(epochs=1, batch_size=64), splits=digits, progress=events.append)
+    tasks = {e.task for e in events}
+    assert {"fine-tune", "prune", "k-means", "centroids", "coding"} <= tasks
+    coding = [e for e in events if e.task == "coding"]
+    assert coding[-1].done == coding[-1].total == len(trained_mlp().state_dict())

@@ -26,6 +26,7 @@ class Bars:
     """tqdm bars keyed by task; a task restarting at 1 gets a fresh bar."""
 
     POSITION = {"prune": 0, "sensitivity": 0, "train": 0, "fine-tune": 1}
+    UNIT = {"train": "epoch", "fine-tune": "epoch", "centroids": "epoch", "k-means": "layer", "coding": "tensor"}
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -42,7 +43,7 @@ class Bars:
             nested = self.POSITION.get(event.task, 0) > 0
             bar = tqdm(total=event.total, desc=event.task, position=self.POSITION.get(event.task, 0),
                        leave=not nested, file=sys.stderr, dynamic_ncols=True,
-                       unit="epoch" if event.task in ("train", "fine-tune") else "step")
+                       unit=self.UNIT.get(event.task, "step"))
             self.bars[event.task] = bar
         bar.update(event.done - bar.n)
         shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in event.info.items()}

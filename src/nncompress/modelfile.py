@@ -19,6 +19,7 @@ from nncompress.coding.container import MAGIC, read_container, write_container
 from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared
 from nncompress.errors import FormatError
 from nncompress.models import arch_record, from_record
+from nncompress.progress import ProgressFn, report
 from nncompress.quantization import SharedLayer
 from nncompress.train.checkpoint import load_state
 
@@ -42,12 +43,13 @@ def shared_tensor(layer: SharedLayer) -> SharedTensor:
 
 def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
                     meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
-                    raw_dtype: str = "float32") -> int:
+                    raw_dtype: str = "float32", progress: Optional[ProgressFn] = None) -> int:
     """Write ``model`` with its shared layers coded; return the file size."""
     by_weight = {f"{name}.weight": layer for name, layer in shared.items()}
     entries: list[dict[str, Any]] = []
     sections: list[tuple[str, bytes]] = []
-    for key, tensor in model.state_dict().items():
+    state = model.state_dict()
+    for done, (key, tensor) in enumerate(state.items(), 1):
         if key in by_weight:
             layer = by_weight[key]
             bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
@@ -56,6 +58,7 @@ def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapp
             entry, secs = encode_raw(key, tensor.detach().cpu().numpy(), raw_dtype)
         entries.append(entry)
         sections += secs
+        report(progress, "coding", done, len(state), tensor=key)
     header = {"kind": KIND, "arch": arch_record(model), "tensors": entries, "meta": dict(meta or {})}
     return write_container(path, header, sections)
 

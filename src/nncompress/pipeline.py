@@ -245,7 +245,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     unknown = sorted(set(cfg.layer_bits) - set(layers))
     if unknown:
         raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; layers are {list(layers)}")
-    shared = share_weights_(layers, bits, cfg.init, cfg.seed)
+    shared = share_weights_(layers, bits, cfg.init, cfg.seed, progress=progress)
     val_before = evaluate(model, splits.val_x, splits.val_y)[1]
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
@@ -314,7 +314,8 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal)
     t2 = time.perf_counter()
     meta = {"data": splits.name, "dense_params": dense_params}
-    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype)
+    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
+                    progress=progress)
     t3 = time.perf_counter()
     decoded = load_compressed(out)
     restored = decoded.build_model(None if decoded.header.get("arch") else model)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
 import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, ModelError
+from nncompress.progress import ProgressFn, report
 from nncompress.quantization.kmeans import check_init, kmeans_1d
 
 MIN_BITS, MAX_BITS = 1, 16
@@ -117,6 +118,7 @@ def share_weights_(
     bits: Mapping[str, int],
     init: str = "linear",
     seed: int = 0,
+    progress: Optional[ProgressFn] = None,
 ) -> dict[str, SharedLayer]:
     """Cluster each layer's nonzero weights into at most ``2**bits`` values, in place.
 
@@ -131,7 +133,7 @@ def share_weights_(
             raise ModelError(f"layer {name!r} has NaN or Inf weights; they cannot be shared")
 
     shared: dict[str, SharedLayer] = {}
-    for name, module in layers.items():
+    for done, (name, module) in enumerate(layers.items(), 1):
         weight = module.weight
         mask = weight.detach() != 0
         values = weight.detach()[mask].to(torch.float32).cpu().numpy()
@@ -148,6 +150,7 @@ def share_weights_(
         )
         layer.apply_()
         shared[name] = layer
+        report(progress, "k-means", done, len(layers), layer=name, k=k)
     return shared
 
 
