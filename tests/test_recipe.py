@@ -64,7 +64,7 @@ def test_shipped_recipe_loads_to_its_intended_configs(name: str) -> None:
 def test_benchmark_recipes_write_out_every_key(name: str) -> None:
     """A reader sees the whole run: a new config field must be added to these files too."""
     written = yaml.safe_load((RECIPES / name).read_text())
-    assert _keys(written) == _keys(recipe_to_dict(Recipe()))
+    assert _keys(written) == _keys(recipe_to_dict(Recipe(sensitivity=SensitivityConfig())))
 
 
 def test_seed_reaches_every_section_that_has_one() -> None:
@@ -100,7 +100,7 @@ def test_dump_order_and_explicit_keys() -> None:
     tops = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith(" ")]
     assert tops == ["version", "model", "data", "seed", "train", "sensitivity", "prune", "share", "coding"]
     assert yaml.safe_load(text)["version"] == RECIPE_VERSION
-    assert _keys(yaml.safe_load(text)) == _keys(recipe_to_dict(Recipe()))
+    assert _keys(yaml.safe_load(text)) == _keys(recipe_to_dict(Recipe(sensitivity=SensitivityConfig())))
 
 
 def test_save_recipe_writes_atomically_and_loads_back(tmp_path: Path) -> None:
@@ -352,3 +352,9 @@ def test_overrides_are_validated_like_file_values(overrides: dict, expected: str
     with pytest.raises(RecipeError) as info:
         apply_overrides(Recipe(), overrides)
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_sensitivity_scan_runs_only_when_its_section_is_there() -> None:
+    assert parse_recipe({}).sensitivity is None
+    assert parse_recipe({"sensitivity": {}}).sensitivity == SensitivityConfig()
+    assert parse_recipe({"sensitivity": {"q_max": 1.0}}).sensitivity == SensitivityConfig(q_max=1.0)

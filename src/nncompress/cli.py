@@ -301,27 +301,37 @@ def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
            "(torch.load(path, weights_only=True) reads it)"])
 
 
+# The demo's whole run; recipes/mlp-digits.yaml holds the same (a test keeps them equal).
+DEMO_RECIPE: dict[str, Any] = {
+    "model": "mlp", "data": "digits",
+    "train": {"epochs": 40, "lr": 0.05, "batch_size": 64},
+    "sensitivity": {"enabled": True},
+    "prune": {"epochs_per_step": 4, "final_epochs": 20, "lr": 0.02, "batch_size": 64, "tolerance": 0.8},
+    "share": {"batch_size": 64},
+}
+
+
 def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.data import load_data
-    from nncompress.models import build_model
-    from nncompress.pipeline import metrics, run_compress, run_prune, run_sensitivity, save_trained, train_model
-    out = Path(args.out)
-    splits = load_data("digits")
-    model = build_model("mlp", splits.input_shape, splits.num_classes)
-    info = train_model(model, splits, TrainConfig(epochs=40, lr=0.05, batch_size=64, seed=args.seed), progress)
-    save_trained(model, splits, out / "base.pt", {"test_accuracy": metrics(model, splits)["accuracy"]})
-    sens = run_sensitivity(out / "base.pt", "digits", out / "sens", SensitivityConfig(), progress=progress,
-                           splits=splits)
-    cfg = PruneConfig(epochs_per_step=4, final_epochs=20, lr=0.02, batch_size=64, tolerance=0.8,
-                      layer_scale=sens["layer_scale"], seed=args.seed)
-    run = run_prune(out / "base.pt", "digits", out / "pruned.pt", cfg, splits=splits, progress=progress)
-    packed = run_compress(out / "pruned.pt", "digits", out / "model.nnc", None,
-                          ShareConfig(batch_size=64, seed=args.seed), splits=splits, progress=progress)
-    print("\n".join([f"demo: MLP on scikit-learn digits ({splits.sizes()})",
-                     f"dense: trained in {info['train_seconds']:.1f} s", "", "pruning:",
-                     *_prune_lines(run.summary), "", "weight sharing + Huffman coding of the pruned model:",
-                     *_file_lines(packed),
-                     f"test accuracy of the decoded file {_pct(packed['test_accuracy'])}", f"outputs in {out}"]))
+    from nncompress.pipeline import run_recipe
+    from nncompress.recipe import parse_recipe
+    from nncompress.report.page import write_report
+    from nncompress.rundir import RunDir, new_run_dir
+    recipe = parse_recipe({**DEMO_RECIPE, "seed": args.seed}, "demo")
+    run = RunDir(new_run_dir(args.out))
+    args._run_dir = run.path
+    res = run_recipe(recipe, run, progress=progress)
+    html, _ = write_report(run.path, run.file("report.html"))
+    steps = [json.loads(line) for line in run.file("steps.jsonl").read_text().splitlines()]
+    kept = res["layers"]
+    weights = sum(r["weights"] for r in kept if r["codec"] == "shared")
+    nonzero = sum(r["nonzero"] for r in kept if r["codec"] == "shared")
+    print("\n".join([
+        "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
+        f"pruning: {len(steps)} logged steps; {weights / max(1, nonzero):.1f}x fewer nonzero weights "
+        f"({nonzero:,} of {weights:,} kept)", "", *_file_lines(res),
+        f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
+        f"({-res['test_drop_points']:+.2f} pt)",
+        f"outputs in {run.path}; open {html} for the report"]))
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:

@@ -6,6 +6,7 @@ prints. Progress goes through the ``progress`` callback.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -207,20 +208,23 @@ def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg:
     return scan_sensitivity(model, splits, cfg, out_dir, progress)
 
 
-def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, out_dir: str | Path,
+def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, out_dir: Optional[str | Path],
                      progress: Optional[ProgressFn] = None) -> dict[str, Any]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The scan on the validation split; with ``out_dir`` also its CSV and plot."""
     base, rows = sensitivity_scan(model, q_schedule(cfg.q0, cfg.q_step, cfg.q_max),
                                   lambda: evaluate(model, splits.val_x, splits.val_y)[1], progress)
+    result = {"dense_val_accuracy": base, "rows": [r.__dict__ for r in rows],
+              "layer_scale": layer_scales(rows, base, cfg.max_drop)}
+    if out_dir is None:
+        return result
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     to_csv(base, rows, out_dir / "sensitivity.csv")
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         curves.setdefault(r.layer, []).append((r.q, r.val_accuracy))
     sensitivity_plot(base, curves, out_dir / "sensitivity.png")
-    return {"dense_val_accuracy": base, "rows": [r.__dict__ for r in rows],
-            "layer_scale": layer_scales(rows, base, cfg.max_drop),
-            "files": {"csv": str(out_dir / "sensitivity.csv"), "plot": str(out_dir / "sensitivity.png")}}
+    return {**result, "files": {"csv": str(out_dir / "sensitivity.csv"), "plot": str(out_dir / "sensitivity.png")}}
 
 
 def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[str, Any]) -> None:
@@ -302,8 +306,10 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     if run:
         histograms["pruned" if source_meta.get("pruned") else "dense"] = _histograms(
             model, nonzero_only=bool(source_meta.get("pruned")))
-        if sensitivity_cfg is not None and prune_cfg is not None:
-            scan_sensitivity(model, splits, sensitivity_cfg, run.path, progress)
+    if sensitivity_cfg is not None and prune_cfg is not None:
+        scan = scan_sensitivity(model, splits, sensitivity_cfg, run.path if run else None, progress)
+        if not prune_cfg.layer_scale:  # per-layer q given by hand wins over the scan's
+            prune_cfg = dataclasses.replace(prune_cfg, layer_scale=scan["layer_scale"])
     t0 = time.perf_counter()
     pruned = None
     if prune_cfg is not None:

@@ -45,6 +45,7 @@ class _Section:
     cls: type
     hidden: tuple[str, ...] = ()  # fields set elsewhere (the seed, the coding section)
     switch: bool = False  # has `enabled: bool`
+    absent_enabled: bool = True  # whether a recipe without this section runs the stage
     layer_field: Optional[str] = None  # the per-layer mapping field, written as `layers`
     layer_key: Optional[str] = None  # the key inside one layer's entry
 
@@ -59,7 +60,7 @@ class _Section:
 
 SECTIONS = (
     _Section("train", TrainConfig),
-    _Section("sensitivity", SensitivityConfig, switch=True),
+    _Section("sensitivity", SensitivityConfig, switch=True, absent_enabled=False),
     _Section("prune", PruneConfig, switch=True, layer_field="layer_scale", layer_key="q_scale"),
     _Section("share", ShareConfig, hidden=CODING_FIELDS, layer_field="layer_bits", layer_key="bits"),
 )
@@ -70,14 +71,15 @@ _CODING_KEYS = list(CODING_FIELDS)
 @dataclass(frozen=True)
 class Recipe:
     """A whole compression run. ``sensitivity``/``prune`` are None when the recipe
-    disables that stage. The recipe's ``seed`` is written into every section that
+    disables that stage; the sensitivity scan runs only when its section is there
+    (it changes the pruning: its per-layer q scales feed the pruner). The recipe's ``seed`` is written into every section that
     has one, so one number fixes every source of randomness of the run."""
 
     model: Optional[str] = None
     data: Optional[str] = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
-    sensitivity: Optional[SensitivityConfig] = field(default_factory=SensitivityConfig)
+    sensitivity: Optional[SensitivityConfig] = None
     prune: Optional[PruneConfig] = field(default_factory=PruneConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
 
@@ -209,6 +211,7 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
         coding_kwargs[key] = _typed(value, _hints(ShareConfig)[key], f"coding.{key}", source)
     configs = {sec.name: _section(sec, mapping.get(sec.name), seed, source,
                                   coding_kwargs if sec.name == "share" else {})
+               if sec.name in mapping or sec.absent_enabled else None
                for sec in SECTIONS}
     return Recipe(model=model, data=data, seed=seed, **configs)
 

@@ -22,11 +22,17 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _save(fig, path: str | Path) -> None:  # type: ignore[no-untyped-def]
+def png_bytes(fig) -> bytes:  # type: ignore[no-untyped-def]
+    """The figure as PNG bytes in the house resolution (the report embeds them)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _save(fig, path: str | Path) -> None:  # type: ignore[no-untyped-def]
+    data = png_bytes(fig)
     with atomic_open(path, "wb") as handle:
-        handle.write(buf.getvalue())
+        handle.write(data)
 
 
 def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title: str,
@@ -57,6 +63,13 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
 
 def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path) -> None:
     """Validation accuracy against q, one line per layer pruned alone."""
+    fig = sensitivity_figure(base, curves)
+    _save(fig, path)
+    _pyplot().close(fig)
+
+
+def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]]):  # type: ignore[no-untyped-def]
+    """The sensitivity figure, unsaved: the CLI writes it to a file, the report embeds it."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, points in curves.items():
@@ -68,5 +81,4 @@ def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, flo
     ax.set_title("Sensitivity: each layer pruned alone, no fine-tuning")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)
+    return fig
