@@ -288,3 +288,18 @@ def test_small_layers_can_be_left_unpruned() -> None:
     assert result.steps[-1].density["fc3"] == 1.0 and result.steps[-1].density["fc1"] < 0.5
     with pytest.raises(ConfigError, match="min_layer_share"):
         PruneConfig(min_layer_share=1.5)
+
+
+@pytest.mark.parametrize("budget,accepted", [("even", [False, True]), ("greedy", [True, True])])
+def test_even_budget_keeps_tolerance_for_later_stages(budget: str, accepted: list[bool]) -> None:
+    model = build_model("lenet300")
+    # two stages (fc1 | fc2+fc3); dense 0.900; stage 0 step leaves 0.2 pt (over half of 0.3 with "even"),
+    # stage 1 step leaves 0.25 pt (within the whole 0.3)
+    evaluate = _Scripted([0.900, 0.898, 0.8975, 0.8975, 0.8975])
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=1.0, tolerance=0.3, recover_epochs=0, refine_steps=0,
+                      control=False, remove_dead=False, groups="fc1,fc2+fc3", budget=budget)
+    result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
+    assert [r.accepted for r in result.steps if r.stage == "step"] == accepted
+    assert (result.q["fc1"] == 1.0) == (budget == "greedy")
+    with pytest.raises(ConfigError, match="budget"):
+        PruneConfig(budget="lavish")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress import __version__
-from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
+from nncompress.config import BUDGETS, GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import ConfigError, NNCompressError
 from nncompress.progress import Progress, ProgressFn
 
@@ -125,7 +125,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
                        epochs_per_step=args.epochs_per_step,
                        recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
                        min_layer_share=args.min_layer_share, final_epochs=args.final_epochs, lr=args.lr,
-                       groups=args.groups, layer_scale=scale, remove_dead=not args.keep_dead,
+                       groups=args.groups, budget=args.budget, layer_scale=scale, remove_dead=not args.keep_dead,
                        adjust_dropout=not args.keep_dropout, seed=args.seed)
 
 
@@ -182,6 +182,7 @@ def _int_option(flag: str, value: str) -> int:
 COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
     ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
+    ("--budget", "prune.budget", str, "even (stage i of n may leave tolerance x i/n) or greedy"),
     ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
     ("--q-step", "prune.q_step", float, "how much q rises per step"),
     ("--q-max", "prune.q_max", float, "largest q tried"),
@@ -353,6 +354,8 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
                    help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
     p.add_argument("--tolerance", type=float, default=c.tolerance,
                    help="largest validation accuracy drop (points) a step may leave")
+    p.add_argument("--budget", choices=BUDGETS, default=c.budget,
+                   help="even: stage i of n may leave tolerance x i/n; greedy: every stage the whole tolerance")
     _add_q_range(p, c)
     p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
     p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,

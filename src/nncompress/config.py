@@ -87,6 +87,7 @@ class TrainConfig(_Config):
 
 
 GROUP_PRESETS = ("all", "fc,conv", "conv,fc", "layer")
+BUDGETS = ("even", "greedy")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,10 @@ class PruneConfig(_Config):
     ``min_layer_share`` of all prunable weights are left unpruned;
     then up to ``refine_steps`` bisections between the last good and the
     failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
-    layer (from the sensitivity analysis).
+    layer (from the sensitivity analysis). ``budget`` "even" lets stage i of n
+    leave a drop of at most tolerance x i/n, so the first stage cannot spend
+    what the later ones need (a stage that spends less passes the rest on);
+    "greedy" gives every stage the whole tolerance.
     """
 
     q0: float = 0.5
@@ -123,6 +127,7 @@ class PruneConfig(_Config):
     weight_decay: float = 5e-4
     batch_size: int = 128
     groups: str = "fc,conv"
+    budget: str = "even"
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
@@ -144,6 +149,7 @@ class PruneConfig(_Config):
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",
                  f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'", self.groups)
+        _require(self.budget in BUDGETS, "budget", f"one of {', '.join(BUDGETS)}", self.budget)
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))

@@ -124,6 +124,10 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         result.reference_val_accuracy = reference
         record("control", -1, 0, control, True, t0)
 
+    def stage_tolerance(gi: int) -> float:
+        """The drop stage ``gi`` may leave: its even share of the tolerance plus what earlier stages left."""
+        return cfg.tolerance * (gi + 1) / len(groups) if cfg.budget == "even" else cfg.tolerance
+
     def try_step(gi: int, si: int, q: float, group: list[str], params: list[nn.Parameter]) -> bool:
         """Prune ``group`` at q, fine-tune, and judge the step on validation."""
         nonlocal tick
@@ -136,14 +140,15 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             adjust_dropout_(model, rates, kept_fraction())
         finetune(params, cfg.epochs_per_step, reapply)
         acc = evaluate()
-        ok = drop_points(reference, acc) <= cfg.tolerance
+        allowed = stage_tolerance(gi)
+        ok = drop_points(reference, acc) <= allowed
         stage = "step"
         if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
             record(stage, gi, si, acc, ok, t0)
             t0, stage = time.perf_counter(), "recover"
             finetune(params, cfg.recover_epochs, reapply)
             acc = evaluate()
-            ok = drop_points(reference, acc) <= cfg.tolerance
+            ok = drop_points(reference, acc) <= allowed
         rec = record(stage, gi, si, acc, ok, t0)
         tick += 1
         report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density, val=acc)
