@@ -104,3 +104,35 @@ def test_pruning_and_sharing_resume_to_the_same_model(trained_mlp, digits, tmp_p
     assert steps == plain_steps
     assert _same(plain, resumed)
     assert all(torch.equal(books[n], plain_books[n]) for n in plain_books)
+
+
+def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import nncompress.train.journal as journal_module
+    from nncompress.pipeline import run_recipe
+    from nncompress.recipe import parse_recipe
+    from nncompress.rundir import RunDir
+
+    recipe = parse_recipe({"model": "mlp", "data": "digits", "seed": 2, "train": {"epochs": 3, "batch_size": 64},
+                           "prune": {"epochs_per_step": 1, "recover_epochs": 1, "final_epochs": 1, "q_max": 1.0,
+                                     "batch_size": 64},
+                           "share": {"epochs": 1, "batch_size": 64}})
+    run_recipe(recipe, RunDir(tmp_path / "plain"))
+    real, writes = journal_module.atomic_open, {"n": 0}
+
+    def filling_up(path, mode="wb"):
+        writes["n"] += 1
+        if writes["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, mode)
+
+    monkeypatch.setattr(journal_module, "atomic_open", filling_up)
+    with pytest.raises(OSError, match="No space"):
+        run_recipe(recipe, RunDir(tmp_path / "full"))
+    monkeypatch.setattr(journal_module, "atomic_open", real)
+    assert not (tmp_path / "full" / "model.nnc").exists()
+    assert not list((tmp_path / "full").rglob(".*.tmp"))
+    summary = run_recipe(recipe, RunDir(tmp_path / "full", resume=True))
+    assert summary["resumed_training_calls"] >= 1
+    assert (tmp_path / "full" / "model.nnc").read_bytes() == (tmp_path / "plain" / "model.nnc").read_bytes()
