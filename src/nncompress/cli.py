@@ -182,7 +182,7 @@ def _int_option(flag: str, value: str) -> int:
 COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
     ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
-    ("--budget", "prune.budget", str, "even (stage i of n may leave tolerance x i/n) or greedy"),
+    ("--budget", "prune.budget", str, "greedy (each stage the whole tolerance) or even (stage i of n: i/n of it)"),
     ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
     ("--q-step", "prune.q_step", float, "how much q rises per step"),
     ("--q-max", "prune.q_max", float, "largest q tried"),

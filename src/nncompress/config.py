@@ -127,7 +127,7 @@ class PruneConfig(_Config):
     weight_decay: float = 5e-4
     batch_size: int = 128
     groups: str = "fc,conv"
-    budget: str = "even"
+    budget: str = "greedy"
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
