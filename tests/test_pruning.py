@@ -303,3 +303,33 @@ def test_even_budget_keeps_tolerance_for_later_stages(budget: str, accepted: lis
     assert (result.q["fc1"] == 1.0) == (budget == "greedy")
     with pytest.raises(ConfigError, match="budget"):
         PruneConfig(budget="lavish")
+
+
+def test_distillation_loss_mixes_labels_and_softened_teacher() -> None:
+    import torch.nn.functional as F
+    from nncompress.train.loop import Teacher
+    torch.manual_seed(0)
+    teacher_net = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    logits = torch.randn(8, 3)
+    ce = F.cross_entropy(logits, y)
+    assert torch.allclose(Teacher(teacher_net, 0.0, 4.0).loss(logits, x, y), ce)
+    with torch.no_grad():
+        same = teacher_net(x)
+    assert torch.allclose(Teacher(teacher_net, 1.0, 4.0).loss(same, x, y), torch.tensor(0.0), atol=1e-6)
+    mixed = Teacher(teacher_net, 0.5, 2.0).loss(logits, x, y)
+    kd = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(same / 2, 1), reduction="batchmean")
+    assert torch.allclose(mixed, 0.5 * ce + 0.5 * 4 * kd)
+    assert not any(p.requires_grad for p in teacher_net.parameters())  # the teacher never trains
+
+
+def test_pruning_with_distillation_on_digits(digits, trained_mlp) -> None:
+    from nncompress.pipeline import metrics, prune_model
+    model = trained_mlp()
+    dense = metrics(model, digits)["accuracy"]
+    cfg = PruneConfig(epochs_per_step=1, final_epochs=2, q_max=1.0, batch_size=64, distill=0.7, tolerance=1.0)
+    result = prune_model(model, digits, cfg)
+    assert result.steps[-1].overall_density < 0.5
+    assert metrics(model, digits)["accuracy"] > dense - 0.03
+    with pytest.raises(ConfigError, match="distill"):
+        PruneConfig(distill=1.5)

@@ -125,8 +125,8 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
                        epochs_per_step=args.epochs_per_step,
                        recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
                        min_layer_share=args.min_layer_share, final_epochs=args.final_epochs, lr=args.lr,
-                       groups=args.groups, budget=args.budget, layer_scale=scale, remove_dead=not args.keep_dead,
-                       adjust_dropout=not args.keep_dropout, seed=args.seed)
+                       groups=args.groups, budget=args.budget, distill=args.distill, layer_scale=scale,
+                       remove_dead=not args.keep_dead, adjust_dropout=not args.keep_dropout, seed=args.seed)
 
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
@@ -183,6 +183,7 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
     ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
     ("--budget", "prune.budget", str, "greedy (each stage the whole tolerance) or even (stage i of n: i/n of it)"),
+    ("--distill", "prune.distill", float, "weight of the dense model's soft outputs in fine-tuning (0: labels only)"),
     ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
     ("--q-step", "prune.q_step", float, "how much q rises per step"),
     ("--q-max", "prune.q_max", float, "largest q tried"),
@@ -354,6 +355,8 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
                    help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
     p.add_argument("--tolerance", type=float, default=c.tolerance,
                    help="largest validation accuracy drop (points) a step may leave")
+    p.add_argument("--distill", type=float, default=c.distill,
+                   help="weight of the dense model's soft outputs in fine-tuning (0: labels only)")
     p.add_argument("--budget", choices=BUDGETS, default=c.budget,
                    help="even: stage i of n may leave tolerance x i/n; greedy: every stage the whole tolerance")
     _add_q_range(p, c)

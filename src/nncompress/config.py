@@ -109,7 +109,9 @@ class PruneConfig(_Config):
     layer (from the sensitivity analysis). ``budget`` "even" lets stage i of n
     leave a drop of at most tolerance x i/n, so the first stage cannot spend
     what the later ones need (a stage that spends less passes the rest on);
-    "greedy" gives every stage the whole tolerance.
+    "greedy" gives every stage the whole tolerance. ``distill`` > 0 fine-tunes
+    against the dense model's softened outputs as well as the labels (weight
+    ``distill`` on the teacher term, at ``distill_temperature``).
     """
 
     q0: float = 0.5
@@ -128,6 +130,8 @@ class PruneConfig(_Config):
     batch_size: int = 128
     groups: str = "fc,conv"
     budget: str = "greedy"
+    distill: float = 0.0
+    distill_temperature: float = 4.0
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
@@ -150,6 +154,9 @@ class PruneConfig(_Config):
         _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",
                  f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'", self.groups)
         _require(self.budget in BUDGETS, "budget", f"one of {', '.join(BUDGETS)}", self.budget)
+        _require(_finite(self.distill) and 0 <= self.distill <= 1, "distill", "a weight in [0, 1]", self.distill)
+        _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
+                 "a number > 0", self.distill_temperature)
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))

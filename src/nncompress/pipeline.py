@@ -35,6 +35,7 @@ from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_cs
 from nncompress.report.plots import sensitivity_plot, weight_histograms
 from nncompress.rundir import RunDir
 from nncompress.train import evaluate, fit, set_seed
+from nncompress.train.loop import Teacher
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 from nncompress.train.journal import Journal
 
@@ -104,10 +105,11 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
                 journal: Optional[Journal] = None) -> PruneResult:
     """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only."""
     gen = set_seed(cfg.seed)
+    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
 
     def finetune(params: Iterable[nn.Parameter], epochs: int, after_step: Callable[[], None]) -> None:
         fit(model, splits.train_x, splits.train_y, cfg.finetune(epochs), params=params, after_step=after_step,
-            generator=gen, progress=progress, task="fine-tune", journal=journal)
+            generator=gen, progress=progress, task="fine-tune", journal=journal, teacher=teacher)
 
     def val_accuracy() -> float:
         return evaluate(model, splits.val_x, splits.val_y)[1]

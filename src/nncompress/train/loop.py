@@ -23,6 +23,25 @@ if TYPE_CHECKING:
 AfterStep = Callable[[], None]
 
 
+class Teacher:
+    """Knowledge distillation (Hinton et al. 2015): the pruned student also
+    matches the dense model's softened outputs, which carry more than the
+    labels about what the removed weights did."""
+
+    def __init__(self, model: nn.Module, weight: float, temperature: float) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def loss(self, logits: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = F.softmax(self.model(inputs) / self.temperature, dim=1)
+        kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean")
+        return (1 - self.weight) * F.cross_entropy(logits, target) + self.weight * self.temperature ** 2 * kd
+
+
 def set_seed(seed: int) -> torch.Generator:
     """Seed every RNG the loops use; return the generator that shuffles batches."""
     random.seed(seed)
@@ -66,7 +85,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         params: Optional[Iterable[nn.Parameter]] = None, after_step: Optional[AfterStep] = None,
         generator: Optional[torch.Generator] = None, progress: Optional[ProgressFn] = None,
-        task: str = "train", freeze_others: bool = True, journal: Optional["Journal"] = None) -> list[float]:
+        task: str = "train", freeze_others: bool = True, journal: Optional["Journal"] = None,
+        teacher: Optional[Teacher] = None) -> list[float]:
     """Train with SGD + Nesterov momentum on a one-cycle cosine schedule.
 
     ``params`` restricts what is trained (the rest stays frozen); ``after_step``
@@ -76,6 +96,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     (for hooks like centroid fine-tuning that consume them). Returns the
     mean training loss of each epoch. With a ``journal`` the state is saved
     after every epoch, and a call the journal already holds resumes there.
+    A ``teacher`` adds its distillation term to the loss.
     """
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if cfg.epochs == 0 or (not trainable and after_step is None):
@@ -103,7 +124,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
             for i in range(0, len(x), cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 model.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+                inputs, target = x[idx].to(device), y[idx].to(device)
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, target) if teacher is None else teacher.loss(logits, inputs, target)
                 loss.backward()
                 if opt is not None:
                     for group in opt.param_groups:
