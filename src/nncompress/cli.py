@@ -324,13 +324,11 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     res = run_recipe(recipe, run, progress=progress)
     html, _ = write_report(run.path, run.file("report.html"))
     steps = [json.loads(line) for line in run.file("steps.jsonl").read_text().splitlines()]
-    kept = res["layers"]
-    weights = sum(r["weights"] for r in kept if r["codec"] == "shared")
-    nonzero = sum(r["nonzero"] for r in kept if r["codec"] == "shared")
+    density = steps[-1]["overall_density"]  # against the layer sizes before dead neurons were removed
     print("\n".join([
         "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
-        f"pruning: {len(steps)} logged steps; {weights / max(1, nonzero):.1f}x fewer nonzero weights "
-        f"({nonzero:,} of {weights:,} kept)", "", *_file_lines(res),
+        f"pruning: {len(steps)} logged steps; {1 / max(density, 1e-12):.1f}x fewer nonzero weights "
+        f"({density:.1%} kept)", "", *_file_lines(res),
         f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
         f"({-res['test_drop_points']:+.2f} pt)",
         f"outputs in {run.path}; open {html} for the report"]))
