@@ -36,9 +36,9 @@ class Teacher:
         self.temperature = float(temperature)
 
     def loss(self, logits: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            soft = F.softmax(self.model(inputs) / self.temperature, dim=1)
-        kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean")
+        with torch.no_grad():  # log-probabilities on both sides: no 0 * log 0 where a class underflows
+            soft = F.log_softmax(self.model(inputs) / self.temperature, dim=1)
+        kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean", log_target=True)
         return (1 - self.weight) * F.cross_entropy(logits, target) + self.weight * self.temperature ** 2 * kd
 
 
