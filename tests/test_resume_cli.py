@@ -46,8 +46,8 @@ def uninterrupted(recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     proc = subprocess.run(_cmd("compress", "--recipe", str(recipe), "--run-dir", str(run), "--json"),
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
-    fits = len(list((run / "state").glob("fit-*.pt")))
-    return run, fits
+    assert not (run / "state").exists()  # a finished run drops its saved state
+    return run, json.loads(proc.stdout)["training_calls"]
 
 
 def _kill_after(cmd: list[str], run: Path, saved: int, sig: int) -> subprocess.CompletedProcess:
@@ -100,3 +100,10 @@ def test_resume_refuses_other_settings_and_a_missing_run(tmp_path: Path, uninter
     again = subprocess.run(_cmd("compress", "--recipe", "x.yaml", "--run-dir", str(run)),
                            capture_output=True, text=True, env=_env(), timeout=120)
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_finished_run_folder_is_not_overwritten(uninterrupted: tuple[Path, int], recipe: Path) -> None:
+    run, _ = uninterrupted
+    again = subprocess.run(_cmd("compress", "--recipe", str(recipe), "--run-dir", str(run)),
+                           capture_output=True, text=True, env=_env(), timeout=120)
+    assert again.returncode == 1 and "already holds a run" in again.stderr

@@ -340,8 +340,10 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     if run:
         histograms["shared"] = _histograms(restored, nonzero_only=True)
         run.write_json("histograms.json", {"stages": histograms})
+        summary["training_calls"] = run.journal.calls
         summary["resumed_training_calls"] = run.journal.resumed_calls
         run.write_json("summary.json", summary)
+        run.journal.clear()
     return summary
 
 

@@ -10,7 +10,7 @@ complete files; ``nncompress report DIR`` reads them):
     steps.jsonl       one line per pruning step
     histograms.json   weight histograms per layer: dense, pruned, shared
     summary.json      the compressed file's table and the accuracies
-    state/            the journal: training state after every epoch (for --resume)
+    state/            the journal: training state after every epoch (for --resume; dropped when the run ends)
 """
 from __future__ import annotations
 
@@ -65,6 +65,9 @@ class RunDir:
             raise ConfigError(f"--run-dir {self.path} is a file, not a folder")
         if resume and not (self.path / RUN_FILE).is_file():
             raise RunStateError(f"{self.path} holds no run to resume (no {RUN_FILE}); start it without --resume")
+        if not resume and (self.path / RUN_FILE).is_file():
+            raise RunStateError(f"{self.path} already holds a run; continue it with --resume, or give another "
+                                "--run-dir")
         self.path.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self.journal = Journal(self.path, resume=resume)

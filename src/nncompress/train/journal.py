@@ -83,6 +83,18 @@ class Journal:
             raise RunStateError(f"{Path(directory)} already holds a run ({len(existing)} saved training calls); "
                                 "continue it with --resume, or give another --run-dir")
 
+    @property
+    def calls(self) -> int:
+        """Training calls this run has made so far."""
+        return self._next
+
+    def clear(self) -> None:
+        """Drop the saved state once the run has finished: it is only for resuming."""
+        for path in self.directory.glob("fit-*.pt") if self.directory.is_dir() else []:
+            path.unlink()
+        if self.directory.is_dir() and not any(self.directory.iterdir()):
+            self.directory.rmdir()
+
     def register(self, name: str, get: ExtraGet, set_: ExtraSet) -> None:
         """Extra state (beyond the model) that the next fit calls change, e.g. codebooks."""
         self._extra[name] = (get, set_)
@@ -130,7 +142,9 @@ class Journal:
         call, before, task, epochs = self._current
         entry = {"before": before, "task": task, "epochs": epochs, "epoch": epoch, "losses": list(losses),
                  "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                 "opt": opt.state_dict() if opt is not None else None, "generator": generator.get_state(),
+                 # a finished call is only ever loaded, never continued: no optimizer state needed
+                 "opt": opt.state_dict() if opt is not None and epoch < epochs else None,
+                 "generator": generator.get_state(),
                  "rng": _rng_state(), "extra": {name: get() for name, (get, _) in self._extra.items()}}
         with atomic_open(self._path(call), "wb") as handle:
             torch.save(entry, handle)
