@@ -119,18 +119,21 @@ def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch
                                      "batch_size": 64},
                            "share": {"epochs": 1, "batch_size": 64}})
     run_recipe(recipe, RunDir(tmp_path / "plain"))
-    real, writes = journal_module.atomic_open, {"n": 0}
+    real, writes = torch.save, {"n": 0}
 
-    def filling_up(path, mode="wb"):
-        writes["n"] += 1
-        if writes["n"] == 5:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, mode)
+    def filling_up(obj, handle, *args, **kwargs):  # the 5th journal entry: half written, then the disk is full
+        if isinstance(obj, dict) and "before" in obj:  # a journal entry
+            writes["n"] += 1
+            if writes["n"] == 5:
+                handle.write(b"\x00" * 1000)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr(journal_module, "atomic_open", filling_up)
+    monkeypatch.setattr(journal_module.torch, "save", filling_up)
     with pytest.raises(OSError, match="No space"):
         run_recipe(recipe, RunDir(tmp_path / "full"))
-    monkeypatch.setattr(journal_module, "atomic_open", real)
+    monkeypatch.setattr(journal_module.torch, "save", real)
+    assert writes["n"] == 5
     assert not (tmp_path / "full" / "model.nnc").exists()
     assert not list((tmp_path / "full").rglob(".*.tmp"))
     summary = run_recipe(recipe, RunDir(tmp_path / "full", resume=True))

@@ -314,3 +314,24 @@ def test_broken_image_shows_a_banner_in_chromium(report: tuple[Path, Path], tmp_
     assert page.root.get("data-images-total") == str(total)
     assert page.root.get("data-images-loaded") == str(total - 1)
     assert page.banner == "1 image failed to load" and not page.banner_hidden
+
+
+def test_report_of_a_real_compress_run_in_chromium(tmp_path: Path) -> None:
+    """The whole path a user takes: `compress --recipe ... --run-dir ... --report ...`, then the page."""
+    from nncompress.cli import main
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: mlp\ndata: digits\ntrain: {epochs: 3, batch_size: 64}\nsensitivity: {q_max: 1.0}\n"
+                      "prune: {epochs_per_step: 1, final_epochs: 1, q_max: 1.0, batch_size: 64}\n"
+                      "share: {epochs: 1, batch_size: 64}\n")
+    run, html = tmp_path / "run", tmp_path / "out" / "report.html"
+    assert main(["--quiet", "compress", "--recipe", str(recipe), "--run-dir", str(run), "--report", str(html)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["file_bytes"] == (run / "model.nnc").stat().st_size
+    page = _dump_dom(html, tmp_path)
+    assert len(page.images) == 3  # histograms, sensitivity, steps: every part of a real run is there
+    assert page.root.get("data-images-loaded") == "3"
+    checked = _check_fields(page, summary)
+    assert {"file_bytes", "ratio", "test_accuracy"} <= checked
+    text = html.read_text()
+    assert f"{summary['file_bytes']:,}" in text and f"{summary['ratio']:.1f}" in text  # independent of the page code
+    assert (html.parent / "report.md").is_file()

@@ -76,13 +76,15 @@ def test_killed_run_resumes_to_the_same_bytes(recipe: Path, uninterrupted: tuple
     if sig == signal.SIGTERM:
         assert killed.returncode == 130
         assert f"--resume --run-dir {run}" in killed.stderr.strip().splitlines()[-1]
-    assert not list(run.rglob(".*.tmp"))  # nothing half-written left behind
+    if sig == signal.SIGTERM:
+        assert not list(run.rglob(".*.tmp"))  # nothing half-written left behind
     resumed = subprocess.run(_cmd("compress", "--resume", "--run-dir", str(run), "--json"),
                              capture_output=True, text=True, env=_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["resumed_training_calls"] >= fits // 2 - 1
     assert (run / "model.nnc").read_bytes() == (plain_run / "model.nnc").read_bytes()
+    assert not list(run.rglob(".*.tmp")) and not (run / "state").exists()
     steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
     plain_steps = [json.loads(line) for line in (plain_run / "steps.jsonl").read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
@@ -107,3 +109,25 @@ def test_a_finished_run_folder_is_not_overwritten(uninterrupted: tuple[Path, int
     again = subprocess.run(_cmd("compress", "--recipe", str(recipe), "--run-dir", str(run)),
                            capture_output=True, text=True, env=_env(), timeout=120)
     assert again.returncode == 1 and "already holds a run" in again.stderr
+
+
+def test_resume_of_a_finished_run_is_refused(uninterrupted: tuple[Path, int]) -> None:
+    run, _ = uninterrupted
+    done = subprocess.run(_cmd("compress", "--resume", "--run-dir", str(run)),
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 1 and "has finished" in done.stderr
+
+
+def test_a_bad_input_leaves_no_half_made_run(tmp_path: Path, recipe: Path) -> None:
+    run = tmp_path / "run"
+    bad = subprocess.run(_cmd("compress", str(tmp_path / "missing.pt"), "--data", "digits", "--run-dir", str(run)),
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert bad.returncode == 1 and "missing.pt" in bad.stderr
+    assert not (run / "run.json").exists()  # the corrected command can use the same folder
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(recipe.read_text() + "\n")
+    typo.write_text(typo.read_text().replace("prune: {", "prune: {groups: fc1+fc9, "))
+    named = subprocess.run(_cmd("compress", "--recipe", str(typo), "--run-dir", str(run)),
+                           capture_output=True, text=True, env=_env(), timeout=120)
+    assert named.returncode == 1 and "prune.groups" in named.stderr and "fc9" in named.stderr
+    assert not (run / "run.json").exists() and not (run / "state").exists()  # refused before any training

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -255,16 +256,35 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
             saved.get("out")
     recipe = load_recipe(args.recipe) if args.recipe else parse_recipe({}, "<defaults>")
     recipe = apply_overrides(recipe, overrides)
+    if args.skip_prune and any(k.startswith("prune.") and k != "prune.enabled" for k in overrides):
+        raise ConfigError("--skip-prune turns pruning off: drop the pruning options, or --skip-prune")
+    if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:
+        raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV, "
+                          "or a recipe with a sensitivity section")
     _check_output(args.out)
-    run = RunDir(args.run_dir) if args.run_dir else RunDir(new_run_dir())
-    return recipe, run, args.checkpoint, args.out
+    if args.run_dir:
+        return recipe, RunDir(args.run_dir), args.checkpoint, args.out
+    path = new_run_dir()
+    args._made_run_dir = path  # removed again if the run fails before it starts
+    return recipe, RunDir(path), args.checkpoint, args.out
 
 
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_recipe
+    if args.report:
+        _check_output(args.report)
+        _check_report_name(args.report)
     recipe, run, checkpoint, out = _resolve_compress(args)
-    args._run_dir = run.path  # for the interruption message
-    res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
+    try:
+        args._run_dir = run.path  # for the interruption message
+        res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
+    except BaseException:
+        made = getattr(args, "_made_run_dir", None)
+        if made is not None and not (made / "run.json").exists():  # failed before it started: leave no empty folder
+            shutil.rmtree(made, ignore_errors=True)
+            args._run_dir = None
+        raise
+    args._run_dir = None  # finished: nothing to resume from here on
     lines = [f"run folder {run.path}"]
     if args.report:
         from nncompress.report.page import write_report
@@ -277,8 +297,14 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])
 
 
+def _check_report_name(path: str) -> None:
+    if Path(path).suffix.lower() == ".md":
+        raise ConfigError(f"{path}: give the HTML page's name (e.g. report.html); the Markdown twin goes beside it")
+
+
 def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.report.page import write_report
+    _check_report_name(args.out)
     html, md = write_report(args.run_dir, args.out)
     _emit(args, {"html": str(html), "markdown": str(md)}, [f"wrote {html} and {md}"])
 
@@ -498,6 +524,14 @@ def _check_output(path: Optional[str], folder: bool = False) -> None:
             break
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    run_dir = getattr(args, "_run_dir", None)
+    if not run_dir:
+        return ""
+    report = f" --report {args.report}" if getattr(args, "report", None) else ""
+    return f"; continue with: nncompress compress --resume --run-dir {run_dir}{report}"
+
+
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM ends a run like Ctrl-C: files stay whole and the run can be resumed."""
     raise KeyboardInterrupt
@@ -533,13 +567,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:
         bars.close()
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"nncompress: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"nncompress: error: {exc.strerror or exc}{where}{_resume_hint(args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bars.close()
-        run_dir = getattr(args, "_run_dir", None)
-        hint = f"; continue with: nncompress compress --resume --run-dir {run_dir}" if run_dir else ""
-        print(f"nncompress: interrupted; no output file was left half-written{hint}", file=sys.stderr)
+        print(f"nncompress: interrupted; no output file was left half-written{_resume_hint(args)}", file=sys.stderr)
         return 130
     bars.close()
     return 0

@@ -29,7 +29,7 @@ from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.apply import count_parameters
 from nncompress.pruning.masks import layer_kind
-from nncompress.pruning.schedule import q_schedule
+from nncompress.pruning.schedule import q_schedule, resolve_groups
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
@@ -359,22 +359,44 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
         raise ConfigError("the recipe names no data set; add `data:` to it or give --data")
     if checkpoint is None and recipe.model is None:
         raise ConfigError("nothing to compress: give a checkpoint, or name a `model:` in the recipe to train one")
-    out = Path(out) if out else run.file("model.nnc")
-    if not run.resume:
-        run.write_json("run.json", {"command": "compress", "checkpoint": str(checkpoint) if checkpoint else None,
-                                    "out": str(out), "recipe": recipe_to_dict(recipe)})
-        write_text(run.file("recipe.yaml"), dump_recipe(recipe))
-        from nncompress.rundir import environment
-        run.write_json("environment.json", environment())
+    checkpoint = str(Path(checkpoint).resolve()) if checkpoint else None
+    out = Path(out).resolve() if out else run.file("model.nnc").resolve()
+    started = {"command": "compress", "checkpoint": checkpoint, "out": str(out), "recipe": recipe_to_dict(recipe)}
+    if run.resume:
+        run.check_same_run(started)
     splits = splits or load_data(recipe.data)
     if checkpoint is None:
         set_seed(recipe.seed)  # the initial weights too
         model = build_model(recipe.model, splits.input_shape, splits.num_classes)
-        info = train_model(model, splits, recipe.train, progress, journal=run.journal)
-        save_trained(model, splits, run.file("base.pt"), {"test_accuracy": metrics(model, splits)["accuracy"],
-                                                           "val_accuracy": info["val"]["accuracy"]})
         source_meta: dict[str, Any] = {}
     else:
         model, source_meta = load_for_data(checkpoint, splits, recipe.model)
+    check_layer_names(recipe, model)  # before hours of training, not after
+    if not run.resume:  # written only once the inputs are known to be good: a typo leaves no half-made run
+        from nncompress.rundir import environment
+        run.write_json("environment.json", environment())
+        write_text(run.file("recipe.yaml"), dump_recipe(recipe))
+        run.write_json("run.json", {**started, "torch_threads": torch.get_num_threads()})
+    if checkpoint is None:
+        info = train_model(model, splits, recipe.train, progress, journal=run.journal)
+        save_trained(model, splits, run.file("base.pt"), {"test_accuracy": metrics(model, splits)["accuracy"],
+                                                           "val_accuracy": info["val"]["accuracy"]})
     return compress_model(model, source_meta, splits, out, recipe.prune, recipe.share, progress=progress,
                           sensitivity_cfg=recipe.sensitivity, run=run)
+
+
+def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
+    """Every layer a recipe names must be a prunable layer of the model."""
+    layers = prunable_layers(model)
+    named: list[tuple[str, Iterable[str]]] = []
+    if recipe.prune is not None:
+        named.append(("prune.layers", recipe.prune.layer_scale))
+        try:
+            resolve_groups(recipe.prune.groups, layers)
+        except ConfigError as exc:
+            raise ConfigError(f"prune.{exc}") from None
+    named.append(("share.layers", recipe.share.layer_bits))
+    for key, names in named:
+        unknown = sorted(set(names) - set(layers))
+        if unknown:
+            raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's prunable layers are {list(layers)}")

@@ -65,6 +65,9 @@ class RunDir:
             raise ConfigError(f"--run-dir {self.path} is a file, not a folder")
         if resume and not (self.path / RUN_FILE).is_file():
             raise RunStateError(f"{self.path} holds no run to resume (no {RUN_FILE}); start it without --resume")
+        if resume and (self.path / "summary.json").is_file() and not (self.path / "state").is_dir():
+            raise RunStateError(f"the run in {self.path} has finished; nothing to resume "
+                                f"(`nncompress report {self.path} --out REPORT.html` writes its report)")
         if not resume and (self.path / RUN_FILE).is_file():
             raise RunStateError(f"{self.path} already holds a run; continue it with --resume, or give another "
                                 "--run-dir")
@@ -87,6 +90,18 @@ class RunDir:
         if not isinstance(data, dict):
             raise RunStateError(f"{self.file(RUN_FILE)} is not a JSON object")
         return data
+
+    def check_same_run(self, started: Mapping[str, Any]) -> None:
+        """A resumed run must be the run that was started here: same inputs, same recipe."""
+        saved = self.read_run()
+        differ = sorted(k for k in started if saved.get(k) != started[k])
+        if differ:
+            raise RunStateError(f"{self.path} was started with other {', '.join(differ)} ({RUN_FILE}); resume it "
+                                "with the same settings, or give another --run-dir")
+        threads = saved.get("torch_threads")
+        import torch
+        if isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)  # results depend on the thread count: keep the run's
 
     def on_step(self, record: Mapping[str, Any]) -> None:
         """Append one pruning step; the file is rewritten whole so it is never half a line."""

@@ -229,8 +229,11 @@ def build(run: RunData, files_dir: str) -> Doc:
 def write_report(run_dir: str | Path, out_html: str | Path) -> tuple[Path, Path]:
     """Write the HTML page ``out_html`` and ``<stem>.md`` with its PNGs in
     ``<stem>_files/``, all beside each other; return (html, markdown)."""
-    run = load_run(run_dir)
     out_html = Path(out_html)
+    if out_html.suffix.lower() == ".md":
+        raise ReportError(f"{out_html}: give the HTML page's name (e.g. report.html); the Markdown twin goes "
+                          "beside it")
+    run = load_run(run_dir)
     out_md = out_html.with_suffix(".md")
     files = out_html.parent / f"{out_html.stem}_files"
     try:

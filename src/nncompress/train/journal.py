@@ -78,6 +78,7 @@ class Journal:
         self._next = 0
         self._extra: dict[str, tuple[ExtraGet, ExtraSet]] = {}
         self.resumed_calls = 0
+        self._sweep(".fit-*.tmp")  # what a kill -9 in the middle of a write left
         existing = sorted(self.directory.glob("fit-*.pt")) if self.directory.is_dir() else []
         if existing and not resume:
             raise RunStateError(f"{Path(directory)} already holds a run ({len(existing)} saved training calls); "
@@ -88,10 +89,14 @@ class Journal:
         """Training calls this run has made so far."""
         return self._next
 
+    def _sweep(self, pattern: str) -> None:
+        for path in self.directory.glob(pattern) if self.directory.is_dir() else []:
+            path.unlink()
+
     def clear(self) -> None:
         """Drop the saved state once the run has finished: it is only for resuming."""
-        for path in self.directory.glob("fit-*.pt") if self.directory.is_dir() else []:
-            path.unlink()
+        self._sweep("fit-*.pt")
+        self._sweep(".fit-*.tmp")
         if self.directory.is_dir() and not any(self.directory.iterdir()):
             self.directory.rmdir()
 

@@ -111,13 +111,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
-    start = 0
-    if journal is not None:
-        start, losses = journal.begin(model, opt, gen, cfg.epochs, task)
     device = _device(model)
-    step = start * steps_per_epoch
     model.train()
     try:
+        start = 0
+        if journal is not None:
+            start, losses = journal.begin(model, opt, gen, cfg.epochs, task)
+        step = start * steps_per_epoch
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(len(x), generator=gen)
             running = 0.0
