@@ -131,3 +131,14 @@ def test_a_bad_input_leaves_no_half_made_run(tmp_path: Path, recipe: Path) -> No
                            capture_output=True, text=True, env=_env(), timeout=120)
     assert named.returncode == 1 and "prune.groups" in named.stderr and "fc9" in named.stderr
     assert not (run / "run.json").exists() and not (run / "state").exists()  # refused before any training
+
+
+def test_flags_are_named_in_errors_and_foreign_folders_are_left_alone(tmp_path: Path, capsys) -> None:
+    from nncompress.cli import main
+    (tmp_path / "mine.txt").write_text("not a run")
+    assert main(["--quiet", "compress", "x.pt", "--data", "digits", "--run-dir", str(tmp_path)]) == 1
+    assert (tmp_path / "mine.txt").read_text() == "not a run" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mine.txt"]
+    assert "is not empty and holds no run" in capsys.readouterr().err
+    assert main(["--quiet", "compress", "x.pt", "--data", "digits", "--budget", "lavish"]) == 1
+    assert capsys.readouterr().err.strip() == "nncompress: error: --budget: expected one of even, greedy, got 'lavish'"

@@ -255,7 +255,13 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
         return parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"), run, saved.get("checkpoint"), \
             saved.get("out")
     recipe = load_recipe(args.recipe) if args.recipe else parse_recipe({}, "<defaults>")
-    recipe = apply_overrides(recipe, overrides)
+    try:
+        recipe = apply_overrides(recipe, overrides)
+    except ConfigError as exc:  # name the flag the user typed, not the recipe key it sets
+        message = str(exc)
+        for flag, key, _, _ in COMPRESS_FLAGS:
+            message = message.replace(f"override: {key}:", f"{flag}:")
+        raise ConfigError(message) from None
     if args.skip_prune and any(k.startswith("prune.") and k != "prune.enabled" for k in overrides):
         raise ConfigError("--skip-prune turns pruning off: drop the pruning options, or --skip-prune")
     if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:

@@ -71,6 +71,9 @@ class RunDir:
         if not resume and (self.path / RUN_FILE).is_file():
             raise RunStateError(f"{self.path} already holds a run; continue it with --resume, or give another "
                                 "--run-dir")
+        if not resume and self.path.is_dir() and any(self.path.iterdir()):
+            raise ConfigError(f"--run-dir {self.path} is not empty and holds no run: give a new or empty folder "
+                              "(a run writes summary.json, model.nnc, ... there)")
         self.path.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self.journal = Journal(self.path, resume=resume)

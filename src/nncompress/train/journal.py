@@ -17,6 +17,7 @@ data, another checkpoint) stops with an error instead of mixing two runs.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 import random
@@ -52,22 +53,23 @@ def fingerprint(model: nn.Module) -> str:
 
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": repr(random.getstate()),
             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4]), "name": str(np_state[0])}}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate(_literal_tuple(state["python"]))
     n = state["numpy"]
     np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 def _literal_tuple(text: str) -> tuple:
-    import ast
-    value = ast.literal_eval(text)  # Python's RNG state is a tuple of ints: literal_eval, never eval
-    return value
+    return ast.literal_eval(text)  # Python's RNG state is a tuple of ints: literal_eval, never eval
 
 
 class Journal:
