@@ -8,6 +8,7 @@ Usage: python bench/prune_bench.py [--models lenet300 lenet5] [--seeds 0 1 2]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import io
 import json
@@ -92,10 +93,13 @@ def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: 
             "bytes_with_masks": with_masks, "bytes_after_remove": saved_bytes(model.state_dict())}
 
 
-def one(model_name: str, seed: int, splits) -> dict:  # noqa: ANN001
+def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: str = "") -> dict:  # noqa: ANN001
     base = baseline(model_name, seed, splits)
     cfg = PruneConfig(seed=seed)
-    out = RUNS / f"pruned_{model_name}_s{seed}.pt"
+    if recipe:  # a recipe's pruning section instead of the CLI defaults
+        from nncompress.recipe import load_recipe
+        cfg = dataclasses.replace(load_recipe(recipe).prune or cfg, seed=seed)
+    out = RUNS / f"pruned_{model_name}_s{seed}{variant}.pt"
     t0 = time.perf_counter()
     run = run_prune(base, splits.name, out, cfg, splits=splits)
     ours_seconds = time.perf_counter() - t0
@@ -158,6 +162,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tag", default="prune_bench")
+    parser.add_argument("--recipe", default=None, help="take the pruning settings from this recipe")
+    parser.add_argument("--variant", default="", help="suffix of the pruned checkpoints' names (e.g. -kd)")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="only rebuild TAG.md (and TAG.json) from these result JSON files")
     args = parser.parse_args()
@@ -178,7 +184,7 @@ def main() -> None:
     json_path = RESULTS / f"{args.tag}.json"
     for name in args.models:
         for seed in args.seeds:
-            r = one(name, seed, splits)
+            r = one(name, seed, splits, args.recipe, args.variant)
             results.append(r)
             sys.stderr.write(f"{name} seed {seed}: ours {r['ours']['drop_points']:+.2f} pt at "
                              f"{r['ours']['compression']:.1f}x, peer {r['peer']['drop_points']:+.2f} pt\n")
