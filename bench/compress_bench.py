@@ -47,15 +47,15 @@ def stored_today(state: dict) -> dict[str, int]:
             "zstd_19": len(zstandard.ZstdCompressor(level=19).compress(raw))}
 
 
-def one(model_name: str, seed: int, splits) -> dict:  # noqa: ANN001
+def one(model_name: str, seed: int, splits, variant: str = "") -> dict:  # noqa: ANN001
     base = RUNS / f"base_{model_name}_s{seed}.pt"
-    pruned = RUNS / f"pruned_{model_name}_s{seed}.pt"
+    pruned = RUNS / f"pruned_{model_name}_s{seed}{variant}.pt"
     if not pruned.exists():
         raise SystemExit(f"{pruned} is missing: run bench/prune_bench.py first")
     dense_model = load_checkpoint(base).build_model()
     dense_params = count_parameters(dense_model)[0]
     dense_acc = metrics(dense_model, splits)["accuracy"]
-    out = RUNS / f"{model_name}_s{seed}.nnc"
+    out = RUNS / f"{model_name}_s{seed}{variant}.nnc"
     t0 = time.perf_counter()
     res = run_compress(pruned, splits.name, out, None, ShareConfig(seed=seed), splits=splits)
     seconds = time.perf_counter() - t0
@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lenet300", "lenet5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tag", default="compress_bench")
+    parser.add_argument("--variant", default="", help="compress bench/runs/pruned_MODEL_sSEED<variant>.pt")
     parser.add_argument("--merge", nargs="+", default=None, help="only rebuild TAG.{json,md} from these JSONs")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def main() -> None:
     results = []
     for name in args.models:
         for seed in args.seeds:
-            results.append(one(name, seed, splits))
+            results.append(one(name, seed, splits, args.variant))
             r = results[-1]
             sys.stderr.write(f"{name} seed {seed}: {r['ratio']:.1f}x, {r['drop_points']:+.2f} pt\n")
             (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
