@@ -122,15 +122,15 @@ class PruneConfig(_Config):
     recover_epochs: int = 4
     refine_steps: int = 1
     control: bool = True
-    min_layer_share: float = 0.01
+    min_layer_share: float = 0.0
     final_epochs: int = 10
-    lr: float = 0.02
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    groups: str = "conv,fc"
-    budget: str = "even"
-    distill: float = 0.9
+    groups: str = "fc,conv"
+    budget: str = "greedy"
+    distill: float = 0.0
     distill_temperature: float = 4.0
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
