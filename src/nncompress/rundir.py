@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
+import torch
 
 from nncompress import __version__
 from nncompress.atomic import write_text
@@ -48,7 +49,6 @@ def new_run_dir(root: str | Path = "runs") -> Path:
 
 def environment(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """What a reader needs to repeat the run: versions, machine, threads, command line."""
-    import torch
     return {"nncompress": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "machine": platform.machine(),
             "cpus": os.cpu_count() or 0, "torch_threads": torch.get_num_threads(),
@@ -102,7 +102,6 @@ class RunDir:
             raise RunStateError(f"{self.path} was started with other {', '.join(differ)} ({RUN_FILE}); resume it "
                                 "with the same settings, or give another --run-dir")
         threads = saved.get("torch_threads")
-        import torch
         if isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # results depend on the thread count: keep the run's
 

@@ -63,13 +63,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(_literal_tuple(state["python"]))
+    random.setstate(ast.literal_eval(state["python"]))  # a tuple of ints: literal_eval, never eval
     n = state["numpy"]
     np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-
-
-def _literal_tuple(text: str) -> tuple:
-    return ast.literal_eval(text)  # Python's RNG state is a tuple of ints: literal_eval, never eval
 
 
 class Journal:
