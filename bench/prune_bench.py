@@ -8,6 +8,7 @@ Usage: python bench/prune_bench.py [--models lenet300 lenet5] [--seeds 0 1 2]
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gzip
 import io
@@ -27,6 +28,7 @@ from nncompress.models import build_model
 from nncompress.pipeline import metrics, run_prune, save_trained, train_model
 from nncompress.pruning import prunable_layers
 from nncompress.train import fit, set_seed
+from nncompress.train.loop import Teacher
 from nncompress.train.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
@@ -68,8 +70,10 @@ def saved_bytes(state: dict) -> dict[str, int]:
 
 
 def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: int, cfg: PruneConfig) -> dict:  # noqa: ANN001
-    """torch's global L1 pruning to the same overall density, iteratively, same epoch budget."""
+    """torch's global L1 pruning to the same overall density, iteratively, same epoch budget and the
+    same fine-tuning recipe (rate, and distillation from the dense model when ours used it)."""
     model = load_checkpoint(base_path).build_model()
+    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
     layers = prunable_layers(model)
     params = [(m, "weight") for m in layers.values()]
     gen = set_seed(cfg.seed)
@@ -79,8 +83,8 @@ def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: 
     t0 = time.perf_counter()
     for _ in range(iterations):
         tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=1.0 - keep_each)
-        fit(model, splits.train_x, splits.train_y, cfg.finetune(per_iter), generator=gen)
-    fit(model, splits.train_x, splits.train_y, cfg.finetune(final), generator=gen)
+        fit(model, splits.train_x, splits.train_y, cfg.finetune(per_iter), generator=gen, teacher=teacher)
+    fit(model, splits.train_x, splits.train_y, cfg.finetune(final), generator=gen, teacher=teacher)
     seconds = time.perf_counter() - t0
     with_masks = saved_bytes(model.state_dict())
     for m in layers.values():
@@ -93,21 +97,38 @@ def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: 
             "bytes_with_masks": with_masks, "bytes_after_remove": saved_bytes(model.state_dict())}
 
 
-def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: str = "") -> dict:  # noqa: ANN001
+def reused_run(out: Path) -> tuple[dict, list[dict]]:
+    """Ours from an earlier run's files, for a rerun of the peer alone: the summary and step log
+    that ``run_prune`` wrote beside ``out``. Summaries from before the probe existed name the
+    fine-tuning recipe only in their config."""
+    log_dir = out.with_name(out.stem + "_prune")
+    s = json.loads((log_dir / "summary.json").read_text())
+    steps = [json.loads(line) for line in (log_dir / "steps.jsonl").read_text().splitlines()]
+    s.setdefault("finetune", {"lr": s["config"]["lr"], "distill": s["config"]["distill"]})
+    return s, steps
+
+
+def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: str = "",  # noqa: ANN001
+        reuse: bool = False) -> dict:
     base = baseline(model_name, seed, splits)
     cfg = PruneConfig(seed=seed)
     if recipe:  # a recipe's pruning section instead of the CLI defaults
         from nncompress.recipe import load_recipe
         cfg = dataclasses.replace(load_recipe(recipe).prune or cfg, seed=seed)
     out = RUNS / f"pruned_{model_name}_s{seed}{variant}.pt"
-    t0 = time.perf_counter()
-    run = run_prune(base, splits.name, out, cfg, splits=splits)
-    ours_seconds = time.perf_counter() - t0
-    s = run.summary
-    steps = [json.loads(line) for line in Path(run.files["steps"]).read_text().splitlines()]
+    if reuse:
+        s, steps = reused_run(out)
+        ours_seconds = s["seconds"]
+    else:
+        t0 = time.perf_counter()
+        run = run_prune(base, splits.name, out, cfg, splits=splits)
+        ours_seconds = time.perf_counter() - t0
+        s = run.summary
+        steps = [json.loads(line) for line in Path(run.files["steps"]).read_text().splitlines()]
     step_epochs, iterations = epochs_spent(steps, cfg)
     dense_state = load_checkpoint(base).build_model().state_dict()
-    p = peer(base, splits, s["kept_fraction"], step_epochs, iterations, cfg)
+    tuned = dataclasses.replace(cfg, lr=s["finetune"]["lr"], distill=s["finetune"]["distill"])
+    p = peer(base, splits, s["kept_fraction"], step_epochs, iterations, tuned)
     return {
         "model": model_name, "seed": seed,
         "dense_test_accuracy": s["dense"]["test_accuracy"],
@@ -115,10 +136,17 @@ def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: 
                  "kept_fraction": s["kept_fraction"], "compression": s["compression"],
                  "kept_per_layer": {r["layer"]: r["kept"] for r in s["layers"]},
                  "removed_neurons": s["removed_neurons"], "seconds": round(ours_seconds, 1),
-                 "epochs": step_epochs + cfg.final_epochs, "file_bytes": s["file_bytes"], "q": s["q"]},
+                 "epochs": step_epochs + cfg.final_epochs, "file_bytes": s["file_bytes"], "q": s["q"],
+                 "finetune": s["finetune"], "reused": reuse, "config": s["config"]},
         "peer": {**p, "drop_points": round((s["dense"]["test_accuracy"] - p["test_accuracy"]) * 100, 4)},
         "dense_bytes": saved_bytes(dense_state),
     }
+
+
+def _recipe(finetune: dict | None) -> str:
+    if not finetune:
+        return "-"
+    return f"lr {finetune['lr']:g}" + (f" + distill {finetune['distill']:g}" if finetune["distill"] else "")
 
 
 def markdown(results: list[dict], meta: dict, parts: list[dict] | None = None) -> str:
@@ -126,17 +154,18 @@ def markdown(results: list[dict], meta: dict, parts: list[dict] | None = None) -
     lines = ["# Pruning benchmark: Fashion-MNIST", "",
              *[f"`{m['command']}` on {m['machine']}, torch {m['torch']}, {m['date']}." for m in runs], "",
              "Ours: `nncompress prune` defaults. Peer: `torch.nn.utils.prune.global_unstructured` (L1), "
-             "iterative, pruned to the same density with the same fine-tuning epochs.", "",
+             "iterative, pruned to the same density with the same fine-tuning epochs and recipe (the rate ours' probe "
+             "chose, and distillation from the dense model where ours used it).", "",
              "| model | seed | dense acc | ours acc | ours drop | kept | fewer | peer acc | peer drop | "
-             "ours s | peer s | ours file B | peer file B (masks) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ours s | peer s | ours file B | peer file B (masks) | fine-tuning |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         o, p = r["ours"], r["peer"]
         lines.append(f"| {r['model']} | {r['seed']} | {r['dense_test_accuracy'] * 100:.2f} | "
                      f"{o['test_accuracy'] * 100:.2f} | {o['drop_points']:+.2f} | {o['kept_fraction'] * 100:.2f} % | "
                      f"{o['compression']:.1f}x | {p['test_accuracy'] * 100:.2f} | {p['drop_points']:+.2f} | "
                      f"{o['seconds']:.0f} | {p['seconds']:.0f} | {o['file_bytes']:,} | "
-                     f"{p['bytes_with_masks']['torch_save']:,} |")
+                     f"{p['bytes_with_masks']['torch_save']:,} | {_recipe(o.get('finetune'))}{' (ours: earlier run, peer rerun)' if o.get('reused') else ''} |")
     lines += ["", "Mean over seeds:", "", "| model | dense acc | ours drop | ours kept | fewer | peer drop | "
               "per-layer kept (ours) |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in results):
@@ -164,6 +193,8 @@ def main() -> None:
     parser.add_argument("--tag", default="prune_bench")
     parser.add_argument("--recipe", default=None, help="take the pruning settings from this recipe")
     parser.add_argument("--variant", default="", help="suffix of the pruned checkpoints' names (e.g. -kd)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take ours from the run files already in bench/runs (same names) and rerun the peer only")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="only rebuild TAG.md (and TAG.json) from these result JSON files")
     args = parser.parse_args()
@@ -184,7 +215,7 @@ def main() -> None:
     json_path = RESULTS / f"{args.tag}.json"
     for name in args.models:
         for seed in args.seeds:
-            r = one(name, seed, splits, args.recipe, args.variant)
+            r = one(name, seed, splits, args.recipe, args.variant, args.reuse)
             results.append(r)
             sys.stderr.write(f"{name} seed {seed}: ours {r['ours']['drop_points']:+.2f} pt at "
                              f"{r['ours']['compression']:.1f}x, peer {r['peer']['drop_points']:+.2f} pt\n")

@@ -185,6 +185,8 @@ def test_prune_outputs(pruned: dict[str, Any], dense_eval: dict[str, Any]) -> No
     assert summary["kept_fraction"] == res["kept_fraction"]
     assert summary["file_bytes"] == pruned["path"].stat().st_size
     assert summary["dense"]["nonzero"] == dense_eval["nonzero"]
+    probe = summary["finetune"]  # the probe ran and says what it chose
+    assert probe["probe_kl"] is not None and probe["lr"] in (0.05, 0.02) and probe["note"]
 
 
 def test_evaluate_pruned_has_fewer_nonzero(pruned: dict[str, Any], dense_eval: dict[str, Any],
@@ -224,13 +226,22 @@ def test_fashion_mnist_not_installed(trained: dict[str, Any], tmp_path: Path,
 
 
 @pytest.mark.parametrize("flag,value,fragment", [("--tolerance", "-1", "tolerance"),
-                                                  ("--q-step", "0", "q_step")])
+                                                  ("--q-step", "0", "q_step"), ("--probe-kl", "0", "probe_kl"),
+                                                  ("--fallback-lr", "-0.5", "fallback_lr")])
 def test_prune_bad_option(trained: dict[str, Any], tmp_path: Path, flag: str, value: str, fragment: str) -> None:
     out = tmp_path / "p.pt"
     line = assert_one_line_error(*run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out),
                                             flag, value]), fragment)
     assert f"got {float(value)!r}" in line
     assert not out.exists()
+
+
+def test_prune_without_probe_says_so(trained: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    rc, stdout, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out), "--no-probe",
+                                "--epochs-per-step", "1", "--final-epochs", "0", "--q-max", "0.5", "--quiet"])
+    assert rc == 0, err
+    assert "fine-tuning: fine-tuning at lr 0.05, distillation 0 (no probe)" in stdout
 
 
 def test_whole_pickled_model(tmp_path: Path) -> None:

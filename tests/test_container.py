@@ -89,15 +89,15 @@ def test_deterministic_regardless_of_key_order() -> None:
 
 
 def test_golden_bytes() -> None:
-    # Checked by hand against FORMAT.md: magic | version 1 | H = 88 (0x58) | header |
-    # CRC32 of bytes [8, 104) = 0xBA42C75C | "abc". crc32(b"abc") = 0x352441C2 = 891568578.
+    # Checked by hand against FORMAT.md: magic | version 2 | H = 88 (0x58) | header |
+    # CRC32 of bytes [8, 104) = 0x0038575B | "abc". crc32(b"abc") = 0x352441C2 = 891568578.
     header_json = '{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
     expected = (
         "894e4e430d0a1a0a"  # magic \x89 N N C \r \n \x1a \n
-        "01000000"  # version u32 LE
+        "02000000"  # version u32 LE
         "58000000"  # header length 88 u32 LE
         + header_json.encode().hex()
-        + "5cc742ba"  # header CRC32 0xBA42C75C LE
+        + "5b573800"  # header CRC32 0x0038575B LE
         "616263"  # data area: section "x"
     )
     assert len(header_json) == 88
@@ -171,10 +171,17 @@ def test_line_ending_mangling_is_bad_magic() -> None:
 def test_newer_version_says_upgrade_even_if_the_rest_differs() -> None:
     good = dumps({"a": 1}, [("x", b"abc")])
     newer = MAGIC + struct.pack("<I", FORMAT_VERSION + 1) + b"\xff" * 40
-    with pytest.raises(VersionError, match=r"version 2.*upgrade"):
+    with pytest.raises(VersionError, match=r"version 3.*upgrade"):
         loads(newer)
     with pytest.raises(VersionError):
         loads(good[:8] + struct.pack("<I", 7) + good[12:])
+
+
+def test_version_one_is_a_pre_release_to_recompress() -> None:
+    old = _forge(_canon({"data_bytes": 0, "sections": []}), b"", version=1)
+    with pytest.raises(FormatError, match=r"version 1.*earlier pre-release.*recompress") as info:
+        loads(old)
+    assert type(info.value) is FormatError  # not VersionError: upgrading would not help
 
 
 def test_version_zero_and_absurd_header_length() -> None:

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 import pytest
 import torch
 
 from nncompress.cli import main
-from nncompress.coding.layers import SharedTensor, decode_tensor, encode_shared
+from nncompress.coding import huffman
+from nncompress.coding.container import read_container
+from nncompress.coding.layers import SharedTensor, codebook_storage, decode_tensor, encode_shared
 from nncompress.config import PruneConfig, ShareConfig
 from nncompress.errors import ChecksumError, FormatError, TruncatedError
 from nncompress.modelfile import layer_table, load_compressed, save_compressed
@@ -28,7 +31,7 @@ def _pruned_shared(trained_mlp, digits, epochs: int = 1):
 
 def test_decoded_weights_are_the_codebook_values_bit_for_bit(tmp_path, trained_mlp, digits) -> None:
     model, shared = _pruned_shared(trained_mlp, digits)
-    save_compressed(tmp_path / "m.nnc", model, shared)
+    save_compressed(tmp_path / "m.nnc", model, shared, codebook_dtype="float32")
     box = load_compressed(tmp_path / "m.nnc")
     for name, layer in shared.items():
         w = box.state[f"{name}.weight"]
@@ -40,6 +43,34 @@ def test_decoded_weights_are_the_codebook_values_bit_for_bit(tmp_path, trained_m
     assert torch.equal(box.state["fc1.bias"], model.fc1.bias.detach())
     restored = box.build_model()
     assert metrics(restored, digits)["accuracy"] == metrics(model, digits)["accuracy"]
+
+
+def test_auto_codebooks_are_float16_and_decode_to_its_values_exactly(tmp_path, trained_mlp, digits) -> None:
+    model, shared = _pruned_shared(trained_mlp, digits)
+    save_compressed(tmp_path / "m.nnc", model, shared)  # codebook_dtype="auto" is the default
+    save_compressed(tmp_path / "f.nnc", model, shared, codebook_dtype="float32")
+    box = load_compressed(tmp_path / "m.nnc")
+    stored = {e["name"]: e.get("codebook_dtype") for e in box.header["tensors"]}
+    for name, layer in shared.items():
+        assert stored[f"{name}.weight"] == "float16"
+        expected = torch.zeros_like(layer.mask, dtype=torch.float32)
+        expected[layer.mask] = layer.codebook.detach().half().float()[layer.indices]
+        assert torch.equal(box.state[f"{name}.weight"], expected)
+    half, full = (read_container(tmp_path / f).data_bytes for f in ("m.nnc", "f.nnc"))
+    assert full - half == 2 * sum(len(layer.codebook) for layer in shared.values())
+
+
+def test_auto_codebook_dtype_keeps_float32_outside_float16s_normal_range() -> None:
+    ordinary = np.array([-0.31, -0.02, 0.0, 0.004, 0.27], np.float32)
+    assert codebook_storage(ordinary) == "float16"
+    assert codebook_storage(np.array([6.103515625e-05, -65504.0], np.float32)) == "float16"  # the range's ends
+    for odd in (1e-6, -1e-6, 1e5, -1e5):
+        assert codebook_storage(np.append(ordinary, np.float32(odd))) == "float32"
+    assert codebook_storage(ordinary, "float32") == "float32"
+    t = SharedTensor((6,), np.arange(6), np.arange(6), np.append(ordinary, np.float32(1e-6)))
+    entry, sections = encode_shared("w", t)
+    assert entry["codebook_dtype"] == "float32"
+    assert decode_tensor(entry, dict(sections))[5] == np.float32(1e-6)
 
 
 def test_same_model_and_seed_give_the_same_bytes(tmp_path, trained_mlp, digits) -> None:
@@ -82,9 +113,61 @@ def test_layer_codec_fillers_and_inconsistent_headers() -> None:
     with pytest.raises(FormatError, match="header says"):
         decode_tensor({**entry, "nonzero": 4}, dict(sections))
     with pytest.raises(FormatError, match="missing"):
-        decode_tensor(entry, {k: v for k, v in sections if not k.endswith("indices")})
+        decode_tensor(entry, {})
     with pytest.raises(FormatError, match="codec"):
         decode_tensor({**entry, "codec": "zip"}, dict(sections))
+
+
+def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
+    t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float16))
+    entry, sections = encode_shared("w", t, rel_bits=3)
+    [(name, blob)] = sections
+    assert name == "w" and 6 + entry["positions_bytes"] < len(blob)
+    for lie, fragment in [({"positions_bytes": len(blob)}, "positions_bytes"),
+                          ({"positions_bytes": len(blob) - 6 + 1}, "positions_bytes"),
+                          ({"positions_bytes": -1}, "positions_bytes"),
+                          ({"positions_bytes": 1.5}, "positions_bytes"),
+                          ({"positions_bytes": True}, "positions_bytes"),
+                          ({"positions_bytes": None}, "positions_bytes"),
+                          ({"positions_bytes": entry["positions_bytes"] - 1}, "'w'"),
+                          ({"positions_bytes": entry["positions_bytes"] + 1}, "'w'"),
+                          ({"codebook_size": len(blob)}, "codebook"),
+                          ({"codebook_size": -1}, "codebook"),
+                          ({"codebook_dtype": "float32", "codebook_size": len(blob) // 4 + 1}, "codebook")]:
+        with pytest.raises(FormatError, match=fragment) as info:
+            decode_tensor({**entry, **lie}, {"w": blob})
+        assert "'w'" in str(info.value)
+    with pytest.raises(FormatError, match="'w'"):
+        decode_tensor(entry, {"w": blob[:6]})  # the codebook alone
+
+
+def test_layer_table_splits_the_section_into_its_streams(tmp_path, trained_mlp, digits) -> None:
+    from nncompress.coding.layers import _streams
+    from nncompress.modelfile import shared_tensor
+    model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
+    size = save_compressed(tmp_path / "m.nnc", model, shared)
+    box = load_compressed(tmp_path / "m.nnc")
+    entries = {e["name"]: e for e in box.header["tensors"]}
+    rows = {r["tensor"]: r for r in layer_table(box.header, box.section_bytes, box.file_bytes)["layers"]}
+    assert set(box.section_bytes) == set(entries) == set(model.state_dict())
+    for name, layer in shared.items():
+        e, row, t = entries[f"{name}.weight"], rows[f"{name}.weight"], shared_tensor(layer)
+        rel, values = _streams(t, e["rel_bits"])
+        positions = len(huffman.encode(rel, 2 ** e["rel_bits"]))
+        indices = len(huffman.encode(values, len(t.codebook) + 1))
+        assert row["index_bits_huffman"] == 8 * positions / e["nonzero"]
+        assert row["weight_bits_huffman"] == 8 * indices / e["nonzero"]
+        assert row["bytes"] == 2 * len(t.codebook) + positions + indices
+    assert sum(r["bytes"] for r in rows.values()) < size
+
+
+def test_version_one_files_are_refused_with_a_recompress_message(tmp_path, trained_mlp, digits) -> None:
+    model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
+    save_compressed(tmp_path / "m.nnc", model, shared)
+    data = (tmp_path / "m.nnc").read_bytes()
+    (tmp_path / "old.nnc").write_bytes(data[:8] + struct.pack("<I", 1) + data[12:])
+    with pytest.raises(FormatError, match="earlier pre-release.*recompress"):
+        load_compressed(tmp_path / "old.nnc")
 
 
 def test_run_compress_reports_the_decoded_files_accuracy(tmp_path, trained_mlp, digits) -> None:
@@ -127,16 +210,17 @@ def test_golden_bytes_of_a_shared_tensor() -> None:
     """Pins the layer codec (FORMAT.md). Worked by hand: positions 1, 2, 7 of 8 with 2-bit
     relative indices are entries rel 1, 0, a filler (rel 3, at position 6), rel 0; the index
     stream is 0, 1, 2 (= filler, K), 1. Canonical codes: positions {0: '0', 1: '10', 3: '11'},
-    indices {1: '0', 0: '10', 2: '11'}; both payloads are 10 0 11 0 + padding = 0x98."""
+    indices {1: '0', 0: '10', 2: '11'}; both payloads are 10 0 11 0 + padding = 0x98. The
+    codebook is float16 ("auto": -0.5 = 0xB800, 0.25 = 0x3400); each blob is 22 + 2 + 3 + 1 + 4
+    = 32 bytes, so positions_bytes = 32 and the one section is 4 + 32 + 32 bytes."""
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
     entry, sections = encode_shared("w", t, rel_bits=2)
     assert entry == {"name": "w", "codec": "shared", "shape": [2, 4], "codebook_size": 2,
-                     "codebook_dtype": "float32", "rel_bits": 2, "entries": 4, "nonzero": 3}
-    assert dict(sections) == {
-        "w:codebook": bytes.fromhex("000000bf0000803e"),
-        "w:positions": bytes.fromhex("01020400000004000000000000000600000000000000" "0102" "000103" "98" "59508db7"),
-        "w:indices": bytes.fromhex("01020300000004000000000000000600000000000000" "0102" "010002" "98" "6c172bcf"),
-    }
+                     "codebook_dtype": "float16", "rel_bits": 2, "entries": 4, "nonzero": 3, "positions_bytes": 32}
+    assert sections == [("w", bytes.fromhex(
+        "00b80034"
+        "01020400000004000000000000000600000000000000" "0102" "000103" "98" "59508db7"
+        "01020300000004000000000000000600000000000000" "0102" "010002" "98" "6c172bcf"))]
     assert decode_tensor(entry, dict(sections)).reshape(-1).tolist() == [0, -0.5, 0.25, 0, 0, 0, 0, 0.25]
 
 

@@ -359,10 +359,3 @@ def test_sensitivity_scan_runs_only_when_its_section_is_there() -> None:
     assert parse_recipe({"sensitivity": {}}).sensitivity == SensitivityConfig()
     assert parse_recipe({"sensitivity": {"q_max": 1.0}}).sensitivity == SensitivityConfig(q_max=1.0)
 
-
-def test_distillation_recipe_differs_from_the_benchmark_only_in_pruning() -> None:
-    root = Path(__file__).resolve().parents[1] / "recipes"
-    kd, plain = load_recipe(root / "lenet5-fashion-kd.yaml"), load_recipe(root / "lenet5-fashion.yaml")
-    assert kd.prune == PruneConfig(groups="conv,fc", budget="even", min_layer_share=0.01, lr=0.02, distill=0.9)
-    assert (kd.train, kd.share, kd.sensitivity, kd.model, kd.data) == (
-        plain.train, plain.share, plain.sensitivity, plain.model, plain.data)

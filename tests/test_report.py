@@ -331,7 +331,7 @@ def test_report_of_a_real_compress_run_in_chromium(tmp_path: Path) -> None:
     assert len(page.images) == 3  # histograms, sensitivity, steps: every part of a real run is there
     assert page.root.get("data-images-loaded") == "3"
     checked = _check_fields(page, summary)
-    assert {"file_bytes", "ratio", "test_accuracy"} <= checked
+    assert {"file_bytes", "ratio", "test_accuracy", "finetune.note"} <= checked
     text = html.read_text()
     assert f"{summary['file_bytes']:,}" in text and f"{summary['ratio']:.1f}" in text  # independent of the page code
     assert (html.parent / "report.md").is_file()

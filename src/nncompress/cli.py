@@ -127,6 +127,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
                        recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
                        min_layer_share=args.min_layer_share, final_epochs=args.final_epochs, lr=args.lr,
                        groups=args.groups, budget=args.budget, distill=args.distill, layer_scale=scale,
+                       probe=not args.no_probe, probe_kl=args.probe_kl, fallback_lr=args.fallback_lr, fallback_distill=args.fallback_distill,
                        remove_dead=not args.keep_dead, adjust_dropout=not args.keep_dropout, seed=args.seed)
 
 
@@ -140,6 +141,7 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
               f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
               f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
               f"removed neurons: {s['removed_neurons'] or 'none'}",
+              f"fine-tuning: {s['finetune']['note']}",
               f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is "
               f"{s['input_file_bytes']:,} bytes)"]
     return lines
@@ -194,12 +196,18 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--min-layer-share", "prune.min_layer_share", float, "leave layers holding less than this share unpruned"),
     ("--final-epochs", "prune.final_epochs", int, "fine-tuning epochs after the last stage"),
     ("--lr", "prune.lr", float, "fine-tuning learning rate"),
+    ("--probe-kl", "prune.probe_kl", float, "largest output shift (mean KL, nats) one fine-tuning step at --lr "
+                                            "may cause the dense model before --fallback-lr is used"),
+    ("--fallback-lr", "prune.fallback_lr", float, "fine-tuning rate when the probe finds --lr too rough"),
+    ("--fallback-distill", "prune.fallback_distill", float, "distillation weight that goes with --fallback-lr"),
     ("--fc-bits", "share.fc_bits", int, "codebook bits of Linear layers"),
     ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
     ("--init", "share.init", str, "k-means initialisation: linear, density or random"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
     ("--raw-dtype", "coding.raw_dtype", str, "storage of biases and other unshared tensors: float32 or float16"),
+    ("--codebook-dtype", "coding.codebook_dtype", str,
+     "codebook storage: auto (float16 where centroids fit it), float32 or float16"),
     ("--rel-bits", "coding.rel_bits", "auto|int", "relative-index width, or auto (whatever makes the file smallest)"),
     ("--seed", "seed", int, "fixes every source of randomness"),
     ("--data", "data", str, DATA_HELP),
@@ -207,6 +215,8 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-control", "prune.control", "measure drops from the dense model itself"),
+    ("--no-probe", "prune.probe", "fine-tune at --lr even where one step of it costs the dense model "
+                                  "more than the tolerance"),
     ("--keep-dead", "prune.remove_dead", "do not remove dead neurons"),
     ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
     ("--skip-prune", "prune.enabled", "share and code only (automatic when the checkpoint is already pruned)"),
@@ -298,6 +308,8 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         res["report"] = {"html": str(html), "markdown": str(md)}
         lines.append(f"report {html} (and {md})")
     skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
+    if res.get("finetune"):
+        lines.insert(0, f"pruning fine-tuned at: {res['finetune']['note']}")
     _emit(args, {**res, "run_dir": str(run.path)}, _file_lines(res) + [
         f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
         f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])
@@ -402,6 +414,15 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
                    help="leave layers holding less than this fraction of the weights unpruned (e.g. 0.01)")
     p.add_argument("--final-epochs", type=int, default=c.final_epochs)
     p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
+    p.add_argument("--probe-kl", type=float, default=c.probe_kl,
+                   help="largest output shift (mean KL, nats) one fine-tuning step at --lr may cause the dense "
+                        "model before --fallback-lr is used")
+    p.add_argument("--fallback-lr", type=float, default=c.fallback_lr,
+                   help="fine-tuning rate when one step at --lr costs the dense model more than the tolerance")
+    p.add_argument("--fallback-distill", type=float, default=c.fallback_distill,
+                   help="distillation weight that goes with --fallback-lr")
+    p.add_argument("--no-probe", action="store_true",
+                   help="skip the probe: always fine-tune at --lr with --distill")
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
     p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
                    help="with --sensitivity: drop (points) that sets each layer's q scale")

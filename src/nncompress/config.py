@@ -111,7 +111,13 @@ class PruneConfig(_Config):
     what the later ones need (a stage that spends less passes the rest on);
     "greedy" gives every stage the whole tolerance. ``distill`` > 0 fine-tunes
     against the dense model's softened outputs as well as the labels (weight
-    ``distill`` on the teacher term, at ``distill_temperature``).
+    ``distill`` on the teacher term, at ``distill_temperature``). With
+    ``probe`` a copy of the dense model first gets one step's fine-tuning; if
+    that alone moves its validation outputs by a mean KL divergence above
+    ``probe_kl`` nats, or costs more than the tolerance, the net sits where
+    ``lr`` throws it about, and pruning fine-tunes at ``fallback_lr`` with
+    distillation ``fallback_distill`` instead (LeNet-5 needs this;
+    LeNet-300-100 does not).
     """
 
     q0: float = 0.5
@@ -122,16 +128,20 @@ class PruneConfig(_Config):
     recover_epochs: int = 4
     refine_steps: int = 1
     control: bool = True
-    min_layer_share: float = 0.0
+    min_layer_share: float = 0.003
     final_epochs: int = 10
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    groups: str = "fc,conv"
-    budget: str = "greedy"
+    groups: str = "conv,fc"
+    budget: str = "even"
     distill: float = 0.0
     distill_temperature: float = 4.0
+    probe: bool = True
+    probe_kl: float = 0.02
+    fallback_lr: float = 0.02
+    fallback_distill: float = 0.9
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
@@ -157,6 +167,12 @@ class PruneConfig(_Config):
         _require(_finite(self.distill) and 0 <= self.distill <= 1, "distill", "a weight in [0, 1]", self.distill)
         _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
                  "a number > 0", self.distill_temperature)
+        _require(isinstance(self.probe, bool), "probe", "true or false", self.probe)
+        _require(_finite(self.probe_kl) and self.probe_kl > 0, "probe_kl", "a number of nats > 0", self.probe_kl)
+        _require(_finite(self.fallback_lr) and self.fallback_lr > 0, "fallback_lr", "a finite number > 0",
+                 self.fallback_lr)
+        _require(_finite(self.fallback_distill) and 0 <= self.fallback_distill <= 1, "fallback_distill",
+                 "a weight in [0, 1]", self.fallback_distill)
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))
@@ -196,7 +212,9 @@ class ShareConfig(_Config):
     the relative-index width, ``"auto"`` picking the smallest file per layer.
     A layer with few surviving weights gets a smaller codebook: at most one
     centroid per ``min_members`` weights (a 256-entry fp32 codebook would
-    outweigh a small convolution).
+    outweigh a small convolution). ``codebook_dtype`` ``"auto"`` stores a
+    codebook as float16 when every centroid is 0 or within float16's normal
+    range (rounding far below a cluster's spread), else float32.
     """
 
     fc_bits: int = 5
@@ -212,11 +230,14 @@ class ShareConfig(_Config):
     rel_bits: Any = "auto"
     min_members: int = 8
     raw_dtype: str = "float32"
+    codebook_dtype: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
         _require(self.raw_dtype in ("float32", "float16"), "raw_dtype", "'float32' or 'float16'", self.raw_dtype)
+        _require(self.codebook_dtype in ("auto", "float32", "float16"), "codebook_dtype",
+                 "'auto', 'float32' or 'float16'", self.codebook_dtype)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
                            *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
             _require(_positive_int(bits) and bits <= 16, name, "an integer in 1..16", bits)

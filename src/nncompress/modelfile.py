@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nncompress.coding.container import MAGIC, read_container, write_container
-from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared
+from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared, split_shared
 from nncompress.errors import FormatError
 from nncompress.models import arch_record, from_record
 from nncompress.progress import ProgressFn, report
@@ -43,7 +43,8 @@ def shared_tensor(layer: SharedLayer) -> SharedTensor:
 
 def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
                     meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
-                    raw_dtype: str = "float32", progress: Optional[ProgressFn] = None) -> int:
+                    raw_dtype: str = "float32", codebook_dtype: str = "auto",
+                    progress: Optional[ProgressFn] = None) -> int:
     """Write ``model`` with its shared layers coded; return the file size."""
     by_weight = {f"{name}.weight": layer for name, layer in shared.items()}
     entries: list[dict[str, Any]] = []
@@ -53,7 +54,7 @@ def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapp
         if key in by_weight:
             layer = by_weight[key]
             bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
-            entry, secs = encode_shared(key, shared_tensor(layer), bits)
+            entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype)
         else:
             entry, secs = encode_raw(key, tensor.detach().cpu().numpy(), raw_dtype)
         entries.append(entry)
@@ -103,17 +104,17 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
     for e in header["tensors"]:
         name = e["name"]
         weights = math.prod(e["shape"])
-        own = {k: v for k, v in section_bytes.items() if k.startswith(name + ":")}
-        nbytes = sum(own.values())
+        nbytes = section_bytes.get(name, 0)
         row = {"tensor": name, "codec": e["codec"], "weights": weights, "bytes": nbytes,
                "dense_bytes": 4 * weights, "ratio": 4 * weights / max(1, nbytes)}
         if e["codec"] == "shared":
             nz = max(1, e["nonzero"])
+            _, positions, indices = split_shared(e, nbytes)  # one section: codebook, positions, indices
             row.update({"kept": e["nonzero"] / max(1, weights), "nonzero": e["nonzero"],
                         "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, e["codebook_size"])))),
-                        "weight_bits_huffman": 8 * own.get(f"{name}:indices", 0) / nz,
+                        "weight_bits_huffman": 8 * indices / nz,
                         "index_bits_fixed": e["rel_bits"],
-                        "index_bits_huffman": 8 * own.get(f"{name}:positions", 0) / nz,
+                        "index_bits_huffman": 8 * positions / nz,
                         "codebook_size": e["codebook_size"], "filler_entries": e["entries"] - e["nonzero"]})
         else:
             row.update({"kept": 1.0, "nonzero": weights})

@@ -36,6 +36,7 @@ from nncompress.report.plots import sensitivity_plot, weight_histograms
 from nncompress.rundir import RunDir
 from nncompress.train import evaluate, fit, set_seed
 from nncompress.train.loop import Teacher
+from nncompress.train.probe import choose_finetune
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 from nncompress.train.journal import Journal
 
@@ -103,7 +104,9 @@ def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
 def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Optional[ProgressFn] = None,
                 on_step: Optional[Callable[[StepRecord], None]] = None,
                 journal: Optional[Journal] = None) -> PruneResult:
-    """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only."""
+    """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only.
+    The fine-tuning recipe is probed on the dense model first (``cfg.probe``)."""
+    cfg, choice = choose_finetune(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress)
     gen = set_seed(cfg.seed)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
 
@@ -114,7 +117,9 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
     def val_accuracy() -> float:
         return evaluate(model, splits.val_x, splits.val_y)[1]
 
-    return prune_(model, cfg, finetune=finetune, evaluate=val_accuracy, progress=progress, on_step=on_step)
+    result = prune_(model, cfg, finetune=finetune, evaluate=val_accuracy, progress=progress, on_step=on_step)
+    result.finetune = choice.to_dict()
+    return result
 
 
 def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> list[dict[str, Any]]:
@@ -188,7 +193,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "weights": dense_weights, "kept_weights": kept, "kept_fraction": kept / max(1, dense_weights),
         "compression": dense_weights / max(1, kept),
         "test_drop_points": round((dense_test["accuracy"] - pruned_test["accuracy"]) * 100, 4),
-        "q": result.q, "dropout": result.dropout, "layers": table, "storage": layout,
+        "q": result.q, "dropout": result.dropout, "finetune": result.finetune, "layers": table, "storage": layout,
         "removed_neurons": result.shrink.removed if result.shrink else {},
         "shrink_note": result.shrink.reason if result.shrink else "",
         "file_bytes": out.stat().st_size, "input_file_bytes": input_bytes,
@@ -323,7 +328,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     t2 = time.perf_counter()
     meta = {"data": splits.name, "dense_params": dense_params}
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
-                    progress=progress)
+                    codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()
     decoded = load_compressed(out)
     restored = decoded.build_model(None if decoded.header.get("arch") else model)
@@ -333,6 +338,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
                "test_accuracy": test["accuracy"],
                "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
                "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
+               "finetune": pruned.finetune if pruned else None,
                **share_info,
                "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
                "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),

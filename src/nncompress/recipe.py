@@ -33,7 +33,7 @@ RECIPE_VERSION = 1
 """The recipe schema version this code writes; a file declaring a newer one is refused."""
 
 TOP_KEYS = ("version", "model", "data", "seed", "train", "sensitivity", "prune", "share", "coding")
-CODING_FIELDS = ("rel_bits", "raw_dtype")
+CODING_FIELDS = ("rel_bits", "raw_dtype", "codebook_dtype")
 """ShareConfig fields that describe the file encoding, so they live in the ``coding`` section."""
 
 

@@ -52,7 +52,8 @@ __all__ = [
 #: PNG-style: the high byte catches 7-bit transports, CR LF / ^Z / LF catch text-mode
 #: and line-ending conversions, which would otherwise corrupt the file silently.
 MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
-FORMAT_VERSION: int = 1
+#: 2: one section per tensor (model files). Version 1 was a pre-release; it is refused.
+FORMAT_VERSION: int = 2
 #: Above this the length field is corrupt rather than the file truncated; it also keeps
 #: a damaged length from making us allocate or parse gigabytes.
 MAX_HEADER_BYTES: int = 64 * 1024 * 1024
@@ -308,6 +309,11 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
         )
     if version == 0:
         raise FormatError("compressed file has format version 0, which does not exist")
+    if version < FORMAT_VERSION:
+        raise FormatError(
+            f"compressed file has format version {version}: it was written by an earlier pre-release "
+            f"of nncompress, which this one no longer reads; recompress the model"
+        )
     if hlen < 2 or hlen > MAX_HEADER_BYTES:
         raise FormatError(f"header length {hlen} is impossible (must be 2..{MAX_HEADER_BYTES})")
     header_end = _PREFIX.size + hlen

@@ -6,7 +6,9 @@ a gap between kept weights overflows the relative index), each entry carrying
 a relative index (position stream) and a codebook index (value stream); both
 streams are canonical-Huffman coded. The relative-index width is chosen per
 tensor to make the two coded streams smallest (``rel_bits="auto"``), which
-is where we go past Deep Compression's fixed 5/8 bits. numpy only.
+is where we go past Deep Compression's fixed 5/8 bits. Each tensor is one
+container section named after it: every section costs a ~75-byte row in the
+header's table, more than most codebooks. numpy only.
 """
 from __future__ import annotations
 
@@ -17,9 +19,13 @@ import numpy as np
 
 from nncompress.coding import huffman
 from nncompress.coding.sparse import from_relative, merge_values, split_values, to_relative
-from nncompress.errors import FormatError
+from nncompress.errors import ConfigError, FormatError
 
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+#: float16's normal range: a centroid of 0 or a magnitude in it rounds with relative error
+#: <= 2**-11, far below the spread of the weights one centroid stands for.
+F16_MIN_NORMAL = 6.103515625e-05
+F16_MAX = 65504.0
 REL_BITS_CANDIDATES = range(2, 13)
 Sections = list[tuple[str, bytes]]
 
@@ -59,23 +65,38 @@ def choose_rel_bits(t: SharedTensor, candidates: Iterable[int] = REL_BITS_CANDID
     return min(candidates, key=lambda b: (coded_bits(t, b), b))
 
 
+def codebook_storage(codebook: np.ndarray, codebook_dtype: str = "auto") -> str:
+    """The dtype a codebook is stored in: ``"auto"`` halves it to float16 when every
+    centroid is 0 or a normal float16 number, and keeps float32 otherwise (tiny or huge
+    centroids would lose their value, not just low bits)."""
+    if codebook_dtype != "auto":
+        if codebook_dtype not in DTYPES:
+            raise ConfigError(f"codebook_dtype must be 'auto', 'float32' or 'float16', not {codebook_dtype!r}")
+        return codebook_dtype
+    mag = np.abs(np.asarray(codebook, dtype=np.float64))
+    fits = (mag == 0) | ((mag >= F16_MIN_NORMAL) & (mag <= F16_MAX))
+    return "float16" if bool(np.all(fits)) else "float32"
+
+
 def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto",
-                  codebook_dtype: str = "float32") -> tuple[dict[str, Any], Sections]:
-    """Header entry and sections for a shared tensor."""
+                  codebook_dtype: str = "auto") -> tuple[dict[str, Any], Sections]:
+    """Header entry and the one section of a shared tensor: codebook, positions blob,
+    indices blob back to back (``positions_bytes`` splits the last two)."""
     bits = choose_rel_bits(t) if rel_bits == "auto" else int(rel_bits)
     rel, values = _streams(t, bits)
-    codebook = np.asarray(t.codebook, dtype=DTYPES[codebook_dtype])
+    stored = codebook_storage(t.codebook, codebook_dtype)
+    codebook = np.asarray(t.codebook, dtype=DTYPES[stored])
+    positions = huffman.encode(rel, 2 ** bits)
     entry = {"name": name, "codec": "shared", "shape": list(t.shape), "codebook_size": len(codebook),
-             "codebook_dtype": codebook_dtype, "rel_bits": bits, "entries": int(len(rel)),
-             "nonzero": int(len(t.positions))}
-    return entry, [(f"{name}:codebook", codebook.tobytes()),
-                   (f"{name}:positions", huffman.encode(rel, 2 ** bits)),
-                   (f"{name}:indices", huffman.encode(values, len(codebook) + 1))]
+             "codebook_dtype": stored, "rel_bits": bits, "entries": int(len(rel)),
+             "nonzero": int(len(t.positions)), "positions_bytes": len(positions)}
+    blob = b"".join([codebook.tobytes(), positions, huffman.encode(values, len(codebook) + 1)])
+    return entry, [(name, blob)]
 
 
 def encode_raw(name: str, array: np.ndarray, dtype: str = "float32") -> tuple[dict[str, Any], Sections]:
     data = np.ascontiguousarray(array, dtype=DTYPES[dtype])
-    return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(f"{name}:data", data.tobytes())]
+    return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(name, data.tobytes())]
 
 
 def _field(entry: Mapping[str, Any], key: str, kind: type) -> Any:
@@ -100,29 +121,53 @@ def _dtype(entry: Mapping[str, Any], key: str) -> np.dtype:
     return DTYPES[name]
 
 
+def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
+    """Byte lengths (codebook, positions, indices) of a shared tensor's section of
+    ``size`` bytes, checked against the header so a lying entry is a FormatError."""
+    name = entry.get("name")
+    k = _field(entry, "codebook_size", int)
+    pos = _field(entry, "positions_bytes", int)
+    if k < 0:
+        raise FormatError(f"tensor {name!r}: codebook_size {k} is negative")
+    book = k * _dtype(entry, "codebook_dtype").itemsize
+    if book > size:
+        raise FormatError(f"tensor {name!r}: codebook of {k} {entry['codebook_dtype']} entries needs {book} "
+                          f"bytes, the section holds {size}")
+    if not 0 <= pos <= size - book:
+        raise FormatError(f"tensor {name!r}: positions_bytes {pos} does not fit the {size - book} bytes "
+                          f"after the codebook")
+    return book, pos, size - book - pos
+
+
+def _stream(name: str, what: str, blob: bytes) -> np.ndarray:
+    """Decode one Huffman stream; its error keeps its type and names the tensor (the
+    section CRC covers both streams, so the blob's own checks say which one is bad)."""
+    try:
+        return huffman.decode(blob)
+    except FormatError as exc:
+        raise type(exc)(f"tensor {name!r}, {what} stream: {exc}") from exc
+
+
 def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes]) -> np.ndarray:
-    """Rebuild one tensor as float32, checking every count the header states."""
+    """Rebuild one tensor as float32 from its section, checking every count the header states."""
     name = _field(entry, "name", str)
     shape = _shape(entry)
     size = int(np.prod(shape))
     try:
         if entry.get("codec") == "raw":
             dt = _dtype(entry, "dtype")
-            data = sections[f"{name}:data"]
+            data = sections[name]
             if len(data) != size * dt.itemsize:
                 raise FormatError(f"tensor {name!r}: {len(data)} data bytes for shape {list(shape)}")
             return np.frombuffer(data, dtype=dt).astype(np.float32).reshape(shape)
         if entry.get("codec") == "shared":
-            dt = _dtype(entry, "codebook_dtype")
+            data = sections[name]
             k = _field(entry, "codebook_size", int)
             bits = _field(entry, "rel_bits", int)
-            raw_codebook = sections[f"{name}:codebook"]
-            if len(raw_codebook) != k * dt.itemsize:
-                raise FormatError(f"tensor {name!r}: codebook holds {len(raw_codebook)} bytes, header says {k} "
-                                  f"{entry['codebook_dtype']} entries")
-            codebook = np.frombuffer(raw_codebook, dtype=dt).astype(np.float32)
-            rel = huffman.decode(sections[f"{name}:positions"])
-            values = huffman.decode(sections[f"{name}:indices"])
+            book, pos, _ = split_shared(entry, len(data))
+            codebook = np.frombuffer(data[:book], dtype=_dtype(entry, "codebook_dtype")).astype(np.float32)
+            rel = _stream(name, "positions", data[book:book + pos])
+            values = _stream(name, "indices", data[book + pos:])
             if len(rel) != _field(entry, "entries", int) or len(values) != len(rel):
                 raise FormatError(f"tensor {name!r}: stream lengths disagree with the header")
             indices, filler = split_values(values, k, rel=rel, bits=bits)

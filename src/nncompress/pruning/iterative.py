@@ -59,6 +59,7 @@ class PruneResult:
     q: dict[str, float] = field(default_factory=dict)
     dropout: dict[str, float] = field(default_factory=dict)
     shrink: Optional[ShrinkReport] = None
+    finetune: dict = field(default_factory=dict)  # the fine-tuning recipe used, and the probe behind it
 
 
 def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,

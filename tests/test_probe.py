@@ -1,0 +1,80 @@
+"""The fine-tuning probe: it must pick the fallback only when one step of
+fine-tuning moves the dense model too far, and must leave the run itself
+(model, random streams) exactly as it would be without the probe."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from nncompress.config import PruneConfig
+from nncompress.errors import ConfigError
+from nncompress.pipeline import prune_model
+from nncompress.train.probe import choose_finetune
+
+
+def _choose(model, digits, cfg):  # noqa: ANN001, ANN202
+    return choose_finetune(model, digits.train_x, digits.train_y, digits.val_x, digits.val_y, cfg)
+
+
+def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp) -> None:  # noqa: ANN001
+    gentle = PruneConfig(lr=1e-4, epochs_per_step=1)
+    cfg, choice = _choose(trained_mlp(), digits, gentle)
+    assert cfg == gentle and not choice.fallback
+    assert choice.probe_kl is not None and choice.probe_kl < gentle.probe_kl
+    violent = PruneConfig(lr=3.0, momentum=0.99, epochs_per_step=1, fallback_lr=0.003, fallback_distill=0.7)
+    cfg, choice = _choose(trained_mlp(), digits, violent)
+    assert choice.fallback and choice.probe_kl > violent.probe_kl
+    assert (cfg.lr, cfg.distill) == (0.003, 0.7) == (choice.lr, choice.distill)
+    assert dataclasses.replace(cfg, lr=violent.lr, distill=violent.distill) == violent  # nothing else changed
+    assert "too rough" in choice.to_dict()["note"]
+
+
+def test_the_kl_threshold_decides(digits, trained_mlp) -> None:  # noqa: ANN001
+    base = PruneConfig(lr=0.05, epochs_per_step=1, tolerance=100.0)
+    _, measured = _choose(trained_mlp(), digits, base)
+    assert measured.probe_kl > 0
+    _, strict = _choose(trained_mlp(), digits, dataclasses.replace(base, probe_kl=measured.probe_kl / 2))
+    _, loose = _choose(trained_mlp(), digits, dataclasses.replace(base, probe_kl=measured.probe_kl * 2))
+    assert strict.fallback and not loose.fallback
+    assert strict.probe_kl == loose.probe_kl == measured.probe_kl  # the probe itself is deterministic
+
+
+def test_the_probe_leaves_model_and_random_streams_alone(digits, trained_mlp) -> None:  # noqa: ANN001
+    model = trained_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    _choose(model, digits, PruneConfig(lr=0.5, epochs_per_step=1))
+    assert torch.equal(torch.rand(4), expected)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_without_probe_nothing_is_trained(digits, trained_mlp) -> None:  # noqa: ANN001
+    cfg = PruneConfig(lr=3.0, probe=False)
+    out, choice = _choose(trained_mlp(), digits, cfg)
+    assert out == cfg and not choice.fallback and choice.probe_val_accuracy is None
+    assert "no probe" in choice.describe()
+
+
+def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained_mlp) -> None:  # noqa: ANN001
+    """Same masks and weights with and without the probe when it keeps the rate: its
+    training runs on a copy, with its own generator."""
+    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.0, epochs_per_step=1, recover_epochs=0, refine_steps=0,
+                      final_epochs=1, lr=0.01, probe_kl=10.0, tolerance=5.0, remove_dead=False)
+    a, b = trained_mlp(), trained_mlp()
+    ra = prune_model(a, digits, cfg)
+    rb = prune_model(b, digits, dataclasses.replace(cfg, probe=False))
+    assert ra.finetune["probe_kl"] is not None and not ra.finetune["fallback"]
+    assert rb.finetune["probe_kl"] is None
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert [s.val_accuracy for s in ra.steps] == [s.val_accuracy for s in rb.steps]
+
+
+@pytest.mark.parametrize("field,value", [("probe_kl", 0.0), ("probe_kl", float("nan")), ("fallback_lr", -1.0),
+                                         ("fallback_distill", 1.5), ("probe", "yes")])
+def test_bad_probe_options_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        PruneConfig(**{field: value})
