@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress import __version__
-from nncompress.config import BUDGETS, GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
+from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import ConfigError, NNCompressError
 from nncompress.progress import Progress, ProgressFn
 
@@ -122,13 +122,10 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         from nncompress.pruning.sensitivity import from_csv, layer_scales
         base, rows = from_csv(args.sensitivity)
         scale = layer_scales(rows, base, args.max_drop)
-    return PruneConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, tolerance=args.tolerance,
-                       epochs_per_step=args.epochs_per_step,
-                       recover_epochs=args.recover_epochs, refine_steps=args.refine_steps, control=not args.no_control,
-                       min_layer_share=args.min_layer_share, final_epochs=args.final_epochs, lr=args.lr,
-                       groups=args.groups, budget=args.budget, distill=args.distill, layer_scale=scale,
-                       probe=not args.no_probe, probe_kl=args.probe_kl, fallback_lr=args.fallback_lr, fallback_distill=args.fallback_distill,
-                       remove_dead=not args.keep_dead, adjust_dropout=not args.keep_dropout, seed=args.seed)
+    flags, switches = _prune_flags()
+    values = {name: getattr(args, _dest(flag)) for flag, name, _, _ in flags}
+    values.update({name: not getattr(args, _dest(flag)) for flag, name, _ in switches})
+    return PruneConfig(**values, layer_scale=scale, seed=args.seed)
 
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
@@ -215,8 +212,7 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-control", "prune.control", "measure drops from the dense model itself"),
-    ("--no-probe", "prune.probe", "fine-tune at --lr even where one step of it costs the dense model "
-                                  "more than the tolerance"),
+    ("--no-probe", "prune.probe", "skip the probe: always fine-tune at --lr with --distill"),
     ("--keep-dead", "prune.remove_dead", "do not remove dead neurons"),
     ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
     ("--skip-prune", "prune.enabled", "share and code only (automatic when the checkpoint is already pruned)"),
@@ -391,43 +387,25 @@ def _add_q_range(p: argparse.ArgumentParser, defaults: PruneConfig | Sensitivity
     p.add_argument("--q-max", type=float, default=defaults.q_max, help="largest q tried")
 
 
+def _prune_flags() -> tuple[list[tuple[str, str, Any, str]], list[tuple[str, str, str]]]:
+    """``prune``'s flags: the pruning rows of the compress tables, keyed by PruneConfig field."""
+    flags = [(flag, key.split(".", 1)[1], kind, text) for flag, key, kind, text in COMPRESS_FLAGS
+             if key.startswith("prune.")]
+    switches = [(flag, key.split(".", 1)[1], text) for flag, key, text in COMPRESS_SWITCHES
+                if key.startswith("prune.") and key != "prune.enabled"]
+    return flags, switches
+
+
 def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     c = PruneConfig()
-    p.add_argument("--groups", default=c.groups,
-                   help=f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3")
-    p.add_argument("--tolerance", type=float, default=c.tolerance,
-                   help="largest validation accuracy drop (points) a step may leave")
-    p.add_argument("--distill", type=float, default=c.distill,
-                   help="weight of the dense model's soft outputs in fine-tuning (0: labels only)")
-    p.add_argument("--budget", choices=BUDGETS, default=c.budget,
-                   help="even: stage i of n may leave tolerance x i/n; greedy: every stage the whole tolerance")
-    _add_q_range(p, c)
-    p.add_argument("--epochs-per-step", type=int, default=c.epochs_per_step)
-    p.add_argument("--recover-epochs", type=int, default=c.recover_epochs,
-                   help="extra fine-tuning a step that misses the tolerance gets before the loop stops")
-    p.add_argument("--refine-steps", type=int, default=c.refine_steps,
-                   help="bisections of q between the last good and the failed step")
-    p.add_argument("--no-control", action="store_true",
-                   help="measure drops from the dense model itself, not from the dense model after the "
-                        "same fine-tuning without pruning")
-    p.add_argument("--min-layer-share", type=float, default=c.min_layer_share,
-                   help="leave layers holding less than this fraction of the weights unpruned (e.g. 0.01)")
-    p.add_argument("--final-epochs", type=int, default=c.final_epochs)
-    p.add_argument("--lr", type=float, default=c.lr, help="fine-tuning learning rate")
-    p.add_argument("--probe-kl", type=float, default=c.probe_kl,
-                   help="largest output shift (mean KL, nats) one fine-tuning step at --lr may cause the dense "
-                        "model before --fallback-lr is used")
-    p.add_argument("--fallback-lr", type=float, default=c.fallback_lr,
-                   help="fine-tuning rate when one step at --lr costs the dense model more than the tolerance")
-    p.add_argument("--fallback-distill", type=float, default=c.fallback_distill,
-                   help="distillation weight that goes with --fallback-lr")
-    p.add_argument("--no-probe", action="store_true",
-                   help="skip the probe: always fine-tune at --lr with --distill")
+    flags, switches = _prune_flags()
+    for flag, name, kind, text in flags:
+        p.add_argument(flag, type=kind, default=getattr(c, name), help=f"{text} (default {getattr(c, name)})")
+    for flag, _, text in switches:
+        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
     p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
                    help="with --sensitivity: drop (points) that sets each layer's q scale")
-    p.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
-    p.add_argument("--keep-dropout", action="store_true", help="do not adjust dropout rates")
     p.add_argument("--seed", type=int, default=c.seed)
 
 
