@@ -119,6 +119,8 @@ def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: 
     if reuse:
         s, steps = reused_run(out)
         ours_seconds = s["seconds"]
+        known = {f.name for f in dataclasses.fields(PruneConfig)}
+        cfg = PruneConfig(**{k: v for k, v in s["config"].items() if k in known})  # the run's own settings
     else:
         t0 = time.perf_counter()
         run = run_prune(base, splits.name, out, cfg, splits=splits)

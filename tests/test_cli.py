@@ -225,9 +225,9 @@ def test_fashion_mnist_not_installed(trained: dict[str, Any], tmp_path: Path,
                           "apt-get install -y dataset-fashion-mnist", str(tmp_path / "not-there"))
 
 
-@pytest.mark.parametrize("flag,value,fragment", [("--tolerance", "-1", "tolerance"),
-                                                  ("--q-step", "0", "q_step"), ("--probe-kl", "0", "probe_kl"),
-                                                  ("--fallback-lr", "-0.5", "fallback_lr")])
+@pytest.mark.parametrize("flag,value,fragment", [("--tolerance", "-1", "--tolerance must"),
+                                                  ("--q-step", "0", "--q-step must"), ("--probe-kl", "0", "--probe-kl must"),
+                                                  ("--fallback-lr", "-0.5", "--fallback-lr must")])
 def test_prune_bad_option(trained: dict[str, Any], tmp_path: Path, flag: str, value: str, fragment: str) -> None:
     out = tmp_path / "p.pt"
     line = assert_one_line_error(*run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out),
@@ -241,7 +241,7 @@ def test_prune_without_probe_says_so(trained: dict[str, Any], tmp_path: Path) ->
     rc, stdout, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out), "--no-probe",
                                 "--epochs-per-step", "1", "--final-epochs", "0", "--q-max", "0.5", "--quiet"])
     assert rc == 0, err
-    assert "fine-tuning: fine-tuning at lr 0.05, distillation 0 (no probe)" in stdout
+    assert "fine-tuned at lr 0.05, distillation 0 (no probe)" in stdout
 
 
 def test_whole_pickled_model(tmp_path: Path) -> None:

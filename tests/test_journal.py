@@ -10,6 +10,7 @@ from nncompress.pipeline import prune_model, share_model
 from nncompress.progress import Progress
 from nncompress.train import fit, set_seed
 from nncompress.train.journal import Journal, RunStateError
+from nncompress.train.loop import Teacher
 
 
 class Stop(Exception):
@@ -71,6 +72,21 @@ def test_resume_from_other_weights_is_refused(digits, tmp_path):
     with pytest.raises(RunStateError, match="different run"):
         fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=4, batch_size=64, seed=3),
             generator=torch.Generator().manual_seed(3), journal=Journal(tmp_path, resume=True))
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.02}, {"teacher": 0.9}])
+def test_resume_at_another_rate_or_distillation_is_refused(digits, tmp_path, change):
+    """Same starting weights, other recipe: the saved call is not this call (the
+    fine-tuning probe could choose differently on another machine)."""
+    _train(digits, Journal(tmp_path, resume=False))
+    set_seed(3)
+    model = build_model("mlp", digits.input_shape, digits.num_classes)
+    teacher = Teacher(build_model("mlp", digits.input_shape, digits.num_classes), change["teacher"], 4.0) \
+        if "teacher" in change else None
+    with pytest.raises(RunStateError, match="different run"):
+        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=4, lr=change.get("lr", 0.05), batch_size=64,
+                                                               seed=3),
+            generator=torch.Generator().manual_seed(3), journal=Journal(tmp_path, resume=True), teacher=teacher)
 
 
 def test_damaged_entry_is_retrained(digits, tmp_path):

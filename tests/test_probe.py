@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from nncompress.config import PruneConfig
-from nncompress.errors import ConfigError
+from nncompress.errors import ConfigError, ModelError
 from nncompress.pipeline import prune_model
+from nncompress.pruning.iterative import pruning_groups
 from nncompress.train.probe import choose_finetune
 
 
@@ -28,7 +29,7 @@ def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp)
     assert choice.fallback and choice.probe_kl > violent.probe_kl
     assert (cfg.lr, cfg.distill) == (0.003, 0.7) == (choice.lr, choice.distill)
     assert dataclasses.replace(cfg, lr=violent.lr, distill=violent.distill) == violent  # nothing else changed
-    assert "too rough" in choice.to_dict()["note"]
+    assert "too far, so the fallback" in choice.to_dict()["note"]
 
 
 def test_the_kl_threshold_decides(digits, trained_mlp) -> None:  # noqa: ANN001
@@ -78,3 +79,29 @@ def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained
 def test_bad_probe_options_are_refused(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         PruneConfig(**{field: value})
+
+
+def test_the_fallback_never_raises_the_rate(digits, trained_mlp) -> None:  # noqa: ANN001
+    cfg, choice = _choose(trained_mlp(), digits, PruneConfig(lr=0.005, epochs_per_step=1, probe_kl=1e-12))
+    assert choice.fallback and (cfg.lr, cfg.distill) == (0.005, 0.9)
+
+
+def test_bad_input_is_refused_before_the_probe_trains(digits, trained_mlp) -> None:  # noqa: ANN001
+    tasks: list[str] = []
+    model = trained_mlp()
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    with pytest.raises(ModelError, match="NaN"):
+        prune_model(model, digits, PruneConfig(epochs_per_step=1), progress=lambda e: tasks.append(e.task))
+    with pytest.raises(ConfigError, match="unknown layer"):
+        prune_model(trained_mlp(), digits, PruneConfig(groups="fc9"), progress=lambda e: tasks.append(e.task))
+    assert tasks == []
+
+
+def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp) -> None:  # noqa: ANN001
+    """fc3 (640 of 17,024 weights) is a real layer: the error must say why it is left out."""
+    model = trained_mlp()
+    with pytest.raises(ConfigError, match="min_layer_share"):
+        pruning_groups(model, PruneConfig(groups="fc3", min_layer_share=0.05))
+    assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.05)) == [["fc1"], ["fc2"]]
+    assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.0)) == [["fc3", "fc1"], ["fc2"]]

@@ -27,7 +27,8 @@ class Bars:
     """tqdm bars keyed by task; a task restarting at 1 gets a fresh bar."""
 
     POSITION = {"prune": 0, "sensitivity": 0, "train": 0, "fine-tune": 1}
-    UNIT = {"train": "epoch", "fine-tune": "epoch", "centroids": "epoch", "k-means": "layer", "coding": "tensor"}
+    UNIT = {"train": "epoch", "fine-tune": "epoch", "probe": "epoch", "centroids": "epoch", "k-means": "layer",
+            "coding": "tensor"}
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -125,7 +126,14 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
     flags, switches = _prune_flags()
     values = {name: getattr(args, _dest(flag)) for flag, name, _, _ in flags}
     values.update({name: not getattr(args, _dest(flag)) for flag, name, _ in switches})
-    return PruneConfig(**values, layer_scale=scale, seed=args.seed)
+    try:
+        return PruneConfig(**values, layer_scale=scale, seed=args.seed)
+    except ConfigError as exc:  # name the flag the user typed, not the config field it sets
+        message = str(exc)
+        for flag, name, _, _ in flags:
+            if message.startswith(f"{name} must"):
+                raise ConfigError(flag + message[len(name):]) from None
+        raise
 
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
@@ -138,7 +146,7 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
               f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
               f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
               f"removed neurons: {s['removed_neurons'] or 'none'}",
-              f"fine-tuning: {s['finetune']['note']}",
+              f"fine-tuned at {s['finetune']['note']}",
               f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is "
               f"{s['input_file_bytes']:,} bytes)"]
     return lines
@@ -192,7 +200,7 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--refine-steps", "prune.refine_steps", int, "bisections of q between the last good and the failed step"),
     ("--min-layer-share", "prune.min_layer_share", float, "leave layers holding less than this share unpruned"),
     ("--final-epochs", "prune.final_epochs", int, "fine-tuning epochs after the last stage"),
-    ("--lr", "prune.lr", float, "fine-tuning learning rate"),
+    ("--lr", "prune.lr", float, "fine-tuning learning rate, probed first (see --probe-kl; --no-probe keeps it)"),
     ("--probe-kl", "prune.probe_kl", float, "largest output shift (mean KL, nats) one fine-tuning step at --lr "
                                             "may cause the dense model before --fallback-lr is used"),
     ("--fallback-lr", "prune.fallback_lr", float, "fine-tuning rate when the probe finds --lr too rough"),
@@ -211,7 +219,8 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", str, "built-in model: to train from scratch, or for checkpoints that record none"),
 ]
 COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
-    ("--no-control", "prune.control", "measure drops from the dense model itself"),
+    ("--no-control", "prune.control", "measure drops from the dense model itself, not from the dense model "
+                                      "after the same fine-tuning without pruning"),
     ("--no-probe", "prune.probe", "skip the probe: always fine-tune at --lr with --distill"),
     ("--keep-dead", "prune.remove_dead", "do not remove dead neurons"),
     ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
@@ -305,7 +314,7 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         lines.append(f"report {html} (and {md})")
     skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
     if res.get("finetune"):
-        lines.insert(0, f"pruning fine-tuned at: {res['finetune']['note']}")
+        lines.insert(0, f"pruning fine-tuned at {res['finetune']['note']}")
     _emit(args, {**res, "run_dir": str(run.path)}, _file_lines(res) + [
         f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
         f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])

@@ -27,6 +27,7 @@ from nncompress.models import build_model
 from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
+from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import count_parameters
 from nncompress.pruning.masks import layer_kind
 from nncompress.pruning.schedule import q_schedule, resolve_groups
@@ -106,6 +107,7 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
                 journal: Optional[Journal] = None) -> PruneResult:
     """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only.
     The fine-tuning recipe is probed on the dense model first (``cfg.probe``)."""
+    pruning_groups(model, cfg)  # bad input is refused before the probe trains anything
     cfg, choice = choose_finetune(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress)
     gen = set_seed(cfg.seed)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None

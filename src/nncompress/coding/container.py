@@ -312,7 +312,8 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
     if version < FORMAT_VERSION:
         raise FormatError(
             f"compressed file has format version {version}: it was written by an earlier pre-release "
-            f"of nncompress, which this one no longer reads; recompress the model"
+            f"of nncompress, which this one no longer reads; recompress the model from its checkpoint "
+            f"(or decompress it with the release that wrote it)"
         )
     if hlen < 2 or hlen > MAX_HEADER_BYTES:
         raise FormatError(f"header length {hlen} is impossible (must be 2..{MAX_HEADER_BYTES})")

@@ -62,6 +62,28 @@ class PruneResult:
     finetune: dict = field(default_factory=dict)  # the fine-tuning recipe used, and the probe behind it
 
 
+def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
+    """Check that ``model`` can be pruned with ``cfg`` and return its stages, so
+    callers can refuse bad input before any training. Layers under
+    ``min_layer_share`` leave their stage (a stage left empty is dropped)."""
+    layers = prunable_layers(model)
+    if not layers:
+        raise ConfigError("the model has no Linear or Conv layer to prune")
+    bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
+    if bad:
+        raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
+    unknown = sorted(set(cfg.layer_scale) - set(layers))
+    if unknown:
+        raise ConfigError(f"layer_scale names unknown layer(s) {unknown}; prunable layers are {list(layers)}")
+    total_weights = sum(m.weight.numel() for m in layers.values())
+    small = {n for n, m in layers.items() if m.weight.numel() < cfg.min_layer_share * total_weights}
+    groups = [kept for g in resolve_groups(cfg.groups, layers) if (kept := [n for n in g if n not in small])]
+    if not groups:
+        raise ConfigError(f"groups {cfg.groups!r} selects only layers under min_layer_share {cfg.min_layer_share} "
+                          f"of the weights ({sorted(small)}): lower min_layer_share or name other layers")
+    return groups
+
+
 def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
            progress: Optional[ProgressFn] = None, on_step: Optional[Callable[[StepRecord], None]] = None
            ) -> PruneResult:
@@ -78,17 +100,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     first starts with ``recover_epochs`` of fine-tuning of all layers, so
     the earlier stages' losses are recovered before the next stage is judged."""
     layers = prunable_layers(model)
-    if not layers:
-        raise ConfigError("the model has no Linear or Conv layer to prune")
-    bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
-    if bad:
-        raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
-    unknown = sorted(set(cfg.layer_scale) - set(layers))
-    if unknown:
-        raise ConfigError(f"layer_scale names unknown layer(s) {unknown}; prunable layers are {list(layers)}")
-    total_weights = sum(m.weight.numel() for m in layers.values())
-    candidates = {n: m for n, m in layers.items() if m.weight.numel() >= cfg.min_layer_share * total_weights}
-    groups = resolve_groups(cfg.groups, candidates)
+    groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
     rates = original_rates(model)

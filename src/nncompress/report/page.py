@@ -181,7 +181,7 @@ def _sensitivity(doc: Doc, run: RunData) -> None:
 def _steps(doc: Doc, run: RunData) -> None:
     doc.heading("Pruning steps", "steps")
     if isinstance(run.summary.get("finetune"), dict) and "note" in run.summary["finetune"]:
-        doc.para(["Fine-tuning recipe: ", field(run.summary, "finetune.note"), "."])
+        doc.para(["Pruning fine-tuned at ", field(run.summary, "finetune.note"), "."])
     if run.steps is None:
         doc.note(f"No {STEPS} in this run directory (pruning skipped or not logged): step log left out.")
         return

@@ -109,12 +109,14 @@ class Journal:
         return self.directory / f"fit-{call:04d}.pt"
 
     def begin(self, model: nn.Module, opt: Optional[torch.optim.Optimizer], generator: torch.Generator,
-              epochs: int, task: str) -> tuple[int, list[float]]:
+              epochs: int, task: str, settings: str = "") -> tuple[int, list[float]]:
         """Start the next fit call: (epochs already done, their losses); the model,
-        optimizer and RNGs are set to where the saved call stopped."""
+        optimizer and RNGs are set to where the saved call stopped. ``settings``
+        (the training recipe, as text) must match too: a call that starts from the
+        same weights at another rate is another call."""
         call = self._next
         self._next += 1
-        self._current = (call, fingerprint(model), task, epochs)
+        self._current = (call, fingerprint(model), task, epochs, settings)
         path = self._path(call)
         if not path.exists():
             return 0, []
@@ -123,7 +125,8 @@ class Journal:
         except Exception as exc:  # noqa: BLE001 - a damaged entry is retrained, never trusted
             log.warning("saved state %s is unreadable (%s); training call %d again", path, exc, call)
             return 0, []
-        if saved.get("before") != self._current[1] or saved.get("task") != task or saved.get("epochs") != epochs:
+        if (saved.get("before") != self._current[1] or saved.get("task") != task or saved.get("epochs") != epochs
+                or saved.get("settings", "") != settings):
             raise RunStateError(f"{path} was saved by a different run (training call {call}, '{saved.get('task')}', "
                                 "started from other weights or settings); resume with the same checkpoint, data and "
                                 "recipe, or give another --run-dir")
@@ -142,8 +145,9 @@ class Journal:
     def epoch_done(self, epoch: int, model: nn.Module, opt: Optional[torch.optim.Optimizer],
                    generator: torch.Generator, losses: list[float]) -> None:
         """Write the state after ``epoch`` epochs of the current call (atomically)."""
-        call, before, task, epochs = self._current
-        entry = {"before": before, "task": task, "epochs": epochs, "epoch": epoch, "losses": list(losses),
+        call, before, task, epochs, settings = self._current
+        entry = {"before": before, "task": task, "epochs": epochs, "settings": settings, "epoch": epoch,
+                 "losses": list(losses),
                  "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                  # a finished call is only ever loaded, never continued: no optimizer state needed
                  "opt": opt.state_dict() if opt is not None and epoch < epochs else None,

@@ -5,6 +5,7 @@ faster than a DataLoader on two cores, so batches are index slices.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
@@ -116,7 +117,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     try:
         start = 0
         if journal is not None:
-            start, losses = journal.begin(model, opt, gen, cfg.epochs, task)
+            settings = json.dumps({"train": cfg.to_dict(), "distill": [teacher.weight, teacher.temperature]
+                                   if teacher is not None else None}, sort_keys=True)
+            start, losses = journal.begin(model, opt, gen, cfg.epochs, task, settings)
         step = start * steps_per_epoch
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(len(x), generator=gen)

@@ -24,7 +24,7 @@ from torch import nn
 from nncompress.config import PruneConfig
 from nncompress.progress import ProgressFn
 from nncompress.pruning.schedule import drop_points
-from nncompress.train.loop import Teacher, evaluate, fit
+from nncompress.train.loop import Teacher, _device, evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,23 @@ class FinetuneChoice:
         return {**dataclasses.asdict(self), "probe_drop_points": self.probe_drop_points, "note": self.describe()}
 
     def describe(self) -> str:
+        recipe = f"lr {self.lr:g}, distillation {self.distill:g}"
         if self.probe_val_accuracy is None:
-            return f"fine-tuning at lr {self.lr:g}, distillation {self.distill:g} (no probe)"
-        head = (f"one step's fine-tuning of the dense model moved its validation outputs by "
-                f"KL {self.probe_kl:.3f} and its accuracy by {-self.probe_drop_points:+.2f} points")
-        if self.fallback:
-            return f"{head}: too rough, so fine-tuning at lr {self.lr:g} with distillation {self.distill:g}"
-        return f"{head}: fine-tuning at lr {self.lr:g}, distillation {self.distill:g}"
+            return f"{recipe} (no probe)"
+        moved = (f"one step's fine-tuning moved the dense model's validation outputs by KL {self.probe_kl:.3f} "
+                 f"and its accuracy by {-self.probe_drop_points:+.2f} points")
+        return f"{recipe} ({moved}: too far, so the fallback)" if self.fallback else f"{recipe} ({moved})"
 
 
 def _log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    device = next(model.parameters()).device
+    device, training = _device(model), model.training
     model.eval()
-    with torch.no_grad():
-        return torch.cat([F.log_softmax(model(x[i:i + batch_size].to(device)), dim=1).cpu()
-                          for i in range(0, len(x), batch_size)])
+    try:
+        with torch.no_grad():
+            return torch.cat([F.log_softmax(model(x[i:i + batch_size].to(device)), dim=1).cpu()
+                              for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(training)
 
 
 def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
@@ -80,7 +82,8 @@ def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tens
     dense_logp = _log_probs(model, val_x)
     trial = copy.deepcopy(model)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
-    with torch.random.fork_rng(devices=[]):
+    device = _device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
         gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
         fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
@@ -89,7 +92,7 @@ def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tens
     kl = float(F.kl_div(_log_probs(trial, val_x), dense_logp, reduction="batchmean", log_target=True))
     unstable = kl > cfg.probe_kl or drop_points(dense, probed) > cfg.tolerance
     if unstable:
-        cfg = dataclasses.replace(cfg, lr=cfg.fallback_lr, distill=max(cfg.distill, cfg.fallback_distill))
+        cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=max(cfg.distill, cfg.fallback_distill))
     choice = FinetuneChoice(cfg.lr, cfg.distill, fallback=unstable, dense_val_accuracy=dense,
                             probe_val_accuracy=probed, probe_kl=round(kl, 6))
     log.info("%s", choice.describe())
