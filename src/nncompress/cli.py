@@ -377,7 +377,8 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     print("\n".join([
         "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
         f"pruning: {len(steps)} logged steps; {1 / max(density, 1e-12):.1f}x fewer nonzero weights "
-        f"({density:.1%} kept)", "", *_file_lines(res),
+        f"({density:.1%} kept); fine-tuned at {(res.get('finetune') or {}).get('note', '-')}", "",
+        *_file_lines(res),
         f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
         f"({-res['test_drop_points']:+.2f} pt)",
         f"outputs in {run.path}; open {html} for the report"]))
