@@ -105,3 +105,12 @@ def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp)
         pruning_groups(model, PruneConfig(groups="fc3", min_layer_share=0.05))
     assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.05)) == [["fc1"], ["fc2"]]
     assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.0)) == [["fc3", "fc1"], ["fc2"]]
+
+
+def test_a_recipe_is_checked_by_the_pruner_s_own_rules_before_training(trained_mlp) -> None:  # noqa: ANN001
+    from nncompress.pipeline import check_layer_names
+    from nncompress.recipe import parse_recipe
+    recipe = parse_recipe({"prune": {"groups": "fc3", "min_layer_share": 0.05}})
+    with pytest.raises(ConfigError, match=r"^prune\.groups 'fc3' selects only layers under min_layer_share"):
+        check_layer_names(recipe, trained_mlp())
+    check_layer_names(parse_recipe({"prune": {"groups": "fc3+fc1"}}), trained_mlp())  # fine: fc3 is big enough

@@ -30,7 +30,7 @@ from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import count_parameters
 from nncompress.pruning.masks import layer_kind
-from nncompress.pruning.schedule import q_schedule, resolve_groups
+from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
@@ -396,15 +396,15 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
     """Every layer a recipe names must be a prunable layer of the model."""
     layers = prunable_layers(model)
-    named: list[tuple[str, Iterable[str]]] = []
+    named: list[tuple[str, Iterable[str]]] = [("share.layers", recipe.share.layer_bits)]
     if recipe.prune is not None:
-        named.append(("prune.layers", recipe.prune.layer_scale))
-        try:
-            resolve_groups(recipe.prune.groups, layers)
-        except ConfigError as exc:
-            raise ConfigError(f"prune.{exc}") from None
-    named.append(("share.layers", recipe.share.layer_bits))
+        named.insert(0, ("prune.layers", recipe.prune.layer_scale))
     for key, names in named:
         unknown = sorted(set(names) - set(layers))
         if unknown:
             raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's prunable layers are {list(layers)}")
+    if recipe.prune is not None:
+        try:
+            pruning_groups(model, recipe.prune)  # the pruner's own checks: groups, layers too small to prune
+        except ConfigError as exc:
+            raise ConfigError(f"prune.{exc}") from None

@@ -60,7 +60,7 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     """Where the model lives: batches are moved there (data stays on the CPU)."""
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
@@ -71,7 +71,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Mean cross-entropy and accuracy (fraction) of ``model`` on (x, y)."""
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model_device(model)
     loss, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
         out = model(x[i:i + batch_size].to(device))
@@ -112,7 +112,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
-    device = _device(model)
+    device = model_device(model)
     model.train()
     try:
         start = 0

@@ -24,7 +24,7 @@ from torch import nn
 from nncompress.config import PruneConfig
 from nncompress.progress import ProgressFn
 from nncompress.pruning.schedule import drop_points
-from nncompress.train.loop import Teacher, _device, evaluate, fit
+from nncompress.train.loop import Teacher, fit, model_device
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class FinetuneChoice:
 
 
 def _log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    device, training = _device(model), model.training
+    """Validation outputs, once per model: the KL and the accuracy both come from them."""
+    device, training = model_device(model), model.training
     model.eval()
     try:
         with torch.no_grad():
@@ -71,6 +72,10 @@ def _log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tor
         model.train(training)
 
 
+def _accuracy(log_probs: torch.Tensor, y: torch.Tensor) -> float:
+    return int((log_probs.argmax(1) == y.cpu()).sum()) / max(1, len(y))
+
+
 def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                     val_y: torch.Tensor, cfg: PruneConfig, progress: Optional[ProgressFn] = None
                     ) -> tuple[PruneConfig, FinetuneChoice]:
@@ -78,18 +83,19 @@ def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tens
     every global RNG are left exactly as they were."""
     if not cfg.probe or cfg.epochs_per_step == 0:
         return cfg, FinetuneChoice(cfg.lr, cfg.distill, fallback=False)
-    dense = evaluate(model, val_x, val_y)[1]
     dense_logp = _log_probs(model, val_x)
+    dense = _accuracy(dense_logp, val_y)
     trial = copy.deepcopy(model)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
-    device = _device(model)
+    device = model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
         gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
         fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
             task="probe", teacher=teacher)
-    probed = evaluate(trial, val_x, val_y)[1]
-    kl = float(F.kl_div(_log_probs(trial, val_x), dense_logp, reduction="batchmean", log_target=True))
+    trial_logp = _log_probs(trial, val_x)
+    probed = _accuracy(trial_logp, val_y)
+    kl = float(F.kl_div(trial_logp, dense_logp, reduction="batchmean", log_target=True))
     unstable = kl > cfg.probe_kl or drop_points(dense, probed) > cfg.tolerance
     if unstable:
         cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=max(cfg.distill, cfg.fallback_distill))
