@@ -241,6 +241,15 @@ def test_small_layers_get_small_codebooks() -> None:
     assert _codebook_bits(8, 3, 8) == 1
 
 
+def test_default_codebooks_keep_small_output_layers_at_full_width() -> None:
+    # LeNet-300-100's output layer keeps ~125 weights: one centroid per 8 of them
+    # left it 8 centroids, the largest accuracy cost of the whole sharing stage
+    from nncompress.pipeline import _codebook_bits
+    default = ShareConfig()
+    assert _codebook_bits(default.fc_bits, 125, default.min_members) == default.fc_bits
+    assert _codebook_bits(default.conv_bits, 500, default.min_members) == 7  # 128 entries for 500 weights
+
+
 def test_fp16_raw_tensors_halve_the_biases(tmp_path, trained_mlp, digits) -> None:
     model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
     full = save_compressed(tmp_path / "a.nnc", model, shared)

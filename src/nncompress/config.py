@@ -211,8 +211,12 @@ class ShareConfig(_Config):
     its members' gradients, while biases train with ``lr``. ``rel_bits`` is
     the relative-index width, ``"auto"`` picking the smallest file per layer.
     A layer with few surviving weights gets a smaller codebook: at most one
-    centroid per ``min_members`` weights (a 256-entry fp32 codebook would
-    outweigh a small convolution). ``codebook_dtype`` ``"auto"`` stores a
+    centroid per ``min_members`` weights, so a 256-entry codebook never
+    outweighs a 500-weight convolution. The default 2 matches float16
+    codebooks, where an entry costs about what two 8-bit indices cost; at 8 the
+    125 weights left in LeNet-300-100's output layer got 8 centroids, and
+    k-means moved the net's validation outputs 4-10 times as far as with 32
+    (bench/results/sharing_experiments.md). ``codebook_dtype`` ``"auto"`` stores a
     codebook as float16 when every centroid is 0 or within float16's normal
     range (rounding far below a cluster's spread), else float32.
     """
@@ -228,7 +232,7 @@ class ShareConfig(_Config):
     weight_decay: float = 0.0
     batch_size: int = 128
     rel_bits: Any = "auto"
-    min_members: int = 8
+    min_members: int = 2
     raw_dtype: str = "float32"
     codebook_dtype: str = "auto"
     seed: int = 0
