@@ -89,7 +89,9 @@ def markdown(results: list[dict], meta: dict) -> str:
                      f"{PUBLISHED[name]['deep_compression']}x | {PUBLISHED[name]['soft_weight_sharing']}x |")
     lines += ["", "Ratio = dense fp32 parameter bytes of the unpruned model / bytes of the whole .nnc file "
               "(headers included). Accuracy is measured on the model decoded from the file. "
-              "torch.save/gzip/zstd: the same pruned model's state dict stored the usual way.", "",
+              "torch.save/gzip/zstd: the same pruned model's state dict stored the usual way. "
+              "Huffman bits are the coded stream's bytes in the file per kept weight, its code table and "
+              "checksum included, so a layer of a hundred weights can pay more than the fixed width.", "",
               "Per-layer table, seed 0:", ""]
     for r in results:
         if r["seed"] != results[0]["seed"]:
