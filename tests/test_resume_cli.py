@@ -142,3 +142,5 @@ def test_flags_are_named_in_errors_and_foreign_folders_are_left_alone(tmp_path: 
     assert "is not empty and holds no run" in capsys.readouterr().err
     assert main(["--quiet", "compress", "x.pt", "--data", "digits", "--budget", "lavish"]) == 1
     assert capsys.readouterr().err.strip() == "nncompress: error: --budget: expected one of even, greedy, got 'lavish'"
+    assert main(["--quiet", "compress", "x.pt", "--data", "digits", "--min-members", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "nncompress: error: --min-members: expected an integer >= 1, got 0"

@@ -207,6 +207,8 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--fallback-distill", "prune.fallback_distill", float, "distillation weight that goes with --fallback-lr"),
     ("--fc-bits", "share.fc_bits", int, "codebook bits of Linear layers"),
     ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
+    ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
+                                                   "many surviving weights"),
     ("--init", "share.init", str, "k-means initialisation: linear, density or random"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
