@@ -204,6 +204,21 @@ def test_random_bytes_and_missing_file(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "trunc.pt")
 
 
+@pytest.mark.parametrize("payload", [b"hello world\n" * 10, b"PK\x03\x04" + b"\x00" * 60, b"\x80\x02}q\x00.",
+                                     b"\x80\x02]q\x00(K\x01e", b"\x80\x02X\x03\x00\x00\x00abcq\x01h\x05."])
+def test_any_garbage_is_a_checkpoint_error(tmp_path: Path, payload: bytes) -> None:
+    # torch's reader fails on garbage with KeyError, IndexError, ...: the user must see one of ours
+    (tmp_path / "x.pt").write_bytes(payload)
+    with pytest.raises(CheckpointError, match="x.pt"):
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_a_damaged_compressed_file_is_not_called_a_bad_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "m.nnc").write_bytes(b"XNC" + b"\x00" * 60)
+    with pytest.raises(CheckpointError, match="neither an nncompress file"):
+        load_checkpoint(tmp_path / "m.nnc")
+
+
 def test_random_bytes_are_not_called_a_pickled_model(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(np.random.default_rng(0).bytes(2048))

@@ -13,7 +13,7 @@ from nncompress.coding import huffman
 from nncompress.coding.container import read_container
 from nncompress.coding.layers import SharedTensor, codebook_storage, decode_tensor, encode_shared
 from nncompress.config import PruneConfig, ShareConfig
-from nncompress.errors import ChecksumError, FormatError, TruncatedError
+from nncompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 from nncompress.modelfile import layer_table, load_compressed, save_compressed
 from nncompress.pipeline import metrics, run_compress, save_trained, share_model
 from nncompress.pruning import prunable_layers
@@ -141,6 +141,41 @@ def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
         decode_tensor(entry, {"w": blob[:6]})  # the codebook alone
 
 
+def test_lying_codebook_fields_are_never_called_a_newer_version() -> None:
+    t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float16))
+    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3)
+    for lie in ({"codebook_size": 2}, {"codebook_size": 4}, {"codebook_dtype": "float32"}, {"rel_bits": 0},
+                {"rel_bits": 17}):
+        with pytest.raises(FormatError) as info:
+            decode_tensor({**entry, **lie}, {"w": blob})
+        assert not isinstance(info.value, VersionError) and "upgrade" not in str(info.value)
+
+
+def test_header_lies_with_good_checksums_are_format_errors(tmp_path, trained_mlp, digits) -> None:
+    from nncompress.coding.container import write_container
+    model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
+    save_compressed(tmp_path / "m.nnc", model, shared)
+    box = read_container(tmp_path / "m.nnc")
+    sections = list(box.sections.items())
+    tensors = box.header["tensors"]
+    for header, fragment in [({**box.header, "meta": [1]}, "meta"),
+                             ({**box.header, "meta": {"dense_params": "x"}}, "dense_params"),
+                             ({**box.header, "tensors": [tensors[0], *tensors]}, "listed twice"),
+                             ({**box.header, "tensors": tensors[1:]}, "belong to no tensor")]:
+        write_container(tmp_path / "lie.nnc", header, sections)
+        with pytest.raises(FormatError, match=fragment):
+            load_compressed(tmp_path / "lie.nnc")
+        assert main(["evaluate", str(tmp_path / "lie.nnc"), "--data", "digits"]) == 1
+
+
+def test_index_outside_the_codebook_is_a_format_error() -> None:
+    # checksums can be right while the header's codebook is shorter than the indices need
+    t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 2, 2]), np.array([-0.5, 0.1, 0.25], np.float32))
+    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, codebook_dtype="float32")
+    with pytest.raises(FormatError, match="outside the header's alphabet"):
+        decode_tensor({**entry, "codebook_size": 1}, {"w": blob[8:]})
+
+
 def test_layer_table_splits_the_section_into_its_streams(tmp_path, trained_mlp, digits) -> None:
     from nncompress.coding.layers import _streams
     from nncompress.modelfile import shared_tensor
@@ -193,7 +228,15 @@ def test_cli_compress_inspect_evaluate_decompress(tmp_path, trained_mlp, digits,
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["file_bytes"] == out.stat().st_size and info["ratio"] > 1
-    assert {"file_bytes", "dense_bytes", "ratio", "layers"} <= set(info)
+    assert {"file_bytes", "dense_bytes", "ratio", "layers", "totals"} <= set(info)
+    totals, rows = info["totals"], info["layers"]
+    assert totals["bytes"] == sum(r["bytes"] for r in rows) < info["file_bytes"]
+    assert totals["nonzero"] == sum(r["nonzero"] for r in rows) and 0 < totals["kept"] < 1
+    shared = [r for r in rows if r["codec"] == "shared"]
+    assert min(r["weight_bits_huffman"] for r in shared) <= totals["weight_bits_huffman"] \
+        <= max(r["weight_bits_huffman"] for r in shared)
+    assert main(["inspect", str(out)]) == 0
+    assert "\ntotal " in capsys.readouterr().out
     assert main(["--quiet", "evaluate", str(out), "--data", "digits", "--json"]) == 0
     assert 0.5 < json.loads(capsys.readouterr().out)["accuracy"] <= 1
     assert main(["decompress", str(out), "--out", str(tmp_path / "d.pt")]) == 0
@@ -270,3 +313,15 @@ def test_compress_reports_progress_of_every_stage(tmp_path, trained_mlp, digits)
     assert {"fine-tune", "prune", "k-means", "centroids", "coding"} <= tasks
     coding = [e for e in events if e.task == "coding"]
     assert coding[-1].done == coding[-1].total == len(trained_mlp().state_dict())
+
+
+def test_integer_buffers_survive_float16_storage(tmp_path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    model[1].num_batches_tracked.fill_(100_000)  # float16 tops out at 65,504
+    save_compressed(tmp_path / "m.nnc", model, {}, raw_dtype="float16")
+    box = load_compressed(tmp_path / "m.nnc")
+    counter = box.state["1.num_batches_tracked"]
+    assert counter.dtype == torch.int64 and int(counter) == 100_000
+    assert {e["name"]: e["dtype"] for e in box.header["tensors"]}["1.running_var"] == "float16"
+    restored = box.build_model(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)))
+    assert int(restored[1].num_batches_tracked) == 100_000

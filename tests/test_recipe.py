@@ -234,8 +234,8 @@ ERRORS = [
     ("train:\n  lr: .nan\n", "recipe.yaml: train.lr: expected a finite number > 0, got nan"),
     ("prune:\n  layers: {conv1: {q_scale: 0}}\n", "recipe.yaml: prune.layers.conv1.q_scale: expected a number > 0, "
                                                   "got 0"),
-    ("share:\n  layers: {fc1: {bits: 17}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer in 1..16, "
-                                              "got 17"),
+    ("share:\n  layers: {fc1: {bits: 16}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer in 1..15, "
+                                              "got 16"),
     ("share:\n  init: kmeans++\n", "recipe.yaml: share.init: expected one of ('linear', 'density', 'random'), "
                                    "got 'kmeans++'"),
     ("coding:\n  rel_bits: 0\n", "recipe.yaml: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),

@@ -166,12 +166,13 @@ def _file_lines(t: dict[str, Any]) -> list[str]:
     head = (f"{'tensor':<12}{'weights':>9}{'kept %':>8}{'w bits':>7}{'w huff':>7}{'i bits':>7}{'i huff':>7}"
             f"{'bytes':>9}{'ratio':>8}")
     lines = [head]
-    for r in t["layers"]:
-        if r["codec"] == "shared":
-            bits = (f"{r['weight_bits_fixed']:>7}{r['weight_bits_huffman']:>7.2f}{r['index_bits_fixed']:>7}"
-                    f"{r['index_bits_huffman']:>7.2f}")
+    totals = t.get("totals")
+    for r in [*t["layers"], *([{**totals, "tensor": "total", "codec": "total"}] if totals else [])]:
+        if r["codec"] == "raw" or r.get("weight_bits_huffman") is None:
+            bits = f"{'raw' if r['codec'] == 'raw' else '':>7}{'':>21}"
         else:
-            bits = f"{'raw':>7}{'':>21}"
+            bits = "".join(f"{r[k]:>7.2f}" if isinstance(r[k], float) else f"{r[k]:>7}" for k in
+                           ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman"))
         lines.append(f"{r['tensor']:<12}{r['weights']:>9,}{r['kept'] * 100:>7.2f}%{bits}{r['bytes']:>9,}"
                      f"{r['ratio']:>7.1f}x")
     lines.append(f"whole file {t['file_bytes']:,} bytes (headers included) vs {t['dense_bytes']:,} dense fp32 "

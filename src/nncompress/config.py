@@ -208,7 +208,8 @@ class ShareConfig(_Config):
     Codebooks have 2**bits entries (``fc_bits`` for Linear, ``conv_bits`` for
     convolutions, ``layer_bits`` per layer overrides). Centroids are then
     fine-tuned for ``epochs``: each moves by ``centroid_lr`` times the sum of
-    its members' gradients, while biases train with ``lr``. ``rel_bits`` is
+    its members' gradients (with ``momentum`` on that sum; 0 is Deep
+    Compression's plain rule), while biases train with ``lr``. ``rel_bits`` is
     the relative-index width, ``"auto"`` picking the smallest file per layer.
     A layer with few surviving weights gets a smaller codebook: at most one
     centroid per ``min_members`` weights, so a 256-entry codebook never
@@ -244,7 +245,7 @@ class ShareConfig(_Config):
                  "'auto', 'float32' or 'float16'", self.codebook_dtype)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
                            *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
-            _require(_positive_int(bits) and bits <= 16, name, "an integer in 1..16", bits)
+            _require(_positive_int(bits) and bits <= 15, name, "an integer in 1..15", bits)
         object.__setattr__(self, "layer_bits", dict(self.layer_bits))
         _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)

@@ -81,16 +81,25 @@ class Compressed:
 
 
 def load_compressed(path: str | os.PathLike[str]) -> Compressed:
-    """Read and check a ``.nnc`` file; decode every tensor (float32)."""
+    """Read and check a ``.nnc`` file; decode every tensor (float32; integer buffers int64)."""
     box = read_container(path)
     header = box.header
     if header.get("kind") != KIND or not isinstance(header.get("tensors"), list):
         raise FormatError(f"{path}: not an nncompress model file (kind {header.get('kind')!r})")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get("dense_params", 0), int) \
+            or isinstance(meta.get("dense_params"), bool):
+        raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer")
     state = {}
     for entry in header["tensors"]:
         if not isinstance(entry, dict):
             raise FormatError(f"{path}: a tensor entry is not an object")
+        if entry.get("name") in state:
+            raise FormatError(f"{path}: tensor {entry.get('name')!r} is listed twice")
         state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
+    unused = sorted(set(box.sections) - set(state))
+    if unused:
+        raise FormatError(f"{path}: section(s) {unused} belong to no tensor")
     sizes = {name: len(data) for name, data in box.sections.items()}
     return Compressed(header, state, sizes, os.path.getsize(path))
 
@@ -120,6 +129,20 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
             row.update({"kept": 1.0, "nonzero": weights})
         rows.append(row)
     dense = 4 * header.get("meta", {}).get("dense_params", 0) or sum(r["dense_bytes"] for r in rows)
-    return {"layers": rows, "file_bytes": file_bytes, "dense_bytes": dense, "ratio": dense / max(1, file_bytes),
-            "payload_bytes": sum(r["bytes"] for r in rows)}
+    return {"layers": rows, "totals": _totals(rows), "file_bytes": file_bytes, "dense_bytes": dense,
+            "ratio": dense / max(1, file_bytes), "payload_bytes": sum(r["bytes"] for r in rows)}
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's totals row: bits averaged over the shared tensors' kept weights."""
+    shared = [r for r in rows if r["codec"] == "shared"]
+    coded = sum(r["nonzero"] for r in shared)
+    weights = sum(r["weights"] for r in rows)
+    out: dict[str, Any] = {"weights": weights, "nonzero": sum(r["nonzero"] for r in rows),
+                           "bytes": sum(r["bytes"] for r in rows), "dense_bytes": sum(r["dense_bytes"] for r in rows)}
+    out["kept"] = out["nonzero"] / max(1, weights)
+    out["ratio"] = out["dense_bytes"] / max(1, out["bytes"])
+    for key in ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman"):
+        out[key] = sum(r[key] * r["nonzero"] for r in shared) / coded if coded else None
+    return out
 

@@ -19,14 +19,17 @@ import numpy as np
 
 from nncompress.coding import huffman
 from nncompress.coding.sparse import from_relative, merge_values, split_values, to_relative
-from nncompress.errors import ConfigError, FormatError
+from nncompress.errors import ConfigError, FormatError, VersionError
 
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+RAW_DTYPES = {**DTYPES, "int64": np.dtype("<i8")}
 #: float16's normal range: a centroid of 0 or a magnitude in it rounds with relative error
 #: <= 2**-11, far below the spread of the weights one centroid stands for.
 F16_MIN_NORMAL = 6.103515625e-05
 F16_MAX = 65504.0
 REL_BITS_CANDIDATES = range(2, 13)
+#: a b-bit relative index is a Huffman symbol below 2**b, and Huffman alphabets end at 2**16
+MAX_REL_BITS = 16
 Sections = list[tuple[str, bytes]]
 
 
@@ -95,7 +98,11 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
 
 
 def encode_raw(name: str, array: np.ndarray, dtype: str = "float32") -> tuple[dict[str, Any], Sections]:
-    data = np.ascontiguousarray(array, dtype=DTYPES[dtype])
+    """``dtype`` applies to floating-point tensors; integer and bool ones (a batch-norm
+    step counter) are stored as int64, which float16 would round past 2048."""
+    if array.dtype.kind in "iub":
+        dtype = "int64"
+    data = np.ascontiguousarray(array, dtype=RAW_DTYPES[dtype])
     return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(name, data.tobytes())]
 
 
@@ -114,11 +121,11 @@ def _shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _dtype(entry: Mapping[str, Any], key: str) -> np.dtype:
+def _dtype(entry: Mapping[str, Any], key: str, allowed: Mapping[str, np.dtype] = DTYPES) -> np.dtype:
     name = entry.get(key)
-    if name not in DTYPES:
+    if name not in allowed:
         raise FormatError(f"tensor {entry.get('name')!r}: unknown {key} {name!r}")
-    return DTYPES[name]
+    return allowed[name]
 
 
 def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
@@ -139,35 +146,48 @@ def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
     return book, pos, size - book - pos
 
 
-def _stream(name: str, what: str, blob: bytes) -> np.ndarray:
+def _stream(name: str, what: str, blob: bytes, alphabet: int) -> np.ndarray:
     """Decode one Huffman stream; its error keeps its type and names the tensor (the
-    section CRC covers both streams, so the blob's own checks say which one is bad)."""
+    section CRC covers both streams, so the blob's own checks say which one is bad).
+    The file's version was checked already, so a blob claiming a newer version is
+    a header lying about where the blob starts, not a reason to upgrade."""
     try:
-        return huffman.decode(blob)
+        symbols = huffman.decode(blob)
+    except VersionError as exc:
+        raise FormatError(f"tensor {name!r}, {what} stream: no valid Huffman blob where the header puts it "
+                          "(a wrong codebook_size, codebook_dtype or positions_bytes)") from exc
     except FormatError as exc:
         raise type(exc)(f"tensor {name!r}, {what} stream: {exc}") from exc
+    if len(symbols) and int(symbols.max()) >= alphabet:
+        raise FormatError(f"tensor {name!r}, {what} stream: symbol {int(symbols.max())} is outside the header's "
+                          f"alphabet of {alphabet}")
+    return symbols
 
 
 def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes]) -> np.ndarray:
-    """Rebuild one tensor as float32 from its section, checking every count the header states."""
+    """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section,
+    checking every count the header states."""
     name = _field(entry, "name", str)
     shape = _shape(entry)
     size = int(np.prod(shape))
     try:
         if entry.get("codec") == "raw":
-            dt = _dtype(entry, "dtype")
+            dt = _dtype(entry, "dtype", RAW_DTYPES)
             data = sections[name]
             if len(data) != size * dt.itemsize:
                 raise FormatError(f"tensor {name!r}: {len(data)} data bytes for shape {list(shape)}")
-            return np.frombuffer(data, dtype=dt).astype(np.float32).reshape(shape)
+            out = np.frombuffer(data, dtype=dt)
+            return (out.astype(np.int64) if dt.kind == "i" else out.astype(np.float32)).reshape(shape)
         if entry.get("codec") == "shared":
             data = sections[name]
             k = _field(entry, "codebook_size", int)
             bits = _field(entry, "rel_bits", int)
             book, pos, _ = split_shared(entry, len(data))
             codebook = np.frombuffer(data[:book], dtype=_dtype(entry, "codebook_dtype")).astype(np.float32)
-            rel = _stream(name, "positions", data[book:book + pos])
-            values = _stream(name, "indices", data[book + pos:])
+            if not 1 <= bits <= MAX_REL_BITS:
+                raise FormatError(f"tensor {name!r}: rel_bits {bits} is outside 1..{MAX_REL_BITS}")
+            rel = _stream(name, "positions", data[book:book + pos], 2 ** bits)
+            values = _stream(name, "indices", data[book + pos:], k + 1)
             if len(rel) != _field(entry, "entries", int) or len(values) != len(rel):
                 raise FormatError(f"tensor {name!r}: stream lengths disagree with the header")
             indices, filler = split_values(values, k, rel=rel, bits=bits)

@@ -21,7 +21,9 @@ from nncompress.errors import ConfigError, ModelError
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization.kmeans import check_init, kmeans_1d
 
-MIN_BITS, MAX_BITS = 1, 16
+# The file codes a codebook index and the filler mark as one Huffman symbol below 2**16,
+# so a codebook has at most 2**15 entries.
+MIN_BITS, MAX_BITS = 1, 15
 CONV_BITS, FC_BITS = 8, 5  # Deep Compression's defaults for AlexNet/VGG
 
 

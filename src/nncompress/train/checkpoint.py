@@ -106,8 +106,17 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
 def _names_python_objects(exc: pickle.UnpicklingError) -> bool:
     """torch's weights-only loader refuses objects it could build unsafely with
     these words; for bytes that are no pickle at all it says neither."""
-    text = str(exc)
-    return "can still be loaded" in text or "Unsupported global" in text
+    text = str(exc).lower()
+    return "can still be loaded" in text or "unsupported global" in text
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    if path.suffix == ".nnc":  # a compressed file whose magic is damaged lands here
+        return CheckpointError(f"{path} is neither an nncompress file (its first bytes are not the file magic; "
+                               "damaged?) nor a PyTorch checkpoint")
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return CheckpointError(f"{path} is not a readable PyTorch checkpoint, corrupt or not a torch.save file "
+                           f"({exc.__class__.__name__}: {detail})")
 
 
 def _read(path: Path) -> Any:
@@ -119,15 +128,13 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _names_python_objects(exc):
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt, or not a "
-                                  "torch.save file)") from exc
+            raise _unreadable(path, exc) from exc
         raise CheckpointError(
             f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)); "
             "nncompress never unpickles code from a file: re-save it with torch.save(model.state_dict(), path)"
         ) from exc
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    except Exception as exc:  # noqa: BLE001 - torch's reader fails on garbage in many ways (KeyError, IndexError...)
+        raise _unreadable(path, exc) from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
