@@ -414,3 +414,100 @@ def test_from_csr_rejects_inconsistent_arrays(change: dict) -> None:
              "shape": good.shape, **change}
     with pytest.raises(FormatError, match="CSR arrays are inconsistent"):
         from_csr(CSR(**parts))
+
+
+# ---------------------------------------------------------------- malformed files, foreign dtypes, prune masks
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("state", [1, 2], "field 'state' must be a dict, not a list"),
+    ("meta", "x", "field 'meta' must be a dict, not a str"),
+    ("sparse", [1], "field 'sparse' must be a dict, not a list"),
+    ("state", {"fc1.weight": 3}, "bad entries 'fc1.weight'"),
+    ("state", {7: torch.zeros(1)}, "bad entries 7"),
+])
+def test_malformed_fields_of_our_checkpoint_name_the_field(tmp_path: Path, field: str, value: object,
+                                                           fragment: str) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, mlp())
+    raw = torch.load(path, weights_only=True)
+    raw[field] = value
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=fragment) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "save the model again" in str(info.value)
+
+
+@pytest.mark.parametrize("payload", [b'{"fc1.weight": [1, 2]}', b"# README\nnot a model\n",
+                                     b"\x89PNG\r\n\x1a\n" + b"\x00" * 64])
+def test_unreadable_file_message_carries_no_unsafe_torch_advice(tmp_path: Path, payload: bytes) -> None:
+    (tmp_path / "x.pt").write_bytes(payload)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "x.pt")
+    msg = str(info.value)
+    assert "not a readable PyTorch checkpoint" in msg
+    assert "weights_only" not in msg and "arbitrary code" not in msg and "pickled Python objects" not in msg
+
+
+def test_empty_file_says_it_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "e.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="the file is empty") as info:
+        load_checkpoint(tmp_path / "e.pt")
+    assert "no detail" not in str(info.value)
+
+
+def test_torch_protocol_warning_does_not_reach_the_user(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    import pickle
+    (tmp_path / "p4.pt").write_bytes(pickle.dumps({"fc1.weight": [1.0]}, protocol=4))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "p4.pt")
+    assert [str(w.message) for w in recwarn] == []
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool])
+def test_integer_weights_are_refused_not_cast(tmp_path: Path, dtype: torch.dtype) -> None:
+    state = {k: (v * 100).to(dtype) for k, v in mlp().state_dict().items()}
+    torch.save(state, tmp_path / "q.pt")
+    with pytest.raises(CheckpointError, match="dequantize") as info:
+        load_checkpoint(tmp_path / "q.pt").build_model(mlp(1))
+    assert f"fc1.weight ({dtype})" in str(info.value)
+
+
+def test_integer_buffers_that_are_integer_in_the_model_still_load() -> None:
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    source = net()
+    source[1].num_batches_tracked.fill_(12)
+    target = net()
+    load_state(target, source.state_dict())
+    assert target[1].num_batches_tracked.dtype == torch.int64 and int(target[1].num_batches_tracked) == 12
+
+
+def test_state_dict_saved_with_torch_prune_masks_loads_folded(tmp_path: Path) -> None:
+    import torch.nn.utils.prune as tprune
+    model = mlp()
+    tprune.l1_unstructured(model.fc1, "weight", amount=0.8)
+    tprune.l1_unstructured(model.fc2, "weight", amount=0.5)
+    expected = {"fc1.weight": model.fc1.weight.detach().clone(), "fc2.weight": model.fc2.weight.detach().clone()}
+    raw = model.state_dict()
+    assert "fc1.weight_mask" in raw and "fc1.weight" not in raw  # the masks really are in the file
+    torch.save(raw, tmp_path / "masked.pt")
+    ckpt = load_checkpoint(tmp_path / "masked.pt")
+    assert not [k for k in ckpt.state if k.endswith(("_orig", "_mask"))]
+    rebuilt = ckpt.build_model(mlp(1))
+    for name, weight in expected.items():
+        got = rebuilt.get_parameter(name)
+        assert torch.equal(got, weight), name
+    assert (rebuilt.fc1.weight == 0).float().mean() >= 0.79
+
+
+def test_lone_or_mismatched_prune_halves_are_not_folded(tmp_path: Path) -> None:
+    state = dict(mlp().state_dict())
+    state["fc1.weight_orig"] = state.pop("fc1.weight")
+    torch.save(state, tmp_path / "lone.pt")
+    with pytest.raises(CheckpointError, match=r"missing fc1\.weight; unexpected fc1\.weight_orig"):
+        load_checkpoint(tmp_path / "lone.pt").build_model(mlp())
+    state["fc1.weight_mask"] = torch.ones(3, 3)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"fc1\.weight_mask has shape \(3, 3\)"):
+        load_checkpoint(tmp_path / "bad.pt")

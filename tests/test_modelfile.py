@@ -325,3 +325,13 @@ def test_integer_buffers_survive_float16_storage(tmp_path) -> None:
     assert {e["name"]: e["dtype"] for e in box.header["tensors"]}["1.running_var"] == "float16"
     restored = box.build_model(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)))
     assert int(restored[1].num_batches_tracked) == 100_000
+
+
+def test_non_finite_decoded_tensors_are_a_format_error(tmp_path) -> None:
+    # the checksums are right (the writer put the NaN there): only the values tell
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    with torch.no_grad():
+        model[0].bias[2] = float("nan")
+    save_compressed(tmp_path / "nan.nnc", model, {})
+    with pytest.raises(FormatError, match=r"0\.bias decode to NaN or Inf"):
+        load_compressed(tmp_path / "nan.nnc")

@@ -40,6 +40,13 @@ def test_training_learns_and_is_deterministic(digits) -> None:
     assert evaluate(a, digits.test_x, digits.test_y)[1] > 0.85
 
 
+def test_diverging_training_says_so(digits) -> None:
+    model = build_model("mlp", digits.input_shape, digits.num_classes)
+    with pytest.raises(ModelError, match="train diverged.*lower the learning rate"):
+        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=3, lr=1e10, batch_size=64),
+            generator=set_seed(0))
+
+
 def test_train_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="lr"):
         TrainConfig(lr=0)

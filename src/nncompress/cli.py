@@ -12,12 +12,13 @@ import os
 import shutil
 import signal
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress import __version__
 from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
-from nncompress.errors import ConfigError, NNCompressError
+from nncompress.errors import BadMagicError, ConfigError, NNCompressError, ReportError
 from nncompress.progress import Progress, ProgressFn
 
 DATA_HELP = "fashion-mnist, digits, or a folder with the four MNIST-format IDX files"
@@ -76,6 +77,9 @@ def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data import load_data
     from nncompress.models import build_model
     from nncompress.pipeline import check_fits, metrics, save_trained, train_model
+    if args.epochs < 1:  # TrainConfig allows 0 (fine-tuning may skip), but train would save an untrained model
+        raise ConfigError(f"--epochs must be at least 1 to train a model, got {args.epochs}")
+    _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], _data_inputs(args.data))
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     splits = load_data(args.data)
     model = build_model(args.model, splits.input_shape, splits.num_classes)
@@ -107,6 +111,9 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_sensitivity
+    _refuse_clobber([(f"--out {args.out} (its {name})", "--out", Path(args.out) / name)
+                     for name in ("sensitivity.csv", "sensitivity.png")],
+                    [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)), *_data_inputs(args.data)])
     cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
     res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress)
     lines = [f"dense validation accuracy {_pct(res['dense_val_accuracy'])}",
@@ -118,11 +125,16 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     scale: dict[str, float] = {}
-    SensitivityConfig(max_drop=args.max_drop)  # validates --max-drop even without --sensitivity
+    if args.max_drop is not None:
+        SensitivityConfig(max_drop=args.max_drop)  # a bad value is named first, whatever else is missing
+        if not args.sensitivity:
+            raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV "
+                              "too, or drop --max-drop")
     if args.sensitivity:
         from nncompress.pruning.sensitivity import from_csv, layer_scales
         base, rows = from_csv(args.sensitivity)
-        scale = layer_scales(rows, base, args.max_drop)
+        max_drop = args.max_drop if args.max_drop is not None else SensitivityConfig().max_drop
+        scale = layer_scales(rows, base, max_drop)
     flags, switches = _prune_flags()
     values = {name: getattr(args, _dest(flag)) for flag, name, _, _ in flags}
     values.update({name: not getattr(args, _dest(flag)) for flag, name, _ in switches})
@@ -155,6 +167,14 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
 def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_prune
     cfg = _prune_config(args)
+    out = Path(args.out)
+    log_flag, log_given = ("--log-dir", args.log_dir) if args.log_dir else ("--out", args.out)
+    log_dir = Path(args.log_dir) if args.log_dir else out.with_name(out.stem + "_prune")  # as run_prune names it
+    _refuse_clobber([(f"--out {args.out}", "--out", out),
+                     *[(f"{log_flag} {log_given} (its {log_dir / name})", log_flag, log_dir / name)
+                       for name in ("steps.jsonl", "summary.json", "hist_before.png", "hist_after.png")]],
+                    [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
+                     *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
     run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
                     model_name=args.model, progress=progress)
     _emit(args, {**run.summary, "files": run.files},
@@ -270,6 +290,7 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
                               f"({args.run_dir}/run.json); give only --run-dir (and --quiet, --json, --report)")
         run = RunDir(args.run_dir, resume=True)
         saved = run.read_run()
+        _refuse_clobber(_report_outputs("--report", args.report), _run_owned(run.path))
         return parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"), run, saved.get("checkpoint"), \
             saved.get("out")
     recipe = load_recipe(args.recipe) if args.recipe else parse_recipe({}, "<defaults>")
@@ -285,12 +306,56 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
     if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:
         raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV, "
                           "or a recipe with a sensitivity section")
+    if not args.checkpoint and recipe.train.epochs < 1:  # as `train --epochs 0`: an untrained model
+        raise ConfigError(f"train.epochs must be at least 1 when compress trains the model itself (no checkpoint "
+                          f"given), got {recipe.train.epochs}")
     _check_output(args.out)
+    inputs = [*([(f"the checkpoint {args.checkpoint}", Path(args.checkpoint))] if args.checkpoint else []),
+              *([(f"the recipe {args.recipe}", Path(args.recipe))] if args.recipe else []),
+              *_sensitivity_input(args.sensitivity), *_data_inputs(recipe.data),
+              *(_run_files(Path(args.run_dir)) if args.run_dir else [])]  # RunDir refuses a folder in use
+    out = Path(args.out) if args.out else Path(args.run_dir) / "model.nnc" if args.run_dir else None
+    what = f"--out {args.out}" if args.out else f"the run's model.nnc ({out})"
+    _refuse_clobber([*([(what, "--out", out)] if out else []),
+                     *_report_outputs("--report", args.report)], inputs)
     if args.run_dir:
-        return recipe, RunDir(args.run_dir), args.checkpoint, args.out
-    path = new_run_dir()
-    args._made_run_dir = path  # removed again if the run fails before it starts
-    return recipe, RunDir(path), args.checkpoint, args.out
+        path = Path(args.run_dir).absolute()
+        made = _first_missing(path)
+    else:
+        made = _first_missing(Path("runs").absolute())
+        path = new_run_dir().absolute()
+        made = made or path
+    args._made_run_dir = (path, made)  # removed again if the run fails before it starts
+    return recipe, RunDir(args.run_dir or path), args.checkpoint, args.out
+
+
+def _first_missing(path: Path) -> Optional[Path]:
+    """The outermost folder of ``path`` that does not exist yet: what making ``path`` creates."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _drop_unstarted_run(args: argparse.Namespace) -> None:
+    """A run that failed before it wrote run.json has nothing to resume: remove the folders it made."""
+    run_dir = getattr(args, "_run_dir", None)
+    if run_dir is None or (Path(run_dir) / "run.json").exists():
+        return
+    args._run_dir = None  # no resume hint for a run that never started
+    path, top = getattr(args, "_made_run_dir", (None, None))
+    if path is None or top is None:  # the folder was there before this command: leave it
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    for parent in path.parents:  # folders made on the way to it, if nothing else went in since
+        if not parent.is_relative_to(top):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
@@ -303,10 +368,7 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         args._run_dir = run.path  # for the interruption message
         res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
     except BaseException:
-        made = getattr(args, "_made_run_dir", None)
-        if made is not None and not (made / "run.json").exists():  # failed before it started: leave no empty folder
-            shutil.rmtree(made, ignore_errors=True)
-            args._run_dir = None
+        _drop_unstarted_run(args)
         raise
     args._run_dir = None  # finished: nothing to resume from here on
     lines = [f"run folder {run.path}"]
@@ -331,13 +393,30 @@ def _check_report_name(path: str) -> None:
 def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.report.page import write_report
     _check_report_name(args.out)
+    if Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
+        raise ReportError(f"{args.run_dir} is a file, not a run folder: give the folder that "
+                          "`nncompress compress --run-dir` wrote")
+    _refuse_clobber(_report_outputs("--out", args.out), _run_owned(Path(args.run_dir)))
     html, md = write_report(args.run_dir, args.out)
     _emit(args, {"html": str(html), "markdown": str(md)}, [f"wrote {html} and {md}"])
 
 
+def _load_nnc(path: str) -> Any:
+    """Read a compressed file; a PyTorch checkpoint given instead gets told what reads it."""
+    from nncompress.modelfile import load_compressed
+    try:
+        return load_compressed(path)
+    except BadMagicError:
+        if zipfile.is_zipfile(path):  # torch.save's format; never unpickled here
+            raise BadMagicError(f"{path} is a PyTorch checkpoint, not an nncompress file: `nncompress compress "
+                                f"{path} --data DATA` makes an .nnc from it (`nncompress evaluate` reads "
+                                "both)") from None
+        raise
+
+
 def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.modelfile import layer_table, load_compressed
-    box = load_compressed(args.file)
+    from nncompress.modelfile import layer_table
+    box = _load_nnc(args.file)
     table = layer_table(box.header, box.section_bytes, box.file_bytes)
     table["arch"] = box.header.get("arch")
     _emit(args, table, _file_lines(table))
@@ -345,9 +424,9 @@ def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.atomic import atomic_open
-    from nncompress.modelfile import load_compressed
     import torch
-    box = load_compressed(args.file)
+    _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], [(f"the input {args.file}", Path(args.file))])
+    box = _load_nnc(args.file)
     with atomic_open(args.out, "wb") as handle:
         torch.save(box.state, handle)
     _emit(args, {"out": args.out, "tensors": len(box.state)},
@@ -417,8 +496,9 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     for flag, _, text in switches:
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
-    p.add_argument("--max-drop", type=float, default=SensitivityConfig().max_drop,
-                   help="with --sensitivity: drop (points) that sets each layer's q scale")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help=f"with --sensitivity: drop (points) that sets each layer's q scale "
+                        f"(default {SensitivityConfig().max_drop})")
     p.add_argument("--seed", type=int, default=c.seed)
 
 
@@ -540,6 +620,74 @@ def _check_output(path: Optional[str], folder: bool = False) -> None:
             if not os.access(p, os.W_OK):
                 raise ConfigError(f"cannot write {path}: {p} is not writable")
             break
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: by inode where both exist (links too), else by resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _refuse_clobber(outputs: Sequence[tuple[str, str, Path]], inputs: Sequence[tuple[str, Path]]) -> None:
+    """Refuse, before any work, an output (what, flag, path) that would overwrite an input (what, path) or an
+    earlier output: a typo in --out must not destroy what the command reads or writes."""
+    seen = list(inputs)
+    for what, flag, path in outputs:
+        for other, src in seen:
+            if _same_file(path, src):
+                raise ConfigError(f"{what} would overwrite {other}; pick another {flag}")
+        seen.append((what, path))
+
+
+def _report_outputs(flag: str, html: Optional[str]) -> list[tuple[str, str, Path]]:
+    """The report page and its Markdown twin, as outputs for _refuse_clobber."""
+    if not html:
+        return []
+    md = Path(html).with_suffix(".md")
+    return [(f"{flag} {html}", flag, Path(html)), (f"{flag} {html} (its Markdown twin {md})", flag, md)]
+
+
+def _data_inputs(spec: Optional[str]) -> list[tuple[str, Path]]:
+    """The IDX files of a --data folder (named data sets live elsewhere)."""
+    from nncompress.data.datasets import IDX_FILES
+    if not spec or spec in ("digits", "fashion-mnist") or not Path(spec).is_dir():
+        return []
+    return [(f"the data file {Path(spec) / n}", Path(spec) / n) for name in IDX_FILES for n in (name, f"{name}.gz")]
+
+
+def _sensitivity_input(path: Optional[str]) -> list[tuple[str, Path]]:
+    """--sensitivity names the CSV or its folder."""
+    if not path:
+        return []
+    csv = Path(path) / "sensitivity.csv" if Path(path).is_dir() else Path(path)
+    return [(f"the sensitivity table {csv}", csv)]
+
+
+def _run_files(run_dir: Path) -> list[tuple[str, Path]]:
+    """The files a run writes in its folder, whether or not they are there yet."""
+    from nncompress.rundir import RUN_FILES
+    return [(f"the run's {name} ({run_dir / name})", run_dir / name) for name in RUN_FILES]
+
+
+def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
+    """What a report must not overwrite: the run's own files (those still to come too), any other file in
+    the folder but an earlier report (.html, .md), and the checkpoint and compressed file run.json names."""
+    owned = _run_files(run_dir)
+    if not run_dir.is_dir():
+        return owned
+    owned += [(f"the run's file {p}", p) for p in run_dir.rglob("*")
+              if p.is_file() and p.suffix.lower() not in (".html", ".htm", ".md")]
+    try:
+        saved = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict):
+        for key, what in (("checkpoint", "checkpoint"), ("out", "compressed file")):
+            if isinstance(saved.get(key), str):
+                owned.append((f"the run's {what} {saved[key]}", Path(saved[key])))
+    return owned
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

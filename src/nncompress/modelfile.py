@@ -21,7 +21,7 @@ from nncompress.errors import FormatError
 from nncompress.models import arch_record, from_record
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization import SharedLayer
-from nncompress.train.checkpoint import load_state
+from nncompress.train.checkpoint import load_state, nonfinite
 
 KIND = "nncompress-model"
 
@@ -100,6 +100,10 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     unused = sorted(set(box.sections) - set(state))
     if unused:
         raise FormatError(f"{path}: section(s) {unused} belong to no tensor")
+    bad = nonfinite(state)  # checksums only prove the bytes are as written, not that they are numbers
+    if bad:
+        raise FormatError(f"{path}: tensor(s) {', '.join(bad[:6])} decode to NaN or Inf: the file is damaged "
+                          "or was written from a broken model; compress the model again")
     sizes = {name: len(data) for name, data in box.sections.items()}
     return Compressed(header, state, sizes, os.path.getsize(path))
 

@@ -31,6 +31,10 @@ from nncompress.errors import ConfigError
 from nncompress.train.journal import Journal, RunStateError
 
 RUN_FILE = "run.json"
+#: Every name a run writes in its folder (pipeline.run_recipe and compress_model); "state" is the
+#: journal's folder. The CLI refuses outputs (a report, --out) that would land on one of them.
+RUN_FILES = (RUN_FILE, "recipe.yaml", "environment.json", "sensitivity.csv", "sensitivity.png", "steps.jsonl",
+             "histograms.json", "summary.json", "base.pt", "state")
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:

@@ -7,8 +7,10 @@ from elsewhere (bare state dicts, GPU-saved, DataParallel-wrapped) load too.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from nncompress.models import arch_record, from_record
 FORMAT_KEY = "nncompress_checkpoint"
 FORMAT_VERSION = 1
 STORAGES = ("auto", "dense", "csr")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,7 +58,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     """Write ``model`` atomically; return how each weight was stored ('dense'/'csr')."""
     if storage not in STORAGES:
         raise CheckpointError(f"storage must be one of {STORAGES}, got {storage!r}")
-    state = _fold_reparametrisation({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    state = _fold_pruning_masks({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "the model")
     check_finite(state)
     dense: dict[str, torch.Tensor] = {}
     sparse: dict[str, dict[str, Any]] = {}
@@ -78,19 +82,13 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     return layout
 
 
-def _fold_reparametrisation(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A model pruned by torch.nn.utils.prune holds ``w_orig`` and ``w_mask``;
-    store their product as ``w``, so no mask or copy reaches the file."""
-    for key in [k for k in state if k.endswith("_orig")]:
-        base = key[: -len("_orig")]
-        mask = state.pop(base + "_mask", None)
-        orig = state.pop(key)
-        state[base] = orig * mask if mask is not None else orig
-    return state
+def nonfinite(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf (each caller picks its error type)."""
+    return [str(k) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def check_finite(state: Mapping[str, torch.Tensor]) -> None:
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = nonfinite(state)
     if bad:
         raise ModelError(f"weights contain NaN or Inf in {', '.join(bad)}: the model cannot be compressed; "
                          "retrain it or restore an earlier checkpoint")
@@ -114,9 +112,13 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if path.suffix == ".nnc":  # a compressed file whose magic is damaged lands here
         return CheckpointError(f"{path} is neither an nncompress file (its first bytes are not the file magic; "
                                "damaged?) nor a PyTorch checkpoint")
-    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-    return CheckpointError(f"{path} is not a readable PyTorch checkpoint, corrupt or not a torch.save file "
-                           f"({exc.__class__.__name__}: {detail})")
+    message = f"{path} is not a readable PyTorch checkpoint, corrupt or not a torch.save file"
+    # torch's own text may advise weights_only=False, i.e. running the file's code: never pass that on
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+        return CheckpointError(message)
+    detail = text.splitlines()[0] if text.strip() else "no detail"
+    return CheckpointError(f"{message} ({exc.__class__.__name__}: {detail})")
 
 
 def _read(path: Path) -> Any:
@@ -124,8 +126,14 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
+                              "interrupted save or copy?): point to the file torch.save wrote")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about pickle protocols it did not write; our one error line says enough
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _names_python_objects(exc):
             raise _unreadable(path, exc) from exc
@@ -135,6 +143,45 @@ def _read(path: Path) -> Any:
         ) from exc
     except Exception as exc:  # noqa: BLE001 - torch's reader fails on garbage in many ways (KeyError, IndexError...)
         raise _unreadable(path, exc) from exc
+
+
+def _check_fields(raw: Mapping[str, Any], path: Path) -> None:
+    """Our own dict's fields have fixed types; a damaged or hand-made one must
+    fail with the field's name, not with a TypeError deep in the loader."""
+    for key in ("state", "sparse", "meta"):
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: checkpoint field {key!r} must be a dict, not a {type(value).__name__}; "
+                                  "the file is damaged or was not written by nncompress: save the model again")
+    bad = [repr(k) for k, v in raw.get("state", {}).items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    bad += [repr(k) for k in raw.get("sparse", {}) if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"{path}: checkpoint fields 'state'/'sparse' must map tensor names to tensors; "
+                              f"bad entries {', '.join(bad[:6])}: the file is damaged, save the model again")
+
+
+def _fold_pruning_masks(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """A model (or a state dict saved) with torch.nn.utils.prune still attached
+    holds ``w_orig`` and ``w_mask`` instead of ``w``: keep ``w = w_orig * w_mask``,
+    so no mask or dense copy reaches our files. Only complete pairs are folded;
+    a lone half is left for load_state to report."""
+    folded: list[str] = []
+    for key in [k for k in state if k.endswith("_orig")]:
+        base = key[: -len("_orig")]
+        if base + "_mask" not in state or base in state:
+            continue
+        orig, mask = state[key], state[base + "_mask"]
+        if orig.shape != mask.shape:
+            raise CheckpointError(f"{path}: pruning mask {base}_mask has shape {tuple(mask.shape)} but "
+                                  f"{key} has {tuple(orig.shape)}: the file is damaged; save the model again "
+                                  "after torch.nn.utils.prune.remove")
+        state[base] = (orig * mask).to(orig.dtype)
+        del state[key], state[base + "_mask"]
+        folded.append(base)
+    if folded:
+        log.info("%s: folded torch.nn.utils.prune masks into %s", path, ", ".join(folded))
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -148,6 +195,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}); "
                                   "upgrade nncompress to read it")
+        _check_fields(raw, path)
         state = dict(raw.get("state", {}))
         try:
             for name, parts in raw.get("sparse", {}).items():
@@ -162,10 +210,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             if isinstance(raw.get(key), dict):
                 raw = raw[key]
                 break
-        tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        tensors = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if not tensors:
             raise CheckpointError(f"{path} holds no tensors: expected a state dict")
         ckpt = Checkpoint(state=_strip_prefix(tensors))
+    ckpt.state = _fold_pruning_masks(ckpt.state, path)
     check_finite(ckpt.state)
     return ckpt
 
@@ -186,4 +235,10 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         if shapes:
             parts.append("; ".join(shapes[:4]))
         raise CheckpointError("checkpoint does not match the model: " + "; ".join(parts))
+    # casting int8/bool weights to float would load garbage without a word
+    cast = [f"{k} ({state[k].dtype})" for k in own if own[k].is_floating_point() and not state[k].is_floating_point()]
+    if cast:
+        raise CheckpointError(f"checkpoint tensor(s) {', '.join(cast[:6])} are not floating point but the model's "
+                              "are: nncompress does not dequantize; dequantize them (or save the float weights) "
+                              "and load again")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import TrainConfig
+from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn, report
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
                 running += loss.item() * len(idx)
                 step += 1
             losses.append(running / len(x))
+            if not math.isfinite(losses[-1]):  # before the journal saves it: a resume must not start from NaN
+                raise ModelError(f"{task} diverged: the mean loss of epoch {epoch + 1} is {losses[-1]}; "
+                                 f"lower the learning rate (it peaked at {cfg.lr:g})")
             if journal is not None:
                 journal.epoch_done(epoch + 1, model, opt, gen, losses)
             report(progress, task, epoch + 1, cfg.epochs, loss=losses[-1])
