@@ -88,14 +88,14 @@ def test_sensitivity_out_onto_the_checkpoint_is_refused(files: dict[str, Path], 
 
 
 def test_compress_report_onto_out_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
-    run, out = tmp_path / "r5", tmp_path / "r5.nnc"
+    run, out = tmp_path / "r5", tmp_path / "r5.html"  # an odd name for the .nnc, but the only one a report takes
     _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run), "--out", str(out),
               "--report", str(out)], f"--report {out} would overwrite --out {out}", "pick another --report")
     md = tmp_path / "r5.md"  # the Markdown twin counts too
     _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run), "--out", str(md),
               "--report", str(tmp_path / "r5.html")], "Markdown twin", "pick another --report")
     _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run),
-              "--report", str(run / "summary.json")], "the run's summary.json")
+              "--report", str(run / "summary.json")], "ending in .html")  # no run file is named .html
     assert not run.exists() and not out.exists() and not md.exists()
 
 
@@ -105,13 +105,16 @@ def test_report_onto_a_run_file_is_refused(files: dict[str, Path], tmp_path: Pat
     shutil.copytree(files["run"], run)
     (run / "notes.txt").write_text("not ours, but in the run folder: kept too\n")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    _refused(["report", str(run), "--out", str(run / name)], "would overwrite", "pick another --out")
+    _refused(["report", str(run), "--out", str(run / name)], "ending in .html")  # a report's name never is a run's
+    (run / "summary.md").write_text("the user's notes\n")  # the page's Markdown twin would land on a file of theirs
+    before[run / "summary.md"] = (run / "summary.md").read_bytes()
+    _refused(["report", str(run), "--out", str(run / "summary.html")], "Markdown twin", "pick another --out")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_report_onto_the_runs_compressed_file_is_refused(files: dict[str, Path]) -> None:
     before = files["nnc"].read_bytes()
-    _refused(["report", str(files["run"]), "--out", str(files["nnc"])], "the run's compressed file")
+    _refused(["report", str(files["run"]), "--out", str(files["nnc"])], "ending in .html")
     assert files["nnc"].read_bytes() == before
 
 
@@ -122,6 +125,21 @@ def test_report_may_replace_an_earlier_report(files: dict[str, Path], tmp_path: 
         rc, _, err = run_main(["report", str(run), "--out", str(run / "report.html")])
         assert rc == 0, err
     assert (run / "report.md").is_file()
+
+
+def test_a_report_needs_an_html_name_so_a_rerun_can_recognise_it(files: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(files["run"], run)
+    _refused(["report", str(run), "--out", str(run / "report")], "ending in .html")
+    assert not (run / "report").exists()
+
+
+def test_a_report_never_replaces_figures_it_did_not_write(files: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "page_files").mkdir()
+    (tmp_path / "page_files" / "steps.png").write_bytes(b"someone else's plot")
+    _refused(["report", str(files["run"]), "--out", str(tmp_path / "page.html")], "page_files", "steps.png",
+             "pick another report name")
+    assert (tmp_path / "page_files" / "steps.png").read_bytes() == b"someone else's plot"
 
 
 # ---------------------------------------------------------------- the wrong kind of file
@@ -173,12 +191,15 @@ def test_prune_max_drop_needs_sensitivity(files: dict[str, Path], tmp_path: Path
 
 def test_prune_sensitivity_without_max_drop_uses_the_default(files: dict[str, Path], tmp_path: Path) -> None:
     from nncompress.cli import _prune_config, build_parser
-    rows = [SensitivityRow(layer, q, 1.0 - q / 2, 0.9 - q * k) for k, layer in ((0.01, "fc1"), (0.1, "fc2"))
+    # fc1 loses 0.5 points per unit of q, fc2 1 point: the default 2-point budget tells them apart
+    rows = [SensitivityRow(layer, q, 1.0 - q / 2, 0.9 - q * k) for k, layer in ((0.01, "fc1"), (0.02, "fc2"))
             for q in (0.5, 1.0, 1.5)]
     to_csv(0.9, rows, tmp_path / "sensitivity.csv")
     args = build_parser().parse_args(["prune", str(files["ckpt"]), "--data", "digits", "--out", "p.pt",
                                       "--sensitivity", str(tmp_path)])
-    assert _prune_config(args).layer_scale == layer_scales(rows, 0.9, SensitivityConfig().max_drop)
+    default = layer_scales(rows, 0.9, SensitivityConfig().max_drop)
+    assert default["fc1"] > 1.0 > default["fc2"] and default != layer_scales(rows, 0.9, 0.5)
+    assert _prune_config(args).layer_scale == default
 
 
 def test_failed_compress_leaves_no_folders_it_made(files: dict[str, Path], tmp_path: Path,
@@ -200,7 +221,7 @@ def test_failed_resume_report_check_touches_nothing(files: dict[str, Path], tmp_
     shutil.copytree(files["run"], run)
     (run / "state").mkdir()  # an unfinished run: summary.json without the journal's folder reads as finished
     saved: dict[str, Any] = json.loads((run / "run.json").read_text())
-    _refused(["compress", "--resume", "--run-dir", str(run), "--report", str(run / "run.json")], "the run's run.json")
+    _refused(["compress", "--resume", "--run-dir", str(run), "--report", str(run / "run.json")], "ending in .html")
     assert json.loads((run / "run.json").read_text()) == saved
 
 

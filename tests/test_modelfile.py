@@ -1,6 +1,7 @@
 """The .nnc model file: exact decoding, determinism, refusal of damaged files."""
 from __future__ import annotations
 
+import copy
 import json
 import struct
 
@@ -335,3 +336,17 @@ def test_non_finite_decoded_tensors_are_a_format_error(tmp_path) -> None:
     save_compressed(tmp_path / "nan.nnc", model, {})
     with pytest.raises(FormatError, match=r"0\.bias decode to NaN or Inf"):
         load_compressed(tmp_path / "nan.nnc")
+
+
+def test_centroid_tuning_that_diverges_is_rolled_back(trained_mlp, digits) -> None:
+    model = trained_mlp()
+    with torch.no_grad():
+        for layer in prunable_layers(model).values():
+            layer.weight.mul_(layer.weight.abs() > layer.weight.abs().quantile(0.85))
+    untuned = copy.deepcopy(model)
+    share_model(untuned, digits, ShareConfig(epochs=0))
+    shared, info = share_model(model, digits, ShareConfig(epochs=2, batch_size=64, centroid_lr=1e8))
+    assert info["centroid_tuning_diverged"] and not info["centroid_tuning_kept"]
+    assert info["val_after_centroid_tuning"] is None
+    for name, tensor in untuned.state_dict().items():  # exactly the codebooks k-means gave
+        assert torch.equal(model.state_dict()[name], tensor), name

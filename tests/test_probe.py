@@ -32,6 +32,12 @@ def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp)
     assert "too far, so the fallback" in choice.to_dict()["note"]
 
 
+def test_a_rate_that_diverges_falls_back_instead_of_failing(digits, trained_mlp) -> None:  # noqa: ANN001
+    cfg, choice = _choose(trained_mlp(), digits, PruneConfig(lr=1e6, epochs_per_step=1, fallback_lr=0.01))
+    assert choice.fallback and choice.probe_diverged and cfg.lr == 0.01
+    assert choice.probe_kl is None and "diverged" in choice.to_dict()["note"]
+
+
 def test_the_kl_threshold_decides(digits, trained_mlp) -> None:  # noqa: ANN001
     base = PruneConfig(lr=0.05, epochs_per_step=1, tolerance=100.0)
     _, measured = _choose(trained_mlp(), digits, base)

@@ -386,8 +386,17 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 
 def _check_report_name(path: str) -> None:
-    if Path(path).suffix.lower() == ".md":
-        raise ConfigError(f"{path}: give the HTML page's name (e.g. report.html); the Markdown twin goes beside it")
+    """Only .html/.htm: the Markdown twin and the figure folder are named after it, and a rerun
+    may replace an earlier report only because its name says it is one."""
+    if Path(path).suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{path}: give the HTML page's name ending in .html (e.g. report.html); the Markdown "
+                          "twin goes beside it")
+    from nncompress.report.page import FIGURES
+    files = Path(path).with_name(f"{Path(path).stem}_files")
+    foreign = [files / n for n in FIGURES if (files / n).exists() and not _report_figure(files / n)]
+    if foreign:
+        raise ConfigError(f"{path}: its figure folder {files} already holds {foreign[0].name}, and no report "
+                          f"{path} owns it; pick another report name")
 
 
 def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
@@ -645,8 +654,11 @@ def _report_outputs(flag: str, html: Optional[str]) -> list[tuple[str, str, Path
     """The report page and its Markdown twin, as outputs for _refuse_clobber."""
     if not html:
         return []
+    from nncompress.report.page import FIGURES
     md = Path(html).with_suffix(".md")
-    return [(f"{flag} {html}", flag, Path(html)), (f"{flag} {html} (its Markdown twin {md})", flag, md)]
+    files = Path(html).with_name(f"{Path(html).stem}_files")  # write_report's figure folder
+    return [(f"{flag} {html}", flag, Path(html)), (f"{flag} {html} (its Markdown twin {md})", flag, md),
+            *[(f"{flag} {html} (its figure {files / name})", flag, files / name) for name in FIGURES]]
 
 
 def _data_inputs(spec: Optional[str]) -> list[tuple[str, Path]]:
@@ -671,14 +683,29 @@ def _run_files(run_dir: Path) -> list[tuple[str, Path]]:
     return [(f"the run's {name} ({run_dir / name})", run_dir / name) for name in RUN_FILES]
 
 
+def _beside_a_page(path: Path) -> bool:
+    """Whether ``path`` has an HTML page of the same stem beside it: then it is that report's twin or figure."""
+    return any(path.with_suffix(ext).is_file() for ext in (".html", ".htm"))
+
+
+def _report_figure(path: Path) -> bool:
+    """A figure of an earlier report: NAME_files/FIGURE beside NAME.html (or .htm)."""
+    from nncompress.report.page import FIGURES
+    folder = path.parent
+    return (path.name in FIGURES and folder.name.endswith("_files")
+            and _beside_a_page(folder.with_name(folder.name[:-len("_files")])))
+
+
 def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
     """What a report must not overwrite: the run's own files (those still to come too), any other file in
-    the folder but an earlier report (.html, .md), and the checkpoint and compressed file run.json names."""
+    the folder but an earlier report (its page, Markdown twin and figures), and the checkpoint and
+    compressed file run.json names."""
     owned = _run_files(run_dir)
     if not run_dir.is_dir():
         return owned
     owned += [(f"the run's file {p}", p) for p in run_dir.rglob("*")
-              if p.is_file() and p.suffix.lower() not in (".html", ".htm", ".md")]
+              if p.is_file() and p.suffix.lower() not in (".html", ".htm") and not _report_figure(p)
+              and not (p.suffix.lower() == ".md" and _beside_a_page(p))]
     try:
         saved = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):

@@ -22,7 +22,7 @@ from nncompress.atomic import write_text
 from nncompress.coding.csr import csr_bytes
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.data import Splits, load_data
-from nncompress.errors import CheckpointError, ConfigError
+from nncompress.errors import CheckpointError, ConfigError, ModelError
 from nncompress.models import build_model
 from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
@@ -265,20 +265,27 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     gen = set_seed(cfg.seed)
     if journal is not None:
         journal.register("centroids", tuner.state_dict, tuner.load_state_dict)
+    diverged = False
     try:
         fit(model, splits.train_x, splits.train_y, cfg.finetune(), params=list(unshared_parameters(model, shared)),
             after_step=tuner.after_step, generator=gen, progress=progress, task="centroids", freeze_others=False,
             journal=journal)
+    except ModelError:  # NaN loss: the tuning is rolled back like any that validation rejects
+        diverged = True
+        log.warning("centroid tuning diverged (lower centroid_lr %g or lr %g); the untuned codebooks are kept",
+                    cfg.centroid_lr, cfg.lr)
     finally:
         if journal is not None:
             journal.unregister("centroids")
-    val_after = evaluate(model, splits.val_x, splits.val_y)[1]
-    if val_after < val_before:
+    val_after = float("nan") if diverged else evaluate(model, splits.val_x, splits.val_y)[1]
+    if diverged or val_after < val_before:
         model.load_state_dict(saved[0])
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
-    return shared, {"bits": bits, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
-                    "centroid_tuning_kept": val_after >= val_before}
+    return shared, {"bits": bits, "val_after_sharing": val_before,
+                    "val_after_centroid_tuning": None if diverged else val_after,
+                    "centroid_tuning_kept": not diverged and val_after >= val_before,
+                    "centroid_tuning_diverged": diverged}
 
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],

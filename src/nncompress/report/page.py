@@ -98,7 +98,8 @@ def _headline(doc: Doc, s: Mapping[str, Any]) -> None:
         if key in s:
             vals += ([" \u00b7 "] if len(vals) > 1 else []) + [label, field(s, key)]
             if s[key] is None:
-                vals.append(" (not pruned in this run)")
+                vals.append(" (diverged, rolled back)" if key == "val_after_centroid_tuning"
+                            else " (not pruned in this run)")
     if "centroid_tuning_kept" in s:
         vals += [" (centroid fine-tuning kept: ", field(s, "centroid_tuning_kept"), ")"]
     if len(vals) > 1:

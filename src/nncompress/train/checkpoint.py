@@ -126,7 +126,7 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
+    if path.stat().st_size == 0 and path.suffix != ".nnc":
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
                               "interrupted save or copy?): point to the file torch.save wrote")
     try:

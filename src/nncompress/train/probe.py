@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import PruneConfig
+from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn
 from nncompress.pruning.schedule import drop_points
 from nncompress.train.loop import Teacher, fit, model_device
@@ -41,6 +42,7 @@ class FinetuneChoice:
     dense_val_accuracy: Optional[float] = None
     probe_val_accuracy: Optional[float] = None
     probe_kl: Optional[float] = None  # mean KL(dense || fine-tuned) of the validation outputs, nats
+    probe_diverged: bool = False  # the probe's loss went to NaN/Inf (no KL or accuracy then)
 
     @property
     def probe_drop_points(self) -> Optional[float]:
@@ -53,6 +55,8 @@ class FinetuneChoice:
 
     def describe(self) -> str:
         recipe = f"lr {self.lr:g}, distillation {self.distill:g}"
+        if self.probe_diverged:
+            return f"{recipe} (one step's fine-tuning of the dense model diverged: the fallback)"
         if self.probe_val_accuracy is None:
             return f"{recipe} (no probe)"
         moved = (f"one step's fine-tuning moved the dense model's validation outputs by KL {self.probe_kl:.3f} "
@@ -91,15 +95,23 @@ def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tens
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
         gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
-        fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
-            task="probe", teacher=teacher)
-    trial_logp = _log_probs(trial, val_x)
-    probed = _accuracy(trial_logp, val_y)
-    kl = float(F.kl_div(trial_logp, dense_logp, reduction="batchmean", log_target=True))
-    unstable = kl > cfg.probe_kl or drop_points(dense, probed) > cfg.tolerance
+        try:
+            fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
+                task="probe", teacher=teacher)
+            diverged = False
+        except ModelError:  # the loss went to NaN/Inf: the clearest case for the fallback
+            diverged = True
+    if diverged:
+        probed, kl = None, None
+        unstable = True
+    else:
+        trial_logp = _log_probs(trial, val_x)
+        probed = _accuracy(trial_logp, val_y)
+        kl = round(float(F.kl_div(trial_logp, dense_logp, reduction="batchmean", log_target=True)), 6)
+        unstable = kl > cfg.probe_kl or drop_points(dense, probed) > cfg.tolerance
     if unstable:
         cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=max(cfg.distill, cfg.fallback_distill))
     choice = FinetuneChoice(cfg.lr, cfg.distill, fallback=unstable, dense_val_accuracy=dense,
-                            probe_val_accuracy=probed, probe_kl=round(kl, 6))
+                            probe_val_accuracy=probed, probe_kl=kl, probe_diverged=diverged)
     log.info("%s", choice.describe())
     return cfg, choice
