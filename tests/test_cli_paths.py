@@ -230,3 +230,21 @@ def test_compress_training_zero_epochs_is_refused(tmp_path: Path) -> None:
     recipe.write_text("model: mlp\ndata: digits\ntrain: {epochs: 0}\n")
     _refused(["compress", "--recipe", str(recipe), "--run-dir", str(tmp_path / "run")], "train.epochs")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, head", [
+    (["compress", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--run-dir", "{tmp}/r"], "--groups: unknown"),
+    (["compress", "{ckpt}", "--data", "digits", "--max-drop", "-1"], "--max-drop: expected"),
+    (["prune", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--out", "{tmp}/p.pt"], "--groups: unknown"),
+    (["sensitivity", "{ckpt}", "--data", "digits", "--q-step", "0", "--out", "{tmp}/s"], "--q-step must"),
+])
+def test_errors_name_the_flag_typed(files: dict[str, Path], tmp_path: Path, argv: list[str], head: str) -> None:
+    line = _refused([a.format(ckpt=files["ckpt"], tmp=tmp_path) for a in argv], head)
+    assert line.startswith(f"nncompress: error: {head}")
+
+
+def test_a_recipe_key_is_named_as_the_key(files: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: mlp\ndata: digits\nprune: {groups: fc9}\n")
+    _refused(["compress", str(files["ckpt"]), "--recipe", str(recipe), "--run-dir", str(tmp_path / "r")],
+             "prune.groups: unknown")

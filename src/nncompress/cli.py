@@ -114,7 +114,11 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     _refuse_clobber([(f"--out {args.out} (its {name})", "--out", Path(args.out) / name)
                      for name in ("sensitivity.csv", "sensitivity.png")],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)), *_data_inputs(args.data)])
-    cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
+    try:
+        cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
+    except ConfigError as exc:
+        raise _flag_named(exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"),
+                                ("--max-drop", "max_drop")]) from None
     res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress)
     lines = [f"dense validation accuracy {_pct(res['dense_val_accuracy'])}",
              "per-layer q scale (prune --sensitivity uses it): " +
@@ -141,11 +145,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
     try:
         return PruneConfig(**values, layer_scale=scale, seed=args.seed)
     except ConfigError as exc:  # name the flag the user typed, not the config field it sets
-        message = str(exc)
-        for flag, name, _, _ in flags:
-            if message.startswith(f"{name} must"):
-                raise ConfigError(flag + message[len(name):]) from None
-        raise
+        raise _flag_named(exc, [(flag, name) for flag, name, _, _ in flags]) from None
 
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
@@ -175,8 +175,11 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
                        for name in ("steps.jsonl", "summary.json", "hist_before.png", "hist_after.png")]],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
                      *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
-    run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
-                    model_name=args.model, progress=progress)
+    try:
+        run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
+                        model_name=args.model, progress=progress)
+    except ConfigError as exc:  # e.g. --groups naming a layer the model lacks, found once it is loaded
+        raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]) from None
     _emit(args, {**run.summary, "files": run.files},
           _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
 
@@ -255,6 +258,23 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def _flag_named(exc: ConfigError, pairs: Sequence[tuple[str, str]]) -> ConfigError:
+    """The same error naming the flag the user typed instead of the setting it sets: ``pairs`` are
+    (flag, setting) for the flags given; a message starts "setting: ...", "setting must ..." or
+    "override: setting: ...". Any other error is returned as it is."""
+    message = str(exc)
+    for flag, name in pairs:
+        for head, tail in ((f"override: {name}:", ":"), (f"{name}:", ":"), (f"{name} must", " must")):
+            if message.startswith(head):
+                return ConfigError(flag + tail + message[len(head):])
+    return exc
+
+
+def _given_flags(args: argparse.Namespace, table: Sequence[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """(flag, setting) of the table's flags this command line set."""
+    return [(row[0], row[1]) for row in table if getattr(args, _dest(row[0]), None) not in (None, False)]
+
+
 def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe keys the command line sets, typed as the recipe expects them."""
     out: dict[str, Any] = {}
@@ -297,10 +317,8 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
     try:
         recipe = apply_overrides(recipe, overrides)
     except ConfigError as exc:  # name the flag the user typed, not the recipe key it sets
-        message = str(exc)
-        for flag, key, _, _ in COMPRESS_FLAGS:
-            message = message.replace(f"override: {key}:", f"{flag}:")
-        raise ConfigError(message) from None
+        raise _flag_named(exc, [(flag, key) for flag, key, _, _ in COMPRESS_FLAGS]
+                          + [("--max-drop", "sensitivity.max_drop")]) from None
     if args.skip_prune and any(k.startswith("prune.") and k != "prune.enabled" for k in overrides):
         raise ConfigError("--skip-prune turns pruning off: drop the pruning options, or --skip-prune")
     if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:
@@ -367,6 +385,9 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     try:
         args._run_dir = run.path  # for the interruption message
         res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
+    except ConfigError as exc:  # a flag's value found wrong once the model is loaded (--groups fc9)
+        _drop_unstarted_run(args)
+        raise _flag_named(exc, _given_flags(args, COMPRESS_FLAGS)) from None
     except BaseException:
         _drop_unstarted_run(args)
         raise
