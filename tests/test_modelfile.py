@@ -161,6 +161,8 @@ def test_header_lies_with_good_checksums_are_format_errors(tmp_path, trained_mlp
     tensors = box.header["tensors"]
     for header, fragment in [({**box.header, "meta": [1]}, "meta"),
                              ({**box.header, "meta": {"dense_params": "x"}}, "dense_params"),
+                             ({**box.header, "meta": {"dense_weights": {"fc1": "x"}}}, "dense_weights"),
+                             ({**box.header, "meta": {"dense_weights": [1]}}, "dense_weights"),
                              ({**box.header, "tensors": [tensors[0], *tensors]}, "listed twice"),
                              ({**box.header, "tensors": tensors[1:]}, "belong to no tensor")]:
         write_container(tmp_path / "lie.nnc", header, sections)
@@ -350,3 +352,19 @@ def test_centroid_tuning_that_diverges_is_rolled_back(trained_mlp, digits) -> No
     assert info["val_after_centroid_tuning"] is None
     for name, tensor in untuned.state_dict().items():  # exactly the codebooks k-means gave
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_the_table_counts_removed_neurons_as_pruned(tmp_path, trained_mlp, digits) -> None:
+    save_trained(trained_mlp(), digits, tmp_path / "base.pt", {})
+    run_compress(tmp_path / "base.pt", "digits", tmp_path / "m.nnc",
+                 PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
+                 ShareConfig(epochs=0), splits=digits)
+    box = load_compressed(tmp_path / "m.nnc")
+    sizes = {n: m.weight.numel() for n, m in prunable_layers(trained_mlp()).items()}
+    assert box.header["meta"]["dense_weights"] == sizes
+    # a layer that lost neurons is stored smaller; its row still counts the weights it started with
+    t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
+    entry, sections = encode_shared("fc.weight", t, rel_bits=3)
+    header = {"tensors": [entry], "meta": {"dense_weights": {"fc": 16}}}
+    [row] = layer_table(header, {"fc.weight": len(sections[0][1])}, 100)["layers"]
+    assert row["weights"] == 16 and row["kept"] == 3 / 16 and row["dense_bytes"] == 64

@@ -26,6 +26,7 @@ def test_run_prune_writes_a_smaller_self_describing_checkpoint(tmp_path, digits,
     ckpt = load_checkpoint(tmp_path / "pruned.pt")
     model = ckpt.build_model()  # from the file alone
     assert ckpt.meta["pruned"] is True and ckpt.meta["data"] == "digits"
+    assert ckpt.meta["dense_weights"] == {"fc1": 64 * 128, "fc2": 128 * 64, "fc3": 64 * 10}  # for the .nnc table
     assert metrics(model, digits)["accuracy"] == pytest.approx(s["pruned"]["test_accuracy"])
     assert metrics(model, digits)["nonzero"] == s["pruned"]["nonzero"]
     assert ckpt.arch["config"]["sizes"] == [64, 128 - s["removed_neurons"].get("fc1", 0),

@@ -80,6 +80,10 @@ class Compressed:
         return model.eval()
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     """Read and check a ``.nnc`` file; decode every tensor (float32; integer buffers int64)."""
     box = read_container(path)
@@ -87,9 +91,11 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     if header.get("kind") != KIND or not isinstance(header.get("tensors"), list):
         raise FormatError(f"{path}: not an nncompress model file (kind {header.get('kind')!r})")
     meta = header.get("meta", {})
-    if not isinstance(meta, dict) or not isinstance(meta.get("dense_params", 0), int) \
-            or isinstance(meta.get("dense_params"), bool):
-        raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer")
+    sizes = meta.get("dense_weights", {}) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not _is_count(meta.get("dense_params", 0)) or not isinstance(sizes, dict) \
+            or not all(_is_count(v) for v in sizes.values()):
+        raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer and whose "
+                          "dense_weights maps layer names to integers")
     state = {}
     for entry in header["tensors"]:
         if not isinstance(entry, dict):
@@ -114,9 +120,12 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
     file is compared with the fp32 bytes of the model before pruning (from the
     header's ``meta.dense_params`` when present: dead neurons may be gone)."""
     rows = []
+    before = header.get("meta", {}).get("dense_weights") or {}
     for e in header["tensors"]:
         name = e["name"]
         weights = math.prod(e["shape"])
+        if e["codec"] == "shared" and name.endswith(".weight"):
+            weights = max(weights, before.get(name[: -len(".weight")], 0))  # neurons removed count as pruned
         nbytes = section_bytes.get(name, 0)
         row = {"tensor": name, "codec": e["codec"], "weights": weights, "bytes": nbytes,
                "dense_bytes": 4 * weights, "ratio": 4 * weights / max(1, nbytes)}

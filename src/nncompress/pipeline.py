@@ -177,9 +177,10 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     result = prune_model(model, splits, cfg, progress=progress, on_step=on_step)
     seconds = time.perf_counter() - t0
     pruned_test = metrics(model, splits, "test")
-    table = layer_table(model, {n: int(w.size) for n, w in before.items()})
+    sizes = source_meta.get("dense_weights") or {n: int(w.size) for n, w in before.items()}
+    table = layer_table(model, sizes)
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
-            "dense_params": int(source_meta.get("dense_params") or dense_test["params"]),
+            "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
             "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["accuracy"]}
     layout = save_checkpoint(out, model, meta=meta, storage=storage)
     weight_histograms(before, log_dir / "hist_before.png", "Weights before pruning")
@@ -318,6 +319,10 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     journal = run.journal if run else None
     histograms: dict[str, Any] = {}
     dense_params = int(source_meta.get("dense_params") or count_parameters(model)[0])
+    # layer sizes before any neuron was removed, so the file's table counts removed neurons as pruned;
+    # unknown for a checkpoint pruned elsewhere (or by an older nncompress) that did not record them
+    dense_weights = source_meta.get("dense_weights") or (
+        None if source_meta.get("pruned") else {n: m.weight.numel() for n, m in prunable_layers(model).items()})
     dense_test = metrics(model, splits, "test")
     if run:
         histograms["pruned" if source_meta.get("pruned") else "dense"] = _histograms(
@@ -335,7 +340,8 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     t1 = time.perf_counter()
     shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal)
     t2 = time.perf_counter()
-    meta = {"data": splits.name, "dense_params": dense_params}
+    meta = {"data": splits.name, "dense_params": dense_params, **({"dense_weights": dense_weights} if dense_weights
+                                                                   else {})}
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
                     codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()
