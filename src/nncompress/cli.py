@@ -110,9 +110,9 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 
 def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.pipeline import run_sensitivity
-    _refuse_clobber([(f"--out {args.out} (its {name})", "--out", Path(args.out) / name)
-                     for name in ("sensitivity.csv", "sensitivity.png")],
+    from nncompress.pipeline import run_sensitivity, sensitivity_files
+    _refuse_clobber([(f"--out {args.out} (its {path.name})", "--out", path)
+                     for path in sensitivity_files(args.out).values()],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)), *_data_inputs(args.data)])
     try:
         cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
@@ -165,14 +165,12 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
 
 
 def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.pipeline import run_prune
+    from nncompress.pipeline import prune_files, run_prune
     cfg = _prune_config(args)
-    out = Path(args.out)
     log_flag, log_given = ("--log-dir", args.log_dir) if args.log_dir else ("--out", args.out)
-    log_dir = Path(args.log_dir) if args.log_dir else out.with_name(out.stem + "_prune")  # as run_prune names it
+    out, *logs = prune_files(args.out, args.log_dir).values()
     _refuse_clobber([(f"--out {args.out}", "--out", out),
-                     *[(f"{log_flag} {log_given} (its {log_dir / name})", log_flag, log_dir / name)
-                       for name in ("steps.jsonl", "summary.json", "hist_before.png", "hist_after.png")]],
+                     *[(f"{log_flag} {log_given} (its {path})", log_flag, path) for path in logs]],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
                      *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
     try:

@@ -91,9 +91,9 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     if header.get("kind") != KIND or not isinstance(header.get("tensors"), list):
         raise FormatError(f"{path}: not an nncompress model file (kind {header.get('kind')!r})")
     meta = header.get("meta", {})
-    sizes = meta.get("dense_weights", {}) if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or not _is_count(meta.get("dense_params", 0)) or not isinstance(sizes, dict) \
-            or not all(_is_count(v) for v in sizes.values()):
+    layer_sizes = meta.get("dense_weights", {}) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not _is_count(meta.get("dense_params", 0)) \
+            or not isinstance(layer_sizes, dict) or not all(_is_count(v) for v in layer_sizes.values()):
         raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer and whose "
                           "dense_weights maps layer names to integers")
     state = {}

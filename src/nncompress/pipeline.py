@@ -152,6 +152,20 @@ class PruneRun:
     files: dict[str, str] = field(default_factory=dict)
 
 
+def prune_files(out: str | Path, log_dir: Optional[str | Path] = None) -> dict[str, Path]:
+    """Every file ``run_prune`` writes: the checkpoint, then its log folder's files (by default
+    ``<out stem>_prune`` beside it). The CLI checks them against the inputs before any work."""
+    out = Path(out)
+    folder = Path(log_dir) if log_dir else out.with_name(out.stem + "_prune")
+    return {"checkpoint": out, "steps": folder / "steps.jsonl", "summary": folder / "summary.json",
+            "hist_before": folder / "hist_before.png", "hist_after": folder / "hist_after.png"}
+
+
+def sensitivity_files(out_dir: str | Path) -> dict[str, Path]:
+    """The files a sensitivity scan writes into ``out_dir``."""
+    return {"csv": Path(out_dir) / "sensitivity.csv", "plot": Path(out_dir) / "sensitivity.png"}
+
+
 def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConfig, *,
               log_dir: Optional[str | Path] = None, storage: str = "auto", model_name: Optional[str] = None,
               progress: Optional[ProgressFn] = None, splits: Optional[Splits] = None) -> PruneRun:
@@ -160,13 +174,14 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     splits = splits or load_data(data)
     model, source_meta = load_for_data(checkpoint, splits, model_name)
     input_bytes = Path(checkpoint).stat().st_size
-    out = Path(out)
-    log_dir = Path(log_dir) if log_dir else out.with_name(out.stem + "_prune")
-    log_dir.mkdir(parents=True, exist_ok=True)
+    paths = prune_files(out, log_dir)
+    out = paths["checkpoint"]
+    paths["steps"].parent.mkdir(parents=True, exist_ok=True)
     before = _weights(model)
-    dense_weights = sum(w.size for w in before.values())
+    sizes = source_meta.get("dense_weights") or {n: int(w.size) for n, w in before.items()}
+    dense_weights = sum(sizes.values())
     dense_test = metrics(model, splits, "test")
-    steps_path = log_dir / "steps.jsonl"
+    steps_path = paths["steps"]
     lines: list[str] = []
 
     def on_step(rec: StepRecord) -> None:  # rewritten whole each time: a crash leaves a complete log
@@ -177,14 +192,13 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     result = prune_model(model, splits, cfg, progress=progress, on_step=on_step)
     seconds = time.perf_counter() - t0
     pruned_test = metrics(model, splits, "test")
-    sizes = source_meta.get("dense_weights") or {n: int(w.size) for n, w in before.items()}
     table = layer_table(model, sizes)
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
             "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
             "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["accuracy"]}
     layout = save_checkpoint(out, model, meta=meta, storage=storage)
-    weight_histograms(before, log_dir / "hist_before.png", "Weights before pruning")
-    weight_histograms(_weights(model), log_dir / "hist_after.png", "Nonzero weights after pruning",
+    weight_histograms(before, paths["hist_before"], "Weights before pruning")
+    weight_histograms(_weights(model), paths["hist_after"], "Nonzero weights after pruning",
                       nonzero_only=True)
     kept = sum(r["nonzero"] for r in table)
     summary = {
@@ -202,10 +216,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "file_bytes": out.stat().st_size, "input_file_bytes": input_bytes,
         "config": cfg.to_dict(),
     }
-    write_text(log_dir / "summary.json", json.dumps(summary, indent=2))
-    files = {"checkpoint": str(out), "steps": str(steps_path), "summary": str(log_dir / "summary.json"),
-             "hist_before": str(log_dir / "hist_before.png"), "hist_after": str(log_dir / "hist_after.png")}
-    return PruneRun(summary, files)
+    write_text(paths["summary"], json.dumps(summary, indent=2))
+    return PruneRun(summary, {key: str(path) for key, path in paths.items()})
 
 
 def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg: SensitivityConfig, *,
@@ -227,14 +239,14 @@ def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, o
               "layer_scale": layer_scales(rows, base, cfg.max_drop)}
     if out_dir is None:
         return result
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    to_csv(base, rows, out_dir / "sensitivity.csv")
+    files = sensitivity_files(out_dir)
+    files["csv"].parent.mkdir(parents=True, exist_ok=True)
+    to_csv(base, rows, files["csv"])
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         curves.setdefault(r.layer, []).append((r.q, r.val_accuracy))
-    sensitivity_plot(base, curves, out_dir / "sensitivity.png")
-    return {**result, "files": {"csv": str(out_dir / "sensitivity.csv"), "plot": str(out_dir / "sensitivity.png")}}
+    sensitivity_plot(base, curves, files["plot"])
+    return {**result, "files": {key: str(path) for key, path in files.items()}}
 
 
 def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[str, Any]) -> None:
@@ -278,15 +290,14 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     finally:
         if journal is not None:
             journal.unregister("centroids")
-    val_after = float("nan") if diverged else evaluate(model, splits.val_x, splits.val_y)[1]
-    if diverged or val_after < val_before:
+    val_after = None if diverged else evaluate(model, splits.val_x, splits.val_y)[1]
+    kept = val_after is not None and val_after >= val_before
+    if not kept:
         model.load_state_dict(saved[0])
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
-    return shared, {"bits": bits, "val_after_sharing": val_before,
-                    "val_after_centroid_tuning": None if diverged else val_after,
-                    "centroid_tuning_kept": not diverged and val_after >= val_before,
-                    "centroid_tuning_diverged": diverged}
+    return shared, {"bits": bits, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
+                    "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged}
 
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
@@ -340,8 +351,9 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     t1 = time.perf_counter()
     shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal)
     t2 = time.perf_counter()
-    meta = {"data": splits.name, "dense_params": dense_params, **({"dense_weights": dense_weights} if dense_weights
-                                                                   else {})}
+    meta = {"data": splits.name, "dense_params": dense_params}
+    if dense_weights:
+        meta["dense_weights"] = dense_weights
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
                     codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()

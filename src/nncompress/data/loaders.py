@@ -42,10 +42,11 @@ def splits_from_loaders(train: Iterable[Any], val: Iterable[Any], test: Iterable
     if len(set(shapes.values())) > 1:
         raise DataError(f"the loaders' inputs differ in shape: {shapes}")
     labels = torch.cat([y for _, y in parts.values()])
-    if int(labels.min()) < 0:
-        raise DataError(f"labels must be >= 0, got {int(labels.min())}")
-    classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    if classes <= int(labels.max()):
-        raise DataError(f"num_classes {classes} but a label is {int(labels.max())}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        raise DataError(f"labels must be >= 0, got {low}")
+    classes = high + 1 if num_classes is None else num_classes
+    if classes <= high:
+        raise DataError(f"num_classes {classes} but a label is {high}")
     (tx, ty), (vx, vy), (sx, sy) = parts["train"], parts["val"], parts["test"]
     return Splits(name, tx, ty, vx, vy, sx, sy, shapes["train"], classes)  # type: ignore[arg-type]

@@ -161,7 +161,7 @@ def _check_fields(raw: Mapping[str, Any], path: Path) -> None:
                               f"bad entries {', '.join(bad[:6])}: the file is damaged, save the model again")
 
 
-def _fold_pruning_masks(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+def _fold_pruning_masks(state: dict[str, torch.Tensor], source: Path | str) -> dict[str, torch.Tensor]:
     """A model (or a state dict saved) with torch.nn.utils.prune still attached
     holds ``w_orig`` and ``w_mask`` instead of ``w``: keep ``w = w_orig * w_mask``,
     so no mask or dense copy reaches our files. Only complete pairs are folded;
@@ -173,14 +173,14 @@ def _fold_pruning_masks(state: dict[str, torch.Tensor], path: Path | str) -> dic
             continue
         orig, mask = state[key], state[base + "_mask"]
         if orig.shape != mask.shape:
-            raise CheckpointError(f"{path}: pruning mask {base}_mask has shape {tuple(mask.shape)} but "
+            raise CheckpointError(f"{source}: pruning mask {base}_mask has shape {tuple(mask.shape)} but "
                                   f"{key} has {tuple(orig.shape)}: the file is damaged; save the model again "
                                   "after torch.nn.utils.prune.remove")
         state[base] = (orig * mask).to(orig.dtype)
         del state[key], state[base + "_mask"]
         folded.append(base)
     if folded:
-        log.info("%s: folded torch.nn.utils.prune masks into %s", path, ", ".join(folded))
+        log.info("%s: folded torch.nn.utils.prune masks into %s", source, ", ".join(folded))
     return state
 
 
