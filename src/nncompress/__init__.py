@@ -1,2 +1,20 @@
-"""nncompress: make trained networks small, and prove it."""
+"""nncompress: make trained networks small, and prove it.
+
+    import nncompress as nnc
+    result = nnc.compress(model, "digits", "model.nnc")   # works on a copy of model
+    print(result.ratio, result.table)
+    model = nnc.load("model.nnc", model=MyNet())
+"""
 __version__ = "0.1.0"
+
+from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress, layer_table, load,  # noqa: E402
+                            prune)
+from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig  # noqa: E402
+from nncompress.data import Splits, load_data, splits_from_loaders  # noqa: E402
+from nncompress.errors import NNCompressError  # noqa: E402
+from nncompress.pruning import prune_  # noqa: E402
+from nncompress.quantization import share_weights_  # noqa: E402
+
+__all__ = ["CompressConfig", "CompressResult", "LayerTable", "NNCompressError", "PruneConfig", "SensitivityConfig",
+           "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "layer_table", "load", "load_data",
+           "prune", "prune_", "share_weights_", "splits_from_loaders"]

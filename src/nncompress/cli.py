@@ -19,47 +19,10 @@ from typing import Any, Optional, Sequence
 from nncompress import __version__
 from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import BadMagicError, ConfigError, NNCompressError, ReportError
-from nncompress.progress import Progress, ProgressFn
+from nncompress.progress import ProgressBars, ProgressFn
+from nncompress.report.text import file_table_lines
 
 DATA_HELP = "fashion-mnist, digits, or a folder with the four MNIST-format IDX files"
-
-
-class Bars:
-    """tqdm bars keyed by task; a task restarting at 1 gets a fresh bar."""
-
-    POSITION = {"prune": 0, "sensitivity": 0, "train": 0, "fine-tune": 1}
-    UNIT = {"train": "epoch", "fine-tune": "epoch", "probe": "epoch", "centroids": "epoch", "k-means": "layer",
-            "coding": "tensor"}
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, Any] = {}
-
-    def __call__(self, event: Progress) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-        bar = self.bars.get(event.task)
-        if bar is None or event.done <= bar.n or bar.total != event.total:
-            if bar is not None:
-                bar.close()
-            nested = self.POSITION.get(event.task, 0) > 0
-            bar = tqdm(total=event.total, desc=event.task, position=self.POSITION.get(event.task, 0),
-                       leave=not nested, file=sys.stderr, dynamic_ncols=True,
-                       unit=self.UNIT.get(event.task, "step"))
-            self.bars[event.task] = bar
-        bar.update(event.done - bar.n)
-        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in event.info.items()}
-        if shown:
-            bar.set_postfix(shown, refresh=False)
-        if event.done >= event.total:
-            bar.close()
-            del self.bars[event.task]
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
@@ -180,25 +143,6 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
         raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]) from None
     _emit(args, {**run.summary, "files": run.files},
           _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
-
-
-def _file_lines(t: dict[str, Any]) -> list[str]:
-    """Deep Compression's per-layer table (Tables 2-3) for a compressed file."""
-    head = (f"{'tensor':<12}{'weights':>9}{'kept %':>8}{'w bits':>7}{'w huff':>7}{'i bits':>7}{'i huff':>7}"
-            f"{'bytes':>9}{'ratio':>8}")
-    lines = [head]
-    totals = t.get("totals")
-    for r in [*t["layers"], *([{**totals, "tensor": "total", "codec": "total"}] if totals else [])]:
-        if r["codec"] == "raw" or r.get("weight_bits_huffman") is None:
-            bits = f"{'raw' if r['codec'] == 'raw' else '':>7}{'':>21}"
-        else:
-            bits = "".join(f"{r[k]:>7.2f}" if isinstance(r[k], float) else f"{r[k]:>7}" for k in
-                           ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman"))
-        lines.append(f"{r['tensor']:<12}{r['weights']:>9,}{r['kept'] * 100:>7.2f}%{bits}{r['bytes']:>9,}"
-                     f"{r['ratio']:>7.1f}x")
-    lines.append(f"whole file {t['file_bytes']:,} bytes (headers included) vs {t['dense_bytes']:,} dense fp32 "
-                 f"bytes: {t['ratio']:.1f}x smaller")
-    return lines
 
 
 def _int_option(flag: str, value: str) -> int:
@@ -399,7 +343,7 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
     if res.get("finetune"):
         lines.insert(0, f"pruning fine-tuned at {res['finetune']['note']}")
-    _emit(args, {**res, "run_dir": str(run.path)}, _file_lines(res) + [
+    _emit(args, {**res, "run_dir": str(run.path)}, file_table_lines(res) + [
         f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
         f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])
 
@@ -447,7 +391,7 @@ def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
     box = _load_nnc(args.file)
     table = layer_table(box.header, box.section_bytes, box.file_bytes)
     table["arch"] = box.header.get("arch")
-    _emit(args, table, _file_lines(table))
+    _emit(args, table, file_table_lines(table))
 
 
 def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
@@ -488,7 +432,7 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
         "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
         f"pruning: {len(steps)} logged steps; {1 / max(density, 1e-12):.1f}x fewer nonzero weights "
         f"({density:.1%} kept); fine-tuned at {(res.get('finetune') or {}).get('note', '-')}", "",
-        *_file_lines(res),
+        *file_table_lines(res),
         f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
         f"({-res['test_drop_points']:+.2f} pt)",
         f"outputs in {run.path}; open {html} for the report"]))
@@ -764,7 +708,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    bars = Bars(enabled=not args.quiet and not getattr(args, "json", False))
+    bars = ProgressBars(enabled=not args.quiet and not getattr(args, "json", False))
     try:
         if args.command != "compress":  # compress checks its --out once it knows it (--resume reads it)
             _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))

@@ -1,0 +1,170 @@
+"""The front door: a few verbs over the pipeline, with keyword options and dataclass results.
+
+``compress`` and ``prune`` work on a copy of the caller's model unless
+``inplace=True``: a user's model is never changed behind their back. Verbs
+that change a model in place end in ``_`` (``prune_``, ``share_weights_``), as
+in torch and torchao.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from torch import nn
+
+from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig
+from nncompress.data import Splits, load_data, splits_from_loaders
+from nncompress.errors import ConfigError
+from nncompress.progress import ProgressBars, ProgressFn
+from nncompress.report.text import file_table_lines
+
+DataLike = Union[Splits, str, tuple, list, Mapping[str, Any]]
+ProgressLike = Union[None, bool, ProgressFn]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Every stage of ``compress``: ``prune=None`` skips pruning (share and code only);
+    a ``sensitivity`` config first scans each layer alone and scales its q."""
+
+    prune: Optional[PruneConfig] = field(default_factory=PruneConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    sensitivity: Optional[SensitivityConfig] = None
+
+    def __post_init__(self) -> None:
+        for name, cls, optional in (("prune", PruneConfig, True), ("share", ShareConfig, False),
+                                    ("sensitivity", SensitivityConfig, True)):
+            value = getattr(self, name)
+            if not (isinstance(value, cls) or (optional and value is None)):
+                raise ConfigError(f"CompressConfig.{name} must be a {cls.__name__}"
+                                  f"{' or None' if optional else ''}, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """Deep Compression's per-layer table of a compressed file; ``print`` shows it."""
+
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+    file_bytes: int
+    dense_bytes: int
+    ratio: float
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> "LayerTable":
+        return cls(list(summary["layers"]), dict(summary["totals"]), int(summary["file_bytes"]),
+                   int(summary["dense_bytes"]), float(summary["ratio"]))
+
+    def __str__(self) -> str:
+        return "\n".join(file_table_lines({"layers": self.rows, "totals": self.totals, "file_bytes": self.file_bytes,
+                                           "dense_bytes": self.dense_bytes, "ratio": self.ratio}))
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """What ``compress`` wrote and measured. ``model`` is decoded from the file itself, so
+    its score is the file's; ``summary`` holds every figure (as the CLI's ``--json``)."""
+
+    path: Path
+    ratio: float
+    file_bytes: int
+    table: LayerTable
+    score_before: float
+    score_after: float
+    drop_points: float
+    model: nn.Module
+    summary: dict[str, Any]
+
+    def __str__(self) -> str:
+        return (f"{self.path}: {self.file_bytes:,} bytes, {self.ratio:.1f}x smaller than dense fp32; "
+                f"test score {self.score_before:.4f} -> {self.score_after:.4f} ({-self.drop_points:+.2f} pt)")
+
+
+def progress_callback(progress: ProgressLike) -> Optional[ProgressFn]:
+    """``True``: bars on stderr; a callable: called with each ``Progress`` event; None/False: silent."""
+    if progress is True:
+        return ProgressBars(enabled=True)
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        raise ConfigError(f"progress must be True, False, None or a callable, got {type(progress).__name__}")
+    return progress
+
+
+def as_splits(data: DataLike) -> Splits:
+    """Splits from what a user holds: Splits, a data spec (``"digits"``, a folder,
+    ``"pkg.module:function"``), (train, val[, test]) loaders, or a dict of them."""
+    if isinstance(data, Splits):
+        return data
+    if isinstance(data, str):
+        return load_data(data)
+    if isinstance(data, Mapping):
+        unknown = sorted(set(data) - {"train", "val", "test"})
+        if unknown or "train" not in data or "val" not in data:
+            raise ConfigError(f"data as a dict needs 'train' and 'val' loaders (and optionally 'test'); "
+                              f"got keys {sorted(data)}")
+        return splits_from_loaders(data["train"], data["val"], data.get("test"))
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        return splits_from_loaders(*data)
+    raise ConfigError("data must be Splits, a data spec string, (train, val[, test]) loaders, or a dict of them; "
+                      f"got {type(data).__name__}")
+
+
+def _closing(callback: Optional[ProgressFn], work: Callable[[], Any]) -> Any:
+    try:
+        return work()
+    finally:
+        if isinstance(callback, ProgressBars):
+            callback.close()
+
+
+def compress(model: nn.Module, data: DataLike, out: Union[str, Path], config: Optional[CompressConfig] = None, *,
+             progress: ProgressLike = None, inplace: bool = False) -> CompressResult:
+    """Prune, share weights, fine-tune and code ``model`` into the file ``out``. The caller's
+    model is left as it was unless ``inplace=True`` (then it ends up pruned and shared)."""
+    from nncompress.pipeline import compress_model
+    cfg = config if config is not None else CompressConfig()
+    if not isinstance(cfg, CompressConfig):
+        raise ConfigError(f"config must be a CompressConfig, got {type(cfg).__name__}")
+    splits = as_splits(data)
+    work = model if inplace else copy.deepcopy(model)
+    callback = progress_callback(progress)
+    summary = _closing(callback, lambda: compress_model(
+        work, {}, splits, out, cfg.prune, cfg.share, progress=callback, sensitivity_cfg=cfg.sensitivity))
+    return CompressResult(path=Path(out), ratio=float(summary["ratio"]), file_bytes=int(summary["file_bytes"]),
+                          table=LayerTable.from_summary(summary), score_before=float(summary["dense_test_accuracy"]),
+                          score_after=float(summary["test_accuracy"]),
+                          drop_points=float(summary["test_drop_points"]), model=load(out, model=work), summary=summary)
+
+
+def prune(model: nn.Module, data: DataLike, config: Optional[PruneConfig] = None, *,
+          progress: ProgressLike = None, inplace: bool = False) -> tuple[nn.Module, Any]:
+    """Iterative pruning with fine-tuning; returns (pruned model, PruneResult). Works on a
+    copy unless ``inplace=True``."""
+    from nncompress.pipeline import prune_model
+    cfg = config if config is not None else PruneConfig()
+    splits = as_splits(data)
+    work = model if inplace else copy.deepcopy(model)
+    callback = progress_callback(progress)
+    result = _closing(callback, lambda: prune_model(work, splits, cfg, progress=callback))
+    return work, result
+
+
+def load(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn.Module:
+    """A model from a ``.nnc`` file or a checkpoint: into ``model`` when given, else into the
+    architecture the file records (a built-in model)."""
+    from nncompress.pipeline import load_model_file
+    return load_model_file(path, model)[0]
+
+
+def layer_table(path: Union[str, Path]) -> LayerTable:
+    """The per-layer table of a ``.nnc`` file, from the file alone."""
+    from nncompress.modelfile import layer_table as file_table, load_compressed
+    box = load_compressed(path)
+    return LayerTable.from_summary(file_table(box.header, box.section_bytes, box.file_bytes))
+
+
+__all__ = ["CompressConfig", "CompressResult", "LayerTable", "as_splits", "compress", "layer_table", "load",
+           "progress_callback", "prune"]

@@ -1,0 +1,52 @@
+"""The front door: `import nncompress as nnc`, keyword options, dataclass results, no mutation."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import nncompress as nnc
+from nncompress.errors import ConfigError
+from nncompress.progress import Progress
+
+QUICK = nnc.PruneConfig(q0=1.0, q_step=0.5, q_max=1.5, tolerance=3.0, epochs_per_step=1, final_epochs=1,
+                        recover_epochs=0, refine_steps=0, lr=0.02, batch_size=64, probe=False)
+
+
+def test_compress_leaves_the_callers_model_alone_and_returns_a_table(tmp_path, digits, trained_mlp) -> None:
+    model = trained_mlp()
+    before = copy.deepcopy(model.state_dict())
+    events: list[Progress] = []
+    result = nnc.compress(model, digits, tmp_path / "m.nnc",
+                          nnc.CompressConfig(prune=QUICK, share=nnc.ShareConfig(epochs=1, batch_size=64)),
+                          progress=events.append)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not mutated
+    assert result.path.stat().st_size == result.file_bytes
+    assert result.ratio == pytest.approx(result.table.dense_bytes / result.file_bytes)
+    assert result.ratio > 5
+    text = str(result.table)
+    assert "fc1.weight" in text and "whole file" in text
+    assert {e.task for e in events} >= {"prune", "k-means", "coding"}
+    # the returned model is the file's: its test accuracy is the one reported
+    from nncompress.pipeline import metrics
+    assert metrics(result.model, digits)["accuracy"] == pytest.approx(result.score_after)
+    reloaded = nnc.load(result.path)  # a built-in model comes back from the file alone
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in result.model.state_dict().items())
+    assert nnc.layer_table(result.path).rows == result.table.rows
+
+
+def test_inplace_prune_changes_the_model(digits, trained_mlp) -> None:
+    model = trained_mlp()
+    pruned, res = nnc.prune(model, digits, QUICK, inplace=True)
+    assert pruned is model and res.val_accuracy > 0.5
+    assert int((model.fc1.weight == 0).sum()) > 0
+
+
+def test_bad_arguments_are_config_errors(digits, trained_mlp) -> None:
+    with pytest.raises(ConfigError, match="data must be"):
+        nnc.prune(trained_mlp(), 42, QUICK)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="progress must be"):
+        nnc.prune(trained_mlp(), digits, QUICK, progress="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="CompressConfig.share"):
+        nnc.CompressConfig(share=None)  # type: ignore[arg-type]
