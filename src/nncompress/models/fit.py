@@ -1,0 +1,90 @@
+"""Resize a freshly built model's layers to a state whose dead neurons were removed.
+
+A factory rebuilds the original layer sizes; after dead-neuron removal the
+stored tensors are smaller along the unit dimensions only (a Linear's rows
+and columns, a convolution's output and input channels, a BatchNorm's
+features, an embedding's width). Those dimensions, and only those, may be
+fitted, and only downwards: any other difference is a different model, and
+is left for the strict loader to report.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _smaller(stored: tuple[int, ...], built: tuple[int, ...], free: tuple[int, ...]) -> bool:
+    """Whether ``stored`` equals ``built`` except for some ``free`` dims, which may only shrink (to >= 1)."""
+    if len(stored) != len(built):
+        return False
+    return all(s == b or (i in free and 1 <= s < b) for i, (s, b) in enumerate(zip(stored, built)))
+
+
+def _plan(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> Optional[dict[str, int]]:
+    """New size attributes for ``module`` given its stored tensor shapes, or None if they cannot be fitted."""
+    w = shapes.get("weight")
+    if isinstance(module, nn.Linear) and w is not None:
+        if not _smaller(w, tuple(module.weight.shape), (0, 1)):
+            return None
+        if "bias" in shapes and shapes["bias"] != (w[0],):
+            return None
+        return {"out_features": w[0], "in_features": w[1]}
+    if isinstance(module, _CONV) and w is not None and module.groups == 1 and not module.transposed:
+        if not _smaller(w, tuple(module.weight.shape), (0, 1)):
+            return None
+        if "bias" in shapes and shapes["bias"] != (w[0],):
+            return None
+        return {"out_channels": w[0], "in_channels": w[1]}
+    if isinstance(module, _BN):
+        sizes = {v for k, v in shapes.items() if k != "num_batches_tracked"}
+        if len(sizes) != 1:
+            return None
+        (size,) = sizes
+        if len(size) != 1 or not 1 <= size[0] < module.num_features:
+            return None
+        return {"num_features": size[0]}
+    if isinstance(module, nn.Embedding) and w is not None:
+        if not _smaller(w, tuple(module.weight.shape), (1,)):
+            return None
+        return {"embedding_dim": w[1]}
+    return None
+
+
+def _resize_(module: nn.Module, sizes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> None:
+    for key, shape in shapes.items():
+        old = getattr(module, key)
+        if not isinstance(old, torch.Tensor) or tuple(old.shape) == shape:
+            continue
+        new = torch.empty(shape, dtype=old.dtype, device=old.device)
+        if isinstance(old, nn.Parameter):
+            setattr(module, key, nn.Parameter(new, requires_grad=old.requires_grad))
+        else:
+            setattr(module, key, new)  # a registered buffer stays registered
+    for attr, value in sizes.items():
+        setattr(module, attr, value)
+
+
+def fit_shapes_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Resize, in place, the Linear/Conv/BatchNorm/Embedding modules whose stored
+    tensors are smaller along their unit dimensions; return their names. The new
+    tensors are uninitialised: load the state next. Modules that differ in any
+    other way are left unchanged, so loading reports the mismatch."""
+    resized: list[str] = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        own = {k: tuple(v.shape) for k, v in list(module.named_parameters(recurse=False))
+               + list(module.named_buffers(recurse=False)) if v is not None}
+        shapes = {k: tuple(state[prefix + k].shape) for k in own if prefix + k in state}
+        if set(shapes) != set(own) or shapes == own:
+            continue
+        sizes = _plan(module, shapes)
+        if sizes is None:
+            continue
+        _resize_(module, sizes, shapes)
+        resized.append(name)
+    return resized
