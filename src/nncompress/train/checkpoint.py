@@ -54,12 +54,26 @@ class Checkpoint:
         return model
 
 
+def _materialises_from_state(model: nn.Module) -> bool:
+    """Whether every tensor of a meta-device ``model`` is in its state dict, so
+    allocating it empty and loading the state leaves nothing uninitialised."""
+    in_state = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    tensors = [t for m in model.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    loose = [v for m in model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    return all(id(t) in in_state for t in tensors) and not loose
+
+
 def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, trust_factory: Trust = False,
                     source: str = "the file", error: type[Exception] = CheckpointError) -> nn.Module:
-    """A model of the recorded architecture, shaped to take ``state``. A factory is
-    first run on the meta device (no memory) and its tensors checked against the
-    stored ones, so a record that does not describe these weights (damaged, or
-    kwargs asking for a giant model) is refused before anything is allocated."""
+    """A model of the recorded architecture, shaped to take ``state`` (load it next).
+
+    A factory runs on the meta device first (no memory) and what it builds is
+    checked against the stored tensors, so a record that does not describe
+    these weights is refused before anything is allocated. When the state
+    covers every tensor, the model is then allocated at the stored (possibly
+    shrunk) sizes only: kwargs asking for a giant model cost nothing. A model
+    with tensors outside its state dict (non-persistent buffers) is built
+    again for real, at the factory's sizes, and fitted."""
     if not is_factory_record(arch):
         return from_record(arch)  # type: ignore[arg-type]
     factory, spec, kwargs = trusted_factory(arch, trust_factory, source, error)
@@ -76,6 +90,8 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
             raise error(f"{source} records the model factory {spec} with kwargs {kwargs}, but what it builds does "
                         f"not match the stored weights ({problem}): the file is damaged or the factory has changed "
                         "since it was written; pass a matching model to load it")
+        if _materialises_from_state(probe):
+            return remember(probe.to_empty(device="cpu"), spec, kwargs)
     model = factory(**kwargs)
     fit_shapes_(model, state)
     return remember(model, spec, kwargs)
