@@ -20,9 +20,10 @@ from torch import nn
 calls = []
 
 class Net(nn.Sequential):
-    def __init__(self, n_in=6, hidden=16, n_out=3, bn=False):
+    def __init__(self, n_in=6, hidden=16, n_out=3, bn=False, flat=False):
         calls.append(hidden)
-        layers = [nn.Linear(n_in, hidden)]
+        layers = [nn.Flatten()] if flat else []
+        layers.append(nn.Linear(n_in, hidden))
         if bn:
             layers.append(nn.BatchNorm1d(hidden))
         super().__init__(*layers, nn.ReLU(), nn.Linear(hidden, n_out))
@@ -223,3 +224,21 @@ def test_nnc_file_with_a_function_record(nets: Path, tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="pass --model usernets_specs:build"):
         box.build_model()
     _same(box.build_model(trust_factory="usernets_specs:build"), model)
+
+
+def test_compress_model_decodes_a_function_factory_it_was_given(nets: Path, tmp_path: Path, digits) -> None:
+    from nncompress.config import PruneConfig, ShareConfig
+    from nncompress.pipeline import compress_model, metrics
+    torch.manual_seed(0)
+    model = build_model("usernets_specs:build", kwargs={"n_in": 64, "hidden": 24, "n_out": 10, "flat": True})
+    with torch.no_grad():
+        model[1].weight[:5] = 0  # five hidden units without inputs: removed, so the file holds a smaller layer
+    cfg = PruneConfig(q0=0.5, q_max=0.5, epochs_per_step=1, final_epochs=0, recover_epochs=0, tolerance=100.0,
+                      probe=False, batch_size=64)
+    summary = compress_model(model, {}, digits, tmp_path / "m.nnc", cfg, ShareConfig(epochs=0, batch_size=64))
+    box = load_compressed(tmp_path / "m.nnc")
+    assert box.header["arch"] == {"factory": "usernets_specs:build",
+                                  "kwargs": {"n_in": 64, "hidden": 24, "n_out": 10, "flat": True}}
+    restored = box.build_model(trust_factory="usernets_specs:build")
+    assert restored[1].out_features <= 19
+    assert metrics(restored, digits)["accuracy"] == summary["test_accuracy"]
