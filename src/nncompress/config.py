@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from nncompress.errors import ConfigError
 
@@ -118,6 +118,17 @@ class PruneConfig(_Config):
     ``lr`` throws it about, and pruning fine-tunes at ``fallback_lr`` with
     distillation ``fallback_distill`` instead (LeNet-5 needs this;
     LeNet-300-100 does not).
+
+    ``target_density`` (a fraction in (0, 1], default None) replaces the
+    tolerance loop: the layers ``groups`` selects (all stages together) are
+    pruned in ``target_steps`` steps to that fraction of kept weights, the
+    density after step k of n being target ** (k / n) from a dense start
+    (geometric from the starting density otherwise). Each step's q is found by
+    bisection so that the masks (q x std threshold, times ``layer_scale``)
+    keep at most that density, and is followed by ``epochs_per_step`` of
+    fine-tuning of every layer; then the final fine-tune. No step is rolled
+    back: the validation drop is still measured and recorded per step, and a
+    warning is logged when the final drop exceeds ``tolerance``.
     """
 
     q0: float = 0.5
@@ -145,6 +156,8 @@ class PruneConfig(_Config):
     layer_scale: Mapping[str, float] = field(default_factory=dict)
     remove_dead: bool = True
     adjust_dropout: bool = True
+    target_density: Optional[float] = None
+    target_steps: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -176,6 +189,11 @@ class PruneConfig(_Config):
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))
+        _require(self.target_density is None or (_finite(self.target_density) and 0 < self.target_density <= 1),
+                 "target_density", "a fraction of kept weights in (0, 1], or None for the tolerance loop",
+                 self.target_density)
+        _require(_positive_int(self.target_steps) and self.target_steps <= MAX_STEPS, "target_steps",
+                 f"an integer in 1..{MAX_STEPS}", self.target_steps)
         _check_seed(self.seed)
 
     def finetune(self, epochs: int) -> TrainConfig:

@@ -18,10 +18,11 @@ from torch import nn
 from nncompress.coding.container import MAGIC, read_container, write_container
 from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared, split_shared
 from nncompress.errors import FormatError
-from nncompress.models import arch_record, from_record
+from nncompress.models import arch_record, fit_shapes_
+from nncompress.models.factory import Trust
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization import SharedLayer
-from nncompress.train.checkpoint import load_state, nonfinite
+from nncompress.train.checkpoint import load_state, model_for_state, nonfinite
 
 KIND = "nncompress-model"
 
@@ -71,11 +72,20 @@ class Compressed:
     section_bytes: dict[str, int]
     file_bytes: int
 
-    def build_model(self, model: Optional[nn.Module] = None) -> nn.Module:
+    def build_model(self, model: Optional[nn.Module] = None, *, trust_factory: Trust = False) -> nn.Module:
+        """The decoded weights in ``model`` or, when None, in the recorded architecture
+        (a recorded factory that is not an nn.Module class runs only when
+        ``trust_factory`` is True or names the same spec)."""
         if model is None:
-            if not self.header.get("arch"):
+            arch = self.header.get("arch")
+            if not arch:
                 raise FormatError("this file records no architecture: pass the model (or --model NAME) to load it")
-            model = from_record(self.header["arch"])
+            if not isinstance(arch, dict):
+                raise FormatError(f"the file's architecture record is a {type(arch).__name__}, not an object: "
+                                  "the file is damaged; pass the model to load it")
+            model = model_for_state(arch, self.state, trust_factory=trust_factory, source="the .nnc file",
+                                    error=FormatError)
+        fit_shapes_(model, self.state)
         load_state(model, self.state)
         return model.eval()
 

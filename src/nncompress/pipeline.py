@@ -23,7 +23,7 @@ from nncompress.coding.csr import csr_bytes
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.data import Splits, load_data
 from nncompress.errors import CheckpointError, ConfigError, ModelError
-from nncompress.models import build_model
+from nncompress.models import arch_record, build_model
 from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
@@ -358,7 +358,9 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
                     codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()
     decoded = load_compressed(out)
-    restored = decoded.build_model(None if decoded.header.get("arch") else model)
+    # the file records the factory this very model was built from: calling it again needs no more trust
+    restored = decoded.build_model(None if decoded.header.get("arch") else model,
+                                   trust_factory=(arch_record(model) or {}).get("factory", False))
     test = metrics(restored, splits, "test")
     table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
     summary = {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],

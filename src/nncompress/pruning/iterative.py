@@ -23,6 +23,7 @@ from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
 from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
+from nncompress.pruning.target import density_steps, masked_density, q_for_density
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ Evaluate = Callable[[], float]
 class StepRecord:
     """One line of the per-step log."""
 
-    stage: str            # "dense", "control", "consolidate", "step", "recover", "final"
+    stage: str            # "dense", "control", "consolidate", "step", "recover", "target", "final"
     group: int
     step: int
     q: dict[str, float]
@@ -84,6 +85,41 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     return groups
 
 
+def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: dict[str, float], masks: Masks,
+               q_now: dict[str, float], finetune: Finetune, evaluate: Evaluate, reapply: Callable[[], None],
+               record: Callable[..., StepRecord], kept_fraction: Optional[Callable[[], dict[str, float]]],
+               rates: dict[str, float], on_step: Callable[[int, int, float], None]) -> int:
+    """Prune ``selected`` to ``cfg.target_density`` in ``cfg.target_steps`` steps, each
+    fine-tuned; every step is kept, whatever validation says (it is recorded)."""
+    layers = prunable_layers(model)
+    scaled = {n: stds[n] * cfg.layer_scale.get(n, 1.0) for n in selected}
+    chosen = {n: masks[n] for n in selected}
+    start = masked_density({n: layers[n].weight for n in selected}, chosen, scaled, 0.0)
+    goals = density_steps(start, float(cfg.target_density), cfg.target_steps)
+    if not goals:
+        log.warning("the selected layers already keep %.4f of their weights, no more than the target density "
+                    "%.4f: nothing to prune", start, cfg.target_density)
+    for step, goal in enumerate(goals, 1):
+        t0 = time.perf_counter()
+        weights = {n: layers[n].weight for n in selected}
+        q = q_for_density(weights, chosen, scaled, goal)
+        for n in selected:
+            q_now[n] = q * cfg.layer_scale.get(n, 1.0)
+            masks[n] &= threshold_mask(layers[n].weight, std_threshold(stds[n], q_now[n]))
+            chosen[n] = masks[n]
+        reapply()
+        if kept_fraction is not None:
+            adjust_dropout_(model, rates, kept_fraction())
+        finetune(list(model.parameters()), cfg.epochs_per_step, reapply)
+        acc = evaluate()
+        rec = record("target", 0, step, acc, True, t0)
+        if rec.drop_points > cfg.tolerance:
+            log.info("target step %d/%d (density %.4f): validation drop %.2f points, over the tolerance; "
+                     "continuing", step, len(goals), goal, rec.drop_points)
+        on_step(step, len(goals), acc)
+    return len(goals)
+
+
 def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
            progress: Optional[ProgressFn] = None, on_step: Optional[Callable[[StepRecord], None]] = None
            ) -> PruneResult:
@@ -98,7 +134,9 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     not the minimum, so one unlucky control does not loosen the test much,
     and never stricter than the dense model itself. Every stage after the
     first starts with ``recover_epochs`` of fine-tuning of all layers, so
-    the earlier stages' losses are recovered before the next stage is judged."""
+    the earlier stages' losses are recovered before the next stage is judged.
+    With ``cfg.target_density`` the steps aim at that density instead and
+    are never rolled back (see ``PruneConfig``)."""
     layers = prunable_layers(model)
     groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
@@ -167,7 +205,13 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density, val=acc)
         return ok
 
-    for gi, group in enumerate(groups):
+    if cfg.target_density is not None:
+        def on_target_step(step: int, steps: int, acc: float) -> None:
+            report(progress, "prune", step, steps + 1, density=overall_density(masks), val=acc)
+        total = 1 + _to_target(model, cfg, [n for g in groups for n in g], stds, masks, q_now, finetune, evaluate,
+                               reapply, record, kept_fraction if cfg.adjust_dropout else None, rates,
+                               on_target_step)
+    for gi, group in enumerate(groups if cfg.target_density is None else []):
         if gi > 0 and cfg.recover_epochs > 0:  # consolidate the earlier stages before this one starts
             t0 = time.perf_counter()
             finetune(list(model.parameters()), cfg.recover_epochs, reapply)
@@ -200,7 +244,10 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if acc < acc_before:  # the final fine-tune is kept only when validation agrees
         restore_(model, masks, before)
         acc = acc_before
-    record("final", len(groups), 0, acc, drop_points(reference, acc) <= cfg.tolerance, t0)
+    final = record("final", len(groups), 0, acc, drop_points(reference, acc) <= cfg.tolerance, t0)
+    if cfg.target_density is not None and not final.accepted:
+        log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
+                    final.overall_density, final.drop_points, cfg.tolerance)
     report(progress, "prune", total, total, density=overall_density(masks), val=acc)
     result.val_accuracy = acc
     result.q = dict(q_now)

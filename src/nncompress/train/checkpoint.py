@@ -22,7 +22,8 @@ from torch import nn
 from nncompress.atomic import atomic_open
 from nncompress.coding.csr import CSR, csr_bytes, from_csr, to_csr
 from nncompress.errors import CheckpointError, FormatError, ModelError
-from nncompress.models import arch_record, from_record
+from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record, remember, trusted_factory
+from nncompress.models.factory import Trust
 
 FORMAT_KEY = "nncompress_checkpoint"
 FORMAT_VERSION = 1
@@ -37,16 +38,63 @@ class Checkpoint:
     arch: Optional[dict[str, Any]] = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, model: Optional[nn.Module] = None) -> nn.Module:
-        """Load the weights into ``model`` or, when None, into the recorded architecture."""
+    def build_model(self, model: Optional[nn.Module] = None, *, trust_factory: Trust = False) -> nn.Module:
+        """Load the weights into ``model`` or, when None, into the recorded architecture.
+        A recorded factory that is not an nn.Module class is called only when
+        ``trust_factory`` is True or names the same spec (see ``models.factory``)."""
         if model is None:
             if self.arch is None:
                 raise CheckpointError("this checkpoint records no architecture: pass --model NAME "
                                       "(or a model instance in Python) to load it")
-            model = from_record(self.arch)
+            model = model_for_state(self.arch, self.state, trust_factory=trust_factory, source="the checkpoint",
+                                    error=CheckpointError)
+        fit_shapes_(model, self.state)
         load_state(model, self.state)
         model.eval()
         return model
+
+
+def _materialises_from_state(model: nn.Module) -> bool:
+    """Whether every tensor of a meta-device ``model`` is in its state dict, so
+    allocating it empty and loading the state leaves nothing uninitialised."""
+    in_state = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    tensors = [t for m in model.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    loose = [v for m in model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    return all(id(t) in in_state for t in tensors) and not loose
+
+
+def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, trust_factory: Trust = False,
+                    source: str = "the file", error: type[Exception] = CheckpointError) -> nn.Module:
+    """A model of the recorded architecture, shaped to take ``state`` (load it next).
+
+    A factory runs on the meta device first (no memory) and what it builds is
+    checked against the stored tensors, so a record that does not describe
+    these weights is refused before anything is allocated. When the state
+    covers every tensor, the model is then allocated at the stored (possibly
+    shrunk) sizes only: kwargs asking for a giant model cost nothing. A model
+    with tensors outside its state dict (non-persistent buffers) is built
+    again for real, at the factory's sizes, and fitted."""
+    if not is_factory_record(arch):
+        return from_record(arch)  # type: ignore[arg-type]
+    factory, spec, kwargs = trusted_factory(arch, trust_factory, source, error)
+    try:
+        with torch.device("meta"):
+            probe: Optional[nn.Module] = factory(**kwargs)
+    except (ModelError, NotImplementedError, RuntimeError) as exc:  # e.g. a factory that reads its own files
+        log.info("model factory %s cannot run on the meta device (%s); building it directly", spec, exc)
+        probe = None
+    if probe is not None:
+        fit_shapes_(probe, state)
+        problem = state_mismatch(probe, state)
+        if problem:
+            raise error(f"{source} records the model factory {spec} with kwargs {kwargs}, but what it builds does "
+                        f"not match the stored weights ({problem}): the file is damaged or the factory has changed "
+                        "since it was written; pass a matching model to load it")
+        if _materialises_from_state(probe):
+            return remember(probe.to_empty(device="cpu"), spec, kwargs)
+    model = factory(**kwargs)
+    fit_shapes_(model, state)
+    return remember(model, spec, kwargs)
 
 
 def _is_sparse_weight(name: str, tensor: torch.Tensor) -> bool:
@@ -219,22 +267,29 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return ckpt
 
 
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Strict load with a message that names every mismatch."""
+def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``state`` from loading into ``model`` strictly ('' when nothing)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:6])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:6])}")
-        if shapes:
-            parts.append("; ".join(shapes[:4]))
-        raise CheckpointError("checkpoint does not match the model: " + "; ".join(parts))
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:6])}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:6])}")
+    if shapes:
+        parts.append("; ".join(shapes[:4]))
+    return "; ".join(parts)
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Strict load with a message that names every mismatch."""
+    problem = state_mismatch(model, state)
+    if problem:
+        raise CheckpointError("checkpoint does not match the model: " + problem)
+    own = model.state_dict()
     # casting int8/bool weights to float would load garbage without a word
     cast = [f"{k} ({state[k].dtype})" for k in own if own[k].is_floating_point() and not state[k].is_floating_point()]
     if cast:
