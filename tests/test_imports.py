@@ -43,3 +43,14 @@ def test_failing_import_is_a_config_error(tmp_path: Path) -> None:
 def test_is_import_spec() -> None:
     assert is_import_spec("pkg.mod:Net") and is_import_spec("nets.py:build")
     assert not is_import_spec("lenet5") and not is_import_spec("pkg:") and not is_import_spec(":x")
+
+
+def test_without_cwd_search_local_modules_and_files_are_not_imported(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "usernets_b.py").write_text("def build():\n    return 1\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no module named 'usernets_b'"):
+        import_object("usernets_b:build", search_cwd=False)
+    with pytest.raises(ConfigError, match="names a file"):
+        import_object(f"{tmp_path / 'usernets_b.py'}:build", search_cwd=False)
+    assert import_object("json:dumps", search_cwd=False)([]) == "[]"

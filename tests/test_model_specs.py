@@ -242,3 +242,15 @@ def test_compress_model_decodes_a_function_factory_it_was_given(nets: Path, tmp_
     restored = box.build_model(trust_factory="usernets_specs:build")
     assert restored[1].out_features <= 19
     assert metrics(restored, digits)["accuracy"] == summary["test_accuracy"]
+
+
+def test_a_record_alone_never_imports_from_the_current_folder(nets: Path, tmp_path: Path) -> None:
+    """A downloaded file may sit beside a hostile module: the user's word is needed to import it."""
+    import sys
+    model = build_model("usernets_specs:Net", kwargs={"hidden": 5})
+    save_checkpoint(tmp_path / "c.pt", model)
+    sys.modules.pop("usernets_specs", None)  # as in a fresh process
+    with pytest.raises(CheckpointError, match="pass --model usernets_specs:Net"):
+        load_checkpoint(tmp_path / "c.pt").build_model()
+    assert "usernets_specs" not in sys.modules
+    _same(load_checkpoint(tmp_path / "c.pt").build_model(trust_factory="usernets_specs:Net"), model)

@@ -48,9 +48,9 @@ def _load_file(path: Path, what: str, spec: str) -> ModuleType:
     return module
 
 
-def _load_module(module: str, what: str, spec: str) -> ModuleType:
+def _load_module(module: str, what: str, spec: str, search_cwd: bool) -> ModuleType:
     cwd = os.getcwd()
-    added = cwd not in sys.path
+    added = search_cwd and cwd not in sys.path
     if added:
         sys.path.insert(0, cwd)
     try:
@@ -65,13 +65,23 @@ def _load_module(module: str, what: str, spec: str) -> ModuleType:
             sys.path.pop(0)
 
 
-def import_object(spec: str, what: str = "import path") -> Any:
-    """The object ``spec`` names; ``what`` (e.g. "--model") starts every error message."""
+def names_file(spec: str) -> bool:
+    """Whether ``spec`` names a Python file (``path/to/file.py:name``) rather than a module."""
+    module = spec.rpartition(":")[0]
+    return module.endswith(".py") or "/" in module or os.sep in module
+
+
+def import_object(spec: str, what: str = "import path", *, search_cwd: bool = True) -> Any:
+    """The object ``spec`` names; ``what`` (e.g. "--model") starts every error message.
+    With ``search_cwd=False`` only installed modules are imported (no file paths, no
+    current directory): what a spec read from someone else's file may reach."""
     module, attr = _split(spec, what)
-    if module.endswith(".py") or "/" in module or os.sep in module:
+    if names_file(spec):
+        if not search_cwd:
+            raise ConfigError(f"{what} {spec!r} names a file, which is imported only when you name it yourself")
         mod = _load_file(Path(module), what, spec)
     else:
-        mod = _load_module(module, what, spec)
+        mod = _load_module(module, what, spec, search_cwd)
     obj: Any = mod
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -126,9 +126,18 @@ def trusted_factory(record: Mapping[str, Any], trust: Trust = False, source: str
         kwargs = plain_kwargs(kwargs)
     except ModelError as exc:
         raise error(f"{source}: {exc}") from exc
-    factory = import_object(spec, f"model factory recorded in {source}")
+    named = trust is True or trust == spec
+    # a file in the current folder could sit beside a downloaded one: without the user's word only
+    # installed modules are searched
+    try:
+        factory = import_object(spec, f"model factory recorded in {source}", search_cwd=named)
+    except ConfigError as exc:
+        if named:
+            raise
+        raise error(f"{exc}; if you trust it, pass --model {spec} (in Python: trust_factory={spec!r}), "
+                    "or pass a model instance") from None
     is_class = inspect.isclass(factory) and issubclass(factory, nn.Module)
-    if not is_class and trust is not True and trust != spec:
+    if not is_class and not named:
         kind = "a function" if inspect.isfunction(factory) else f"a {type(factory).__name__}"
         raise error(f"{source} records the model factory {spec!r}, which is {kind}, not an nn.Module class: "
                     "calling a callable named by a file could run any code, so it is only called when you "
