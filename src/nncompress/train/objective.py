@@ -444,12 +444,12 @@ def resolution_warning(objective: Objective, tolerance: float, n_val: int, dense
         reasons.append(f"a {tolerance:g}-point tolerance on {n_val:,} validation examples is "
                        f"{examples:.3g} example(s)")
     if 0 < se and tolerance < se:
-        reasons.append(f"it is below the standard error of the dense {objective.metric} "
-                       f"({se:.2f} points at {100 * p:.2f} %)")
+        reasons.append(f"it is below one standard error of the dense {objective.metric}")
     wrong = (1 - p) * n_val
     if objective.kind == "classification" and wrong < MIN_TOLERANCE_EXAMPLES:
         reasons.append(f"{objective.metric} {100 * p:.2f} % leaves {wrong:.0f} wrong example(s) to measure a drop by")
     if not reasons:
         return None
-    return ("the validation split cannot resolve the tolerance: " + "; ".join(reasons)
-            + f" (standard error {se:.2f} points); use more validation examples or a larger tolerance")
+    return (f"the validation split cannot resolve a tolerance of {objective.tolerance_text(tolerance)}: "
+            + "; ".join(reasons) + f" (standard error {se:.2f} points at {objective.metric} {100 * p:.2f} %); "
+            "use more validation examples or a larger tolerance")

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import PruneConfig
+from nncompress.data.batches import Inputs, count, take, to_device
 from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn
-from nncompress.data.batches import Inputs, count, take, to_device
 from nncompress.pruning.schedule import drop_points
 from nncompress.train.loop import Teacher, fit, model_device
 from nncompress.train.objective import Classification, Objective
