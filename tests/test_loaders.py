@@ -49,7 +49,9 @@ def test_own_module_from_loaders_round_trips_through_the_file(tmp_path, digits: 
 
 
 @pytest.mark.parametrize("bad, fragment", [
-    ([(torch.zeros(2, 1, 8, 8),)], "not an \\(inputs, labels\\) pair"),
+    ([(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64), torch.zeros(2))],
+     "not an \\(inputs, labels\\) pair"),
+    ([(torch.zeros(2, 1, 8, 8),)], "some loaders carry labels and some do not"),  # (x,) is inputs alone
     ([(torch.zeros(2, 1, 8, 8), torch.zeros(2))], "1-D integer tensor"),
     ([(torch.zeros(2, 1, 8, 8), torch.zeros(3, dtype=torch.int64))], "one per input"),
     ([], "yields no batches"),

@@ -22,6 +22,7 @@ from nncompress.atomic import write_text
 from nncompress.coding.csr import csr_bytes
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.data import Splits, load_data
+from nncompress.data.batches import call_model, count, describe, pick_output, take
 from nncompress.errors import CheckpointError, ConfigError, ModelError
 from nncompress.models import arch_record, build_model
 from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
@@ -35,8 +36,9 @@ from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, 
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
 from nncompress.rundir import RunDir
-from nncompress.train import evaluate, fit, set_seed
+from nncompress.train import fit, set_seed
 from nncompress.train.loop import Teacher
+from nncompress.train.objective import Objective, ObjectiveSpec, resolution_warning, resolve_objective
 from nncompress.train.probe import choose_finetune
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 from nncompress.train.journal import Journal
@@ -48,16 +50,43 @@ log = logging.getLogger(__name__)
 
 
 def _data_meta(splits: Splits) -> dict[str, Any]:
-    return {"data": splits.name, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes}
+    shape = splits.input_shape
+    meta = {"data": splits.name, "input_shape": dict(shape) if isinstance(shape, dict) else list(shape),
+            "num_classes": splits.num_classes}
+    if splits.transform:
+        meta["transform"] = splits.transform
+    return meta
 
 
-def metrics(model: nn.Module, splits: Splits, split: str = "test") -> dict[str, Any]:
-    """Accuracy (fraction), loss, and weight counts of ``model`` on a split."""
+def _objective(objective: ObjectiveSpec, model: nn.Module, splits: Splits) -> Objective:
+    """The run's objective, bound to ``model`` as the dense reference where it distils."""
+    return resolve_objective(objective, model, splits)
+
+
+def metrics(model: nn.Module, splits: Splits, split: str = "test",
+            objective: Optional[Objective] = None) -> dict[str, Any]:
+    """The objective's score and loss, and weight counts, of ``model`` on a split.
+
+    The score is reported under its own name (``accuracy`` for classification,
+    ``agreement`` or ``mean_cosine`` with the dense model for label-free data,
+    a user metric's name) and as ``score``, with ``metric`` naming it. Label-free
+    data need the ``objective`` bound to the dense model (``resolve_objective``):
+    a model is only ever compared with that reference."""
     x, y = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
-    loss, acc = evaluate(model, x, y)
+    if objective is None:
+        if y is None:
+            raise ConfigError(f"{splits.name} carries no labels: metrics need the objective bound to the dense "
+                              "model (nncompress.train.objective.resolve_objective(None, dense_model, splits))")
+        objective = resolve_objective(None, model, splits)
+    loss, score = objective.evaluate(model, x, y)
     params, nonzero = count_parameters(model)
-    return {"accuracy": acc, "loss": loss, "params": params, "nonzero": nonzero, "split": split,
-            "examples": len(y)}
+    out = {objective.metric: score, "loss": loss, "params": params, "nonzero": nonzero, "split": split,
+           "examples": count(x), "metric": objective.metric, "score": score}
+    if objective.kind != "classification":
+        out["objective"] = objective.describe()
+    if split == "test" and splits.test_is_val:
+        out["test_is_val"] = True
+    return out
 
 
 def load_model_file(path: str | Path, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -70,7 +99,8 @@ def load_model_file(path: str | Path, model: Optional[nn.Module] = None) -> tupl
     return ckpt.build_model(model), ckpt.meta
 
 
-def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None
+                  ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model file into its recorded architecture (or ``model_name``) and
     check it fits the data."""
     model = build_model(model_name, splits.input_shape, splits.num_classes) if model_name else None
@@ -79,48 +109,76 @@ def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = 
     return model, meta
 
 
-def check_fits(model: nn.Module, splits: Splits, what: str) -> None:
-    """One forward pass on two validation images: a model that cannot take
+def check_fits(model: nn.Module, splits: Splits, what: str, objective: Optional[Objective] = None) -> None:
+    """One forward pass on two validation examples: a model that cannot take
     this data fails here with a clear message, not deep inside training."""
+    sample = take(splits.val_x, slice(0, 2))
     try:
         with torch.no_grad():
-            out = model.eval()(splits.val_x[:2])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{what} does not accept {splits.name} inputs of shape "
-                              f"{tuple(splits.input_shape)}: {str(exc).splitlines()[0]}") from exc
-    if out.shape[-1] != splits.num_classes:
+            raw = call_model(model.eval(), sample)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        shape = f"of shape {tuple(splits.input_shape)}" if isinstance(sample, torch.Tensor) else describe(sample)
+        raise CheckpointError(f"{what} does not accept {splits.name} inputs {shape}: "
+                              f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from exc
+    out, _ = pick_output(raw, objective.output if objective is not None else None)
+    classifying = objective is None or objective.kind == "classification"
+    if classifying and splits.num_classes is not None and out.shape[-1] != splits.num_classes:
         raise CheckpointError(f"{what} has {out.shape[-1]} outputs but {splits.name} has "
                               f"{splits.num_classes} classes")
 
 
 def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
-                progress: Optional[ProgressFn] = None, journal: Optional[Journal] = None) -> dict[str, Any]:
+                progress: Optional[ProgressFn] = None, journal: Optional[Journal] = None,
+                objective: Optional[Objective] = None) -> dict[str, Any]:
+    """Train from the current weights: on the labels, or by ``objective`` (e.g. a user loss)."""
+    if objective is None and not splits.has_labels:
+        raise ConfigError(f"{splits.name} carries no labels: training from scratch needs labels or a user "
+                          "objective with a loss; label-free data compress a trained model by distilling from it")
+    objective = objective or resolve_objective(None, model, splits)
     gen = set_seed(cfg.seed)
     t0 = time.perf_counter()
-    losses = fit(model, splits.train_x, splits.train_y, cfg, generator=gen, progress=progress, journal=journal)
+    losses = fit(model, splits.train_x, splits.train_y, cfg, generator=gen, progress=progress, journal=journal,
+                 objective=objective)
     return {"train_seconds": round(time.perf_counter() - t0, 2), "train_losses": losses,
-            "val": metrics(model, splits, "val"), "train": cfg.to_dict()}
+            "val": metrics(model, splits, "val", objective), "train": cfg.to_dict()}
 
 
 def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Optional[ProgressFn] = None,
                 on_step: Optional[Callable[[StepRecord], None]] = None,
-                journal: Optional[Journal] = None) -> PruneResult:
+                journal: Optional[Journal] = None, objective: ObjectiveSpec = None) -> PruneResult:
     """Iterative pruning of any Linear/Conv model on these splits; decisions on validation only.
-    The fine-tuning recipe is probed on the dense model first (``cfg.probe``)."""
+    The fine-tuning recipe is probed on the dense model first (``cfg.probe``).
+
+    ``objective`` (``train.objective``) says what is judged: by default accuracy
+    with labels, agreement or cosine with ``model`` as it is now without. The
+    tolerance is in points of that score (1/100 of it); the validation scores
+    in the result (and the step log's ``val_accuracy``) are the objective's,
+    negated for a lower-is-better metric."""
     pruning_groups(model, cfg)  # bad input is refused before the probe trains anything
-    cfg, choice = choose_finetune(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress)
+    objective = _objective(objective, model, splits)
+    dense_score = objective.score(model, splits.val_x, splits.val_y)
+    warning = resolution_warning(objective, cfg.tolerance, count(splits.val_x), dense_score)
+    if warning:
+        log.warning("%s", warning)
+    log.info("pruning %s to a tolerance of %s", splits.name, objective.tolerance_text(cfg.tolerance))
+    cfg, choice = choose_finetune(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress,
+                                  objective=objective)
     gen = set_seed(cfg.seed)
-    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
+    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
+        if cfg.distill > 0 and objective.uses_teacher_term else None
 
     def finetune(params: Iterable[nn.Parameter], epochs: int, after_step: Callable[[], None]) -> None:
         fit(model, splits.train_x, splits.train_y, cfg.finetune(epochs), params=params, after_step=after_step,
-            generator=gen, progress=progress, task="fine-tune", journal=journal, teacher=teacher)
+            generator=gen, progress=progress, task="fine-tune", journal=journal, teacher=teacher,
+            objective=objective)
 
-    def val_accuracy() -> float:
-        return evaluate(model, splits.val_x, splits.val_y)[1]
+    def val_score() -> float:
+        return objective.signed(objective.score(model, splits.val_x, splits.val_y))
 
-    result = prune_(model, cfg, finetune=finetune, evaluate=val_accuracy, progress=progress, on_step=on_step)
+    result = prune_(model, cfg, finetune=finetune, evaluate=val_score, progress=progress, on_step=on_step)
     result.finetune = choice.to_dict()
+    result.objective = {**objective.describe(), "tolerance": objective.tolerance_text(cfg.tolerance)}
+    result.warnings = [warning] if warning else []
     return result
 
 
@@ -168,7 +226,8 @@ def sensitivity_files(out_dir: str | Path) -> dict[str, Path]:
 
 def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConfig, *,
               log_dir: Optional[str | Path] = None, storage: str = "auto", model_name: Optional[str] = None,
-              progress: Optional[ProgressFn] = None, splits: Optional[Splits] = None) -> PruneRun:
+              progress: Optional[ProgressFn] = None, splits: Optional[Splits] = None,
+              objective: ObjectiveSpec = None) -> PruneRun:
     """Prune a checkpoint and write the pruned checkpoint, the step log (JSON
     lines), the per-layer table, the histograms and a summary."""
     splits = splits or load_data(data)
@@ -180,7 +239,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     before = _weights(model)
     sizes = source_meta.get("dense_weights") or {n: int(w.size) for n, w in before.items()}
     dense_weights = sum(sizes.values())
-    dense_test = metrics(model, splits, "test")
+    objective = _objective(objective, model, splits)
+    dense_test = metrics(model, splits, "test", objective)
     steps_path = paths["steps"]
     lines: list[str] = []
 
@@ -189,13 +249,13 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         write_text(steps_path, "\n".join(lines) + "\n")
 
     t0 = time.perf_counter()
-    result = prune_model(model, splits, cfg, progress=progress, on_step=on_step)
+    result = prune_model(model, splits, cfg, progress=progress, on_step=on_step, objective=objective)
     seconds = time.perf_counter() - t0
-    pruned_test = metrics(model, splits, "test")
+    pruned_test = metrics(model, splits, "test", objective)
     table = layer_table(model, sizes)
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
             "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
-            "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["accuracy"]}
+            "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["score"]}
     layout = save_checkpoint(out, model, meta=meta, storage=storage)
     weight_histograms(before, paths["hist_before"], "Weights before pruning")
     weight_histograms(_weights(model), paths["hist_after"], "Nonzero weights after pruning",
@@ -203,13 +263,15 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     kept = sum(r["nonzero"] for r in table)
     summary = {
         "checkpoint": str(out), "data": splits.name, "seconds": round(seconds, 2),
-        "dense": {"test_accuracy": dense_test["accuracy"], "val_accuracy": result.dense_val_accuracy,
+        "metric": objective.metric, "objective": result.objective, "warnings": result.warnings,
+        "dense": {"test_accuracy": dense_test["score"], "val_accuracy": result.dense_val_accuracy,
                   "params": dense_test["params"], "nonzero": dense_test["nonzero"]},
-        "pruned": {"test_accuracy": pruned_test["accuracy"], "val_accuracy": result.val_accuracy,
+        "pruned": {"test_accuracy": pruned_test["score"], "val_accuracy": result.val_accuracy,
                    "params": pruned_test["params"], "nonzero": pruned_test["nonzero"]},
         "weights": dense_weights, "kept_weights": kept, "kept_fraction": kept / max(1, dense_weights),
         "compression": dense_weights / max(1, kept),
-        "test_drop_points": round((dense_test["accuracy"] - pruned_test["accuracy"]) * 100, 4),
+        "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(pruned_test["score"]))
+                                  * 100, 4),
         "q": result.q, "dropout": result.dropout, "finetune": result.finetune, "layers": table, "storage": layout,
         "removed_neurons": result.shrink.removed if result.shrink else {},
         "shrink_note": result.shrink.reason if result.shrink else "",
@@ -222,21 +284,24 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
 
 def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg: SensitivityConfig, *,
                     model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
-                    splits: Optional[Splits] = None) -> dict[str, Any]:
+                    splits: Optional[Splits] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
     """Write sensitivity.csv and sensitivity.png; return the table and the
     per-layer q scales the pruner would take from it."""
     splits = splits or load_data(data)
     model, _ = load_for_data(checkpoint, splits, model_name)
-    return scan_sensitivity(model, splits, cfg, out_dir, progress)
+    return scan_sensitivity(model, splits, cfg, out_dir, progress, objective=objective)
 
 
 def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, out_dir: Optional[str | Path],
-                     progress: Optional[ProgressFn] = None) -> dict[str, Any]:
-    """The scan on the validation split; with ``out_dir`` also its CSV and plot."""
+                     progress: Optional[ProgressFn] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
+    """The scan on the validation split; with ``out_dir`` also its CSV and plot. The table's
+    ``val_accuracy`` column holds the objective's score (negated for a lower-is-better metric)."""
+    objective = _objective(objective, model, splits)
     base, rows = sensitivity_scan(model, q_schedule(cfg.q0, cfg.q_step, cfg.q_max),
-                                  lambda: evaluate(model, splits.val_x, splits.val_y)[1], progress)
+                                  lambda: objective.signed(objective.score(model, splits.val_x, splits.val_y)),
+                                  progress)
     result = {"dense_val_accuracy": base, "rows": [r.__dict__ for r in rows],
-              "layer_scale": layer_scales(rows, base, cfg.max_drop)}
+              "layer_scale": layer_scales(rows, base, cfg.max_drop), "metric": objective.metric}
     if out_dir is None:
         return result
     files = sensitivity_files(out_dir)
@@ -261,9 +326,13 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
 
 
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
-                journal: Optional[Journal] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
+                journal: Optional[Journal] = None, objective: ObjectiveSpec = None
+                ) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
     """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
-    centroid fine-tuning; the tuned codebooks are kept only if validation agrees."""
+    centroid fine-tuning; the tuned codebooks are kept only if validation agrees.
+    Judged by ``objective`` (default: accuracy with labels, else distillation from
+    ``model`` as given: pass the one bound to the dense model to compare with that)."""
+    objective = _objective(objective, model, splits)
     layers = prunable_layers(model)
     bits = {n: _codebook_bits(cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits),
                               int(torch.count_nonzero(m.weight)), cfg.min_members)
@@ -272,7 +341,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     if unknown:
         raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; layers are {list(layers)}")
     shared = share_weights_(layers, bits, cfg.init, cfg.seed, progress=progress)
-    val_before = evaluate(model, splits.val_x, splits.val_y)[1]
+    val_before = objective.score(model, splits.val_x, splits.val_y)
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)
@@ -282,7 +351,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     try:
         fit(model, splits.train_x, splits.train_y, cfg.finetune(), params=list(unshared_parameters(model, shared)),
             after_step=tuner.after_step, generator=gen, progress=progress, task="centroids", freeze_others=False,
-            journal=journal)
+            journal=journal, objective=objective)
     except ModelError:  # NaN loss: the tuning is rolled back like any that validation rejects
         diverged = True
         log.warning("centroid tuning diverged (lower centroid_lr %g or lr %g); the untuned codebooks are kept",
@@ -290,20 +359,20 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     finally:
         if journal is not None:
             journal.unregister("centroids")
-    val_after = None if diverged else evaluate(model, splits.val_x, splits.val_y)[1]
-    kept = val_after is not None and val_after >= val_before
+    val_after = None if diverged else objective.score(model, splits.val_x, splits.val_y)
+    kept = val_after is not None and objective.signed(val_after) >= objective.signed(val_before)
     if not kept:
         model.load_state_dict(saved[0])
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
     return shared, {"bits": bits, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
-                    "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged}
+                    "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged, "metric": objective.metric}
 
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
                  share_cfg: ShareConfig, *, model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
                  splits: Optional[Splits] = None, sensitivity_cfg: Optional[SensitivityConfig] = None,
-                 run: Optional[RunDir] = None) -> dict[str, Any]:
+                 run: Optional[RunDir] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
     """prune (unless ``prune_cfg`` is None or the checkpoint is already pruned)
     -> share -> fine-tune -> code; the reported accuracy is that of the model
     decoded from the written file. With ``run`` every stage leaves its files
@@ -311,7 +380,7 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
     splits = splits or load_data(data)
     model, source_meta = load_for_data(checkpoint, splits, model_name)
     return compress_model(model, source_meta, splits, out, prune_cfg, share_cfg, progress=progress,
-                          sensitivity_cfg=sensitivity_cfg, run=run)
+                          sensitivity_cfg=sensitivity_cfg, run=run, objective=objective)
 
 
 def _histograms(model: nn.Module, nonzero_only: bool) -> dict[str, Any]:
@@ -322,8 +391,10 @@ def _histograms(model: nn.Module, nonzero_only: bool) -> dict[str, Any]:
 def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits, out: str | Path,
                    prune_cfg: Optional[PruneConfig], share_cfg: ShareConfig, *,
                    progress: Optional[ProgressFn] = None, sensitivity_cfg: Optional[SensitivityConfig] = None,
-                   run: Optional[RunDir] = None) -> dict[str, Any]:
-    """The stages of ``run_compress`` on a model already in memory."""
+                   run: Optional[RunDir] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
+    """The stages of ``run_compress`` on a model already in memory (changed in place).
+    ``objective`` (default: accuracy with labels, distillation from the model as
+    given without) judges every stage against the model as given."""
     skipped = prune_cfg is not None and bool(source_meta.get("pruned"))
     if skipped:
         prune_cfg = None
@@ -334,22 +405,25 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     # unknown for a checkpoint pruned elsewhere (or by an older nncompress) that did not record them
     dense_weights = source_meta.get("dense_weights") or (
         None if source_meta.get("pruned") else {n: m.weight.numel() for n, m in prunable_layers(model).items()})
-    dense_test = metrics(model, splits, "test")
+    objective = _objective(objective, model, splits)
+    dense_test = metrics(model, splits, "test", objective)
     if run:
         histograms["pruned" if source_meta.get("pruned") else "dense"] = _histograms(
             model, nonzero_only=bool(source_meta.get("pruned")))
     if sensitivity_cfg is not None and prune_cfg is not None:
-        scan = scan_sensitivity(model, splits, sensitivity_cfg, run.path if run else None, progress)
+        scan = scan_sensitivity(model, splits, sensitivity_cfg, run.path if run else None, progress,
+                                objective=objective)
         if not prune_cfg.layer_scale:  # per-layer q given by hand wins over the scan's
             prune_cfg = dataclasses.replace(prune_cfg, layer_scale=scan["layer_scale"])
     t0 = time.perf_counter()
     pruned = None
     if prune_cfg is not None:
         pruned = prune_model(model, splits, prune_cfg, progress=progress,
-                             on_step=(lambda rec: run.on_step(rec.to_dict())) if run else None, journal=journal)
+                             on_step=(lambda rec: run.on_step(rec.to_dict())) if run else None, journal=journal,
+                             objective=objective)
         histograms["pruned"] = _histograms(model, nonzero_only=True)
     t1 = time.perf_counter()
-    shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal)
+    shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal, objective=objective)
     t2 = time.perf_counter()
     meta = {"data": splits.name, "dense_params": dense_params}
     if dense_weights:
@@ -361,11 +435,16 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     # the file records the factory this very model was built from: calling it again needs no more trust
     restored = decoded.build_model(None if decoded.header.get("arch") else model,
                                    trust_factory=(arch_record(model) or {}).get("factory", False))
-    test = metrics(restored, splits, "test")
+    test = metrics(restored, splits, "test", objective)
     table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
-    summary = {"file": str(out), **table, "dense_test_accuracy": dense_test["accuracy"],
-               "test_accuracy": test["accuracy"],
-               "test_drop_points": round((dense_test["accuracy"] - test["accuracy"]) * 100, 4),
+    scores = ({"dense_test_accuracy": dense_test["score"], "test_accuracy": test["score"]}
+              if objective.kind == "classification" else {})
+    summary = {"file": str(out), **table, **scores, "metric": objective.metric,
+               "dense_test_score": dense_test["score"], "test_score": test["score"],
+               "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(test["score"]))
+                                         * 100, 4),
+               "objective": pruned.objective if pruned else {**objective.describe()},
+               "warnings": pruned.warnings if pruned else [],
                "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
                "finetune": pruned.finetune if pruned else None,
                **share_info,

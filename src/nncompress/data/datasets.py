@@ -9,14 +9,18 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
+from nncompress.data.batches import Inputs, count
 from nncompress.data.idx import read_idx
-from nncompress.errors import DataError
+from nncompress.errors import ConfigError, DataError
+from nncompress.imports import is_import_spec
 
-__all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "Splits", "load_data", "fashion_mnist_dir"]
+__all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "NORMALIZE_CHOICES", "Normalize", "Splits",
+           "describe_transform", "load_data", "fashion_mnist_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +50,42 @@ _INSTALL_HINT = (
 
 @dataclass(frozen=True)
 class Splits:
-    """Train/validation/test tensors of one data set: x float32 N×C×H×W, y int64."""
+    """Train/validation/test inputs of one data set, with labels or without.
+
+    The built-in data hold float32 N×C×H×W images and int64 labels. A user's
+    data may hold any inputs ``nncompress.data.batches`` handles (a tensor, a
+    tuple of tensors, a dict of tensors such as tokenised text), dtypes as given,
+    and no labels at all (``*_y`` None): the run then distils from the dense
+    model. ``transform`` records how raw inputs became these tensors, so files
+    and reports can state it; ``test_is_val`` marks data without a test split,
+    whose "test" figures are the validation split's.
+    """
 
     name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    input_shape: tuple[int, int, int]
-    num_classes: int
+    train_x: Inputs
+    train_y: Optional[torch.Tensor]
+    val_x: Inputs
+    val_y: Optional[torch.Tensor]
+    test_x: Inputs
+    test_y: Optional[torch.Tensor]
+    input_shape: Any
+    num_classes: Optional[int]
+    transform: Optional[dict[str, Any]] = None
+    test_is_val: bool = False
+
+    @property
+    def has_labels(self) -> bool:
+        return self.train_y is not None
 
     def sizes(self) -> dict[str, int]:
         """Number of examples per split, for logs and reports."""
-        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+        return {"train": count(self.train_x), "val": count(self.val_x), "test": count(self.test_x)}
 
     def __repr__(self) -> str:  # the default would dump tensor contents
         return (
             f"Splits(name={self.name!r}, sizes={self.sizes()}, input_shape={self.input_shape}, "
-            f"num_classes={self.num_classes})"
+            f"num_classes={self.num_classes}, transform={self.transform}"
+            + (", test_is_val=True)" if self.test_is_val else ")")
         )
 
 
@@ -75,21 +95,73 @@ def fashion_mnist_dir() -> Path:
     return Path(override) if override else FASHION_MNIST_DIR
 
 
-def load_data(spec: str, *, split_seed: int = 0) -> Splits:
-    """Load "fashion-mnist", "digits" or a folder of the four IDX files into seeded splits."""
+Normalize = Union[str, tuple[float, float], Mapping[str, float], None]
+NORMALIZE_CHOICES = ("standardize", "unit", "none")
+
+
+def _normalize_kind(normalize: Normalize) -> tuple[str, Optional[tuple[float, float]]]:
+    """("standardize" | "unit" | "none" | "explicit", (mean, std) when explicit); bad values are ConfigErrors."""
+    if normalize is None:
+        return "standardize", None
+    if isinstance(normalize, str):
+        text = normalize.strip().lower().replace("standardise", "standardize")
+        if text in NORMALIZE_CHOICES:
+            return text, None
+        parts = text.split(",")
+        try:
+            mean, std = (float(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)} or "
+                              "'MEAN,STD' (applied to inputs scaled to [0, 1])") from None
+        normalize = (mean, std)
+    if isinstance(normalize, Mapping):
+        if set(normalize) != {"mean", "std"}:
+            raise ConfigError(f"normalize {dict(normalize)}: a mapping needs exactly the keys 'mean' and 'std'")
+        normalize = (normalize["mean"], normalize["std"])
+    try:
+        mean, std = (float(v) for v in normalize)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)}, "
+                          "a (mean, std) pair or {'mean': ..., 'std': ...}") from None
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise ConfigError(f"normalize: mean {mean} and std {std} must be finite numbers with std > 0")
+    return "explicit", (mean, std)
+
+
+def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) -> Splits:
+    """Load "fashion-mnist", "digits", a folder of the four IDX files, or a user's
+    ``package.module:function`` (see ``nncompress.data.loaders.splits_from_function``)
+    into seeded splits.
+
+    ``normalize`` sets how image pixels become inputs, and is recorded in
+    ``Splits.transform``: "standardize" (the default: mean and std of the train
+    split's pixels scaled to [0, 1]), "unit" ([0, 1]), "none" (the raw pixel
+    values as float32, e.g. 0..255), or an explicit (mean, std) applied to
+    pixels scaled to [0, 1] (``(x / 255 - mean) / std``, as torchvision's
+    ToTensor + Normalize). A user's function transforms its own batches, so
+    ``normalize`` is refused there.
+    """
+    kind, explicit = _normalize_kind(normalize)
+    if is_import_spec(spec) and not Path(spec).is_dir():
+        if normalize is not None:
+            raise ConfigError(f"normalize {normalize!r} applies to image folders and the built-in data; "
+                              f"{spec} gives its own batches: transform them in that function")
+        from nncompress.data.loaders import splits_from_function  # loaders build on Splits
+        return splits_from_function(spec, split_seed=split_seed)
     if spec == "fashion-mnist":
         folder = fashion_mnist_dir()
         if not folder.is_dir():
             raise DataError(f"Fashion-MNIST not found: no folder {folder}; {_INSTALL_HINT}")
-        return _load_idx_folder(folder, "fashion-mnist", split_seed, hint=_INSTALL_HINT)
+        return _load_idx_folder(folder, "fashion-mnist", split_seed, hint=_INSTALL_HINT, norm=(kind, explicit))
     if spec == "digits":
-        return _load_digits(split_seed)
+        return _load_digits(split_seed, norm=(kind, explicit))
     folder = Path(spec)
     if folder.is_dir():
-        return _load_idx_folder(folder, folder.name or str(folder), split_seed, hint=None)
+        return _load_idx_folder(folder, folder.name or str(folder), split_seed, hint=None, norm=(kind, explicit))
     raise DataError(
         f"unknown data spec {spec!r} (not an existing folder): expected 'fashion-mnist', 'digits', "
-        f"or a path to a folder holding {', '.join(f'{n}(.gz)' for n in IDX_FILES)}"
+        f"a path to a folder holding {', '.join(f'{n}(.gz)' for n in IDX_FILES)}, or 'package.module:function' "
+        "returning data loaders"
     )
 
 
@@ -125,7 +197,8 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path
         raise DataError(f"{lbl_path}: labels must lie in 0..255, found range {lo}..{hi}")
 
 
-def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None) -> Splits:
+def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
+                     norm: tuple[str, Any]) -> Splits:
     """Read the four standard IDX files and hold out a seeded validation split of train."""
     paths = [_find_file(folder, n, hint) for n in IDX_FILES]
     train_img, train_lbl, test_img, test_lbl = (read_idx(p) for p in paths)
@@ -155,11 +228,11 @@ def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None)
         train_img[train_idx], train_lbl[train_idx],
         train_img[val_idx], train_lbl[val_idx],
         test_img, test_lbl,
-        max_value=255, num_classes=num_classes,
+        max_value=255, num_classes=num_classes, norm=norm,
     )
 
 
-def _load_digits(split_seed: int) -> Splits:
+def _load_digits(split_seed: int, norm: tuple[str, Any]) -> Splits:
     """scikit-learn's embedded 8×8 digits: seeded 20% test, then 10% of the rest as validation."""
     from sklearn.datasets import load_digits  # imported lazily: sklearn is slow to import
 
@@ -178,7 +251,7 @@ def _load_digits(split_seed: int) -> Splits:
         images[train_idx], labels[train_idx],
         images[val_idx], labels[val_idx],
         images[test_idx], labels[test_idx],
-        max_value=16, num_classes=int(labels.max()) + 1,
+        max_value=16, num_classes=int(labels.max()) + 1, norm=norm,
     )
 
 
@@ -187,21 +260,32 @@ def _build(
     train_img: np.ndarray, train_lbl: np.ndarray,
     val_img: np.ndarray, val_lbl: np.ndarray,
     test_img: np.ndarray, test_lbl: np.ndarray,
-    *, max_value: int, num_classes: int,
+    *, max_value: int, num_classes: int, norm: tuple[str, Any],
 ) -> Splits:
-    """Scale to [0,1], standardise with train-split statistics, and wrap as N×1×H×W tensors."""
-    # Mean/std from a histogram of the uint8 train pixels: exact in float64 and much cheaper
-    # than materialising a float64 copy of tens of millions of pixels.
-    flat = torch.from_numpy(np.ascontiguousarray(train_img)).view(-1)  # torch's bincount avoids an int64 copy
-    hist = torch.bincount(flat, minlength=256).numpy().astype(np.float64)
-    values = np.arange(len(hist), dtype=np.float64) / max_value
-    total = hist.sum()
-    mean = float((hist * values).sum() / total)
-    std = float(np.sqrt((hist * (values - mean) ** 2).sum() / total))
-    if std < 1e-12:
-        log.warning("%s: train pixels are constant; skipping division by std", name)
-        std = 1.0
-    scale, shift = 1.0 / (max_value * std), mean / std
+    """Scale pixels as ``norm`` says (by default: to [0,1], then standardised with train-split
+    statistics) and wrap them as N×1×H×W float32 tensors."""
+    kind, explicit = norm
+    divisor, mean, std = float(max_value), 0.0, 1.0
+    if kind == "standardize":
+        # Mean/std from a histogram of the uint8 train pixels: exact in float64 and much cheaper
+        # than materialising a float64 copy of tens of millions of pixels.
+        flat = torch.from_numpy(np.ascontiguousarray(train_img)).view(-1)  # torch's bincount avoids an int64 copy
+        hist = torch.bincount(flat, minlength=256).numpy().astype(np.float64)
+        values = np.arange(len(hist), dtype=np.float64) / max_value
+        total = hist.sum()
+        mean = float((hist * values).sum() / total)
+        std = float(np.sqrt((hist * (values - mean) ** 2).sum() / total))
+        if std < 1e-12:
+            log.warning("%s: train pixels are constant; skipping division by std", name)
+            std = 1.0
+    elif kind == "none":
+        divisor = 1.0
+    elif kind == "explicit":
+        mean, std = explicit
+    scale, shift = 1.0 / (divisor * std), mean / std
+    transform = {"normalize": kind, "divisor": divisor, "mean": mean, "std": std,
+                 "formula": "x = (pixel / divisor - mean) / std"}
+    log.info("%s inputs: %s", name, describe_transform(transform))
 
     def to_x(img: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32)
@@ -218,4 +302,15 @@ def _build(
         test_x=to_x(test_img), test_y=to_y(test_lbl),
         input_shape=(1, h, w),
         num_classes=num_classes,
+        transform=transform,
     )
+
+
+def describe_transform(transform: Optional[Mapping[str, Any]]) -> str:
+    """One line for logs and reports: how raw inputs became the tensors a model sees."""
+    if not transform:
+        return "as given"
+    if "divisor" not in transform:
+        return str(transform.get("normalize", "as given"))
+    return (f"{transform['normalize']}: x = (pixel / {transform['divisor']:g} - {transform['mean']:.6g}) "
+            f"/ {transform['std']:.6g}")

@@ -61,6 +61,8 @@ class PruneResult:
     dropout: dict[str, float] = field(default_factory=dict)
     shrink: Optional[ShrinkReport] = None
     finetune: dict = field(default_factory=dict)  # the fine-tuning recipe used, and the probe behind it
+    objective: dict = field(default_factory=dict)  # what the scores above are, and the tolerance in their units
+    warnings: list[str] = field(default_factory=list)  # e.g. a validation split too small for the tolerance
 
 
 def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:

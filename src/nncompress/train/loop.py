@@ -1,7 +1,10 @@
-"""Plain training and evaluation over in-memory tensors.
+"""Plain training and evaluation over in-memory inputs.
 
 The data sets we handle fit in memory, and slicing a tensor is several times
-faster than a DataLoader on two cores, so batches are index slices.
+faster than a DataLoader on two cores, so batches are index slices. Inputs may
+be a tensor, a tuple or a dict of tensors (``nncompress.data.batches``); what
+the loss and the score are comes from an objective (``train.objective``),
+classification when none is given.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import TrainConfig
+from nncompress.data.batches import Inputs, OutputFn, count, model_device, model_outputs, take, to_device
 from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn, report
+from nncompress.train.objective import Objective, default_objective
 
 if TYPE_CHECKING:
     from nncompress.train.journal import Journal
@@ -30,16 +35,18 @@ class Teacher:
     matches the dense model's softened outputs, which carry more than the
     labels about what the removed weights did."""
 
-    def __init__(self, model: nn.Module, weight: float, temperature: float) -> None:
+    def __init__(self, model: nn.Module, weight: float, temperature: float,
+                 output: Optional[OutputFn] = None) -> None:
         self.model = model.eval()
+        self.output = output
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.weight = float(weight)
         self.temperature = float(temperature)
 
-    def loss(self, logits: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, inputs: Inputs, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # log-probabilities on both sides: no 0 * log 0 where a class underflows
-            soft = F.log_softmax(self.model(inputs) / self.temperature, dim=1)
+            soft = F.log_softmax(model_outputs(self.model, inputs, self.output) / self.temperature, dim=1)
         kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean", log_target=True)
         return (1 - self.weight) * F.cross_entropy(logits, target) + self.weight * self.temperature ** 2 * kd
 
@@ -61,34 +68,19 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model lives: batches are moved there (data stays on the CPU)."""
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (fraction) of ``model`` on (x, y)."""
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size].to(device))
-        target = y[i:i + batch_size].to(device)
-        loss += F.cross_entropy(out, target, reduction="sum").item()
-        correct += int((out.argmax(1) == target).sum())
-    model.train(was_training)
-    n = max(1, len(x))
-    return loss / n, correct / n
+def evaluate(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], batch_size: int = 1000,
+             objective: Optional[Objective] = None) -> tuple[float, float]:
+    """Mean loss and score of ``model`` on (x, y): cross-entropy and accuracy (fraction)
+    unless ``objective`` says otherwise."""
+    return (objective or default_objective(y)).evaluate(model, x, y, batch_size)
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
+def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig, *,
         params: Optional[Iterable[nn.Parameter]] = None, after_step: Optional[AfterStep] = None,
         generator: Optional[torch.Generator] = None, progress: Optional[ProgressFn] = None,
         task: str = "train", freeze_others: bool = True, journal: Optional["Journal"] = None,
-        teacher: Optional[Teacher] = None) -> list[float]:
+        teacher: Optional[Teacher] = None, objective: Optional[Objective] = None) -> list[float]:
     """Train with SGD + Nesterov momentum on a one-cycle cosine schedule.
 
     ``params`` restricts what is trained (the rest stays frozen); ``after_step``
@@ -98,15 +90,20 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     (for hooks like centroid fine-tuning that consume them). Returns the
     mean training loss of each epoch. With a ``journal`` the state is saved
     after every epoch, and a call the journal already holds resumes there.
-    A ``teacher`` adds its distillation term to the loss.
+    A ``teacher`` adds its distillation term to the loss (classification
+    only). ``objective`` sets the loss (default: cross-entropy on ``y``).
     """
+    objective = objective or default_objective(y)
+    if teacher is not None and not objective.uses_teacher_term:
+        raise ModelError(f"a Teacher term applies to classification, not to the {objective.kind} objective")
+    n = count(x)
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if cfg.epochs == 0 or (not trainable and after_step is None):
         return []
     gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                           weight_decay=cfg.weight_decay) if trainable else None
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     chosen = {id(p) for p in trainable}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen] if freeze_others else []
@@ -118,19 +115,22 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     try:
         start = 0
         if journal is not None:
-            settings = json.dumps({"train": cfg.to_dict(), "distill": [teacher.weight, teacher.temperature]
-                                   if teacher is not None else None}, sort_keys=True)
+            described: dict = {"train": cfg.to_dict(), "distill": [teacher.weight, teacher.temperature]
+                               if teacher is not None else None}
+            if objective.kind != "classification":  # classification keeps the settings older journals hold
+                described["objective"] = objective.describe()
+            settings = json.dumps(described, sort_keys=True)
             start, losses = journal.begin(model, opt, gen, cfg.epochs, task, settings)
         step = start * steps_per_epoch
         for epoch in range(start, cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
+            order = torch.randperm(n, generator=gen)
             running = 0.0
-            for i in range(0, len(x), cfg.batch_size):
+            for i in range(0, n, cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 model.zero_grad(set_to_none=True)
-                inputs, target = x[idx].to(device), y[idx].to(device)
-                logits = model(inputs)
-                loss = F.cross_entropy(logits, target) if teacher is None else teacher.loss(logits, inputs, target)
+                inputs = to_device(take(x, idx), device)
+                target = y[idx].to(device) if y is not None else None
+                loss = objective.train_loss(model, inputs, target, teacher)
                 loss.backward()
                 if opt is not None:
                     for group in opt.param_groups:
@@ -140,7 +140,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
                     after_step()
                 running += loss.item() * len(idx)
                 step += 1
-            losses.append(running / len(x))
+            losses.append(running / n)
             if not math.isfinite(losses[-1]):  # before the journal saves it: a resume must not start from NaN
                 raise ModelError(f"{task} diverged: the mean loss of epoch {epoch + 1} is {losses[-1]}; "
                                  f"lower the learning rate (it peaked at {cfg.lr:g})")

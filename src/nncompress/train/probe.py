@@ -8,6 +8,13 @@ then judge that jump instead of the pruning. So a copy of the dense model gets
 one pruning step's worth of fine-tuning first; when that alone moves the
 outputs by more than ``probe_kl`` or costs more than the tolerance, the pruning
 fine-tunes at the fallback rate with distillation from the dense model.
+
+The KL test applies where outputs are logits: classification and KL
+distillation. Other objectives (cosine or MSE distillation of embeddings, a
+user metric on other outputs) are judged by their score alone: the fallback
+is taken when one step's fine-tuning costs more than the tolerance of that
+score. Without labels the fine-tuning already distils from the dense model, so
+the fallback lowers the rate only.
 """
 from __future__ import annotations
 
@@ -22,10 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import PruneConfig
+from nncompress.data.batches import Inputs, count, take, to_device
 from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn
 from nncompress.pruning.schedule import drop_points
 from nncompress.train.loop import Teacher, fit, model_device
+from nncompress.train.objective import Classification, Objective
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ class FinetuneChoice:
     probe_val_accuracy: Optional[float] = None
     probe_kl: Optional[float] = None  # mean KL(dense || fine-tuned) of the validation outputs, nats
     probe_diverged: bool = False  # the probe's loss went to NaN/Inf (no KL or accuracy then)
+    metric: str = "accuracy"  # what the two validation figures are (the objective's score)
 
     @property
     def probe_drop_points(self) -> Optional[float]:
@@ -59,19 +69,22 @@ class FinetuneChoice:
             return f"{recipe} (one step's fine-tuning of the dense model diverged: the fallback)"
         if self.probe_val_accuracy is None:
             return f"{recipe} (no probe)"
+        drop = self.probe_drop_points or 0.0
         moved = (f"one step's fine-tuning moved the dense model's validation outputs by KL {self.probe_kl:.3f} "
-                 f"and its accuracy by {-self.probe_drop_points:+.2f} points")
+                 f"and its {self.metric} by {-drop:+.2f} points" if self.probe_kl is not None else
+                 f"one step's fine-tuning moved the dense model's validation {self.metric} by {-drop:+.2f} points")
         return f"{recipe} ({moved}: too far, so the fallback)" if self.fallback else f"{recipe} ({moved})"
 
 
-def _log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def _log_probs(model: nn.Module, x: Inputs, objective: Objective, batch_size: int = 1000) -> torch.Tensor:
     """Validation outputs, once per model: the KL and the accuracy both come from them."""
     device, training = model_device(model), model.training
     model.eval()
     try:
         with torch.no_grad():
-            return torch.cat([F.log_softmax(model(x[i:i + batch_size].to(device)), dim=1).cpu()
-                              for i in range(0, len(x), batch_size)])
+            return torch.cat([F.log_softmax(objective.outputs(model, to_device(take(x, slice(i, i + batch_size)),
+                                                                                device)), dim=-1).cpu()
+                              for i in range(0, count(x), batch_size)])
     finally:
         model.train(training)
 
@@ -80,38 +93,59 @@ def _accuracy(log_probs: torch.Tensor, y: torch.Tensor) -> float:
     return int((log_probs.argmax(1) == y.cpu()).sum()) / max(1, len(y))
 
 
-def choose_finetune(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
-                    val_y: torch.Tensor, cfg: PruneConfig, progress: Optional[ProgressFn] = None
-                    ) -> tuple[PruneConfig, FinetuneChoice]:
+def _kl(trial: torch.Tensor, dense: torch.Tensor) -> float:
+    """Mean KL(dense || trial) per example (per position for outputs with more than one)."""
+    return round(float(F.kl_div(trial.reshape(-1, trial.shape[-1]), dense.reshape(-1, dense.shape[-1]),
+                                reduction="batchmean", log_target=True)), 6)
+
+
+def _score(model: nn.Module, objective: Objective, x: Inputs, y: Optional[torch.Tensor],
+           logp: Optional[torch.Tensor]) -> float:
+    """The objective's score as the pruner reads it; classification's accuracy comes from the log-probabilities."""
+    if isinstance(objective, Classification) and logp is not None and y is not None:
+        return _accuracy(logp, y)
+    return objective.signed(objective.score(model, x, y))
+
+
+def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.Tensor], val_x: Inputs,
+                    val_y: Optional[torch.Tensor], cfg: PruneConfig, progress: Optional[ProgressFn] = None,
+                    objective: Optional[Objective] = None) -> tuple[PruneConfig, FinetuneChoice]:
     """Return the config the pruning should run with and why. ``model`` and
-    every global RNG are left exactly as they were."""
+    every global RNG are left exactly as they were. ``objective`` (bound to
+    the dense model; default classification) sets the loss and the score."""
+    objective = objective or Classification()
     if not cfg.probe or cfg.epochs_per_step == 0:
-        return cfg, FinetuneChoice(cfg.lr, cfg.distill, fallback=False)
-    dense_logp = _log_probs(model, val_x)
-    dense = _accuracy(dense_logp, val_y)
+        return cfg, FinetuneChoice(cfg.lr, cfg.distill, fallback=False, metric=objective.metric)
+    dense_logp = _log_probs(model, val_x, objective) if objective.kl_probe else None
+    dense = _score(model, objective, val_x, val_y, dense_logp)
     trial = copy.deepcopy(model)
-    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature) if cfg.distill > 0 else None
+    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
+        if cfg.distill > 0 and objective.uses_teacher_term else None
     device = model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
         gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
         try:
             fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
-                task="probe", teacher=teacher)
+                task="probe", teacher=teacher, objective=objective)
             diverged = False
         except ModelError:  # the loss went to NaN/Inf: the clearest case for the fallback
             diverged = True
+    kl = None
     if diverged:
-        probed, kl = None, None
+        probed = None
         unstable = True
     else:
-        trial_logp = _log_probs(trial, val_x)
-        probed = _accuracy(trial_logp, val_y)
-        kl = round(float(F.kl_div(trial_logp, dense_logp, reduction="batchmean", log_target=True)), 6)
-        unstable = kl > cfg.probe_kl or drop_points(dense, probed) > cfg.tolerance
+        trial_logp = _log_probs(trial, val_x, objective) if objective.kl_probe else None
+        probed = _score(trial, objective, val_x, val_y, trial_logp)
+        if trial_logp is not None and dense_logp is not None:
+            kl = _kl(trial_logp, dense_logp)
+        unstable = (kl is not None and kl > cfg.probe_kl) or drop_points(dense, probed) > cfg.tolerance
     if unstable:
-        cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=max(cfg.distill, cfg.fallback_distill))
+        distill = max(cfg.distill, cfg.fallback_distill) if objective.uses_teacher_term else cfg.distill
+        cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=distill)
     choice = FinetuneChoice(cfg.lr, cfg.distill, fallback=unstable, dense_val_accuracy=dense,
-                            probe_val_accuracy=probed, probe_kl=kl, probe_diverged=diverged)
+                            probe_val_accuracy=probed, probe_kl=kl, probe_diverged=diverged,
+                            metric=objective.metric)
     log.info("%s", choice.describe())
     return cfg, choice
