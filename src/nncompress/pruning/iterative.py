@@ -66,9 +66,9 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     """Check that ``model`` can be pruned with ``cfg`` and return its stages, so
     callers can refuse bad input before any training. Layers under
     ``min_layer_share`` leave their stage (a stage left empty is dropped)."""
-    layers = prunable_layers(model)
+    layers = prunable_layers(model, cfg.layers, cfg.exclude)
     if not layers:
-        raise ConfigError("the model has no Linear or Conv layer to prune")
+        raise ConfigError(f"layers {cfg.layers!r} (exclude {cfg.exclude!r}) selects no layer of the model to prune")
     bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
     if bad:
         raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
@@ -99,7 +99,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     and never stricter than the dense model itself. Every stage after the
     first starts with ``recover_epochs`` of fine-tuning of all layers, so
     the earlier stages' losses are recovered before the next stage is judged."""
-    layers = prunable_layers(model)
+    layers = prunable_layers(model, cfg.layers, cfg.exclude)
     groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
@@ -207,5 +207,5 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if cfg.remove_dead:
         result.shrink = remove_dead_neurons_(model)
         if result.shrink.applicable and result.shrink.removed:
-            result.masks = initial_masks(prunable_layers(model))
+            result.masks = initial_masks(prunable_layers(model, cfg.layers, cfg.exclude))
     return result
