@@ -29,7 +29,7 @@ from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import count_parameters
-from nncompress.pruning.masks import layer_kind
+from nncompress.layers import compressible_layers, layer_kind, select_layers
 from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
@@ -125,10 +125,10 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
 
 
 def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> list[dict[str, Any]]:
-    """Per prunable layer: kept weights (against ``original`` sizes, i.e.
+    """Per compressible layer: kept weights (against ``original`` sizes, i.e.
     before dead neurons were removed), and dense vs CSR bytes (fp32 values)."""
     rows = []
-    for name, layer in prunable_layers(model).items():
+    for name, layer in compressible_layers(model).items():
         w = layer.weight.detach().cpu().numpy()
         nz = int(np.count_nonzero(w))
         sparse = csr_bytes(w)
@@ -141,7 +141,7 @@ def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> 
 
 
 def _weights(model: nn.Module) -> dict[str, np.ndarray]:
-    return {n: m.weight.detach().cpu().numpy().copy() for n, m in prunable_layers(model).items()}
+    return {n: m.weight.detach().cpu().numpy().copy() for n, m in compressible_layers(model).items()}
 
 
 @dataclass
@@ -262,15 +262,17 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
 
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
                 journal: Optional[Journal] = None) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
-    """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
-    centroid fine-tuning; the tuned codebooks are kept only if validation agrees."""
-    layers = prunable_layers(model)
-    bits = {n: _codebook_bits(cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits),
-                              int(torch.count_nonzero(m.weight)), cfg.min_members)
+    """k-means weight sharing of the nonzero weights of the layers ``cfg.layers``
+    selects (Linear, Conv, Embedding by default), then centroid fine-tuning; the
+    tuned codebooks are kept only if validation agrees."""
+    layers = select_layers(model, cfg.layers, cfg.exclude, what="share layers")
+    width = {"conv": cfg.conv_bits, "fc": cfg.fc_bits, "embedding": cfg.embedding_bits}
+    bits = {n: _codebook_bits(cfg.layer_bits.get(n, width[layer_kind(m)]), int(torch.count_nonzero(m.weight)),
+                              cfg.min_members)
             for n, m in layers.items()}
     unknown = sorted(set(cfg.layer_bits) - set(layers))
     if unknown:
-        raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; layers are {list(layers)}")
+        raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; shared layers are {list(layers)}")
     shared = share_weights_(layers, bits, cfg.init, cfg.seed, progress=progress)
     val_before = evaluate(model, splits.val_x, splits.val_y)[1]
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}

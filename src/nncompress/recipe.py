@@ -50,7 +50,8 @@ class _Section:
     layer_key: Optional[str] = None  # the key inside one layer's entry
 
     def field_keys(self) -> list[str]:
-        skip = {"seed", self.layer_field, *self.hidden}
+        # `layers` is the per-layer mapping here, so the configs' layer selection (layers, exclude) is not a key yet
+        skip = {"seed", self.layer_field, "layers", "exclude", *self.hidden}
         return [f.name for f in fields(self.cls) if f.name not in skip]
 
     def keys(self) -> list[str]:
