@@ -15,9 +15,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def _fashion(model: str) -> Recipe:
-    """The LeNet recipes pin the k-means init and raw dtype their benchmarks were measured with."""
+    """The LeNet recipes pin the raw dtype their benchmarks were measured with."""
     return Recipe(model=model, data="fashion-mnist", seed=0, train=TrainConfig(), sensitivity=None,
-                  prune=PruneConfig(), share=ShareConfig(init="linear", raw_dtype="float32"))
+                  prune=PruneConfig(), share=ShareConfig(raw_dtype="float32"))
 
 
 SHIPPED = {

@@ -252,7 +252,8 @@ class ShareConfig(_Config):
     layer_bits: Mapping[str, int] = field(default_factory=dict)
     layers: str = "fc,conv,embedding"
     exclude: str = ""
-    init: str = "auto"
+    init: str = "linear"
+    embedding_init: str = "density"
     epochs: int = 5
     lr: float = 0.01
     centroid_lr: float = 1e-4
@@ -278,6 +279,7 @@ class ShareConfig(_Config):
             _require(_positive_int(bits) and bits <= 15, name, "an integer in 1..15", bits)
         object.__setattr__(self, "layer_bits", dict(self.layer_bits))
         _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
+        _require(self.embedding_init in SHARE_INITS, "embedding_init", f"one of {SHARE_INITS}", self.embedding_init)
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",

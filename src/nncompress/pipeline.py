@@ -273,7 +273,8 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     unknown = sorted(set(cfg.layer_bits) - set(layers))
     if unknown:
         raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; shared layers are {list(layers)}")
-    shared = share_weights_(layers, bits, cfg.init, cfg.seed, progress=progress)
+    inits = {n: cfg.embedding_init if layer_kind(m) == "embedding" else cfg.init for n, m in layers.items()}
+    shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
     val_before = evaluate(model, splits.val_x, splits.val_y)[1]
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)

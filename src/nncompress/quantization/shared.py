@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -139,7 +139,7 @@ def tied_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
 def share_weights_(
     layers: Mapping[str, nn.Module],
     bits: Mapping[str, int],
-    init: str = "linear",
+    init: Union[str, Mapping[str, str]] = "linear",
     seed: int = 0,
     progress: Optional[ProgressFn] = None,
 ) -> dict[str, SharedLayer]:
@@ -147,10 +147,13 @@ def share_weights_(
 
     Zeros are pruned positions and stay zero (they are not clustered, so they
     cost no centroid). Every argument and weight is checked before any layer
-    is changed. A weight tied to an earlier layer's (``tied_layers``) is shared
-    once, under the earlier name; the result has no entry for the later one.
+    is changed. ``init`` is one k-means init or one per layer. A weight tied to
+    an earlier layer's (``tied_layers``) is shared once, under the earlier name;
+    the result has no entry for the later one.
     """
-    check_init(init)
+    inits = {name: init if isinstance(init, str) else init.get(name, "linear") for name in layers}
+    for chosen in [init] if isinstance(init, str) else inits.values():
+        check_init(chosen)
     _check_bits(layers, bits)
     for name, module in layers.items():
         if not torch.isfinite(_weight(module, name)).all():
@@ -168,7 +171,7 @@ def share_weights_(
         values = weight.detach()[mask].to(torch.float32).cpu().numpy()
         k = min(2 ** bits[name], values.size)
         if values.size:
-            codebook_np, labels_np = kmeans_1d(values, k, init, seed=seed)
+            codebook_np, labels_np = kmeans_1d(values, k, inits[name], seed=seed)
         else:
             codebook_np, labels_np = values[:0], values[:0].astype("int64")
         layer = SharedLayer(
@@ -183,7 +186,7 @@ def share_weights_(
         capacity = 2 ** bits[name]
         if values.size > capacity and len(codebook_np) < (1 - EMPTY_WARNING) * capacity:
             log.warning("layer %r uses %d of its %d centroids (init %r left %.0f%% empty); init 'auto' or "
-                        "'density' spreads them where the weights are", name, len(codebook_np), capacity, init,
+                        "'density' spreads them where the weights are", name, len(codebook_np), capacity, inits[name],
                         100 * (1 - len(codebook_np) / capacity))
         report(progress, "k-means", done, len(layers), layer=name, k=k)
     return shared
