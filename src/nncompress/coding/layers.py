@@ -93,13 +93,19 @@ def index_width(k: int) -> int:
     return max(0, int(k) - 1).bit_length()
 
 
+#: indices packed or unpacked at a time (a multiple of 8, so every chunk ends on a byte)
+_CHUNK = 1 << 20
+
+
 def _pack_indices(indices: np.ndarray, width: int) -> bytes:
     """Fixed-width indices, most significant bit first, the last byte zero padded."""
     if width == 0 or len(indices) == 0:
         return b""
-    shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
-    bits = ((np.asarray(indices, dtype=np.int64)[:, None] >> shifts) & 1).astype(np.uint8)
-    return np.packbits(bits.reshape(-1)).tobytes()
+    shifts = np.arange(width - 1, -1, -1, dtype=np.uint16)
+    idx = np.asarray(indices).astype(np.uint16)  # codebooks have at most 2**15 entries
+    parts = [((idx[i:i + _CHUNK, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
+             for i in range(0, len(idx), _CHUNK)]
+    return np.packbits(np.concatenate(parts)).tobytes()
 
 
 def _unpack_indices(data: bytes, n: int, width: int) -> np.ndarray:
@@ -112,7 +118,11 @@ def _unpack_indices(data: bytes, n: int, width: int) -> np.ndarray:
     if bits[n * width:].any():
         raise FormatError("packed indices have nonzero padding bits")
     weights = (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
-    return bits[:n * width].reshape(n, width).astype(np.int64) @ weights
+    out = np.empty(n, dtype=np.int64)
+    for i in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i)
+        out[i:i + m] = bits[i * width:(i + m) * width].reshape(m, width) @ weights
+    return out
 
 
 def _entry_bytes(entry: Mapping[str, Any]) -> int:
@@ -130,6 +140,9 @@ def _raw_fallback(name: str, t: SharedTensor, stored: str) -> tuple[dict[str, An
 
 
 LAYOUTS = ("auto", "huffman", "packed", "raw")
+#: bytes by which a layout's estimate may exceed the best one and still be built and compared:
+#: more than any difference in header entries and Huffman byte rounding
+ESTIMATE_SLACK = 256
 
 
 def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto",
@@ -194,9 +207,10 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
         candidates.append((size * codebook.itemsize, 2, lambda: _raw_fallback(name, t, stored)))
     if len(candidates) == 1:
         return candidates[0][2]()
-    # Section estimates pick the two best; building them gives exact costs, header entries included.
-    best = sorted(candidates, key=lambda c: (c[0], c[1]))[:2]
-    built = [(c[1], c[2]()) for c in best]
+    # Section estimates (to a few bytes) pick the candidates; building those within a header
+    # entry's size of the best gives exact costs, header entries included.
+    ranked = sorted(candidates, key=lambda c: (c[0], c[1]))
+    built = [(c[1], c[2]()) for c in ranked if c[0] <= ranked[0][0] + ESTIMATE_SLACK]
     return min(built, key=lambda b: (cost(b[1]), b[0]))[1]
 
 

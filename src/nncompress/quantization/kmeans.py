@@ -19,10 +19,9 @@ from nncompress.errors import ConfigError, ModelError
 INITS = ("auto", "linear", "density", "random")
 #: ``auto`` keeps linear (Deep Compression's choice for accuracy: it keeps centroids on the
 #: rare large weights) unless linear leaves more than ``AUTO_EMPTY`` of the centroids empty
-#: or its squared error is more than ``AUTO_ERROR_RATIO`` times density's. Pruned LeNet
-#: layers leave at most 41% empty under linear and stay within about 2.2x of density's
-#: error; weights with a few far outliers (embedding tables) are 4-8x worse under linear,
-#: whose centroids then sit in the empty tails (bench/results/kmeans_init.md).
+#: or its squared error is more than ``AUTO_ERROR_RATIO`` times density's (and density's is
+#: lower). Moderately pruned LeNet layers stay under both (at most 48% empty, 2.2x); see
+#: bench/results/kmeans_init.md for where it does and does not switch.
 AUTO_EMPTY = 0.5
 AUTO_ERROR_RATIO = 4.0
 

@@ -185,8 +185,8 @@ def share_weights_(
         shared[name] = layer
         capacity = 2 ** bits[name]
         if values.size > capacity and len(codebook_np) < (1 - EMPTY_WARNING) * capacity:
-            log.warning("layer %r uses %d of its %d centroids (init %r left %.0f%% empty); init 'auto' or "
-                        "'density' spreads them where the weights are", name, len(codebook_np), capacity, inits[name],
+            log.warning("layer %r uses %d of its %d centroids (init %r left %.0f%% empty); init 'density' "
+                        "puts them where the weights are", name, len(codebook_np), capacity, inits[name],
                         100 * (1 - len(codebook_np) / capacity))
         report(progress, "k-means", done, len(layers), layer=name, k=k)
     return shared
