@@ -160,11 +160,20 @@ def test_the_tied_name_that_is_shared_is_the_one_stored(tmp_path) -> None:
     assert entries["head.weight"]["codec"] == "shared"
 
 
-def test_an_alias_of_nothing_is_a_format_error(tmp_path) -> None:
-    header = {"kind": KIND, "arch": None, "meta": {}, "tensors": [
-        {"name": "a", "codec": "alias", "of": "b", "shape": [2]}]}
-    (tmp_path / "bad.nnc").write_bytes(dumps(header, []))
-    with pytest.raises(FormatError, match="alias of 'b'"):
+@pytest.mark.parametrize("tensors,sections,match", [
+    ([{"name": "a", "codec": "alias", "of": "b", "shape": [2]}], [], "alias of 'b'"),
+    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+      {"name": "a", "codec": "alias", "of": "w", "shape": [2]},
+      {"name": "c", "codec": "alias", "of": "a", "shape": [2]}], [("w", bytes(8))], "alias of 'a'"),
+    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+      {"name": "a", "codec": "alias", "of": "w", "shape": [1, 2]}], [("w", bytes(8))], "has shape"),
+    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+      {"name": "a", "codec": "alias", "of": "w", "shape": [2]}], [("w", bytes(8)), ("a", bytes(8))], "no tensor"),
+])
+def test_a_bad_alias_is_a_format_error(tmp_path, tensors, sections, match) -> None:
+    header = {"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}
+    (tmp_path / "bad.nnc").write_bytes(dumps(header, sections))
+    with pytest.raises(FormatError, match=match):
         load_compressed(tmp_path / "bad.nnc")
 
 

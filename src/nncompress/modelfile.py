@@ -131,10 +131,10 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
             state[entry.get("name")] = entry  # resolved once every stored tensor is decoded
         else:
             state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
-    for name, value in state.items():
-        if isinstance(value, dict):
-            state[name] = _alias(path, value, state)
-    unused = sorted(set(box.sections) - set(state))
+    aliases = {name: value for name, value in state.items() if isinstance(value, dict)}
+    for name, entry in aliases.items():
+        state[name] = _alias(path, entry, state, aliases)
+    unused = sorted(set(box.sections) - (set(state) - set(aliases)))
     if unused:
         raise FormatError(f"{path}: section(s) {unused} belong to no tensor")
     bad = nonfinite(state)  # checksums only prove the bytes are as written, not that they are numbers
@@ -145,10 +145,10 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     return Compressed(header, state, sizes, os.path.getsize(path))
 
 
-def _alias(path: Any, entry: Mapping[str, Any], state: Mapping[str, Any]) -> torch.Tensor:
+def _alias(path: Any, entry: Mapping[str, Any], state: Mapping[str, Any], aliases: Iterable[str]) -> torch.Tensor:
     """The stored tensor an alias names (the same tensor object: tied weights stay tied)."""
     target = state.get(entry.get("of"))
-    if not isinstance(target, torch.Tensor):
+    if entry.get("of") in aliases or not isinstance(target, torch.Tensor):
         raise FormatError(f"{path}: tensor {entry.get('name')!r} is an alias of {entry.get('of')!r}, "
                           "which is not a stored tensor of the file")
     if list(target.shape) != entry.get("shape"):
