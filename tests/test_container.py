@@ -89,20 +89,29 @@ def test_deterministic_regardless_of_key_order() -> None:
 
 
 def test_golden_bytes() -> None:
-    # Checked by hand against FORMAT.md: magic | version 2 | H = 88 (0x58) | header |
-    # CRC32 of bytes [8, 104) = 0x0038575B | "abc". crc32(b"abc") = 0x352441C2 = 891568578.
+    # Checked by hand against FORMAT.md: magic | version 3 | H = 88 (0x58) | header |
+    # CRC32 of bytes [8, 104) = 0xDF3EDA99 | "abc". crc32(b"abc") = 0x352441C2 = 891568578.
     header_json = '{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
     expected = (
         "894e4e430d0a1a0a"  # magic \x89 N N C \r \n \x1a \n
-        "02000000"  # version u32 LE
+        "03000000"  # version u32 LE
         "58000000"  # header length 88 u32 LE
         + header_json.encode().hex()
-        + "5b573800"  # header CRC32 0x0038575B LE
+        + "99da3edf"  # header CRC32 0xDF3EDA99 LE
         "616263"  # data area: section "x"
     )
     assert len(header_json) == 88
     assert dumps({"a": 1}, [("x", b"abc")]).hex() == expected
     assert len(bytes.fromhex(expected)) == 111
+
+
+def test_version_2_files_are_still_read() -> None:
+    """Version 2 (FORMAT.md's earlier example, header CRC 0x0038575B) reads as before."""
+    header_json = '{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
+    v2 = bytes.fromhex("894e4e430d0a1a0a" "02000000" "58000000" + header_json.encode().hex() + "5b573800" "616263")
+    box = loads(v2)
+    assert (box.version, box.header, box.sections) == (2, {"a": 1}, {"x": b"abc"})
+    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 3
 
 
 # ------------------------------------------------------------------------ corruption sweeps

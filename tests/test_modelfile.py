@@ -69,7 +69,7 @@ def test_auto_codebook_dtype_keeps_float32_outside_float16s_normal_range() -> No
         assert codebook_storage(np.append(ordinary, np.float32(odd))) == "float32"
     assert codebook_storage(ordinary, "float32") == "float32"
     t = SharedTensor((6,), np.arange(6), np.arange(6), np.append(ordinary, np.float32(1e-6)))
-    entry, sections = encode_shared("w", t)
+    entry, sections = encode_shared("w", t, layout="huffman")
     assert entry["codebook_dtype"] == "float32"
     assert decode_tensor(entry, dict(sections))[5] == np.float32(1e-6)
 
@@ -107,7 +107,7 @@ def test_damaged_files_are_refused(tmp_path, trained_mlp, digits) -> None:
 
 def test_layer_codec_fillers_and_inconsistent_headers() -> None:
     t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float32))
-    entry, sections = encode_shared("w", t, rel_bits=3)
+    entry, sections = encode_shared("w", t, rel_bits=3, layout="huffman")
     assert entry["entries"] == 3 + 4 and entry["nonzero"] == 3  # gap of 35 zeros: 4 fillers of 8, then rel 3
     dense = decode_tensor(entry, dict(sections))
     assert dense.reshape(-1)[[0, 3, 39]].tolist() == [0.5, -1.0, 2.0] and np.count_nonzero(dense) == 3
@@ -121,7 +121,7 @@ def test_layer_codec_fillers_and_inconsistent_headers() -> None:
 
 def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
     t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float16))
-    entry, sections = encode_shared("w", t, rel_bits=3)
+    entry, sections = encode_shared("w", t, rel_bits=3, layout="huffman")
     [(name, blob)] = sections
     assert name == "w" and 6 + entry["positions_bytes"] < len(blob)
     for lie, fragment in [({"positions_bytes": len(blob)}, "positions_bytes"),
@@ -144,7 +144,7 @@ def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
 
 def test_lying_codebook_fields_are_never_called_a_newer_version() -> None:
     t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float16))
-    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3)
+    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, layout="huffman")
     for lie in ({"codebook_size": 2}, {"codebook_size": 4}, {"codebook_dtype": "float32"}, {"rel_bits": 0},
                 {"rel_bits": 17}):
         with pytest.raises(FormatError) as info:
@@ -174,7 +174,7 @@ def test_header_lies_with_good_checksums_are_format_errors(tmp_path, trained_mlp
 def test_index_outside_the_codebook_is_a_format_error() -> None:
     # checksums can be right while the header's codebook is shorter than the indices need
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 2, 2]), np.array([-0.5, 0.1, 0.25], np.float32))
-    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, codebook_dtype="float32")
+    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, codebook_dtype="float32", layout="huffman")
     with pytest.raises(FormatError, match="outside the header's alphabet"):
         decode_tensor({**entry, "codebook_size": 1}, {"w": blob[8:]})
 
@@ -183,7 +183,7 @@ def test_layer_table_splits_the_section_into_its_streams(tmp_path, trained_mlp, 
     from nncompress.coding.layers import _streams
     from nncompress.modelfile import shared_tensor
     model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
-    size = save_compressed(tmp_path / "m.nnc", model, shared)
+    size = save_compressed(tmp_path / "m.nnc", model, shared, layout="huffman")
     box = load_compressed(tmp_path / "m.nnc")
     entries = {e["name"]: e for e in box.header["tensors"]}
     rows = {r["tensor"]: r for r in layer_table(box.header, box.section_bytes, box.file_bytes)["layers"]}
@@ -260,7 +260,7 @@ def test_golden_bytes_of_a_shared_tensor() -> None:
     codebook is float16 ("auto": -0.5 = 0xB800, 0.25 = 0x3400); each blob is 22 + 2 + 3 + 1 + 4
     = 32 bytes, so positions_bytes = 32 and the one section is 4 + 32 + 32 bytes."""
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
-    entry, sections = encode_shared("w", t, rel_bits=2)
+    entry, sections = encode_shared("w", t, rel_bits=2, layout="huffman")
     assert entry == {"name": "w", "codec": "shared", "shape": [2, 4], "codebook_size": 2,
                      "codebook_dtype": "float16", "rel_bits": 2, "entries": 4, "nonzero": 3, "positions_bytes": 32}
     assert sections == [("w", bytes.fromhex(
@@ -364,7 +364,7 @@ def test_the_table_counts_removed_neurons_as_pruned(tmp_path, trained_mlp, digit
     assert box.header["meta"]["dense_weights"] == sizes
     # a layer that lost neurons is stored smaller; its row still counts the weights it started with
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
-    entry, sections = encode_shared("fc.weight", t, rel_bits=3)
+    entry, sections = encode_shared("fc.weight", t, rel_bits=3, layout="huffman")
     header = {"tensors": [entry], "meta": {"dense_weights": {"fc": 16}}}
     [row] = layer_table(header, {"fc.weight": len(sections[0][1])}, 100)["layers"]
     assert row["weights"] == 16 and row["kept"] == 3 / 16 and row["dense_bytes"] == 64

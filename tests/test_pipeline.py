@@ -5,9 +5,11 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
-from nncompress.config import PruneConfig
-from nncompress.pipeline import metrics, run_prune, save_trained
+from nncompress.config import PruneConfig, ShareConfig
+from nncompress.errors import ConfigError
+from nncompress.pipeline import metrics, run_prune, save_trained, share_model
 from nncompress.train.checkpoint import load_checkpoint
 
 
@@ -44,3 +46,49 @@ def test_run_prune_writes_a_smaller_self_describing_checkpoint(tmp_path, digits,
     assert all({"q", "density", "val_accuracy", "seconds", "drop_points"} <= set(st) for st in steps)
     for name in ("hist_before.png", "hist_after.png", "summary.json"):
         assert (tmp_path / "pruned_prune" / name).stat().st_size > 1000
+
+
+class _BagOfWords(nn.Module):
+    """Token ids (as floats, the way Splits holds inputs) -> mean embedding -> a Linear tied to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(64, 8)
+        self.mix = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 64, bias=False)
+        self.out.weight = self.embed.weight
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.out(torch.tanh(self.mix(self.embed(x.long()).mean(1)))))
+
+
+def test_share_model_shares_embeddings_with_their_own_init_and_the_file_restores_them(tmp_path) -> None:
+    from nncompress.data import Splits
+    from nncompress.modelfile import layer_table, load_compressed, save_compressed
+    from nncompress.quantization import kmeans_1d
+    from nncompress.train.checkpoint import load_state
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 64, (160, 5), generator=gen).float()
+    y = (x[:, 0] % 3).long()
+    splits = Splits("tokens", x[:96], y[:96], x[96:128], y[96:128], x[128:], y[128:], (5,), 3)
+    torch.manual_seed(0)
+    model = _BagOfWords()
+    table = model.embed.weight.detach().clone()
+    shared, info = share_model(model, splits, ShareConfig(epochs=0, batch_size=32))
+    assert list(shared) == ["embed", "mix", "head"] and info["bits"]["embed"] == 5  # out: tied to embed
+    expected, _ = kmeans_1d(table.numpy().ravel(), 32, "density")
+    assert shared["embed"].codebook.numpy().tobytes() == expected.tobytes()
+    with pytest.raises(ConfigError, match="matches no compressible layer"):
+        share_model(_BagOfWords(), splits, ShareConfig(epochs=0, select="fc,decoder.*"))
+    save_compressed(tmp_path / "m.nnc", model, shared, codebook_dtype="float32")
+    box = load_compressed(tmp_path / "m.nnc")
+    fresh = _BagOfWords()
+    load_state(fresh, box.state)
+    for key, value in model.state_dict().items():
+        assert fresh.state_dict()[key].numpy().tobytes() == value.numpy().tobytes(), key
+    assert fresh.out.weight is fresh.embed.weight
+    rows = {r["tensor"]: r for r in layer_table(box.header, box.section_bytes, box.file_bytes)["layers"]}
+    assert rows["embed.weight"]["layout"].startswith("all/") and rows["out.weight"]["codec"] == "alias"
+    assert rows["embed.weight"]["codebook_used"] == rows["embed.weight"]["codebook_capacity"] == 32

@@ -1,6 +1,8 @@
 """Iterative pruning: thresholds, schedules, the loop, masks through training."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from nncompress.config import PruneConfig, TrainConfig
 from nncompress.errors import ConfigError
 from nncompress.models import build_model
 from nncompress.pruning import prunable_layers, prune_
+from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import apply_masks_, initial_masks
 from nncompress.pruning.dropout import adjust_dropout_, dropout_targets, original_rates
 from nncompress.pruning.masks import threshold_mask
@@ -333,3 +336,40 @@ def test_pruning_with_distillation_on_digits(digits, trained_mlp) -> None:
     assert metrics(model, digits)["accuracy"] > dense - 0.03
     with pytest.raises(ConfigError, match="distill"):
         PruneConfig(distill=1.5)
+
+
+class _EmbedNet(nn.Module):
+    """Token ids -> mean embedding -> two Linear layers (a bag-of-words classifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.body = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.body(self.embed(ids).mean(1))
+
+
+def test_an_embedding_is_pruned_per_weight_only_when_selected() -> None:
+    torch.manual_seed(0)
+    model = _EmbedNet()
+    table = model.embed.weight.detach().clone()
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=1.0, control=False, min_layer_share=0.0, final_epochs=0,
+                      recover_epochs=0, refine_steps=0)
+    prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=lambda: 0.9)
+    assert torch.equal(model.embed.weight, table)  # the default selection is fc,conv
+    result = prune_(model, dataclasses.replace(cfg, select="fc,embedding", groups="embedding,fc"),
+                    finetune=lambda p, e, a: None, evaluate=lambda: 0.9)
+    assert set(result.masks) == {"embed", "body.0", "body.2"}
+    kept = table.abs() >= table.std()
+    assert torch.equal(model.embed.weight != 0, kept) and torch.equal(model.embed.weight[kept], table[kept])
+    assert [r.q.get("embed", 0.0) for r in result.steps if r.stage == "step"][0] == 1.0  # its own stage, first
+    assert model.embed.weight.shape == (50, 16)  # dead-neuron removal left the embedding alone
+
+
+def test_embedding_group_token_and_exclude() -> None:
+    model = _EmbedNet()
+    layers = prunable_layers(model, "all", exclude="body.2")
+    assert resolve_groups("embedding,fc", layers) == [["embed"], ["body.0"]]
+    with pytest.raises(ConfigError, match="selects no layer"):
+        pruning_groups(model, PruneConfig(select="embedding", exclude="Embedding"))

@@ -210,8 +210,9 @@ def test_share_weights_bad_init_and_nan() -> None:
 
 
 def test_default_bits() -> None:
-    layers = {"conv": nn.Conv2d(1, 2, 3), "conv1d": nn.Conv1d(1, 2, 3), "fc": nn.Linear(3, 2)}
-    assert default_bits(layers) == {"conv": 8, "conv1d": 8, "fc": 5}
+    layers = {"conv": nn.Conv2d(1, 2, 3), "conv1d": nn.Conv1d(1, 2, 3), "fc": nn.Linear(3, 2),
+              "embed": nn.Embedding(4, 3)}
+    assert default_bits(layers) == {"conv": 8, "conv1d": 8, "fc": 5, "embed": 5}
     with pytest.raises(ConfigError, match="relu"):
         default_bits({"relu": nn.ReLU()})
 
@@ -315,3 +316,120 @@ def test_tuner_bad_hyperparameters(lr: float, momentum: float) -> None:
         CentroidTuner(shared, lr=lr, momentum=momentum)
     with pytest.raises(ConfigError):
         CentroidTuner(shared).step(lr, momentum)
+
+
+# ------------------------------------------------------------------ embeddings, tied weights, init "auto"
+
+
+class _TiedLM(nn.Module):
+    """A language-model head tied to its word embedding, as Hugging Face models do."""
+
+    def __init__(self, vocab: int = 40, dim: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.hidden = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.hidden(self.embed(ids))))
+
+
+def test_embedding_shares_and_its_centroids_tune_from_row_gradients() -> None:
+    torch.manual_seed(0)
+    embed = nn.Embedding(30, 6)
+    shared = share_weights_({"embed": embed}, {"embed": 3})
+    layer = shared["embed"]
+    assert layer.codebook.numel() <= 8 and layer.capacity == 8 and bool(layer.mask.all())
+    assert torch.equal(embed.weight, layer.codebook[layer.indices].reshape(30, 6))
+    ids = torch.tensor([[1, 2, 2, 5]])
+    embed(ids).pow(2).sum().backward()
+    expected = layer.codebook.clone().double()
+    grad = embed.weight.grad[layer.mask].double()
+    expected -= 0.1 * torch.zeros_like(expected).index_add_(0, layer.indices, grad)
+    CentroidTuner(shared, lr=0.1).step()
+    assert torch.allclose(layer.codebook.double(), expected, atol=1e-6)
+    assert torch.equal(embed.weight, layer.codebook[layer.indices].reshape(30, 6))
+
+
+def test_sparse_embedding_gradients_reach_the_centroids() -> None:
+    torch.manual_seed(0)
+    dense, sparse = nn.Embedding(30, 6), nn.Embedding(30, 6, sparse=True)
+    sparse.load_state_dict(dense.state_dict())
+    books = []
+    for embed in (dense, sparse):
+        shared = share_weights_({"e": embed}, {"e": 3})
+        embed(torch.tensor([[3, 4, 4]])).sum().backward()
+        CentroidTuner(shared, lr=0.1).step()
+        books.append(shared["e"].codebook)
+    assert torch.allclose(books[0], books[1], atol=1e-6)
+
+
+def test_a_tied_linear_and_embedding_weight_is_shared_once() -> None:
+    torch.manual_seed(0)
+    model = _TiedLM()
+    layers = {"embed": model.embed, "hidden": model.hidden, "head": model.head}
+    shared = share_weights_(layers, {"embed": 4, "hidden": 2, "head": 4})
+    assert list(shared) == ["embed", "hidden"]
+    assert model.head.weight is model.embed.weight  # still one tensor
+    assert len(list(unshared_parameters(model, shared))) == 1  # hidden.bias only
+    model(torch.tensor([[1, 2, 3]])).sum().backward()
+    before = shared["embed"].codebook.clone()
+    CentroidTuner(shared, lr=0.05).step()
+    assert not torch.equal(before, shared["embed"].codebook)  # both uses' gradients moved it
+    layer = shared["embed"]
+    assert torch.equal(model.head.weight, layer.codebook[layer.indices].reshape(40, 8))
+
+
+def _heavy_tailed(n: int, seed: int = 0, scale: float = 50.0) -> np.ndarray:
+    """Gaussian weights with 0.1 % far outliers, like a word-embedding table."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal(n).astype(np.float32)
+    return np.where(rng.random(n) < 1e-3, scale * g, g).astype(np.float32)
+
+
+def test_auto_init_takes_density_on_heavy_tails_and_linear_on_bell_shaped_weights() -> None:
+    from nncompress.quantization.kmeans import choose_init, squared_error
+    heavy = _heavy_tailed(50_000)
+    torch.manual_seed(0)
+    cubed = (torch.randn(20_000) ** 3).numpy()
+    rng = np.random.default_rng(1)
+    bell = rng.standard_normal(20_000).astype(np.float32)
+    pruned = bell[np.abs(bell) >= 0.8]  # a pruned layer: a gap around zero
+    assert choose_init(heavy, 32) == "density"
+    assert choose_init(bell, 32) == choose_init(pruned, 32) == choose_init(cubed, 32) == "linear"
+    for values in (heavy, bell, pruned):
+        auto = squared_error(values, *kmeans_1d(values, 32, "auto"))
+        chosen = squared_error(values, *kmeans_1d(values, 32, choose_init(values, 32)))
+        assert auto == chosen
+    auto, linear = kmeans_1d(heavy, 32, "auto"), kmeans_1d(heavy, 32, "linear")
+    assert np.array_equal(auto[0], kmeans_1d(heavy, 32, "density")[0])
+    assert squared_error(heavy, *auto) * 4 < squared_error(heavy, *linear)
+
+
+def test_auto_init_when_linear_leaves_most_centroids_empty() -> None:
+    from nncompress.quantization.kmeans import choose_init, squared_error
+    values = _heavy_tailed(20_000)
+    linear, density = kmeans_1d(values, 32, "linear"), kmeans_1d(values, 32, "density")
+    assert len(linear[0]) < 16  # more than half of the codebook empty
+    assert squared_error(values, *linear) < 4 * squared_error(values, *density)  # the error rule alone would not
+    assert choose_init(values, 32) == "density" and len(kmeans_1d(values, 32, "auto")[0]) == 32
+    # Cauchy weights also empty most of linear's codebook, but there linear's error is far lower: it stays
+    cauchy = np.random.default_rng(0).standard_t(1, 20_000).astype(np.float32)
+    linear, density = kmeans_1d(cauchy, 32, "linear"), kmeans_1d(cauchy, 32, "density")
+    assert len(linear[0]) < 16 and squared_error(cauchy, *linear) < squared_error(cauchy, *density)
+    assert choose_init(cauchy, 32) == "linear"
+
+
+def test_a_mostly_empty_codebook_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    layer = nn.Linear(500, 20, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(_heavy_tailed(10_000, seed=3).reshape(20, 500)))
+    with caplog.at_level("WARNING", logger="nncompress.quantization.shared"):
+        shared = share_weights_({"fc": layer}, {"fc": 6}, init="linear")
+    used = shared["fc"].codebook.numel()
+    assert used < 48 and f"uses {used} of its 64 centroids" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nncompress.quantization.shared"):
+        share_weights_({"fc": nn.Linear(500, 20, bias=False)}, {"fc": 6}, init="linear")
+    assert "centroids" not in caplog.text  # uniform weights fill a linear codebook

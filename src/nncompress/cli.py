@@ -175,10 +175,10 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
     ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
                                                    "many surviving weights"),
-    ("--init", "share.init", str, "k-means initialisation: linear, density or random"),
+    ("--init", "share.init", str, "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
-    ("--raw-dtype", "coding.raw_dtype", str, "storage of biases and other unshared tensors: float32 or float16"),
+    ("--raw-dtype", "coding.raw_dtype", str, "unshared tensors: auto (float16 from 4096 values), float32 or float16"),
     ("--codebook-dtype", "coding.codebook_dtype", str,
      "codebook storage: auto (float16 where centroids fit it), float32 or float16"),
     ("--rel-bits", "coding.rel_bits", "auto|int", "relative-index width, or auto (whatever makes the file smallest)"),

@@ -87,6 +87,14 @@ class TrainConfig(_Config):
 
 
 GROUP_PRESETS = ("all", "fc,conv", "conv,fc", "layer")
+
+
+def _check_layer_spec(spec: Any, name: str, empty_ok: bool = False) -> None:
+    """A layer selection (see ``nncompress.layers.select_layers``): comma-separated kinds,
+    class names or globs; what it matches is checked once the model is known."""
+    ok = isinstance(spec, str) and (empty_ok or any(t.strip() for t in spec.split(",")))
+    _require(ok, name, "comma-separated layer kinds (fc, conv, embedding), class names, 'all' or name globs"
+             + (", or ''" if empty_ok else ""), spec)
 BUDGETS = ("even", "greedy")
 
 
@@ -97,7 +105,10 @@ class PruneConfig(_Config):
     ``tolerance`` is the largest validation accuracy drop, in percentage
     points against the dense model, that a pruning step may leave after its
     fine-tuning. ``groups`` is a preset (all, fc,conv, conv,fc, layer) or an
-    explicit list like ``fc1+fc2,fc3``. A step that misses the tolerance
+    explicit list like ``fc1+fc2,fc3`` (``embedding`` groups every selected
+    embedding). ``select`` chooses what is pruned (kinds ``fc``, ``conv``,
+    ``embedding``, class names, ``all`` or globs on module names; default every
+    Linear and convolution), ``exclude`` removes layers from it. A step that misses the tolerance
     gets ``recover_epochs`` more fine-tuning before it is judged unrecoverable;
     with ``control`` the drop is measured from the mean of the dense model
     and the dense model after the same fine-tuning without pruning (when that
@@ -154,6 +165,8 @@ class PruneConfig(_Config):
     fallback_lr: float = 0.02
     fallback_distill: float = 0.9
     layer_scale: Mapping[str, float] = field(default_factory=dict)
+    select: str = "fc,conv"
+    exclude: str = ""
     remove_dead: bool = True
     adjust_dropout: bool = True
     target_density: Optional[float] = None
@@ -194,6 +207,8 @@ class PruneConfig(_Config):
                  self.target_density)
         _require(_positive_int(self.target_steps) and self.target_steps <= MAX_STEPS, "target_steps",
                  f"an integer in 1..{MAX_STEPS}", self.target_steps)
+        _check_layer_spec(self.select, "select")
+        _check_layer_spec(self.exclude, "exclude", empty_ok=True)
         _check_seed(self.seed)
 
     def finetune(self, epochs: int) -> TrainConfig:
@@ -216,15 +231,22 @@ class SensitivityConfig(_Config):
         _require(_finite(self.max_drop) and self.max_drop >= 0, "max_drop", "a number >= 0", self.max_drop)
 
 
-SHARE_INITS = ("linear", "density", "random")
+SHARE_INITS = ("auto", "linear", "density", "random")
+RAW_DTYPES = ("auto", "float32", "float16")
 
 
 @dataclass(frozen=True)
 class ShareConfig(_Config):
     """Weight sharing (Deep Compression stage 2) and coding options.
 
-    Codebooks have 2**bits entries (``fc_bits`` for Linear, ``conv_bits`` for
-    convolutions, ``layer_bits`` per layer overrides). Centroids are then
+    ``select`` chooses the shared layers (kinds ``fc``, ``conv``, ``embedding``,
+    class names, ``all`` or globs on module names), ``exclude`` removes some; the
+    rest of the model is stored raw. Codebooks have 2**bits entries (``fc_bits``
+    for Linear, ``conv_bits`` for convolutions, ``embedding_bits`` for
+    embeddings, ``layer_bits`` per layer overrides). ``init`` seeds k-means:
+    ``auto`` measures linear and density per layer and keeps linear unless its
+    quantisation error is more than twice density's (heavy-tailed weights,
+    where linear spends its centroids on a few outliers). Centroids are then
     fine-tuned for ``epochs``: each moves by ``centroid_lr`` times the sum of
     its members' gradients (with ``momentum`` on that sum; 0 is Deep
     Compression's plain rule), while biases train with ``lr``. ``rel_bits`` is
@@ -237,13 +259,19 @@ class ShareConfig(_Config):
     k-means moved the net's validation outputs 4-10 times as far as with 32
     (bench/results/sharing_experiments.md). ``codebook_dtype`` ``"auto"`` stores a
     codebook as float16 when every centroid is 0 or within float16's normal
-    range (rounding far below a cluster's spread), else float32.
+    range (rounding far below a cluster's spread), else float32. ``raw_dtype``
+    ``"auto"`` stores unshared float tensors of 4096 or more values as float16
+    when they fit its range, smaller ones (biases, norms) as float32.
     """
 
     fc_bits: int = 5
     conv_bits: int = 8
+    embedding_bits: int = 5
     layer_bits: Mapping[str, int] = field(default_factory=dict)
+    select: str = "fc,conv,embedding"
+    exclude: str = ""
     init: str = "linear"
+    embedding_init: str = "density"
     epochs: int = 5
     lr: float = 0.01
     centroid_lr: float = 1e-4
@@ -252,20 +280,24 @@ class ShareConfig(_Config):
     batch_size: int = 128
     rel_bits: Any = "auto"
     min_members: int = 2
-    raw_dtype: str = "float32"
+    raw_dtype: str = "auto"
     codebook_dtype: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
-        _require(self.raw_dtype in ("float32", "float16"), "raw_dtype", "'float32' or 'float16'", self.raw_dtype)
+        _require(self.raw_dtype in RAW_DTYPES, "raw_dtype", "'auto', 'float32' or 'float16'", self.raw_dtype)
+        _check_layer_spec(self.select, "select")
+        _check_layer_spec(self.exclude, "exclude", empty_ok=True)
         _require(self.codebook_dtype in ("auto", "float32", "float16"), "codebook_dtype",
                  "'auto', 'float32' or 'float16'", self.codebook_dtype)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
+                           ("embedding_bits", self.embedding_bits),
                            *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
             _require(_positive_int(bits) and bits <= 15, name, "an integer in 1..15", bits)
         object.__setattr__(self, "layer_bits", dict(self.layer_bits))
         _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
+        _require(self.embedding_init in SHARE_INITS, "embedding_init", f"one of {SHARE_INITS}", self.embedding_init)
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
         _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",

@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from nncompress.coding.container import MAGIC, read_container, write_container
-from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared, split_shared
+from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_raw, encode_shared, shared_layout,
+                                      split_shared)
 from nncompress.errors import FormatError
 from nncompress.models import arch_record, fit_shapes_
 from nncompress.models.factory import Trust
@@ -39,23 +40,47 @@ def is_compressed(path: str | os.PathLike[str]) -> bool:
 def shared_tensor(layer: SharedLayer) -> SharedTensor:
     mask = layer.mask.detach().cpu().numpy()
     return SharedTensor(tuple(mask.shape), np.flatnonzero(mask), layer.indices.cpu().numpy(),
-                        layer.codebook.detach().cpu().numpy().astype(np.float32))
+                        layer.codebook.detach().cpu().numpy().astype(np.float32), capacity=int(layer.capacity))
+
+
+def tied_keys(model: nn.Module, state: Mapping[str, torch.Tensor], primary: Iterable[str] = ()) -> dict[str, str]:
+    """State-dict key -> the key it is stored under, for tensors the model holds under
+    several names (a Linear tied to an Embedding). The stored one is the first of
+    ``primary`` (the shared weights) among them, else the first in state-dict order."""
+    groups: dict[int, list[str]] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for key, tensor in named:
+        if key in state:
+            groups.setdefault(id(tensor), []).append(key)
+    order = {key: i for i, key in enumerate(state)}
+    preferred = set(primary)
+    out: dict[str, str] = {}
+    for keys in groups.values():
+        keys = sorted(set(keys), key=order.__getitem__)
+        if len(keys) > 1:
+            first = next((k for k in keys if k in preferred), keys[0])
+            out.update({k: first for k in keys if k != first})
+    return out
 
 
 def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
                     meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
-                    raw_dtype: str = "float32", codebook_dtype: str = "auto",
+                    raw_dtype: str = "auto", codebook_dtype: str = "auto", layout: str = "auto",
                     progress: Optional[ProgressFn] = None) -> int:
-    """Write ``model`` with its shared layers coded; return the file size."""
+    """Write ``model`` with its shared layers coded; return the file size. A tensor the
+    model holds under several names is stored once; the other names are aliases."""
     by_weight = {f"{name}.weight": layer for name, layer in shared.items()}
     entries: list[dict[str, Any]] = []
     sections: list[tuple[str, bytes]] = []
     state = model.state_dict()
+    aliases = tied_keys(model, state, by_weight)
     for done, (key, tensor) in enumerate(state.items(), 1):
-        if key in by_weight:
+        if key in aliases:
+            entry, secs = {"name": key, "codec": "alias", "of": aliases[key], "shape": list(tensor.shape)}, []
+        elif key in by_weight:
             layer = by_weight[key]
             bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
-            entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype)
+            entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype, layout)
         else:
             entry, secs = encode_raw(key, tensor.detach().cpu().numpy(), raw_dtype)
         entries.append(entry)
@@ -106,14 +131,20 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
             or not isinstance(layer_sizes, dict) or not all(_is_count(v) for v in layer_sizes.values()):
         raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer and whose "
                           "dense_weights maps layer names to integers")
-    state = {}
+    state: dict[str, Any] = {}
     for entry in header["tensors"]:
         if not isinstance(entry, dict):
             raise FormatError(f"{path}: a tensor entry is not an object")
         if entry.get("name") in state:
             raise FormatError(f"{path}: tensor {entry.get('name')!r} is listed twice")
-        state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
-    unused = sorted(set(box.sections) - set(state))
+        if entry.get("codec") == "alias" and box.version >= 3:
+            state[entry.get("name")] = entry  # resolved once every stored tensor is decoded
+        else:
+            state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
+    aliases = {name: value for name, value in state.items() if isinstance(value, dict)}
+    for name, entry in aliases.items():
+        state[name] = _alias(path, entry, state, aliases)
+    unused = sorted(set(box.sections) - (set(state) - set(aliases)))
     if unused:
         raise FormatError(f"{path}: section(s) {unused} belong to no tensor")
     bad = nonfinite(state)  # checksums only prove the bytes are as written, not that they are numbers
@@ -124,17 +155,36 @@ def load_compressed(path: str | os.PathLike[str]) -> Compressed:
     return Compressed(header, state, sizes, os.path.getsize(path))
 
 
+def _alias(path: Any, entry: Mapping[str, Any], state: Mapping[str, Any], aliases: Iterable[str]) -> torch.Tensor:
+    """The stored tensor an alias names (the same tensor object: tied weights stay tied)."""
+    target = state.get(entry.get("of"))
+    if entry.get("of") in aliases or not isinstance(target, torch.Tensor):
+        raise FormatError(f"{path}: tensor {entry.get('name')!r} is an alias of {entry.get('of')!r}, "
+                          "which is not a stored tensor of the file")
+    if list(target.shape) != entry.get("shape"):
+        raise FormatError(f"{path}: alias {entry.get('name')!r} has shape {entry.get('shape')}, its tensor "
+                          f"{entry.get('of')!r} {list(target.shape)}")
+    return target
+
+
 def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], file_bytes: int) -> dict[str, Any]:
     """Deep Compression's Tables 2-3 from the file: per tensor, kept %, weight
-    and index bits (fixed width / after Huffman), bytes and ratio. The whole
+    and index bits (fixed width / after Huffman), bytes and ratio; for a shared
+    tensor also its layout and the codebook entries used (``codebook_used``) of
+    those k-means was allowed (``codebook_capacity``). The whole
     file is compared with the fp32 bytes of the model before pruning (from the
     header's ``meta.dense_params`` when present: dead neurons may be gone)."""
     rows = []
     before = header.get("meta", {}).get("dense_weights") or {}
     for e in header["tensors"]:
         name = e["name"]
+        if e["codec"] == "alias":  # a tied tensor: its weights and bytes are counted where it is stored
+            rows.append({"tensor": name, "codec": "alias", "of": e["of"], "weights": 0, "bytes": 0,
+                         "dense_bytes": 0, "ratio": 0.0, "kept": 1.0, "nonzero": 0})
+            continue
         weights = math.prod(e["shape"])
-        if e["codec"] == "shared" and name.endswith(".weight"):
+        from_shared = e["codec"] == "shared" or "nonzero" in e
+        if from_shared and name.endswith(".weight"):
             weights = max(weights, before.get(name[: -len(".weight")], 0))  # neurons removed count as pruned
         nbytes = section_bytes.get(name, 0)
         row = {"tensor": name, "codec": e["codec"], "weights": weights, "bytes": nbytes,
@@ -142,14 +192,19 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
         if e["codec"] == "shared":
             nz = max(1, e["nonzero"])
             _, positions, indices = split_shared(e, nbytes)  # one section: codebook, positions, indices
+            where, coding = shared_layout(e)
+            k = e["codebook_size"]
             row.update({"kept": e["nonzero"] / max(1, weights), "nonzero": e["nonzero"],
-                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, e["codebook_size"])))),
+                        "layout": f"{where}/{coding}",
+                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, k)))),
                         "weight_bits_huffman": 8 * indices / nz,
-                        "index_bits_fixed": e["rel_bits"],
+                        "index_bits_fixed": e["rel_bits"] if where == "relative" else 8 * positions / nz,
                         "index_bits_huffman": 8 * positions / nz,
-                        "codebook_size": e["codebook_size"], "filler_entries": e["entries"] - e["nonzero"]})
+                        "codebook_size": k, "codebook_used": k,
+                        "codebook_capacity": max(k, e.get("codebook_capacity", k)),
+                        "filler_entries": e["entries"] - e["nonzero"] if where == "relative" else 0})
         else:
-            row.update({"kept": 1.0, "nonzero": weights})
+            row.update({"kept": e.get("nonzero", weights) / max(1, weights), "nonzero": e.get("nonzero", weights)})
         rows.append(row)
     dense = 4 * header.get("meta", {}).get("dense_params", 0) or sum(r["dense_bytes"] for r in rows)
     return {"layers": rows, "totals": _totals(rows), "file_bytes": file_bytes, "dense_bytes": dense,

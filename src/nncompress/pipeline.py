@@ -30,7 +30,7 @@ from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import count_parameters
-from nncompress.pruning.masks import layer_kind
+from nncompress.layers import compressible_layers, layer_kind, select_layers
 from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
@@ -183,10 +183,10 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
 
 
 def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> list[dict[str, Any]]:
-    """Per prunable layer: kept weights (against ``original`` sizes, i.e.
+    """Per compressible layer: kept weights (against ``original`` sizes, i.e.
     before dead neurons were removed), and dense vs CSR bytes (fp32 values)."""
     rows = []
-    for name, layer in prunable_layers(model).items():
+    for name, layer in compressible_layers(model).items():
         w = layer.weight.detach().cpu().numpy()
         nz = int(np.count_nonzero(w))
         sparse = csr_bytes(w)
@@ -199,7 +199,7 @@ def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> 
 
 
 def _weights(model: nn.Module) -> dict[str, np.ndarray]:
-    return {n: m.weight.detach().cpu().numpy().copy() for n, m in prunable_layers(model).items()}
+    return {n: m.weight.detach().cpu().numpy().copy() for n, m in compressible_layers(model).items()}
 
 
 @dataclass
@@ -328,19 +328,22 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
                 journal: Optional[Journal] = None, objective: ObjectiveSpec = None
                 ) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
-    """k-means weight sharing of every Linear/Conv layer's nonzero weights, then
-    centroid fine-tuning; the tuned codebooks are kept only if validation agrees.
-    Judged by ``objective`` (default: accuracy with labels, else distillation from
-    ``model`` as given: pass the one bound to the dense model to compare with that)."""
+    """k-means weight sharing of the nonzero weights of the layers ``cfg.select``
+    selects (Linear, Conv, Embedding by default), then centroid fine-tuning; the
+    tuned codebooks are kept only if validation agrees. Judged by ``objective``
+    (default: accuracy with labels, else distillation from ``model`` as given:
+    pass the one bound to the dense model to compare with that)."""
     objective = _objective(objective, model, splits)
-    layers = prunable_layers(model)
-    bits = {n: _codebook_bits(cfg.layer_bits.get(n, cfg.conv_bits if layer_kind(m) == "conv" else cfg.fc_bits),
-                              int(torch.count_nonzero(m.weight)), cfg.min_members)
+    layers = select_layers(model, cfg.select, cfg.exclude, what="share layers")
+    width = {"conv": cfg.conv_bits, "fc": cfg.fc_bits, "embedding": cfg.embedding_bits}
+    bits = {n: _codebook_bits(cfg.layer_bits.get(n, width[layer_kind(m)]), int(torch.count_nonzero(m.weight)),
+                              cfg.min_members)
             for n, m in layers.items()}
     unknown = sorted(set(cfg.layer_bits) - set(layers))
     if unknown:
-        raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; layers are {list(layers)}")
-    shared = share_weights_(layers, bits, cfg.init, cfg.seed, progress=progress)
+        raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; shared layers are {list(layers)}")
+    inits = {n: cfg.embedding_init if layer_kind(m) == "embedding" else cfg.init for n, m in layers.items()}
+    shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
     val_before = objective.score(model, splits.val_x, splits.val_y)
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
@@ -404,7 +407,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     # layer sizes before any neuron was removed, so the file's table counts removed neurons as pruned;
     # unknown for a checkpoint pruned elsewhere (or by an older nncompress) that did not record them
     dense_weights = source_meta.get("dense_weights") or (
-        None if source_meta.get("pruned") else {n: m.weight.numel() for n, m in prunable_layers(model).items()})
+        None if source_meta.get("pruned") else {n: m.weight.numel() for n, m in compressible_layers(model).items()})
     objective = _objective(objective, model, splits)
     dense_test = metrics(model, splits, "test", objective)
     if run:
@@ -500,15 +503,17 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
 
 
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
-    """Every layer a recipe names must be a prunable layer of the model."""
-    layers = prunable_layers(model)
-    named: list[tuple[str, Iterable[str]]] = [("share.layers", recipe.share.layer_bits)]
+    """Every layer a recipe names must be one its section selects (pruned or shared)."""
+    named: list[tuple[str, Iterable[str], dict[str, nn.Module], str]] = [
+        ("share.layers", recipe.share.layer_bits,
+         select_layers(model, recipe.share.select, recipe.share.exclude, what="share.select"), "shared")]
     if recipe.prune is not None:
-        named.insert(0, ("prune.layers", recipe.prune.layer_scale))
-    for key, names in named:
+        named.insert(0, ("prune.layers", recipe.prune.layer_scale,
+                         prunable_layers(model, recipe.prune.select, recipe.prune.exclude), "pruned"))
+    for key, names, layers, verb in named:
         unknown = sorted(set(names) - set(layers))
         if unknown:
-            raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's prunable layers are {list(layers)}")
+            raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's {verb} layers are {list(layers)}")
     if recipe.prune is not None:
         try:
             pruning_groups(model, recipe.prune)  # the pruner's own checks: groups, layers too small to prune

@@ -39,6 +39,7 @@ from nncompress.errors import (
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
+    "MIN_READ_VERSION",
     "MAX_HEADER_BYTES",
     "RESERVED_KEYS",
     "Container",
@@ -52,8 +53,12 @@ __all__ = [
 #: PNG-style: the high byte catches 7-bit transports, CR LF / ^Z / LF catch text-mode
 #: and line-ending conversions, which would otherwise corrupt the file silently.
 MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
-#: 2: one section per tensor (model files). Version 1 was a pre-release; it is refused.
-FORMAT_VERSION: int = 2
+#: 2: one section per tensor (model files). 3: the same container; model files gain
+#: layouts (no positions for an unpruned tensor, packed and raw fallbacks, tied-weight
+#: aliases). Version 2 files are still read; version 1 was a pre-release and is refused.
+FORMAT_VERSION: int = 3
+#: the oldest version this reader accepts
+MIN_READ_VERSION: int = 2
 #: Above this the length field is corrupt rather than the file truncated; it also keeps
 #: a damaged length from making us allocate or parse gigabytes.
 MAX_HEADER_BYTES: int = 64 * 1024 * 1024
@@ -78,7 +83,7 @@ class SectionEntry:
 
 @dataclass(frozen=True)
 class Container:
-    """A decoded, fully verified container.
+    """A decoded, fully verified container (``version``: the format version it was written in).
 
     ``header`` is the caller's part of the header (what was passed to ``dumps``, after
     the JSON round trip: tuples come back as lists). The container's own keys are kept
@@ -89,6 +94,7 @@ class Container:
     sections: dict[str, bytes]
     entries: tuple[SectionEntry, ...] = field(default=())
     data_bytes: int = 0
+    version: int = FORMAT_VERSION
 
     def section(self, name: str) -> bytes:
         """Bytes of section ``name``; a missing one is a malformed file for the codec
@@ -309,7 +315,7 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
         )
     if version == 0:
         raise FormatError("compressed file has format version 0, which does not exist")
-    if version < FORMAT_VERSION:
+    if version < MIN_READ_VERSION:
         raise FormatError(
             f"compressed file has format version {version}: it was written by an earlier pre-release "
             f"of nncompress, which this one no longer reads; recompress the model from its checkpoint "
@@ -344,7 +350,7 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
             raise ChecksumError(f"section {e.name!r} checksum mismatch: its data is corrupt")
         sections[e.name] = bytes(chunk)
     caller = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-    return Container(header=caller, sections=sections, entries=entries, data_bytes=total)
+    return Container(header=caller, sections=sections, entries=entries, data_bytes=total, version=version)
 
 
 def read_container(path: str | os.PathLike[str]) -> Container:

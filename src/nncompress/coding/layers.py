@@ -12,6 +12,7 @@ header's table, more than most codebooks. numpy only.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
@@ -42,6 +43,7 @@ class SharedTensor:
     positions: np.ndarray
     indices: np.ndarray
     codebook: np.ndarray
+    capacity: int = 0  # entries the codebook was allowed (2**bits); 0 when unknown
 
     def dense(self) -> np.ndarray:
         out = np.zeros(int(np.prod(self.shape)), dtype=np.float32)
@@ -81,27 +83,161 @@ def codebook_storage(codebook: np.ndarray, codebook_dtype: str = "auto") -> str:
     return "float16" if bool(np.all(fits)) else "float32"
 
 
+def _blob_bytes(symbols: np.ndarray, alphabet: int) -> int:
+    payload, table = huffman.encoded_bits(symbols, alphabet)
+    return table + (payload + 7) // 8
+
+
+def index_width(k: int) -> int:
+    """Bits of one fixed-width codebook index (0 for a codebook of at most one entry)."""
+    return max(0, int(k) - 1).bit_length()
+
+
+#: indices packed or unpacked at a time (a multiple of 8, so every chunk ends on a byte)
+_CHUNK = 1 << 20
+
+
+def _pack_indices(indices: np.ndarray, width: int) -> bytes:
+    """Fixed-width indices, most significant bit first, the last byte zero padded."""
+    if width == 0 or len(indices) == 0:
+        return b""
+    shifts = np.arange(width - 1, -1, -1, dtype=np.uint16)
+    idx = np.asarray(indices).astype(np.uint16)  # codebooks have at most 2**15 entries
+    parts = [((idx[i:i + _CHUNK, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
+             for i in range(0, len(idx), _CHUNK)]
+    return np.packbits(np.concatenate(parts)).tobytes()
+
+
+def _unpack_indices(data: bytes, n: int, width: int) -> np.ndarray:
+    if len(data) != (n * width + 7) // 8:
+        raise FormatError(f"{len(data)} bytes of packed indices, expected {(n * width + 7) // 8} "
+                          f"for {n} indices of {width} bits")
+    if width == 0:
+        return np.zeros(n, dtype=np.int64)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    if bits[n * width:].any():
+        raise FormatError("packed indices have nonzero padding bits")
+    weights = (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
+    out = np.empty(n, dtype=np.int64)
+    for i in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i)
+        out[i:i + m] = bits[i * width:(i + m) * width].reshape(m, width) @ weights
+    return out
+
+
+def _entry_bytes(entry: Mapping[str, Any]) -> int:
+    """Length of the entry in the canonical header JSON: part of what a layout costs."""
+    return len(json.dumps(entry, sort_keys=True, separators=(",", ":")))
+
+
+def _raw_fallback(name: str, t: SharedTensor, stored: str) -> tuple[dict[str, Any], Sections]:
+    """The tensor as plain values of the stored codebook's dtype: exactly ``codebook[index]``."""
+    book = np.asarray(t.codebook, dtype=DTYPES[stored])
+    out = np.zeros(int(np.prod(t.shape)), dtype=DTYPES[stored])
+    out[np.asarray(t.positions, dtype=np.int64)] = book[np.asarray(t.indices, dtype=np.int64)]
+    entry = {"name": name, "codec": "raw", "shape": list(t.shape), "dtype": stored, "nonzero": int(len(t.positions))}
+    return entry, [(name, out.tobytes())]
+
+
+LAYOUTS = ("auto", "huffman", "packed", "raw")
+#: bytes by which a layout's estimate may exceed the best one and still be built and compared:
+#: more than any difference in header entries and Huffman byte rounding
+ESTIMATE_SLACK = 256
+
+
 def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto",
-                  codebook_dtype: str = "auto") -> tuple[dict[str, Any], Sections]:
-    """Header entry and the one section of a shared tensor: codebook, positions blob,
-    indices blob back to back (``positions_bytes`` splits the last two)."""
-    bits = choose_rel_bits(t) if rel_bits == "auto" else int(rel_bits)
-    rel, values = _streams(t, bits)
+                  codebook_dtype: str = "auto", layout: str = "auto") -> tuple[dict[str, Any], Sections]:
+    """Header entry and the one section of a shared tensor: codebook, position data,
+    index data back to back (``positions_bytes`` splits the last two).
+
+    ``layout`` ``"auto"`` writes whichever is smallest, header entry included: Huffman
+    streams (``"huffman"``; a tensor with every position kept stores no positions),
+    a bitmap and fixed-width indices (``"packed"``: tiny tensors, where the Huffman
+    tables cost more than they save), or the values themselves (``"raw"``, in the
+    codebook's stored dtype, so exactly ``codebook[index]``).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     stored = codebook_storage(t.codebook, codebook_dtype)
     codebook = np.asarray(t.codebook, dtype=DTYPES[stored])
-    positions = huffman.encode(rel, 2 ** bits)
-    entry = {"name": name, "codec": "shared", "shape": list(t.shape), "codebook_size": len(codebook),
-             "codebook_dtype": stored, "rel_bits": bits, "entries": int(len(rel)),
-             "nonzero": int(len(t.positions)), "positions_bytes": len(positions)}
-    blob = b"".join([codebook.tobytes(), positions, huffman.encode(values, len(codebook) + 1)])
-    return entry, [(name, blob)]
+    size = int(np.prod(t.shape))
+    k, n = len(codebook), len(t.positions)
+    dense = n == size
+    base = {"name": name, "codec": "shared", "shape": list(t.shape), "codebook_size": k,
+            "codebook_dtype": stored, "nonzero": int(n)}
+    if t.capacity > k:
+        base["codebook_capacity"] = int(t.capacity)
+    candidates: list[tuple[int, int, Any]] = []  # (bytes, preference, builder)
+    bits = 0
+    if layout in ("auto", "huffman") and not dense:
+        bits = choose_rel_bits(t) if rel_bits == "auto" else int(rel_bits)
+
+    def huffman_layout() -> tuple[dict[str, Any], Sections]:
+        if dense:
+            values = huffman.encode(np.asarray(t.indices), max(1, k))
+            return {**base, "positions": "all", "positions_bytes": 0}, [(name, codebook.tobytes() + values)]
+        rel, values = _streams(t, bits)
+        positions = huffman.encode(rel, 2 ** bits)
+        entry = {**base, "rel_bits": bits, "entries": int(len(rel)), "positions_bytes": len(positions)}
+        return entry, [(name, b"".join([codebook.tobytes(), positions, huffman.encode(values, k + 1)]))]
+
+    def packed_layout() -> tuple[dict[str, Any], Sections]:
+        bitmap = b""
+        if not dense:
+            flags = np.zeros(size, dtype=bool)
+            flags[np.asarray(t.positions, dtype=np.int64)] = True
+            bitmap = np.packbits(flags).tobytes()
+        entry = {**base, "indices": "packed", "positions": "all" if dense else "bitmap",
+                 "positions_bytes": len(bitmap)}
+        return entry, [(name, codebook.tobytes() + bitmap + _pack_indices(t.indices, index_width(k)))]
+
+    def cost(built: tuple[dict[str, Any], Sections]) -> int:
+        return _entry_bytes(built[0]) + sum(len(b) for _, b in built[1])
+
+    if layout in ("auto", "huffman"):
+        if dense:
+            estimate = k * codebook.itemsize + _blob_bytes(np.asarray(t.indices), max(1, k))
+        else:
+            estimate = k * codebook.itemsize + (coded_bits(t, bits) + 15) // 8
+        candidates.append((estimate, 0, huffman_layout))
+    if layout in ("auto", "packed"):
+        estimate = k * codebook.itemsize + (0 if dense else (size + 7) // 8) + (n * index_width(k) + 7) // 8
+        candidates.append((estimate, 1, packed_layout))
+    if layout in ("auto", "raw"):
+        candidates.append((size * codebook.itemsize, 2, lambda: _raw_fallback(name, t, stored)))
+    if len(candidates) == 1:
+        return candidates[0][2]()
+    # Section estimates (to a few bytes) pick the candidates; building those within a header
+    # entry's size of the best gives exact costs, header entries included.
+    ranked = sorted(candidates, key=lambda c: (c[0], c[1]))
+    built = [(c[1], c[2]()) for c in ranked if c[0] <= ranked[0][0] + ESTIMATE_SLACK]
+    return min(built, key=lambda b: (cost(b[1]), b[0]))[1]
 
 
-def encode_raw(name: str, array: np.ndarray, dtype: str = "float32") -> tuple[dict[str, Any], Sections]:
-    """``dtype`` applies to floating-point tensors; integer and bool ones (a batch-norm
-    step counter) are stored as int64, which float16 would round past 2048."""
+#: ``raw_dtype="auto"`` halves float tensors from this many values up (weights of unshared
+#: layers); smaller ones (biases, norms, batch-norm statistics) cost little and stay float32.
+AUTO_F16_MIN_SIZE = 4096
+
+
+def raw_storage(array: np.ndarray, dtype: str = "auto") -> str:
+    """The dtype a raw tensor is stored in. Integer and bool tensors (a batch-norm step
+    counter) are int64, which float16 would round past 2048; ``"auto"`` stores float
+    tensors of ``AUTO_F16_MIN_SIZE`` or more values as float16 when every value is
+    within float16's range, others as float32."""
     if array.dtype.kind in "iub":
-        dtype = "int64"
+        return "int64"
+    if dtype == "auto":
+        big = array.size >= AUTO_F16_MIN_SIZE
+        fits = big and bool(np.all(np.abs(np.asarray(array, dtype=np.float64)) <= F16_MAX))
+        return "float16" if fits else "float32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"raw dtype must be 'auto', 'float32' or 'float16', not {dtype!r}")
+    return dtype
+
+
+def encode_raw(name: str, array: np.ndarray, dtype: str = "auto") -> tuple[dict[str, Any], Sections]:
+    """``dtype`` applies to floating-point tensors (see ``raw_storage``)."""
+    dtype = raw_storage(array, dtype)
     data = np.ascontiguousarray(array, dtype=RAW_DTYPES[dtype])
     return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(name, data.tobytes())]
 
@@ -164,6 +300,71 @@ def _stream(name: str, what: str, blob: bytes, alphabet: int) -> np.ndarray:
     return symbols
 
 
+POSITIONS = ("relative", "all", "bitmap")
+INDICES = ("huffman", "packed")
+
+
+def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """(positions, indices) of a shared entry; absent keys mean version 2's layout
+    (Huffman-coded relative positions and indices)."""
+    name = entry.get("name")
+    positions, indices = entry.get("positions", "relative"), entry.get("indices", "huffman")
+    if positions not in POSITIONS or indices not in INDICES or (positions, indices) == ("relative", "packed"):
+        raise FormatError(f"tensor {name!r}: unknown layout positions={positions!r}, indices={indices!r}")
+    capacity = entry.get("codebook_capacity", 0)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+        raise FormatError(f"tensor {name!r}: codebook_capacity {capacity!r} is not a count")
+    return positions, indices
+
+
+def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes) -> np.ndarray:
+    size = int(np.prod(shape))
+    k = _field(entry, "codebook_size", int)
+    nonzero = _field(entry, "nonzero", int)
+    positions_kind, indices_kind = shared_layout(entry)
+    book, pos, _ = split_shared(entry, len(data))
+    codebook = np.frombuffer(data[:book], dtype=_dtype(entry, "codebook_dtype")).astype(np.float32)
+    stream = data[book + pos:]
+    if positions_kind == "relative":
+        bits = _field(entry, "rel_bits", int)
+        if not 1 <= bits <= MAX_REL_BITS:
+            raise FormatError(f"tensor {name!r}: rel_bits {bits} is outside 1..{MAX_REL_BITS}")
+        rel = _stream(name, "positions", data[book:book + pos], 2 ** bits)
+        values = _stream(name, "indices", stream, k + 1)
+        if len(rel) != _field(entry, "entries", int) or len(values) != len(rel):
+            raise FormatError(f"tensor {name!r}: stream lengths disagree with the header")
+        indices, filler = split_values(values, k, rel=rel, bits=bits)
+        positions = from_relative(rel, filler, bits=bits, size=size)
+    else:
+        if positions_kind == "all":
+            if pos != 0 or nonzero != size:
+                raise FormatError(f"tensor {name!r}: every position is kept, but the header gives "
+                                  f"{nonzero} of {size} weights and {pos} position bytes")
+            positions = np.arange(size, dtype=np.int64)
+        else:
+            if pos != (size + 7) // 8:
+                raise FormatError(f"tensor {name!r}: a bitmap of {size} positions needs {(size + 7) // 8} bytes, "
+                                  f"the header gives {pos}")
+            flags = np.unpackbits(np.frombuffer(data[book:book + pos], dtype=np.uint8))
+            if flags[size:].any():
+                raise FormatError(f"tensor {name!r}: the position bitmap has nonzero padding bits")
+            positions = np.flatnonzero(flags[:size])
+        if indices_kind == "packed":
+            try:
+                indices = _unpack_indices(stream, len(positions), index_width(k))
+            except FormatError as exc:
+                raise FormatError(f"tensor {name!r}, indices: {exc}") from None
+        else:
+            indices = _stream(name, "indices", stream, max(1, k))
+        if len(indices) != len(positions):
+            raise FormatError(f"tensor {name!r}: {len(indices)} indices for {len(positions)} kept positions")
+        if len(indices) and int(indices.max()) >= k:
+            raise FormatError(f"tensor {name!r}: index {int(indices.max())} is outside the codebook of {k}")
+    if len(positions) != nonzero:
+        raise FormatError(f"tensor {name!r}: decoded {len(positions)} weights, header says {nonzero}")
+    return SharedTensor(shape, positions, indices.astype(np.int64), codebook).dense()
+
+
 def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes]) -> np.ndarray:
     """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section,
     checking every count the header states."""
@@ -176,26 +377,13 @@ def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes]) -> np
             data = sections[name]
             if len(data) != size * dt.itemsize:
                 raise FormatError(f"tensor {name!r}: {len(data)} data bytes for shape {list(shape)}")
+            nonzero = entry.get("nonzero", 0)
+            if not isinstance(nonzero, int) or isinstance(nonzero, bool) or not 0 <= nonzero <= size:
+                raise FormatError(f"tensor {name!r}: nonzero {nonzero!r} is not a count of its {size} values")
             out = np.frombuffer(data, dtype=dt)
             return (out.astype(np.int64) if dt.kind == "i" else out.astype(np.float32)).reshape(shape)
         if entry.get("codec") == "shared":
-            data = sections[name]
-            k = _field(entry, "codebook_size", int)
-            bits = _field(entry, "rel_bits", int)
-            book, pos, _ = split_shared(entry, len(data))
-            codebook = np.frombuffer(data[:book], dtype=_dtype(entry, "codebook_dtype")).astype(np.float32)
-            if not 1 <= bits <= MAX_REL_BITS:
-                raise FormatError(f"tensor {name!r}: rel_bits {bits} is outside 1..{MAX_REL_BITS}")
-            rel = _stream(name, "positions", data[book:book + pos], 2 ** bits)
-            values = _stream(name, "indices", data[book + pos:], k + 1)
-            if len(rel) != _field(entry, "entries", int) or len(values) != len(rel):
-                raise FormatError(f"tensor {name!r}: stream lengths disagree with the header")
-            indices, filler = split_values(values, k, rel=rel, bits=bits)
-            positions = from_relative(rel, filler, bits=bits, size=size)
-            if len(positions) != _field(entry, "nonzero", int):
-                raise FormatError(f"tensor {name!r}: decoded {len(positions)} weights, header says "
-                                  f"{entry['nonzero']}")
-            return SharedTensor(shape, positions, indices.astype(np.int64), codebook).dense()
+            return _decode_shared(name, shape, entry, sections[name])
     except KeyError as exc:
         raise FormatError(f"tensor {name!r}: section {exc.args[0]!r} is missing") from exc
     except ValueError as exc:

@@ -69,9 +69,9 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     """Check that ``model`` can be pruned with ``cfg`` and return its stages, so
     callers can refuse bad input before any training. Layers under
     ``min_layer_share`` leave their stage (a stage left empty is dropped)."""
-    layers = prunable_layers(model)
+    layers = prunable_layers(model, cfg.select, cfg.exclude)
     if not layers:
-        raise ConfigError("the model has no Linear or Conv layer to prune")
+        raise ConfigError(f"select {cfg.select!r} (exclude {cfg.exclude!r}) selects no layer of the model to prune")
     bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
     if bad:
         raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
@@ -93,7 +93,7 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
                rates: dict[str, float], on_step: Callable[[int, int, float], None]) -> int:
     """Prune ``selected`` to ``cfg.target_density`` in ``cfg.target_steps`` steps, each
     fine-tuned; every step is kept, whatever validation says (it is recorded)."""
-    layers = prunable_layers(model)
+    layers = prunable_layers(model, cfg.select, cfg.exclude)
     scaled = {n: stds[n] * cfg.layer_scale.get(n, 1.0) for n in selected}
     chosen = {n: masks[n] for n in selected}
     start = masked_density({n: layers[n].weight for n in selected}, chosen, scaled, 0.0)
@@ -139,7 +139,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     the earlier stages' losses are recovered before the next stage is judged.
     With ``cfg.target_density`` the steps aim at that density instead and
     are never rolled back (see ``PruneConfig``)."""
-    layers = prunable_layers(model)
+    layers = prunable_layers(model, cfg.select, cfg.exclude)
     groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
@@ -256,5 +256,5 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if cfg.remove_dead:
         result.shrink = remove_dead_neurons_(model)
         if result.shrink.applicable and result.shrink.removed:
-            result.masks = initial_masks(prunable_layers(model))
+            result.masks = initial_masks(prunable_layers(model, cfg.select, cfg.exclude))
     return result

@@ -6,7 +6,7 @@ from typing import Mapping
 from torch import nn
 
 from nncompress.errors import ConfigError
-from nncompress.pruning.masks import layer_kind
+from nncompress.layers import KINDS, layer_kind
 
 
 def q_schedule(q0: float, step: float, q_max: float) -> list[float]:
@@ -18,7 +18,8 @@ def q_schedule(q0: float, step: float, q_max: float) -> list[float]:
 
 
 def resolve_groups(spec: str, layers: Mapping[str, nn.Module]) -> list[list[str]]:
-    """Turn 'all', 'fc,conv', 'conv,fc', 'layer' or 'fc1+fc2,conv1' into ordered groups."""
+    """Turn 'all', 'fc,conv', 'conv,fc', 'layer' or 'fc1+fc2,conv1' into ordered groups;
+    the kinds fc, conv and embedding stand for every layer of that kind."""
     spec = spec.strip()
     names = list(layers)
     if spec == "all":
@@ -29,7 +30,7 @@ def resolve_groups(spec: str, layers: Mapping[str, nn.Module]) -> list[list[str]
     seen: set[str] = set()
     for part in spec.split(","):
         part = part.strip()
-        if part in ("fc", "conv"):
+        if part in KINDS:
             group = [n for n in names if layer_kind(layers[n]) == part]
         else:
             group = [p.strip() for p in part.split("+") if p.strip()]

@@ -10,21 +10,28 @@ exact zeros elsewhere.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, ModelError
+from nncompress.layers import layer_kind
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization.kmeans import check_init, kmeans_1d
+
+log = logging.getLogger(__name__)
 
 # The file codes a codebook index and the filler mark as one Huffman symbol below 2**16,
 # so a codebook has at most 2**15 entries.
 MIN_BITS, MAX_BITS = 1, 15
 CONV_BITS, FC_BITS = 8, 5  # Deep Compression's defaults for AlexNet/VGG
+EMBEDDING_BITS = 5
+#: a codebook with more than this share of its 2**bits entries empty is worth a warning
+EMPTY_WARNING = 0.25
 
 
 def _weight(module: nn.Module, name: str) -> torch.Tensor:
@@ -49,6 +56,7 @@ class SharedLayer:
     mask: torch.Tensor
     indices: torch.Tensor
     codebook: torch.Tensor
+    capacity: int = 0  # the codebook entries k-means was allowed (2**bits); 0 when unknown
 
     def __post_init__(self) -> None:
         # Catch a mismatched triple here, not as a silent wrong weight later.
@@ -101,24 +109,37 @@ def _check_bits(layers: Mapping[str, nn.Module], bits: Mapping[str, int]) -> Non
 
 
 def default_bits(layers: Mapping[str, nn.Module]) -> dict[str, int]:
-    """8 bits for convolutions, 5 for fully connected layers (Deep Compression's choice)."""
+    """8 bits for convolutions, 5 for fully connected layers (Deep Compression's choice), 5 for embeddings."""
+    widths = {"conv": CONV_BITS, "fc": FC_BITS, "embedding": EMBEDDING_BITS}
     out: dict[str, int] = {}
     for name, module in layers.items():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            out[name] = CONV_BITS
-        elif isinstance(module, nn.Linear):
-            out[name] = FC_BITS
-        else:
+        try:
+            out[name] = widths[layer_kind(module)]
+        except ConfigError:
             raise ConfigError(f"no default bit width for layer {name!r} of type "
-                              f"{type(module).__name__}; give bits explicitly")
+                              f"{type(module).__name__}; give bits explicitly") from None
     return out
+
+
+def tied_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
+    """Layer name -> the first layer holding the very same weight tensor (a Linear
+    tied to an Embedding, as in language models): such a weight is shared once."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, module in layers.items():
+        key = id(getattr(module, "weight", None))
+        if key in first:
+            tied[name] = first[key]
+        else:
+            first[key] = name
+    return tied
 
 
 @torch.no_grad()
 def share_weights_(
     layers: Mapping[str, nn.Module],
     bits: Mapping[str, int],
-    init: str = "linear",
+    init: Union[str, Mapping[str, str]] = "linear",
     seed: int = 0,
     progress: Optional[ProgressFn] = None,
 ) -> dict[str, SharedLayer]:
@@ -126,22 +147,31 @@ def share_weights_(
 
     Zeros are pruned positions and stay zero (they are not clustered, so they
     cost no centroid). Every argument and weight is checked before any layer
-    is changed.
+    is changed. ``init`` is one k-means init or one per layer. A weight tied to
+    an earlier layer's (``tied_layers``) is shared once, under the earlier name;
+    the result has no entry for the later one.
     """
-    check_init(init)
+    inits = {name: init if isinstance(init, str) else init.get(name, "linear") for name in layers}
+    for chosen in [init] if isinstance(init, str) else inits.values():
+        check_init(chosen)
     _check_bits(layers, bits)
     for name, module in layers.items():
         if not torch.isfinite(_weight(module, name)).all():
             raise ModelError(f"layer {name!r} has NaN or Inf weights; they cannot be shared")
+    tied = tied_layers(layers)
+    for name, first in tied.items():
+        log.info("layer %r holds the same weight as %r: it is shared once, as %r", name, first, first)
 
     shared: dict[str, SharedLayer] = {}
     for done, (name, module) in enumerate(layers.items(), 1):
+        if name in tied:
+            continue
         weight = module.weight
         mask = weight.detach() != 0
         values = weight.detach()[mask].to(torch.float32).cpu().numpy()
         k = min(2 ** bits[name], values.size)
         if values.size:
-            codebook_np, labels_np = kmeans_1d(values, k, init, seed=seed)
+            codebook_np, labels_np = kmeans_1d(values, k, inits[name], seed=seed)
         else:
             codebook_np, labels_np = values[:0], values[:0].astype("int64")
         layer = SharedLayer(
@@ -149,9 +179,15 @@ def share_weights_(
             mask=mask,
             indices=torch.from_numpy(labels_np).to(weight.device),
             codebook=torch.from_numpy(codebook_np).to(weight.device),
+            capacity=2 ** bits[name],
         )
         layer.apply_()
         shared[name] = layer
+        capacity = 2 ** bits[name]
+        if values.size > capacity and len(codebook_np) < (1 - EMPTY_WARNING) * capacity:
+            log.warning("layer %r uses %d of its %d centroids (init %r left %.0f%% empty); init 'density' "
+                        "puts them where the weights are", name, len(codebook_np), capacity, inits[name],
+                        100 * (1 - len(codebook_np) / capacity))
         report(progress, "k-means", done, len(layers), layer=name, k=k)
     return shared
 
@@ -201,6 +237,8 @@ class CentroidTuner:
         for name, layer in self.shared.items():
             weight = layer.module.weight
             grad = weight.grad
+            if grad is not None and grad.is_sparse:  # nn.Embedding(sparse=True)
+                grad = grad.to_dense()
             if grad is not None and layer.codebook.numel():
                 # Sum in float64: the sums are over many members, and index_add_ order varies on GPU.
                 member = grad[layer.mask].to(torch.float64)
