@@ -65,12 +65,15 @@ class LayerTable:
 @dataclass(frozen=True)
 class CompressResult:
     """What ``compress`` wrote and measured. ``model`` is decoded from the file itself, so
-    its score is the file's; ``summary`` holds every figure (as the CLI's ``--json``)."""
+    its score is the file's. ``metric`` names the score (accuracy with labels; agreement or
+    mean cosine with the dense model without); ``drop_points`` is the loss in points (1/100
+    of the score). ``summary`` holds every figure (as the CLI's ``--json``)."""
 
     path: Path
     ratio: float
     file_bytes: int
     table: LayerTable
+    metric: str
     score_before: float
     score_after: float
     drop_points: float
@@ -79,7 +82,7 @@ class CompressResult:
 
     def __str__(self) -> str:
         return (f"{self.path}: {self.file_bytes:,} bytes, {self.ratio:.1f}x smaller than dense fp32; "
-                f"test score {self.score_before:.4f} -> {self.score_after:.4f} ({-self.drop_points:+.2f} pt)")
+                f"test {self.metric} {self.score_before:.4f} -> {self.score_after:.4f} ({-self.drop_points:+.2f} pt)")
 
 
 def progress_callback(progress: ProgressLike) -> Optional[ProgressFn]:
@@ -134,8 +137,8 @@ def compress(model: nn.Module, data: DataLike, out: Union[str, Path], config: Op
     summary = _closing(callback, lambda: compress_model(
         work, {}, splits, out, cfg.prune, cfg.share, progress=callback, sensitivity_cfg=cfg.sensitivity))
     return CompressResult(path=Path(out), ratio=float(summary["ratio"]), file_bytes=int(summary["file_bytes"]),
-                          table=LayerTable.from_summary(summary), score_before=float(summary["dense_test_accuracy"]),
-                          score_after=float(summary["test_accuracy"]),
+                          table=LayerTable.from_summary(summary), metric=str(summary["metric"]),
+                          score_before=float(summary["dense_test_score"]), score_after=float(summary["test_score"]),
                           drop_points=float(summary["test_drop_points"]), model=load(out, model=work), summary=summary)
 
 
