@@ -115,7 +115,7 @@ def test_evaluate_json_matches_train(trained: dict[str, Any], capsys: pytest.Cap
 def test_evaluate_human_output(trained: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--quiet", "evaluate", str(trained["path"]), "--data", "digits"]) == 0
     out = capsys.readouterr().out
-    assert "on digits test split (359 images): accuracy" in out
+    assert "on digits test split (359 examples): accuracy" in out
     assert f"parameters {MLP_PARAMS:,}" in out
 
 

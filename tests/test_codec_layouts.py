@@ -44,7 +44,7 @@ def test_every_layout_decodes_to_the_stored_codebook_bit_for_bit() -> None:
     book = np.sort(rng.standard_normal(12)).astype(np.float32)  # not float16 numbers: stored rounded
     for size, kept in ((40, 0.3), (40, 1.0), (3000, 0.1), (3000, 1.0)):
         positions = np.sort(rng.choice(size, int(size * kept), replace=False))
-        t = SharedTensor((size,), positions, rng.integers(0, 12, len(positions)), book, capacity=16)
+        t = SharedTensor((size,), positions, rng.integers(0, 12, len(positions)), book)
         stored = book.astype(np.float16).astype(np.float32)
         want = SharedTensor(t.shape, positions, t.indices, stored).dense()
         results = {}
@@ -93,7 +93,6 @@ def test_tiny_tensors_fall_back_to_packed_or_raw() -> None:
     (lambda e, b: ({**e, "positions_bytes": 2}, b), "bitmap of 8 positions needs 1"),
     (lambda e, b: (e, b[:-1] + b"\x61"), "padding"),
     (lambda e, b: (e, b + b"\x00"), "packed indices"),
-    (lambda e, b: ({**e, "codebook_capacity": -1}, b), "codebook_capacity"),
 ])
 def test_a_lying_packed_entry_is_a_format_error(mutate, match) -> None:
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))

@@ -224,8 +224,8 @@ ERRORS = [
     ("prune:\n  layers: 0.5\n", "recipe.yaml: prune.layers: expected a mapping of keys, got 0.5"),
     ("share:\n  layers: {fc1: {bits: 4.0}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer, got 4.0"),
     ("data: 2024-13-45\n", "recipe.yaml: invalid YAML:"),
-    ("data: 5\n", "recipe.yaml: data: expected fashion-mnist, digits or a folder path, got 5"),
-    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp, got 'lenet6' "
+    ("data: 5\n", "recipe.yaml: data: expected fashion-mnist, digits, a folder path or package.module:function, got 5"),
+    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp or a factory package.module:name, got 'lenet6' "
                         "(did you mean lenet5?)"),
     # out of range (the dataclass's check, re-raised with the key path)
     ("prune:\n  tolerance: -1\n", "recipe.yaml: prune.tolerance: expected a number of percentage points in "
@@ -248,8 +248,8 @@ ERRORS = [
     # the file itself
     ("version: 2\n", "recipe.yaml: version: recipe version 2 is newer than this nncompress reads (up to 1)"),
     ("version: 0\n", "recipe.yaml: version: expected an integer >= 1, got 0"),
-    ("- train\n- prune\n", "recipe.yaml: expected a mapping of sections (version, model, data, seed, train, "
-                           "sensitivity, prune, share, coding) at the top level, got a list"),
+    ("- train\n- prune\n", "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, normalize, objective, seed, "
+                           "train, sensitivity, prune, share, coding) at the top level, got a list"),
     ("lenet5\n", "recipe.yaml: expected a mapping of sections"),
     ("", "recipe.yaml: the recipe is empty"),
     ("train:\n  epochs: 3\n lr: 0.1\n", "recipe.yaml: line 3, column 2: invalid YAML:"),
@@ -345,7 +345,7 @@ def test_override_layer_names_may_hold_dots_and_mappings_merge() -> None:
     ({"prune.enabled": "yes"}, "override: prune.enabled: expected true or false, got 'yes'"),
     ({"seed": True}, "override: seed: expected an integer, got True"),
     ({"seed.x": 1}, "override: seed.x: unknown key (seed is a value, not a section)"),
-    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp, got 'vgg'"),
+    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp or a factory package.module:name, got 'vgg'"),
     ({"prune.layers.conv1.q_scale": 0}, "override: prune.layers.conv1.q_scale: expected a number > 0, got 0"),
     ({"train.seed": 1}, "override: train.seed: unknown key"),
     ({"": 1}, "override: '': expected a dotted key"),

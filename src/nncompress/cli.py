@@ -17,12 +17,54 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress import __version__
+from nncompress.recipe import OBJECTIVES
 from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import BadMagicError, ConfigError, NNCompressError, ReportError
 from nncompress.progress import ProgressBars, ProgressFn
 from nncompress.report.text import file_table_lines
 
-DATA_HELP = "fashion-mnist, digits, or a folder with the four MNIST-format IDX files"
+DATA_HELP = ("fashion-mnist, digits, a folder with the four MNIST-format IDX files, or package.module:function "
+             "returning (train, val[, test]) loaders")
+MODEL_HELP = ("a built-in model (lenet300, lenet5, mlp) or your own: package.module:factory or path/to/file.py:factory "
+              "(a class or function returning an nn.Module; naming it also trusts a file that records it)")
+NORMALIZE_HELP = ("input transform of image data: standardize (train-split mean/std, the default), unit ([0, 1]), "
+                  "none (raw pixel values) or MEAN,STD (applied to [0, 1] inputs); a .nnc made with another records "
+                  "it and evaluate reuses it")
+
+
+def _model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """--model-kwargs: a JSON object of the factory's keyword arguments."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--model-kwargs must be a JSON object like '{{\"width\": 16}}': {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object like '{{\"width\": 16}}', got {text!r}")
+    return value
+
+
+def _splits(args: argparse.Namespace, model_file: Optional[str] = None) -> Any:
+    """The data of --data with --normalize, or, when that is not given, the transform the model file recorded."""
+    from nncompress.data import load_data
+    from nncompress.data.datasets import recorded_normalize
+    normalize = getattr(args, "normalize", None)
+    if normalize is None and model_file is not None:
+        normalize = recorded_normalize(_file_meta(model_file).get("transform"))
+    return load_data(args.data, normalize=normalize)
+
+
+def _file_meta(path: str) -> dict[str, Any]:
+    """The meta a checkpoint or .nnc records; {} when it cannot be read (the real load says why)."""
+    from nncompress.errors import NNCompressError
+    from nncompress.modelfile import is_compressed, load_compressed
+    from nncompress.train.checkpoint import load_checkpoint
+    try:
+        meta = load_compressed(path).header.get("meta") if is_compressed(path) else load_checkpoint(path).meta
+    except (NNCompressError, OSError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
@@ -37,15 +79,19 @@ def _pct(x: float) -> str:
 
 
 def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.data import load_data
-    from nncompress.models import build_model
-    from nncompress.pipeline import check_fits, metrics, save_trained, train_model
+    from nncompress.pipeline import check_fits, metrics, model_for_data, save_trained, train_model
     if args.epochs < 1:  # TrainConfig allows 0 (fine-tuning may skip), but train would save an untrained model
         raise ConfigError(f"--epochs must be at least 1 to train a model, got {args.epochs}")
     _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], _data_inputs(args.data))
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    splits = load_data(args.data)
-    model = build_model(args.model, splits.input_shape, splits.num_classes)
+    kwargs = _model_kwargs(args.model_kwargs)
+    splits = _splits(args)
+    if not splits.has_labels:
+        raise ConfigError(f"{splits.name} carries no labels: train needs labelled data (compress a trained model "
+                          "on label-free data instead)")
+    from nncompress.train import set_seed
+    set_seed(args.seed)  # the initial weights too
+    model = model_for_data(args.model, splits, kwargs)
     check_fits(model, splits, args.model)
     info = train_model(model, splits, cfg, progress)
     test = metrics(model, splits, "test")
@@ -59,17 +105,19 @@ def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.data import load_data
+    from nncompress.data.datasets import describe_transform
     from nncompress.pipeline import load_for_data, metrics
-    splits = load_data(args.data)
-    model, _ = load_for_data(args.checkpoint, splits, args.model)
+    splits = _splits(args, args.checkpoint)
+    model, _ = load_for_data(args.checkpoint, splits, args.model, _model_kwargs(args.model_kwargs))
     m = metrics(model, splits, "test")
     m["file_bytes"] = Path(args.checkpoint).stat().st_size
     m["data"] = splits.name
-    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} images): "
-                    f"accuracy {_pct(m['accuracy'])}, loss {m['loss']:.4f}",
+    m["transform"] = splits.transform
+    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} examples): "
+                    f"{m['metric']} {_pct(m['score'])}, loss {m['loss']:.4f}",
                     f"parameters {m['params']:,}, nonzero {m['nonzero']:,} "
-                    f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes"])
+                    f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes",
+                    f"inputs: {describe_transform(splits.transform)}"])
 
 
 def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
@@ -82,7 +130,9 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     except ConfigError as exc:
         raise _flag_named(exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"),
                                 ("--max-drop", "max_drop")]) from None
-    res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress)
+    res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress,
+                          splits=_splits(args, args.checkpoint), model_kwargs=_model_kwargs(args.model_kwargs),
+                          objective=args.objective)
     lines = [f"dense validation accuracy {_pct(res['dense_val_accuracy'])}",
              "per-layer q scale (prune --sensitivity uses it): " +
              ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
@@ -117,7 +167,7 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
         lines.append(f"{r['layer']:<8}{r['weights']:>10,}{r['nonzero']:>10,}{r['kept'] * 100:>8.2f}%"
                      f"{r['dense_bytes']:>11,}{r['csr_bytes']:>11,}  {'yes' if r['csr_smaller'] else 'no'}")
     lines.append(f"{'total':<8}{s['weights']:>10,}{s['kept_weights']:>10,}{s['kept_fraction'] * 100:>8.2f}%")
-    lines += [f"{s['compression']:.1f}x fewer nonzero weights; test accuracy "
+    lines += [f"{s['compression']:.1f}x fewer nonzero weights; test {s.get('metric', 'accuracy')} "
               f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
               f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
               f"removed neurons: {s['removed_neurons'] or 'none'}",
@@ -138,7 +188,8 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
                      *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
     try:
         run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
-                        model_name=args.model, progress=progress)
+                        model_name=args.model, progress=progress, splits=_splits(args, args.checkpoint),
+                        model_kwargs=_model_kwargs(args.model_kwargs), objective=args.objective)
     except ConfigError as exc:  # e.g. --groups naming a layer the model lacks, found once it is loaded
         raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]) from None
     _emit(args, {**run.summary, "files": run.files},
@@ -171,8 +222,17 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
                                             "may cause the dense model before --fallback-lr is used"),
     ("--fallback-lr", "prune.fallback_lr", float, "fine-tuning rate when the probe finds --lr too rough"),
     ("--fallback-distill", "prune.fallback_distill", float, "distillation weight that goes with --fallback-lr"),
+    ("--target-density", "prune.target_density", float, "prune to this fraction of kept weights in "
+                                                         "--target-steps steps instead of the tolerance loop"),
+    ("--target-steps", "prune.target_steps", int, "steps to reach --target-density"),
+    ("--select", "prune.select", str, "layers to prune: kinds (fc, conv, embedding), class names, all, or globs "
+                                      "on module names, comma-separated"),
+    ("--exclude", "prune.exclude", str, "layers left out of --select (same forms)"),
     ("--fc-bits", "share.fc_bits", int, "codebook bits of Linear layers"),
     ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
+    ("--embedding-bits", "share.embedding_bits", int, "codebook bits of embedding tables"),
+    ("--share-select", "share.select", str, "layers to weight-share (same forms as --select); the rest is stored raw"),
+    ("--share-exclude", "share.exclude", str, "layers left out of --share-select"),
     ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
                                                    "many surviving weights"),
     ("--init", "share.init", str, "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
@@ -184,7 +244,12 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--rel-bits", "coding.rel_bits", "auto|int", "relative-index width, or auto (whatever makes the file smallest)"),
     ("--seed", "seed", int, "fixes every source of randomness"),
     ("--data", "data", str, DATA_HELP),
-    ("--model", "model", str, "built-in model: to train from scratch, or for checkpoints that record none"),
+    ("--normalize", "normalize", str, NORMALIZE_HELP),
+    ("--model", "model", str, MODEL_HELP + "; trained from scratch when no checkpoint is given"),
+    ("--model-kwargs", "model_kwargs", "json", "JSON object of the factory's keyword arguments"),
+    ("--objective", "objective", str, "what the run keeps: auto (accuracy with labels; without, distillation from "
+                                      "the dense model: kl for logits, cosine otherwise), classification, kl, "
+                                      "cosine or mse"),
 ]
 COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-control", "prune.control", "measure drops from the dense model itself, not from the dense model "
@@ -223,7 +288,10 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag, key, kind, _ in COMPRESS_FLAGS:
         value = getattr(args, _dest(flag))
         if value is not None:
-            out[key] = value if kind != "auto|int" or value == "auto" else _int_option(flag, value)
+            if kind == "json":
+                out[key] = _model_kwargs(value)
+            else:
+                out[key] = value if kind != "auto|int" or value == "auto" else _int_option(flag, value)
     for flag, key, _ in COMPRESS_SWITCHES:
         if getattr(args, _dest(flag)):
             out[key] = False
@@ -344,8 +412,9 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     if res.get("finetune"):
         lines.insert(0, f"pruning fine-tuned at {res['finetune']['note']}")
     _emit(args, {**res, "run_dir": str(run.path)}, file_table_lines(res) + [
-        f"test accuracy of the decoded file {_pct(res['test_accuracy'])} (input {_pct(res['dense_test_accuracy'])}, "
-        f"{-res['test_drop_points']:+.2f} pt){skipped}", f"wrote {res['file']}", *lines])
+        f"test {res['metric']} of the decoded file {_pct(res['test_score'])} (input {_pct(res['dense_test_score'])}, "
+        f"{-res['test_drop_points']:+.2f} pt){skipped}", *[f"warning: {w}" for w in res.get("warnings") or []],
+        f"wrote {res['file']}", *lines])
 
 
 def _check_report_name(path: str) -> None:
@@ -438,10 +507,17 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
         f"outputs in {run.path}; open {html} for the report"]))
 
 
-def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+def _add_common(p: argparse.ArgumentParser, data: bool = True, objective: bool = False) -> None:
     if data:
         p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--model", default=None, help="model name for checkpoints that record no architecture")
+    p.add_argument("--model", default=None, help=f"{MODEL_HELP}; needed for checkpoints that record no architecture")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments")
+    if data:
+        p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
+    if objective:
+        p.add_argument("--objective", default="auto", choices=OBJECTIVES,
+                       help="what decisions keep: auto (accuracy with labels; without, distillation from the dense "
+                            "model: kl for logits, cosine otherwise), classification, kl, cosine or mse")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
 
 
@@ -497,9 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
-    p = add("train", help="train a built-in model")
-    p.add_argument("--model", required=True, choices=["lenet300", "lenet5", "mlp"])
+    p = add("train", help="train a model (built-in or your own factory) on labelled data")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments (sizes the "
+                   "data implies, num_classes / in_channels / input_shape, are filled in when the factory takes them)")
     p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--batch-size", type=int, default=128)
@@ -520,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_q_range(p, d)
     p.add_argument("--max-drop", type=float, default=d.max_drop,
                    help="accuracy drop (points) a layer may take alone; sets the per-layer q scale")
-    _add_common(p)
+    _add_common(p, objective=True)
     p.set_defaults(func=cmd_sensitivity)
 
     p = add("prune", help="iterative std-threshold pruning with fine-tuning")
@@ -530,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=["auto", "dense", "csr"], default="auto",
                    help="auto: CSR for each weight where it is smaller than dense")
     _add_prune_flags(p)
-    _add_common(p)
+    _add_common(p, objective=True)
     p.set_defaults(func=cmd_prune)
 
     p = add("compress", help="prune -> share weights -> fine-tune -> code into one small file")

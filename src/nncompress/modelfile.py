@@ -40,7 +40,7 @@ def is_compressed(path: str | os.PathLike[str]) -> bool:
 def shared_tensor(layer: SharedLayer) -> SharedTensor:
     mask = layer.mask.detach().cpu().numpy()
     return SharedTensor(tuple(mask.shape), np.flatnonzero(mask), layer.indices.cpu().numpy(),
-                        layer.codebook.detach().cpu().numpy().astype(np.float32), capacity=int(layer.capacity))
+                        layer.codebook.detach().cpu().numpy().astype(np.float32))
 
 
 def tied_keys(model: nn.Module, state: Mapping[str, torch.Tensor], primary: Iterable[str] = ()) -> dict[str, str]:
@@ -170,8 +170,8 @@ def _alias(path: Any, entry: Mapping[str, Any], state: Mapping[str, Any], aliase
 def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], file_bytes: int) -> dict[str, Any]:
     """Deep Compression's Tables 2-3 from the file: per tensor, kept %, weight
     and index bits (fixed width / after Huffman), bytes and ratio; for a shared
-    tensor also its layout and the codebook entries used (``codebook_used``) of
-    those k-means was allowed (``codebook_capacity``). The whole
+    tensor also its layout and the codebook entries used (``codebook_used``;
+    the run's summary has how many k-means was allowed). The whole
     file is compared with the fp32 bytes of the model before pruning (from the
     header's ``meta.dense_params`` when present: dead neurons may be gone)."""
     rows = []
@@ -201,7 +201,6 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
                         "index_bits_fixed": e["rel_bits"] if where == "relative" else 8 * positions / nz,
                         "index_bits_huffman": 8 * positions / nz,
                         "codebook_size": k, "codebook_used": k,
-                        "codebook_capacity": max(k, e.get("codebook_capacity", k)),
                         "filler_entries": e["entries"] - e["nonzero"] if where == "relative" else 0})
         else:
             row.update({"kept": e.get("nonzero", weights) / max(1, weights), "nonzero": e.get("nonzero", weights)})

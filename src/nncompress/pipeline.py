@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -22,9 +23,11 @@ from nncompress.atomic import write_text
 from nncompress.coding.csr import csr_bytes
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.data import Splits, load_data
+from nncompress.data.datasets import transform_record
 from nncompress.data.batches import call_model, count, describe, pick_output, take
 from nncompress.errors import CheckpointError, ConfigError, ModelError
-from nncompress.models import arch_record, build_model
+from nncompress.imports import import_object, is_import_spec
+from nncompress.models import Trust, arch_record, build_model, is_factory_record
 from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
@@ -89,22 +92,65 @@ def metrics(model: nn.Module, splits: Splits, split: str = "test",
     return out
 
 
-def load_model_file(path: str | Path, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model_file(path: str | Path, model: Optional[nn.Module] = None, *, trust_factory: Trust = False
+                    ) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint or a compressed ``.nnc`` file -> (model, meta). ``model``
-    is needed only for files that record no architecture."""
+    is needed only for files that record no architecture; a recorded factory
+    that is not an nn.Module class is called only when ``trust_factory`` names it."""
     if is_compressed(path):
         box = load_compressed(path)
-        return box.build_model(model), dict(box.header.get("meta") or {})
+        return box.build_model(model, trust_factory=trust_factory), dict(box.header.get("meta") or {})
     ckpt = load_checkpoint(path)
-    return ckpt.build_model(model), ckpt.meta
+    return ckpt.build_model(model, trust_factory=trust_factory), ckpt.meta
 
 
-def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model file into its recorded architecture (or ``model_name``) and
-    check it fits the data."""
-    model = build_model(model_name, splits.input_shape, splits.num_classes) if model_name else None
-    model, meta = load_model_file(path, model)
+def _recorded_arch(path: str | Path) -> Any:
+    if is_compressed(path):
+        return load_compressed(path).header.get("arch")
+    return load_checkpoint(path).arch
+
+
+def data_kwargs(spec: str, splits: Splits, kwargs: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """A factory's keyword arguments, with the sizes the data implies filled in where the
+    factory takes them and the user did not give them: ``num_classes``, ``in_channels``,
+    ``input_shape``. So ``--model nets:resnet`` fits Fashion-MNIST and digits alike."""
+    out = dict(kwargs or {})
+    try:
+        params = inspect.signature(import_object(spec, "--model")).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): nothing to fill in
+        return out
+    shape = splits.input_shape if isinstance(splits.input_shape, tuple) else None
+    implied = {"num_classes": splits.num_classes, "in_channels": shape[0] if shape else None,
+               "input_shape": list(shape) if shape else None}
+    for name, value in implied.items():
+        if name in params and name not in out and value is not None:
+            out[name] = value
+    return out
+
+
+def model_for_data(spec: str, splits: Splits, kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """A fresh model for ``splits``: a built-in name sized for the data, or a factory
+    ``pkg.module:name`` called with ``kwargs`` (and the sizes the data implies)."""
+    if is_import_spec(spec):
+        return build_model(spec, kwargs=data_kwargs(spec, splits, kwargs))
+    return build_model(spec, splits.input_shape, splits.num_classes, kwargs=kwargs)
+
+
+def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = None,
+                  model_kwargs: Optional[Mapping[str, Any]] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model file into its recorded architecture, or into ``model_name`` (a
+    built-in or a factory the user names, which is then trusted), and check it fits
+    the data. A file that records the same factory keeps its recorded kwargs unless
+    ``model_kwargs`` are given."""
+    if model_name and is_import_spec(model_name):
+        arch = _recorded_arch(path)
+        if model_kwargs is None and is_factory_record(arch) and arch.get("factory") == model_name:
+            model, meta = load_model_file(path, trust_factory=model_name)
+        else:
+            model, meta = load_model_file(path, model_for_data(model_name, splits, model_kwargs))
+    else:
+        model = model_for_data(model_name, splits, model_kwargs) if model_name else None
+        model, meta = load_model_file(path, model)
     check_fits(model, splits, f"model in {path}")
     return model, meta
 
@@ -227,11 +273,12 @@ def sensitivity_files(out_dir: str | Path) -> dict[str, Path]:
 def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConfig, *,
               log_dir: Optional[str | Path] = None, storage: str = "auto", model_name: Optional[str] = None,
               progress: Optional[ProgressFn] = None, splits: Optional[Splits] = None,
-              objective: ObjectiveSpec = None) -> PruneRun:
+              objective: ObjectiveSpec = None,
+              model_kwargs: Optional[Mapping[str, Any]] = None) -> PruneRun:
     """Prune a checkpoint and write the pruned checkpoint, the step log (JSON
     lines), the per-layer table, the histograms and a summary."""
     splits = splits or load_data(data)
-    model, source_meta = load_for_data(checkpoint, splits, model_name)
+    model, source_meta = load_for_data(checkpoint, splits, model_name, model_kwargs)
     input_bytes = Path(checkpoint).stat().st_size
     paths = prune_files(out, log_dir)
     out = paths["checkpoint"]
@@ -284,11 +331,12 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
 
 def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg: SensitivityConfig, *,
                     model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
-                    splits: Optional[Splits] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
+                    splits: Optional[Splits] = None, objective: ObjectiveSpec = None,
+                    model_kwargs: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Write sensitivity.csv and sensitivity.png; return the table and the
     per-layer q scales the pruner would take from it."""
     splits = splits or load_data(data)
-    model, _ = load_for_data(checkpoint, splits, model_name)
+    model, _ = load_for_data(checkpoint, splits, model_name, model_kwargs)
     return scan_sensitivity(model, splits, cfg, out_dir, progress, objective=objective)
 
 
@@ -368,20 +416,22 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         model.load_state_dict(saved[0])
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
-    return shared, {"bits": bits, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
+    used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
+    return shared, {"bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
                     "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged, "metric": objective.metric}
 
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],
                  share_cfg: ShareConfig, *, model_name: Optional[str] = None, progress: Optional[ProgressFn] = None,
                  splits: Optional[Splits] = None, sensitivity_cfg: Optional[SensitivityConfig] = None,
-                 run: Optional[RunDir] = None, objective: ObjectiveSpec = None) -> dict[str, Any]:
+                 run: Optional[RunDir] = None, objective: ObjectiveSpec = None,
+                 model_kwargs: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """prune (unless ``prune_cfg`` is None or the checkpoint is already pruned)
     -> share -> fine-tune -> code; the reported accuracy is that of the model
     decoded from the written file. With ``run`` every stage leaves its files
     (and its training state, for resuming) in that run directory."""
     splits = splits or load_data(data)
-    model, source_meta = load_for_data(checkpoint, splits, model_name)
+    model, source_meta = load_for_data(checkpoint, splits, model_name, model_kwargs)
     return compress_model(model, source_meta, splits, out, prune_cfg, share_cfg, progress=progress,
                           sensitivity_cfg=sensitivity_cfg, run=run, objective=objective)
 
@@ -428,9 +478,11 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     t1 = time.perf_counter()
     shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal, objective=objective)
     t2 = time.perf_counter()
-    meta = {"data": splits.name, "dense_params": dense_params}
+    meta: dict[str, Any] = {"data": splits.name, "dense_params": dense_params}
     if dense_weights:
         meta["dense_weights"] = dense_weights
+    if transform_record(splits.transform):
+        meta["transform"] = transform_record(splits.transform)
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
                     codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()
@@ -481,13 +533,13 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
     started = {"command": "compress", "checkpoint": checkpoint, "out": str(out), "recipe": recipe_to_dict(recipe)}
     if run.resume:
         run.check_same_run(started)
-    splits = splits or load_data(recipe.data)
+    splits = splits or load_data(recipe.data, normalize=recipe.normalize)
     if checkpoint is None:
         set_seed(recipe.seed)  # the initial weights too
-        model = build_model(recipe.model, splits.input_shape, splits.num_classes)
+        model = model_for_data(recipe.model, splits, recipe.model_kwargs)
         source_meta: dict[str, Any] = {}
     else:
-        model, source_meta = load_for_data(checkpoint, splits, recipe.model)
+        model, source_meta = load_for_data(checkpoint, splits, recipe.model, recipe.model_kwargs)
     check_layer_names(recipe, model)  # before hours of training, not after
     if not run.resume:  # written only once the inputs are known to be good: a typo leaves no half-made run
         from nncompress.rundir import environment
@@ -499,7 +551,7 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
         save_trained(model, splits, run.file("base.pt"), {"test_accuracy": metrics(model, splits)["accuracy"],
                                                            "val_accuracy": info["val"]["accuracy"]})
     return compress_model(model, source_meta, splits, out, recipe.prune, recipe.share, progress=progress,
-                          sensitivity_cfg=recipe.sensitivity, run=run)
+                          sensitivity_cfg=recipe.sensitivity, run=run, objective=recipe.objective)
 
 
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:

@@ -32,7 +32,9 @@ from nncompress.errors import ConfigError, RecipeError
 RECIPE_VERSION = 1
 """The recipe schema version this code writes; a file declaring a newer one is refused."""
 
-TOP_KEYS = ("version", "model", "data", "seed", "train", "sensitivity", "prune", "share", "coding")
+HEAD_KEYS = ("version", "model", "model_kwargs", "data", "normalize", "objective", "seed")
+TOP_KEYS = (*HEAD_KEYS, "train", "sensitivity", "prune", "share", "coding")
+OBJECTIVES = ("auto", "classification", "kl", "cosine", "mse")
 CODING_FIELDS = ("rel_bits", "raw_dtype", "codebook_dtype")
 """ShareConfig fields that describe the file encoding, so they live in the ``coding`` section."""
 
@@ -76,7 +78,10 @@ class Recipe:
     has one, so one number fixes every source of randomness of the run."""
 
     model: Optional[str] = None
+    model_kwargs: Optional[Mapping[str, Any]] = None
     data: Optional[str] = None
+    normalize: Optional[str] = None
+    objective: str = "auto"
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     sensitivity: Optional[SensitivityConfig] = None
@@ -197,9 +202,35 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: version: recipe version {version} is newer than this nncompress reads "
                           f"(up to {RECIPE_VERSION}); upgrade nncompress")
     model = _model(mapping.get("model"), source)
+    model_kwargs = mapping.get("model_kwargs")
+    if model_kwargs is not None:
+        if not isinstance(model_kwargs, Mapping) or not model or ":" not in model:
+            raise RecipeError(f"{source}: model_kwargs: expected a mapping of a model factory's keyword arguments "
+                              f"(with `model: package.module:factory`), got {_show(model_kwargs)}")
+        from nncompress.errors import ModelError
+        from nncompress.models import plain_kwargs
+        try:
+            model_kwargs = plain_kwargs(model_kwargs)
+        except ModelError as exc:
+            raise RecipeError(f"{source}: model_kwargs: {exc}") from None
     data = mapping.get("data")
     if data is not None and not (isinstance(data, str) and data.strip()):
-        raise RecipeError(f"{source}: data: expected fashion-mnist, digits or a folder path, got {_show(data)}")
+        raise RecipeError(f"{source}: data: expected fashion-mnist, digits, a folder path or package.module:function, "
+                          f"got {_show(data)}")
+    normalize = mapping.get("normalize")
+    if normalize is not None:
+        from nncompress.data.datasets import _normalize_kind
+        if not isinstance(normalize, str):
+            raise RecipeError(f"{source}: normalize: expected standardize, unit, none or 'MEAN,STD', "
+                              f"got {_show(normalize)}")
+        try:
+            _normalize_kind(normalize)
+        except ConfigError as exc:
+            raise RecipeError(f"{source}: {exc}") from None
+    objective = mapping.get("objective", "auto")
+    if objective not in OBJECTIVES:
+        raise RecipeError(f"{source}: objective: expected one of {', '.join(OBJECTIVES)}, got {_show(objective)}"
+                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}")
     seed = mapping.get("seed", 0)
     if not _is_int(seed):
         raise RecipeError(f"{source}: seed: expected an integer, got {_show(seed)}")
@@ -213,17 +244,20 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
                                   coding_kwargs if sec.name == "share" else {})
                if sec.name in mapping or sec.absent_enabled else None
                for sec in SECTIONS}
-    return Recipe(model=model, data=data, seed=seed, **configs)
+    return Recipe(model=model, model_kwargs=model_kwargs, data=data, normalize=normalize, objective=objective,
+                  seed=seed, **configs)
 
 
 def _model(value: Any, source: str) -> Optional[str]:
     if value is None:
         return None
+    from nncompress.imports import is_import_spec
     from nncompress.models import MODELS  # lazy: imports torch
-    if isinstance(value, str) and value in MODELS:
+    if isinstance(value, str) and (value in MODELS or is_import_spec(value)):
         return value
     hint = _did_you_mean(value, MODELS) if isinstance(value, str) else ""
-    raise RecipeError(f"{source}: model: expected one of {', '.join(sorted(MODELS))}, got {_show(value)}{hint}")
+    raise RecipeError(f"{source}: model: expected one of {', '.join(sorted(MODELS))} or a factory "
+                      f"package.module:name, got {_show(value)}{hint}")
 
 
 def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str, Any]) -> Any:
@@ -470,8 +504,15 @@ def _set(data: dict[str, Any], parts: list[str], value: Any, dotted: str, source
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """The resolved recipe, every key explicit, in the file schema; a disabled
     stage is written as ``{enabled: false}`` (its settings are not kept)."""
-    out: dict[str, Any] = {"version": RECIPE_VERSION, "model": recipe.model, "data": recipe.data,
-                           "seed": recipe.seed}
+    out: dict[str, Any] = {"version": RECIPE_VERSION, "model": recipe.model}
+    if recipe.model_kwargs is not None:
+        out["model_kwargs"] = _plain(recipe.model_kwargs)
+    out["data"] = recipe.data
+    if recipe.normalize is not None:
+        out["normalize"] = recipe.normalize
+    if recipe.objective != "auto":
+        out["objective"] = recipe.objective
+    out["seed"] = recipe.seed
     for sec in SECTIONS:
         cfg = getattr(recipe, sec.name)
         if cfg is None:
@@ -517,8 +558,8 @@ def dump_recipe(recipe: Recipe) -> str:
     def dump(part: dict[str, Any]) -> str:
         return yaml.dump(part, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
-    head = dump({k: data[k] for k in ("version", "model", "data", "seed")})
-    return "\n".join([head, *(dump({k: data[k]}) for k in TOP_KEYS[4:])])
+    head = dump({k: data[k] for k in HEAD_KEYS if k in data})
+    return "\n".join([head, *(dump({k: data[k]}) for k in TOP_KEYS[len(HEAD_KEYS):])])
 
 
 def save_recipe(recipe: Recipe, path: Union[str, Path]) -> None:

@@ -43,7 +43,6 @@ class SharedTensor:
     positions: np.ndarray
     indices: np.ndarray
     codebook: np.ndarray
-    capacity: int = 0  # entries the codebook was allowed (2**bits); 0 when unknown
 
     def dense(self) -> np.ndarray:
         out = np.zeros(int(np.prod(self.shape)), dtype=np.float32)
@@ -165,8 +164,6 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
     dense = n == size
     base = {"name": name, "codec": "shared", "shape": list(t.shape), "codebook_size": k,
             "codebook_dtype": stored, "nonzero": int(n)}
-    if t.capacity > k:
-        base["codebook_capacity"] = int(t.capacity)
     candidates: list[tuple[int, int, Any]] = []  # (bytes, preference, builder)
     bits = 0
     if layout in ("auto", "huffman") and not dense:
@@ -311,9 +308,6 @@ def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
     positions, indices = entry.get("positions", "relative"), entry.get("indices", "huffman")
     if positions not in POSITIONS or indices not in INDICES or (positions, indices) == ("relative", "packed"):
         raise FormatError(f"tensor {name!r}: unknown layout positions={positions!r}, indices={indices!r}")
-    capacity = entry.get("codebook_capacity", 0)
-    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
-        raise FormatError(f"tensor {name!r}: codebook_capacity {capacity!r} is not a count")
     return positions, indices
 
 

@@ -20,7 +20,7 @@ from nncompress.errors import ConfigError, DataError
 from nncompress.imports import is_import_spec
 
 __all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "NORMALIZE_CHOICES", "Normalize", "Splits",
-           "describe_transform", "load_data", "fashion_mnist_dir"]
+           "describe_transform", "load_data", "fashion_mnist_dir", "recorded_normalize", "transform_record"]
 
 log = logging.getLogger(__name__)
 
@@ -314,3 +314,29 @@ def describe_transform(transform: Optional[Mapping[str, Any]]) -> str:
         return str(transform.get("normalize", "as given"))
     return (f"{transform['normalize']}: x = (pixel / {transform['divisor']:g} - {transform['mean']:.6g}) "
             f"/ {transform['std']:.6g}")
+
+
+def recorded_normalize(transform: Any) -> Normalize:
+    """The ``normalize`` argument that reproduces a transform a file recorded (see
+    ``transform_record``); None, i.e. the default, for anything else."""
+    if not isinstance(transform, Mapping):
+        return None
+    kind = transform.get("normalize")
+    if kind in ("unit", "none"):
+        return kind
+    if kind == "explicit":
+        try:
+            return _normalize_kind({"mean": transform["mean"], "std": transform["std"]})[1]
+        except (KeyError, ConfigError):
+            return None
+    return None
+
+
+def transform_record(transform: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """What a compressed file records of its data's input transform: nothing for the default
+    (train-split standardisation, which the same data reproduces), else how to redo it."""
+    if not transform or transform.get("normalize") in (None, "standardize"):
+        return None
+    if transform["normalize"] == "explicit":
+        return {"normalize": "explicit", "mean": float(transform["mean"]), "std": float(transform["std"])}
+    return {"normalize": str(transform["normalize"])}
