@@ -12,9 +12,10 @@ from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig  # noqa: E402
 from nncompress.data import Splits, load_data, splits_from_loaders  # noqa: E402
 from nncompress.errors import NNCompressError  # noqa: E402
+from nncompress.models import record_factory  # noqa: E402
 from nncompress.pruning import prune_  # noqa: E402
 from nncompress.quantization import share_weights_  # noqa: E402
 
 __all__ = ["CompressConfig", "CompressResult", "LayerTable", "NNCompressError", "PruneConfig", "SensitivityConfig",
            "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "layer_table", "load", "load_data",
-           "prune", "prune_", "share_weights_", "splits_from_loaders"]
+           "prune", "prune_", "record_factory", "share_weights_", "splits_from_loaders"]
