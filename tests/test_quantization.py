@@ -428,8 +428,22 @@ def test_a_mostly_empty_codebook_is_logged(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level("WARNING", logger="nncompress.quantization.shared"):
         shared = share_weights_({"fc": layer}, {"fc": 6}, init="linear")
     used = shared["fc"].codebook.numel()
-    assert used < 48 and f"uses {used} of its 64 centroids" in caplog.text
+    assert used < 48 and f"fc {used}/64" in caplog.text and caplog.text.count("k-means left") == 1
     caplog.clear()
     with caplog.at_level("WARNING", logger="nncompress.quantization.shared"):
         share_weights_({"fc": nn.Linear(500, 20, bias=False)}, {"fc": 6}, init="linear")
-    assert "centroids" not in caplog.text  # uniform weights fill a linear codebook
+    assert "k-means left" not in caplog.text  # uniform weights fill a linear codebook
+
+
+def test_a_few_exact_zeros_do_not_make_a_tensor_pruned() -> None:
+    """A pretrained table with a handful of exact zeros is stored without positions; real pruning is kept."""
+    table = nn.Embedding(400, 16)
+    with torch.no_grad():
+        table.weight[0, :3] = 0.0  # 3 of 6,400
+    shared = share_weights_({"embed": table}, {"embed": 4}, init="density")
+    assert bool(shared["embed"].mask.all()) and int((table.weight == 0).sum()) == 0  # clustered like the rest
+    pruned = nn.Linear(100, 40)
+    with torch.no_grad():
+        pruned.weight[:, :10] = 0.0  # 10 % pruned: that is pruning
+    shared = share_weights_({"fc": pruned}, {"fc": 4}, init="linear")
+    assert int(shared["fc"].mask.sum()) == 3600 and int((pruned.weight == 0).sum()) == 400

@@ -32,6 +32,10 @@ CONV_BITS, FC_BITS = 8, 5  # Deep Compression's defaults for AlexNet/VGG
 EMBEDDING_BITS = 5
 #: a codebook with more than this share of its 2**bits entries empty is worth a warning
 EMPTY_WARNING = 0.25
+#: A tensor keeping at least this share of its weights nonzero is shared as unpruned: a pretrained
+#: table's few exact zeros (MiniLM's word embeddings hold 3 of 11.7 M) would otherwise make it pay
+#: a position stream of about 1 bit per weight; they are clustered like any other weight instead.
+UNPRUNED_ABOVE = 0.99
 
 
 def _weight(module: nn.Module, name: str) -> torch.Tensor:
@@ -163,11 +167,14 @@ def share_weights_(
         log.info("layer %r holds the same weight as %r: it is shared once, as %r", name, first, first)
 
     shared: dict[str, SharedLayer] = {}
+    sparse_books: list[str] = []
     for done, (name, module) in enumerate(layers.items(), 1):
         if name in tied:
             continue
         weight = module.weight
         mask = weight.detach() != 0
+        if mask.numel() and mask.sum() >= UNPRUNED_ABOVE * mask.numel():
+            mask = torch.ones_like(mask)  # a handful of exact zeros in a trained tensor is not pruning
         values = weight.detach()[mask].to(torch.float32).cpu().numpy()
         k = min(2 ** bits[name], values.size)
         if values.size:
@@ -185,10 +192,13 @@ def share_weights_(
         shared[name] = layer
         capacity = 2 ** bits[name]
         if values.size > capacity and len(codebook_np) < (1 - EMPTY_WARNING) * capacity:
-            log.warning("layer %r uses %d of its %d centroids (init %r left %.0f%% empty); init 'density' "
-                        "puts them where the weights are", name, len(codebook_np), capacity, inits[name],
-                        100 * (1 - len(codebook_np) / capacity))
+            sparse_books.append(f"{name} {len(codebook_np)}/{capacity}")
         report(progress, "k-means", done, len(layers), layer=name, k=k)
+    if sparse_books:  # empty clusters cost no bytes (they are not stored), but they are resolution not used
+        log.warning("k-means left more than %d%% of the codebook empty in %d layer(s) (%s; used/allowed): "
+                    "outliers stretch the range; init 'density' spreads the centroids over the weights",
+                    round(100 * EMPTY_WARNING), len(sparse_books), ", ".join(sparse_books[:8])
+                    + (", ..." if len(sparse_books) > 8 else ""))
     return shared
 
 

@@ -1,0 +1,110 @@
+"""A model nncompress does not ship, through the command line: a small ResNet with BatchNorm
+(examples/small_resnet.py, named by import path) on Fashion-MNIST, trained and compressed with
+the CLI defaults, seed by seed.
+
+Reported per seed: the dense test accuracy, the accuracy of the model decoded from the
+``.nnc`` file, its whole-file ratio against the dense fp32 parameters, and beside it how the
+same dense model stores today: ``torch.save`` of its state dict, and float16 + gzip of it.
+Writes bench/results/<tag>.{json,md}. Never run by the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUNS = HERE / "runs"
+RESULTS = HERE / "results"
+MODEL = "examples/small_resnet.py:SmallResNet"
+
+
+def cli(*args: str) -> dict:
+    """One nncompress command, run from the repository root (the import path is relative to it)."""
+    cmd = [sys.executable, "-m", "nncompress", "--quiet", *args, "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def stored_today(checkpoint: Path) -> dict[str, int]:
+    """The dense state dict as people store it: torch.save, and float16 + gzip."""
+    state = torch.load(checkpoint, weights_only=True)["state"]
+    out = {}
+    for name, tensors in (("torch_save_fp32", state),
+                          ("fp16_gzip", {k: v.half() if v.is_floating_point() else v for k, v in state.items()})):
+        buf = io.BytesIO()
+        torch.save(tensors, buf)
+        out[name] = len(buf.getvalue()) if name.startswith("torch") else len(gzip.compress(buf.getvalue(), 9))
+    return out
+
+
+def one(seed: int, widths: list[int], epochs: int) -> dict:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    tag = f"resnet{'-'.join(map(str, widths))}_s{seed}"
+    base, out, run_dir = RUNS / f"{tag}.pt", RUNS / f"{tag}.nnc", RUNS / f"{tag}_run"
+    kwargs = json.dumps({"widths": widths})
+    t0 = time.perf_counter()
+    if not base.exists():
+        cli("train", "--model", MODEL, "--model-kwargs", kwargs, "--data", "fashion-mnist", "--epochs", str(epochs),
+            "--seed", str(seed), "--out", str(base))
+    t1 = time.perf_counter()
+    res = cli("compress", str(base), "--model", MODEL, "--data", "fashion-mnist", "--seed", str(seed),
+              "--out", str(out), "--run-dir", str(run_dir))
+    t2 = time.perf_counter()
+    return {"seed": seed, "widths": widths, "dense_test_accuracy": res["dense_test_score"],
+            "test_accuracy": res["test_score"], "drop_points": res["test_drop_points"], "file_bytes": res["file_bytes"],
+            "dense_bytes": res["dense_bytes"], "ratio": res["ratio"], "finetune": (res.get("finetune") or {}).get("note"),
+            "totals": res["totals"], "stored_today": stored_today(base),
+            "seconds": {"train": round(t1 - t0, 1), "compress": round(t2 - t1, 1)}}
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = ["# A user's model through the CLI: small ResNet with BatchNorm, Fashion-MNIST", "",
+             f"`{meta['command']}` on {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.", "",
+             f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`; every other "
+             "setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; accuracy of the "
+             "model decoded from the file.", "",
+             "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | fine-tuning |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        st = r["stored_today"]
+        lines.append(f"| {r['seed']} | {100 * r['dense_test_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
+                     f"{r['drop_points']:+.2f} | {r['file_bytes']:,} | {r['ratio']:.1f}x | {st['torch_save_fp32']:,} | "
+                     f"{st['fp16_gzip']:,} ({r['dense_bytes'] / st['fp16_gzip']:.1f}x) | {r['finetune']} |")
+    if len(results) > 1:
+        drops, ratios = [r["drop_points"] for r in results], [r["ratio"] for r in results]
+        lines += ["", f"Median ratio {statistics.median(ratios):.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f}); "
+                      f"mean drop {statistics.mean(drops):+.2f} pt (min {min(drops):+.2f}, max {max(drops):+.2f})."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--widths", nargs=3, type=int, default=[8, 16, 32])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--tag", default="resnet_bench")
+    args = parser.parse_args()
+    results = [one(seed, args.widths, args.epochs) for seed in args.seeds]
+    meta = {"command": "python bench/resnet_bench.py " + " ".join(sys.argv[1:]), "machine": platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (RESULTS / f"{args.tag}.md").write_text(markdown(results, meta))
+    print(markdown(results, meta))
+
+
+if __name__ == "__main__":
+    main()
