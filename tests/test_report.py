@@ -22,6 +22,7 @@ import torch
 
 from nncompress.errors import NNCompressError, ReportError
 from nncompress.report.histograms import histogram_record
+from nncompress.report.metric import Metric
 from nncompress.report.page import format_field, write_report
 
 RECIPE = "prune:\n  tolerance: 0.3  # <script>alert('recipe')</script> & \"q\"\nshare:\n  fc_bits: 5\n"
@@ -146,11 +147,15 @@ def _check_fields(page: _Page, summary: dict[str, Any]) -> set[str]:
     assert page.fields, "no data-field elements on the page"
     for key, raw, text in page.fields:
         assert json.loads(raw) == _at(summary, key), key
-        assert text.strip() == format_field(key, json.loads(raw)), key
+        assert text.strip() == format_field(key, json.loads(raw), Metric.of(summary)), key
     shown = {key: text.strip() for key, _, text in page.fields}
     assert shown["file_bytes"] == f"{summary['file_bytes']:,} B"
     assert shown["ratio"] == f"{summary['ratio']:.1f}\u00d7"
-    assert shown["test_accuracy"] == f"{100 * summary['test_accuracy']:.2f} %"
+    score = "test_score" if "test_score" in summary else "test_accuracy"  # folders written before *_score
+    if summary.get("metric", "accuracy") in ("accuracy", "agreement"):
+        assert shown[score] == f"{100 * summary[score]:.2f} %"
+    else:
+        assert shown[score] == f"{summary[score]:.4f}"
     assert shown["layers.0.bytes"] == f"{summary['layers'][0]['bytes']:,} B"
     return set(shown)
 
@@ -236,7 +241,7 @@ def test_page_order_and_fields(run_dir: Path, report: tuple[Path, Path]) -> None
     summary = json.loads((run_dir / "summary.json").read_text())
     keys = _check_fields(parsed, summary)
     assert {f"layers.{i}.bytes" for i in range(len(summary["layers"]))} <= keys
-    assert {"dense_test_accuracy", "test_drop_points", "payload_bytes", "dense_bytes"} <= keys
+    assert {"dense_test_score", "test_drop_points", "payload_bytes", "dense_bytes"} <= keys
 
 
 def test_text_from_files_is_escaped(report: tuple[Path, Path]) -> None:
@@ -331,7 +336,109 @@ def test_report_of_a_real_compress_run_in_chromium(tmp_path: Path) -> None:
     assert len(page.images) == 3  # histograms, sensitivity, steps: every part of a real run is there
     assert page.root.get("data-images-loaded") == "3"
     checked = _check_fields(page, summary)
-    assert {"file_bytes", "ratio", "test_accuracy", "finetune.note"} <= checked
+    assert {"file_bytes", "ratio", "test_score", "finetune.note"} <= checked
     text = html.read_text()
     assert f"{summary['file_bytes']:,}" in text and f"{summary['ratio']:.1f}" in text  # independent of the page code
     assert (html.parent / "report.md").is_file()
+
+
+# --- runs scored by another metric ----------------------------------------------------------------
+
+LABEL_FREE = '''
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    """Token ids in (a dict, as a tokenizer gives), one vector per sequence out."""
+
+    def __init__(self, vocab=40, dim=12):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.fc = nn.Linear(dim, 8)
+
+    def forward(self, input_ids):
+        return self.fc(self.emb(input_ids).mean(1))
+
+
+def _batches(n, seed):
+    ids = torch.randint(0, 40, (n, 5), generator=torch.Generator().manual_seed(seed))
+    return [{"input_ids": ids[i:i + 16]} for i in range(0, n, 16)]
+
+
+def unlabelled():
+    return _batches(64, 0), _batches(48, 1), _batches(48, 2)
+'''
+
+
+class _Text(HTMLParser):
+    """The text a reader sees: tag and attribute names left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def _visible_text(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    return " ".join(parser.parts)
+
+
+@pytest.mark.parametrize("objective,label", [("cosine", "mean cosine"), ("kl", "agreement")])
+def test_report_of_a_label_free_run_names_its_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     objective: str, label: str) -> None:
+    """Distilled from the dense model, without labels: the page speaks of the run's metric, not accuracy."""
+    import sys
+
+    from nncompress.cli import main
+    from nncompress.data import load_data
+    from nncompress.pipeline import save_trained
+    (tmp_path / "labelfree_report.py").write_text(LABEL_FREE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import labelfree_report
+        torch.manual_seed(0)
+        save_trained(labelfree_report.Encoder(), load_data("labelfree_report:unlabelled"), tmp_path / "enc.pt", {})
+        html = tmp_path / "r.html"
+        assert main(["--quiet", "compress", "enc.pt", "--model", "labelfree_report:Encoder", "--data",
+                     "labelfree_report:unlabelled", "--objective", objective, "--out", "enc.nnc", "--run-dir", "run",
+                     "--report", str(html), "--q0", "1", "--q-max", "1", "--epochs-per-step", "1",
+                     "--final-epochs", "1", "--recover-epochs", "0", "--refine-steps", "0", "--no-probe",
+                     "--no-control", "--share-epochs", "1"]) == 0
+    finally:
+        sys.modules.pop("labelfree_report", None)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "test_accuracy" not in summary and summary["metric"] == Metric.of(summary).name != "accuracy"
+    page, md = html.read_text(), html.with_suffix(".md").read_text()
+    keys = _check_fields(_parse(page), summary)
+    assert {"test_score", "dense_test_score", "test_drop_points", "objective.tolerance"} <= keys
+    for text in (_visible_text(page), md):
+        assert "accuracy" not in text.lower()
+        assert f"Test {label}, dense" in text and f"Validation {label}" in text
+        assert summary["objective"]["tolerance"] in text  # the tolerance in the metric's own words
+    # agreement counts examples: a 0.3-point tolerance on 48 of them cannot be resolved, and the page says so
+    assert bool(summary["warnings"]) == (objective == "kl")
+    for i, warning in enumerate(summary["warnings"]):
+        assert f"Warning: {warning}" in md and f"warnings.{i}" in keys
+
+
+def test_report_of_a_run_folder_written_before_scores_were_named(run_dir: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("metric", "dense_test_score", "test_score", "objective", "warnings"):
+        summary.pop(key, None)
+    (old / "summary.json").write_text(json.dumps(summary))
+    page, md = write_report(old, tmp_path / "r.html")
+    keys = _check_fields(_parse(page.read_text()), summary)
+    assert {"dense_test_accuracy", "test_accuracy"} <= keys
+    assert "Test accuracy, file" in md.read_text()
+    del summary["test_accuracy"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReportError, match="lacks dense_test_score, test_score"):
+        write_report(old, tmp_path / "r.html")

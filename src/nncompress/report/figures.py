@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from nncompress.pruning.sensitivity import SensitivityRow
 from nncompress.report.histograms import STAGES
+from nncompress.report.metric import ACCURACY, Metric
 from nncompress.report.plots import _pyplot, png_bytes, sensitivity_figure
 
 STAGE_TITLES = {"dense": "dense (all weights)", "pruned": "after pruning (nonzero)",
@@ -71,12 +72,13 @@ def _caption(stage: str, rec: Mapping[str, Any]) -> str:
     return f"{nonzero:,} of {size:,} ({nonzero / max(1, size):.1%})"
 
 
-def sensitivity_png(base: float, rows: Sequence[SensitivityRow]) -> bytes:
-    """Validation accuracy against q, one line per layer, dense level dashed."""
+def sensitivity_png(base: float, rows: Sequence[SensitivityRow], metric: Metric = ACCURACY) -> bytes:
+    """The validation score against q, one line per layer, dense level dashed (the
+    table holds the score as the pruner reads it: negated if lower is better)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     for row in sorted(rows, key=lambda r: r.q):
-        curves.setdefault(row.layer, []).append((row.q, row.val_accuracy))
-    return _finish(sensitivity_figure(base, curves))
+        curves.setdefault(row.layer, []).append((row.q, metric.axis(metric.shown(row.val_accuracy))))
+    return _finish(sensitivity_figure(metric.axis(metric.shown(base)), curves, ylabel=metric.axis_label, scale=1.0))
 
 
 def _group_label(steps: Sequence[Mapping[str, Any]], start: int) -> str:
@@ -99,13 +101,13 @@ def _group_label(steps: Sequence[Mapping[str, Any]], start: int) -> str:
     return f"group {group}" + (f": {names}" if names else "")
 
 
-def steps_png(steps: Sequence[Mapping[str, Any]]) -> bytes:
-    """Validation accuracy and overall density per step-log record: colour is
+def steps_png(steps: Sequence[Mapping[str, Any]], metric: Metric = ACCURACY) -> bytes:
+    """The validation score and overall density per step-log record: colour is
     the stage, a cross a rejected step, dotted lines separate the groups."""
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     x = list(range(len(steps)))
-    acc = [100 * float(s["val_accuracy"]) for s in steps]
+    acc = [metric.axis(metric.shown(float(s["val_accuracy"]))) for s in steps]
     dens = [100 * float(s["overall_density"]) for s in steps]
     for ax, ys in ((top, acc), (bottom, dens)):
         ax.plot(x, ys, color="#bbbbbb", linewidth=1, zorder=1)
@@ -131,7 +133,7 @@ def steps_png(steps: Sequence[Mapping[str, Any]]) -> bytes:
             if i == 0 or groups[i] != groups[i - 1]:
                 top.text(i - 0.4, 1.01, _group_label(steps, i), transform=top.get_xaxis_transform(), fontsize=8,
                          va="bottom", color="#555555")
-    top.set_ylabel("validation accuracy (%)")
+    top.set_ylabel(metric.axis_label)
     top.set_title("Pruning log: one point per record (x = rejected)", pad=34)
     bottom.set_ylabel("weights kept (%)")
     bottom.set_xlabel("record in steps.jsonl")
@@ -144,7 +146,7 @@ def steps_png(steps: Sequence[Mapping[str, Any]]) -> bytes:
     labels.append("rejected")
     if dense:
         handles.append(Line2D([], [], color="grey", linestyle="--"))
-        labels.append("dense accuracy")
+        labels.append(f"dense {metric.label}")
     top.legend(handles, labels, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.04), ncol=len(labels),
                frameon=False, handletextpad=0.3, columnspacing=1.2)
     if len(x) <= 40:

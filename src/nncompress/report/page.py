@@ -16,19 +16,23 @@ from nncompress.errors import ReportError
 from nncompress.report.doc import Cell, Doc, Inline
 from nncompress.report.figures import histogram_grid, sensitivity_png, steps_png
 from nncompress.report.histograms import STAGES
+from nncompress.report.metric import ACCURACY, Metric, score_keys
 from nncompress.report.rundata import ENVIRONMENT, HISTOGRAMS, RECIPE, SENSITIVITY, STEPS, RunData, load_run
 
 DASH = "\u2014"
 _BYTES = {"file_bytes", "dense_bytes", "payload_bytes", "bytes"}
-_ACCURACY = {"dense_test_accuracy", "test_accuracy", "val_accuracy_pruned", "val_after_sharing",
-             "val_after_centroid_tuning"}
+# scores in the metric's units; val_accuracy_pruned is as the pruner logs it (negated if lower is better)
+_SCORES = {"dense_test_accuracy", "test_accuracy", "dense_test_score", "test_score", "val_after_sharing",
+           "val_after_centroid_tuning"}
+_SIGNED_SCORES = {"val_accuracy_pruned"}
 _COUNTS = {"weights", "nonzero", "codebook_size", "filler_entries"}
 FIGURES = ("histograms.png", "sensitivity.png", "steps.png")
 
 
-def format_field(key: str, value: Any) -> str:
+def format_field(key: str, value: Any, metric: Metric = ACCURACY) -> str:
     """How the page shows the summary value at ``key`` (a dotted path; the
-    last part decides). Tests compare the page's text against this."""
+    last part decides) of a run scored by ``metric`` (``Metric.of(summary)``).
+    Tests compare the page's text against this."""
     leaf = key.rsplit(".", 1)[-1]
     if value is None:
         return DASH
@@ -40,10 +44,12 @@ def format_field(key: str, value: Any) -> str:
         return f"{int(value):,} B"
     if leaf == "ratio":
         return f"{value:.1f}\u00d7"
-    if leaf in _ACCURACY:
-        return f"{100 * value:.2f} %"
+    if leaf in _SCORES:
+        return metric.value(value)
+    if leaf in _SIGNED_SCORES:
+        return metric.value(metric.shown(value))
     if leaf == "test_drop_points":
-        return f"{value:.2f} pts"
+        return metric.drop(value)
     if leaf == "kept":
         return _percent(value)
     if leaf in _COUNTS or leaf.endswith("_bits_fixed"):
@@ -64,7 +70,7 @@ def field(summary: Mapping[str, Any], key: str) -> Cell:
     value: Any = summary
     for part in key.split("."):
         value = value[int(part)] if isinstance(value, list) else value.get(part)
-    return Cell(format_field(key, value), key, value, num=isinstance(value, (int, float)) and not isinstance(value, bool))
+    return Cell(format_field(key, value, Metric.of(summary)), key, value, num=isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _num(text: str) -> Cell:
@@ -81,18 +87,22 @@ def _headline(doc: Doc, s: Mapping[str, Any]) -> None:
     # against the dense model's parameters, not the rows' shapes: removed dead neurons count as pruned
     dense = int(s["dense_bytes"]) // 4
     kept = sum(int(r.get("nonzero", r.get("weights", 0))) for r in s["layers"])
+    metric = Metric.of(s)
+    dense_key, file_key = score_keys(s)
     drop: Inline = field(s, "test_drop_points") if "test_drop_points" in s else _num(
-        f"{100 * (s['dense_test_accuracy'] - s['test_accuracy']):.2f} pts")
+        metric.drop(100 * (metric.shown(s[dense_key]) - metric.shown(s[file_key]))))
+    label = metric.label
     doc.cards([
         ("File on disk", field(s, "file_bytes"), ["dense fp32: ", field(s, "dense_bytes")]),
         ("Compression", field(s, "ratio"), ["whole file vs dense fp32"]),
-        ("Test accuracy, dense", field(s, "dense_test_accuracy"), ["before compression"]),
-        ("Test accuracy, file", field(s, "test_accuracy"), ["model decoded from the file"]),
-        ("Accuracy drop", drop, ["percentage points, test split; negative: a gain"]),
+        (f"Test {label}, dense", field(s, dense_key), ["before compression"]),
+        (f"Test {label}, file", field(s, file_key), ["model decoded from the file"]),
+        (f"{label.capitalize()} drop", drop, [f"{metric.drop_unit}, test split; negative: a gain"]),
         ("Parameters kept", _num(_percent(kept / max(1, dense))),
          [f"{kept:,} of the dense model's {dense:,} weights and biases"]),
     ])
-    vals: list[Inline] = ["Validation accuracy: "]
+    _objective(doc, s, metric)
+    vals: list[Inline] = [f"Validation {label}: "]
     for key, label in (("val_accuracy_pruned", "after pruning "), ("val_after_sharing", "after weight sharing "),
                        ("val_after_centroid_tuning", "after centroid fine-tuning ")):
         if key in s:
@@ -113,6 +123,22 @@ def _headline(doc: Doc, s: Mapping[str, Any]) -> None:
         for i, key in enumerate(seconds):
             parts += ([" \u00b7 "] if i else []) + [key.replace("_", " ") + " ", field(s, f"seconds.{key}")]
         doc.para(parts)
+
+
+def _objective(doc: Doc, s: Mapping[str, Any], metric: Metric) -> None:
+    """What the run kept, in the metric's own words, and the run's warnings."""
+    if metric.kind != "classification" or metric.tolerance:
+        parts: list[Inline] = ["Scored by ", field(s, "metric") if "metric" in s else metric.name]
+        if metric.reference:
+            parts.append(f" against {metric.reference}")
+        if not metric.higher_is_better:
+            parts.append(" (lower is better)")
+        if metric.tolerance:
+            parts += ["; pruning tolerance: ", field(s, "objective.tolerance")]
+        doc.para([*parts, "."])
+    warnings = s.get("warnings")
+    for i, _ in enumerate(warnings if isinstance(warnings, list) else []):
+        doc.para(["Warning: ", field(s, f"warnings.{i}")], cls="note")
 
 
 _LAYER_COLUMNS = ("tensor", "codec", "weights", "kept", "weight_bits_fixed", "weight_bits_huffman",
@@ -175,8 +201,10 @@ def _sensitivity(doc: Doc, run: RunData) -> None:
         doc.note(f"No {SENSITIVITY} in this run directory: sensitivity curves left out.")
         return
     base, rows = run.sensitivity
-    doc.image("sensitivity.png", sensitivity_png(base, rows), "Validation accuracy against q per layer",
-              f"Each layer pruned alone at threshold q \u00d7 std, no fine-tuning; dashed: dense ({100 * base:.2f} %).")
+    metric = Metric.of(run.summary)
+    doc.image("sensitivity.png", sensitivity_png(base, rows, metric), f"Validation {metric.label} against q per layer",
+              f"Each layer pruned alone at threshold q \u00d7 std, no fine-tuning; dashed: dense "
+              f"({metric.value(metric.shown(base))}).")
 
 
 def _steps(doc: Doc, run: RunData) -> None:
@@ -190,15 +218,18 @@ def _steps(doc: Doc, run: RunData) -> None:
         doc.note(f"{STEPS} holds no records: step log left out.")
         return
     accepted = sum(bool(r["accepted"]) for r in run.steps)
-    doc.image("steps.png", steps_png(run.steps), "Validation accuracy and density at every pruning step",
+    metric = Metric.of(run.summary)
+    doc.image("steps.png", steps_png(run.steps, metric), f"Validation {metric.label} and density at every pruning step",
               f"{len(run.steps)} records, {accepted} accepted, {len(run.steps) - accepted} rejected.")
     rows = [[_num(str(i)), str(r.get("stage", "")), _num(str(r.get("group", ""))), _num(str(r.get("step", ""))),
-             _num(_percent(float(r["overall_density"]))), _num(f"{100 * float(r['val_accuracy']):.2f} %"),
-             _num(f"{float(r['drop_points']):.2f}") if isinstance(r.get("drop_points"), (int, float)) else DASH,
+             _num(_percent(float(r["overall_density"]))), _num(metric.value(metric.shown(float(r["val_accuracy"])))),
+             _num(metric.drop(float(r["drop_points"])).removesuffix(" pts"))
+             if isinstance(r.get("drop_points"), (int, float)) else DASH,
              "yes" if r["accepted"] else "no",
              _num(f"{float(r['seconds']):.1f} s") if isinstance(r.get("seconds"), (int, float)) else DASH]
             for i, r in enumerate(run.steps)]
-    doc.table(("Record", "Stage", "Group", "Step", "Weights kept", "Validation accuracy", "Drop (points)",
+    doc.table(("Record", "Stage", "Group", "Step", "Weights kept", f"Validation {metric.label}",
+               "Drop (points)" if metric.percent else f"Drop ({metric.label})",
                "Accepted", "Time"), rows, collapsed=f"All {len(rows)} records")
 
 

@@ -61,23 +61,26 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
     plt.close(fig)
 
 
-def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path) -> None:
-    """Validation accuracy against q, one line per layer pruned alone."""
-    fig = sensitivity_figure(base, curves)
+def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
+                     ylabel: str = "validation accuracy (%)", scale: float = 100.0) -> None:
+    """The validation score against q, one line per layer pruned alone."""
+    fig = sensitivity_figure(base, curves, ylabel=ylabel, scale=scale)
     _save(fig, path)
     _pyplot().close(fig)
 
 
-def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]]):  # type: ignore[no-untyped-def]
-    """The sensitivity figure, unsaved: the CLI writes it to a file, the report embeds it."""
+def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], *,  # type: ignore[no-untyped-def]
+                       ylabel: str = "validation accuracy (%)", scale: float = 100.0):
+    """The sensitivity figure, unsaved: the CLI writes it to a file, the report embeds it.
+    Scores are multiplied by ``scale`` (100: fractions shown in %)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, points in curves.items():
         qs, accs = zip(*points)
-        ax.plot(qs, [a * 100 for a in accs], marker="o", markersize=3, label=name)
-    ax.axhline(base * 100, color="grey", linestyle="--", linewidth=1, label="dense")
+        ax.plot(qs, [a * scale for a in accs], marker="o", markersize=3, label=name)
+    ax.axhline(base * scale, color="grey", linestyle="--", linewidth=1, label="dense")
     ax.set_xlabel("q (threshold = q x std of the layer's weights)")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title("Sensitivity: each layer pruned alone, no fine-tuning")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

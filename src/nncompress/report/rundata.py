@@ -22,7 +22,9 @@ SENSITIVITY = "sensitivity.csv"
 HISTOGRAMS = "histograms.json"
 RECIPE = "recipe.yaml"
 ENVIRONMENT = "environment.json"
-REQUIRED_SUMMARY = ("file_bytes", "dense_bytes", "ratio", "layers", "dense_test_accuracy", "test_accuracy")
+REQUIRED_SUMMARY = ("file_bytes", "dense_bytes", "ratio", "layers")
+# the test scores: named *_score since runs name their metric; *_accuracy in folders written before
+SCORE_KEYS = (("dense_test_score", "test_score"), ("dense_test_accuracy", "test_accuracy"))
 STEP_KEYS = ("val_accuracy", "overall_density", "accepted")
 
 
@@ -60,6 +62,8 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")
     missing = [k for k in REQUIRED_SUMMARY if k not in data]
+    if not any(all(k in data for k in keys) for keys in SCORE_KEYS):
+        missing += [k for k in SCORE_KEYS[0] if k not in data]
     if missing:
         raise ReportError(f"{path}: lacks {', '.join(missing)}; is it the summary of `nncompress compress`?")
     if not isinstance(data["layers"], list) or not all(isinstance(r, dict) for r in data["layers"]):
