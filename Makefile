@@ -40,6 +40,8 @@ bench: setup fashion-mnist
 	$(PY) bench/prune_bench.py
 	$(PY) bench/compress_bench.py
 	$(PY) bench/codec_speed.py
+	$(PY) bench/resnet_bench.py
+	$(PY) bench/transformer_bench.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
