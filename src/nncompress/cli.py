@@ -67,6 +67,47 @@ def _file_meta(path: str) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _file_model(path: str) -> Optional[str]:
+    """The model a checkpoint or .nnc records: its factory's import path or its built-in name; None if
+    it records none or cannot be read (the real load says why)."""
+    from nncompress.models.factory import is_factory_record
+    from nncompress.modelfile import is_compressed, load_compressed
+    from nncompress.train.checkpoint import load_checkpoint
+    try:
+        arch = load_compressed(path).header.get("arch") if is_compressed(path) else load_checkpoint(path).arch
+    except (NNCompressError, OSError):
+        return None
+    if is_factory_record(arch):
+        return str(arch["factory"])
+    return str(arch["name"]) if isinstance(arch, dict) and isinstance(arch.get("name"), str) else None
+
+
+def _same_model(recorded: str, named: str) -> bool:
+    """Whether --model names the model a file records; a file path may be written from another folder."""
+    from nncompress.imports import names_file
+    if recorded == named:
+        return True
+    if not (":" in recorded and ":" in named and names_file(recorded) and names_file(named)):
+        return False
+    (rfile, _, rattr), (nfile, _, nattr) = recorded.rpartition(":"), named.rpartition(":")
+    return rattr == nattr and Path(rfile).name == Path(nfile).name
+
+
+def _check_model(path: Optional[str], model: Optional[str], flag: str = "--model") -> None:
+    """Refuse a --model other than the one the file records: weights made for one architecture are
+    not loaded into another that merely has the same tensor shapes."""
+    recorded = _file_model(path) if path and model else None
+    if recorded is not None and model is not None and not _same_model(recorded, model):
+        raise ConfigError(f"{path} records the model {recorded!r}, but {flag} names {model!r}: pass {flag} "
+                          f"{recorded}, the model its weights were made for")
+
+
+def _remove_if_empty(made: Optional[Path]) -> None:
+    """Remove a folder this command made (``_first_missing``) if nothing was written into it."""
+    if made is not None and made.is_dir() and not any(p.is_file() for p in made.rglob("*")):
+        shutil.rmtree(made, ignore_errors=True)
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
     if getattr(args, "json", False):
         print(json.dumps(payload, default=str))
@@ -107,8 +148,14 @@ def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
 def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data.datasets import describe_transform
     from nncompress.pipeline import load_for_data, metrics
+    kwargs = _model_kwargs(args.model_kwargs)
+    _check_model(args.checkpoint, args.model)
     splits = _splits(args, args.checkpoint)
-    model, _ = load_for_data(args.checkpoint, splits, args.model, _model_kwargs(args.model_kwargs))
+    if not splits.has_labels:
+        raise ConfigError(f"{splits.name} carries no labels, and evaluate scores a model against labels; a model "
+                          "compressed without them is scored against its dense model by `nncompress compress` "
+                          "(test_score in its output)")
+    model, _ = load_for_data(args.checkpoint, splits, args.model, kwargs)
     m = metrics(model, splits, "test")
     m["file_bytes"] = Path(args.checkpoint).stat().st_size
     m["data"] = splits.name
@@ -130,6 +177,7 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     except ConfigError as exc:
         raise _flag_named(exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"),
                                 ("--max-drop", "max_drop")]) from None
+    _check_model(args.checkpoint, args.model)
     res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress,
                           splits=_splits(args, args.checkpoint), model_kwargs=_model_kwargs(args.model_kwargs),
                           objective=args.objective)
@@ -154,6 +202,9 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
         scale = layer_scales(rows, base, max_drop)
     flags, switches = _prune_flags()
     values = {name: getattr(args, _dest(flag)) for flag, name, _, _ in flags}
+    if values["target_steps"] is not None and values["target_density"] is None:
+        raise ConfigError("--target-steps sets how many steps reach --target-density: give --target-density too")
+    values = {k: v for k, v in values.items() if v is not None or k == "target_density"}
     values.update({name: not getattr(args, _dest(flag)) for flag, name, _ in switches})
     try:
         return PruneConfig(**values, layer_scale=scale, seed=args.seed)
@@ -186,12 +237,20 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
                      *[(f"{log_flag} {log_given} (its {path})", log_flag, path) for path in logs]],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
                      *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
+    kwargs = _model_kwargs(args.model_kwargs)
+    _check_model(args.checkpoint, args.model)
+    made = _first_missing(logs[0].parent.absolute())
     try:
         run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
                         model_name=args.model, progress=progress, splits=_splits(args, args.checkpoint),
-                        model_kwargs=_model_kwargs(args.model_kwargs), objective=args.objective)
+                        model_kwargs=kwargs, objective=args.objective)
     except ConfigError as exc:  # e.g. --groups naming a layer the model lacks, found once it is loaded
-        raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]) from None
+        _remove_if_empty(made)
+        raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]
+                          + _layer_flags(args, PRUNE_LAYER_MESSAGES)) from None
+    except BaseException:
+        _remove_if_empty(made)  # an empty log folder is no record of anything
+        raise
     _emit(args, {**run.summary, "files": run.files},
           _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
 
@@ -259,6 +318,17 @@ COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
     ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
     ("--skip-prune", "prune.enabled", "share and code only (automatic when the checkpoint is already pruned)"),
 ]
+
+
+# How layer-selection errors start (the library's words) -> the flag that set the selection.
+PRUNE_LAYER_MESSAGES = [("--exclude", "prune layers exclude"), ("--select", "prune layers")]
+SHARE_LAYER_MESSAGES = [("--share-exclude", "share.select exclude"), ("--share-select", "share.select"),
+                        ("--share-exclude", "share layers exclude"), ("--share-select", "share layers")]
+
+
+def _layer_flags(args: argparse.Namespace, table: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(flag, message head) pairs for _flag_named, of the selection flags this command line set."""
+    return [(flag, head) for flag, head in table if getattr(args, _dest(flag), None) is not None]
 
 
 def _dest(flag: str) -> str:
@@ -334,6 +404,10 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
     if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:
         raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV, "
                           "or a recipe with a sensitivity section")
+    if args.target_steps is not None and recipe.prune is not None and recipe.prune.target_density is None:
+        raise ConfigError("--target-steps sets how many steps reach --target-density: give --target-density too "
+                          "(or prune.target_density in the recipe)")
+    _check_model(args.checkpoint, recipe.model, "--model" if args.model else "the recipe's model:")
     if not args.checkpoint and recipe.train.epochs < 1:  # as `train --epochs 0`: an untrained model
         raise ConfigError(f"train.epochs must be at least 1 when compress trains the model itself (no checkpoint "
                           f"given), got {recipe.train.epochs}")
@@ -394,10 +468,12 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     recipe, run, checkpoint, out = _resolve_compress(args)
     try:
         args._run_dir = run.path  # for the interruption message
-        res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress)
+        splits = _compress_splits(recipe, checkpoint)
+        res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress, splits=splits)
     except ConfigError as exc:  # a flag's value found wrong once the model is loaded (--groups fc9)
         _drop_unstarted_run(args)
-        raise _flag_named(exc, _given_flags(args, COMPRESS_FLAGS)) from None
+        raise _flag_named(exc, _given_flags(args, COMPRESS_FLAGS) + _layer_flags(args, PRUNE_LAYER_MESSAGES)
+                          + _layer_flags(args, SHARE_LAYER_MESSAGES)) from None
     except BaseException:
         _drop_unstarted_run(args)
         raise
@@ -415,6 +491,22 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         f"test {res['metric']} of the decoded file {_pct(res['test_score'])} (input {_pct(res['dense_test_score'])}, "
         f"{-res['test_drop_points']:+.2f} pt){skipped}", *[f"warning: {w}" for w in res.get("warnings") or []],
         f"wrote {res['file']}", *lines])
+
+
+def _compress_splits(recipe: Any, checkpoint: Optional[str]) -> Any:
+    """The run's data, loaded before the run starts, so that what label-free data cannot do is refused
+    before the run folder records a run (None: no data named; run_recipe says so)."""
+    if recipe.data is None:
+        return None
+    from nncompress.data import load_data
+    splits = load_data(recipe.data, normalize=recipe.normalize)
+    if not splits.has_labels and checkpoint is None:
+        raise ConfigError(f"{splits.name} carries no labels, so compress cannot train a model from scratch: "
+                          "give the trained checkpoint to compress (label-free runs distil from its outputs)")
+    if not splits.has_labels and recipe.objective == "classification":
+        raise ConfigError(f"objective 'classification' needs labels, and {splits.name} carries none; use 'auto', "
+                          "'kl', 'cosine' or 'mse' to distil from the dense model")
+    return splits
 
 
 def _check_report_name(path: str) -> None:
@@ -540,7 +632,9 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     c = PruneConfig()
     flags, switches = _prune_flags()
     for flag, name, kind, text in flags:
-        p.add_argument(flag, type=kind, default=getattr(c, name), help=f"{text} (default {getattr(c, name)})")
+        given_only = name in ("target_steps", "select", "exclude")  # None: not given (checked, named in errors)
+        p.add_argument(flag, type=kind, default=None if given_only else getattr(c, name),
+                       help=f"{text} (default {getattr(c, name)})")
     for flag, _, text in switches:
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
