@@ -230,3 +230,13 @@ def test_bad_input_is_one_line_and_writes_nothing(adversarial: Path, monkeypatch
         assert_one_line_error(rc, out, err, fragment)
     assert sorted(p for p in adversarial.rglob("*") if "__pycache__" not in p.parts) == \
         [p for p in before if "__pycache__" not in p.parts]
+
+
+def test_sensitivity_of_a_label_free_model_names_its_metric(adversarial: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(adversarial)
+    monkeypatch.syspath_prepend(str(adversarial))
+    rc, out, err = run_main(["--quiet", "sensitivity", "enc.pt", "--model", "adversarial_cli:Encoder", "--data",
+                             "adversarial_cli:unlabelled", "--out", str(tmp_path / "sens"), "--q-max", "1"])
+    assert rc == 0, err
+    assert out.startswith("dense validation mean_cosine 100.00 %") and "accuracy" not in out

@@ -181,7 +181,7 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress,
                           splits=_splits(args, args.checkpoint), model_kwargs=_model_kwargs(args.model_kwargs),
                           objective=args.objective)
-    lines = [f"dense validation accuracy {_pct(res['dense_val_accuracy'])}",
+    lines = [f"dense validation {res.get('metric', 'accuracy')} {_pct(res['dense_val_accuracy'])}",
              "per-layer q scale (prune --sensitivity uses it): " +
              ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
              f"wrote {res['files']['csv']} and {res['files']['plot']}"]
