@@ -50,3 +50,25 @@ def test_bad_arguments_are_config_errors(digits, trained_mlp) -> None:
         nnc.prune(trained_mlp(), digits, QUICK, progress="yes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="CompressConfig.share"):
         nnc.CompressConfig(share=None)  # type: ignore[arg-type]
+
+
+def test_run_recipe_takes_a_model_in_memory_and_resume_checks_it(tmp_path, digits, trained_mlp) -> None:
+    from nncompress.pipeline import run_recipe
+    from nncompress.recipe import parse_recipe
+    from nncompress.rundir import RunDir
+    from nncompress.train.journal import RunStateError
+    from nncompress.pipeline import metrics
+    recipe = parse_recipe({"data": "digits", "prune": {"q0": 1.0, "q_max": 1.0, "epochs_per_step": 1,
+                                                       "final_epochs": 1, "recover_epochs": 0, "refine_steps": 0,
+                                                       "probe": False, "tolerance": 5.0, "batch_size": 64},
+                           "share": {"epochs": 0}})
+    summary = run_recipe(recipe, RunDir(tmp_path / "run"), model=trained_mlp(), splits=digits)
+    assert (tmp_path / "run" / "model.nnc").is_file() and not (tmp_path / "run" / "base.pt").exists()  # not trained
+    assert summary["dense_test_score"] == pytest.approx(
+        metrics(trained_mlp(), digits)["accuracy"])
+    (tmp_path / "run" / "summary.json").unlink()  # as if it had been interrupted
+    other = trained_mlp()
+    with torch.no_grad():
+        other.fc1.weight[0, 0] += 1.0
+    with pytest.raises(RunStateError, match="model_weights_sha256"):
+        run_recipe(recipe, RunDir(tmp_path / "run", resume=True), model=other, splits=digits)

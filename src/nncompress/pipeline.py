@@ -358,7 +358,10 @@ def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, o
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         curves.setdefault(r.layer, []).append((r.q, r.val_accuracy))
-    sensitivity_plot(base, curves, files["plot"])
+    if objective.counts_examples:  # a fraction of examples: shown in %
+        sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric} (%)")
+    else:
+        sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric}", scale=1.0)
     return {**result, "files": {key: str(path) for key, path in files.items()}}
 
 
@@ -518,40 +521,63 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
 
 def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path] = None,
                out: Optional[str | Path] = None, progress: Optional[ProgressFn] = None,
-               splits: Optional[Splits] = None) -> dict[str, Any]:
-    """A whole run described by a recipe, in a run directory: train (when no
-    checkpoint is given), sensitivity scan, prune, share, code. Interrupted,
-    the same call with ``RunDir(..., resume=True)`` continues from the last
-    saved epoch and writes the same file, byte for byte."""
+               splits: Optional[Splits] = None, model: Optional[nn.Module] = None) -> dict[str, Any]:
+    """A whole run described by a recipe, in a run directory: train (when neither a
+    checkpoint nor a trained ``model`` in memory is given), sensitivity scan, prune,
+    share, code. Interrupted, the same call with ``RunDir(..., resume=True)`` (and
+    the same ``model``, whose weights are checked) continues from the last saved
+    epoch and writes the same file, byte for byte. ``model`` is changed in place."""
     from nncompress.recipe import dump_recipe, recipe_to_dict
-    if recipe.data is None:
+    if recipe.data is None and splits is None:
         raise ConfigError("the recipe names no data set; add `data:` to it or give --data")
-    if checkpoint is None and recipe.model is None:
+    if checkpoint is not None and model is not None:
+        raise ConfigError("give a checkpoint or a model in memory, not both")
+    if checkpoint is None and recipe.model is None and model is None:
         raise ConfigError("nothing to compress: give a checkpoint, or name a `model:` in the recipe to train one")
     checkpoint = str(Path(checkpoint).resolve()) if checkpoint else None
     out = Path(out).resolve() if out else run.file("model.nnc").resolve()
     started = {"command": "compress", "checkpoint": checkpoint, "out": str(out), "recipe": recipe_to_dict(recipe)}
+    if model is not None:
+        started["model_weights_sha256"] = weights_digest(model)
     if run.resume:
         run.check_same_run(started)
     splits = splits or load_data(recipe.data, normalize=recipe.normalize)
-    if checkpoint is None:
+    source_meta: dict[str, Any] = {}
+    if model is not None:
+        check_fits(model, splits, "the model")
+    elif checkpoint is None:
         set_seed(recipe.seed)  # the initial weights too
         model = model_for_data(recipe.model, splits, recipe.model_kwargs)
-        source_meta: dict[str, Any] = {}
     else:
         model, source_meta = load_for_data(checkpoint, splits, recipe.model, recipe.model_kwargs)
+    train_first = checkpoint is None and "model_weights_sha256" not in started
+    if not splits.has_labels and (train_first or recipe.objective == "classification"):  # before run.json
+        raise ConfigError(f"{splits.name} carries no labels: "
+                          + ("training a model needs them; give a trained checkpoint or model" if train_first
+                             else "objective classification needs them; use auto, kl, cosine or mse"))
     check_layer_names(recipe, model)  # before hours of training, not after
     if not run.resume:  # written only once the inputs are known to be good: a typo leaves no half-made run
         from nncompress.rundir import environment
         run.write_json("environment.json", environment())
         write_text(run.file("recipe.yaml"), dump_recipe(recipe))
         run.write_json("run.json", {**started, "torch_threads": torch.get_num_threads()})
-    if checkpoint is None:
+    if train_first:
         info = train_model(model, splits, recipe.train, progress, journal=run.journal)
         save_trained(model, splits, run.file("base.pt"), {"test_accuracy": metrics(model, splits)["accuracy"],
                                                            "val_accuracy": info["val"]["accuracy"]})
     return compress_model(model, source_meta, splits, out, recipe.prune, recipe.share, progress=progress,
                           sensitivity_cfg=recipe.sensitivity, run=run, objective=recipe.objective)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state (names, dtypes, shapes, bytes): a resumed run must continue the same model."""
+    import hashlib
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
