@@ -145,7 +145,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calib", type=int, default=2000)
+    parser.add_argument("--calib", type=int, default=800)
     parser.add_argument("--eval", type=int, default=1000)
     parser.add_argument("--tag", default="transformer_bench")
     parser.add_argument("--share-epochs", type=int, default=0, help="centroid fine-tuning epochs of the 7-bit setting")
