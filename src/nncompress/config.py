@@ -69,7 +69,7 @@ class _Config:
 @dataclass(frozen=True)
 class TrainConfig(_Config):
     """SGD with Nesterov momentum and a one-cycle cosine schedule: the recipe
-    that gave the best Fashion-MNIST baselines in our probes."""
+    that gave the best Fashion-MNIST baselines in the benchmarks."""
 
     epochs: int = 20
     lr: float = 0.05

@@ -44,7 +44,7 @@ from nncompress.train.loop import Teacher
 from nncompress.train.objective import Objective, ObjectiveSpec, resolution_warning, resolve_objective
 from nncompress.train.probe import choose_finetune
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
-from nncompress.train.journal import Journal
+from nncompress.train.journal import Journal, fingerprint
 
 if TYPE_CHECKING:
     from nncompress.recipe import Recipe
@@ -538,7 +538,7 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
     out = Path(out).resolve() if out else run.file("model.nnc").resolve()
     started = {"command": "compress", "checkpoint": checkpoint, "out": str(out), "recipe": recipe_to_dict(recipe)}
     if model is not None:
-        started["model_weights_sha256"] = weights_digest(model)
+        started["model_weights_sha256"] = fingerprint(model)
     if run.resume:
         run.check_same_run(started)
     splits = splits or load_data(recipe.data, normalize=recipe.normalize)
@@ -567,17 +567,6 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
                                                            "val_accuracy": info["val"]["accuracy"]})
     return compress_model(model, source_meta, splits, out, recipe.prune, recipe.share, progress=progress,
                           sensitivity_cfg=recipe.sensitivity, run=run, objective=recipe.objective)
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of a model's state (names, dtypes, shapes, bytes): a resumed run must continue the same model."""
-    import hashlib
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
