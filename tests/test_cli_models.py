@@ -42,6 +42,7 @@ def test_train_compress_evaluate_a_users_factory(project: Path) -> None:
                              "--normalize", "unit", "--out", "m.nnc", "--run-dir", "run", "--json", *QUICK])
     assert rc == 0, err
     summary = json.loads(out)
+    assert summary["transform"]["normalize"] == "unit"  # what the run fed the model, in its summary
     header = load_compressed(project / "m.nnc").header
     assert header["arch"] == {"factory": "usernets_cli:build",
                               "kwargs": {"hidden": 24, "num_classes": 10, "in_channels": 1}}

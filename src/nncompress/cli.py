@@ -213,6 +213,7 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
 
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
+    from nncompress.data.datasets import describe_transform
     lines = [f"{'layer':<8}{'weights':>10}{'kept':>10}{'kept %':>9}{'dense B':>11}{'CSR B':>11}  CSR smaller?"]
     for r in s["layers"]:
         lines.append(f"{r['layer']:<8}{r['weights']:>10,}{r['nonzero']:>10,}{r['kept'] * 100:>8.2f}%"
@@ -222,6 +223,7 @@ def _prune_lines(s: dict[str, Any]) -> list[str]:
               f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
               f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
               f"removed neurons: {s['removed_neurons'] or 'none'}",
+              f"inputs: {describe_transform(s.get('transform'))}",
               f"fine-tuned at {s['finetune']['note']}",
               f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is "
               f"{s['input_file_bytes']:,} bytes)"]
@@ -478,7 +480,8 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         _drop_unstarted_run(args)
         raise
     args._run_dir = None  # finished: nothing to resume from here on
-    lines = [f"run folder {run.path}"]
+    from nncompress.data.datasets import describe_transform
+    lines = [f"inputs: {describe_transform(res.get('transform'))}", f"run folder {run.path}"]
     if args.report:
         from nncompress.report.page import write_report
         html, md = write_report(run.path, args.report)

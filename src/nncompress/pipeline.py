@@ -309,7 +309,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
                       nonzero_only=True)
     kept = sum(r["nonzero"] for r in table)
     summary = {
-        "checkpoint": str(out), "data": splits.name, "seconds": round(seconds, 2),
+        "checkpoint": str(out), "data": splits.name, "transform": splits.transform, "seconds": round(seconds, 2),
         "metric": objective.metric, "objective": result.objective, "warnings": result.warnings,
         "dense": {"test_accuracy": dense_test["score"], "val_accuracy": result.dense_val_accuracy,
                   "params": dense_test["params"], "nonzero": dense_test["nonzero"]},
@@ -497,7 +497,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
     scores = ({"dense_test_accuracy": dense_test["score"], "test_accuracy": test["score"]}
               if objective.kind == "classification" else {})
-    summary = {"file": str(out), **table, **scores, "metric": objective.metric,
+    summary = {"file": str(out), **table, **scores, "metric": objective.metric, "transform": splits.transform,
                "dense_test_score": dense_test["score"], "test_score": test["score"],
                "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(test["score"]))
                                          * 100, 4),
