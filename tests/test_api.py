@@ -72,3 +72,20 @@ def test_run_recipe_takes_a_model_in_memory_and_resume_checks_it(tmp_path, digit
         other.fc1.weight[0, 0] += 1.0
     with pytest.raises(RunStateError, match="model_weights_sha256"):
         run_recipe(recipe, RunDir(tmp_path / "run", resume=True), model=other, splits=digits)
+
+
+class TinyNet(torch.nn.Sequential):
+    """A user's model class (not a built-in): 8x8 digits in, 10 classes out."""
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+
+def test_compress_keeps_the_factory_record_of_the_callers_model(tmp_path, digits) -> None:
+    """The copy compress works on still records how to rebuild the model, so the file does too."""
+    model = nnc.record_factory(TinyNet(hidden=12), "test_api:TinyNet", {"hidden": 12})
+    result = nnc.compress(model, digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=None, share=nnc.ShareConfig(
+        epochs=0)))
+    from nncompress.modelfile import load_compressed
+    assert load_compressed(result.path).header["arch"] == {"factory": "test_api:TinyNet", "kwargs": {"hidden": 12}}
+    assert isinstance(nnc.load(result.path), TinyNet)  # an installed nn.Module class: rebuilt from the file alone

@@ -115,6 +115,16 @@ def as_splits(data: DataLike) -> Splits:
                       f"got {type(data).__name__}")
 
 
+def _working_copy(model: nn.Module, inplace: bool) -> nn.Module:
+    """The model the verbs change: the caller's, or a deep copy that keeps its factory record."""
+    if inplace:
+        return model
+    from nncompress.models import factory_record, record_factory
+    work = copy.deepcopy(model)
+    record = factory_record(model)
+    return record_factory(work, record["factory"], record["kwargs"]) if record else work
+
+
 def _closing(callback: Optional[ProgressFn], work: Callable[[], Any]) -> Any:
     try:
         return work()
@@ -132,7 +142,7 @@ def compress(model: nn.Module, data: DataLike, out: Union[str, Path], config: Op
     if not isinstance(cfg, CompressConfig):
         raise ConfigError(f"config must be a CompressConfig, got {type(cfg).__name__}")
     splits = as_splits(data)
-    work = model if inplace else copy.deepcopy(model)
+    work = _working_copy(model, inplace)
     callback = progress_callback(progress)
     summary = _closing(callback, lambda: compress_model(
         work, {}, splits, out, cfg.prune, cfg.share, progress=callback, sensitivity_cfg=cfg.sensitivity))
@@ -149,7 +159,7 @@ def prune(model: nn.Module, data: DataLike, config: Optional[PruneConfig] = None
     from nncompress.pipeline import prune_model
     cfg = config if config is not None else PruneConfig()
     splits = as_splits(data)
-    work = model if inplace else copy.deepcopy(model)
+    work = _working_copy(model, inplace)
     callback = progress_callback(progress)
     result = _closing(callback, lambda: prune_model(work, splits, cfg, progress=callback))
     return work, result

@@ -73,5 +73,5 @@ def from_record(record: dict[str, Any], *, trust_factory: Trust = False) -> nn.M
         raise ModelError(f"architecture record for {name!r} is invalid: {exc}") from exc
 
 
-__all__ = ["MODELS", "Trust", "build_model", "arch_record", "from_record", "record_factory", "fit_shapes_",
+__all__ = ["MODELS", "Trust", "factory_record", "build_model", "arch_record", "from_record", "record_factory", "fit_shapes_",
            "trusted_factory", "is_factory_record", "plain_kwargs", "remember", "LeNet300", "LeNet5", "DigitsMLP"]
