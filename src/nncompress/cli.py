@@ -45,41 +45,32 @@ def _model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
     return value
 
 
-def _splits(args: argparse.Namespace, model_file: Optional[str] = None) -> Any:
+def _splits(args: argparse.Namespace, recorded_meta: Optional[dict[str, Any]] = None) -> Any:
     """The data of --data with --normalize, or, when that is not given, the transform the model file recorded."""
     from nncompress.data import load_data
     from nncompress.data.datasets import recorded_normalize
     normalize = getattr(args, "normalize", None)
-    if normalize is None and model_file is not None:
-        normalize = recorded_normalize(_file_meta(model_file).get("transform"))
+    if normalize is None and recorded_meta:
+        normalize = recorded_normalize(recorded_meta.get("transform"))
     return load_data(args.data, normalize=normalize)
 
 
-def _file_meta(path: str) -> dict[str, Any]:
-    """The meta a checkpoint or .nnc records; {} when it cannot be read (the real load says why)."""
-    from nncompress.errors import NNCompressError
-    from nncompress.modelfile import is_compressed, load_compressed
-    from nncompress.train.checkpoint import load_checkpoint
-    try:
-        meta = load_compressed(path).header.get("meta") if is_compressed(path) else load_checkpoint(path).meta
-    except (NNCompressError, OSError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def _file_model(path: str) -> Optional[str]:
-    """The model a checkpoint or .nnc records: its factory's import path or its built-in name; None if
-    it records none or cannot be read (the real load says why)."""
+def _recorded(path: Optional[str]) -> tuple[dict[str, Any], Optional[str]]:
+    """(meta, model) a checkpoint or .nnc records, its model being a factory's import path or a built-in's
+    name; ({}, None) when it records none or cannot be read (the real load says why)."""
     from nncompress.models.factory import is_factory_record
-    from nncompress.modelfile import is_compressed, load_compressed
-    from nncompress.train.checkpoint import load_checkpoint
+    from nncompress.pipeline import read_model_file
     try:
-        arch = load_compressed(path).header.get("arch") if is_compressed(path) else load_checkpoint(path).arch
+        file = read_model_file(path) if path else None
     except (NNCompressError, OSError):
-        return None
+        file = None
+    if file is None:
+        return {}, None
+    arch = file.arch
     if is_factory_record(arch):
-        return str(arch["factory"])
-    return str(arch["name"]) if isinstance(arch, dict) and isinstance(arch.get("name"), str) else None
+        return file.meta, str(arch["factory"])
+    name = arch.get("name") if isinstance(arch, dict) else None
+    return file.meta, name if isinstance(name, str) else None
 
 
 def _same_model(recorded: str, named: str) -> bool:
@@ -93,10 +84,9 @@ def _same_model(recorded: str, named: str) -> bool:
     return rattr == nattr and Path(rfile).name == Path(nfile).name
 
 
-def _check_model(path: Optional[str], model: Optional[str], flag: str = "--model") -> None:
-    """Refuse a --model other than the one the file records: weights made for one architecture are
-    not loaded into another that merely has the same tensor shapes."""
-    recorded = _file_model(path) if path and model else None
+def _check_model(path: Optional[str], recorded: Optional[str], model: Optional[str], flag: str = "--model") -> None:
+    """Refuse a --model other than the one the file at ``path`` records: weights made for one architecture
+    are not loaded into another that merely has the same tensor shapes."""
     if recorded is not None and model is not None and not _same_model(recorded, model):
         raise ConfigError(f"{path} records the model {recorded!r}, but {flag} names {model!r}: pass {flag} "
                           f"{recorded}, the model its weights were made for")
@@ -149,8 +139,9 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data.datasets import describe_transform
     from nncompress.pipeline import load_for_data, metrics
     kwargs = _model_kwargs(args.model_kwargs)
-    _check_model(args.checkpoint, args.model)
-    splits = _splits(args, args.checkpoint)
+    meta, recorded = _recorded(args.checkpoint)
+    _check_model(args.checkpoint, recorded, args.model)
+    splits = _splits(args, meta)
     if not splits.has_labels:
         raise ConfigError(f"{splits.name} carries no labels, and evaluate scores a model against labels; a model "
                           "compressed without them is scored against its dense model by `nncompress compress` "
@@ -177,9 +168,10 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     except ConfigError as exc:
         raise _flag_named(exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"),
                                 ("--max-drop", "max_drop")]) from None
-    _check_model(args.checkpoint, args.model)
+    meta, recorded = _recorded(args.checkpoint)
+    _check_model(args.checkpoint, recorded, args.model)
     res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress,
-                          splits=_splits(args, args.checkpoint), model_kwargs=_model_kwargs(args.model_kwargs),
+                          splits=_splits(args, meta), model_kwargs=_model_kwargs(args.model_kwargs),
                           objective=args.objective)
     lines = [f"dense validation {res.get('metric', 'accuracy')} {_pct(res['dense_val_accuracy'])}",
              "per-layer q scale (prune --sensitivity uses it): " +
@@ -240,11 +232,12 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
                      *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
     kwargs = _model_kwargs(args.model_kwargs)
-    _check_model(args.checkpoint, args.model)
+    meta, recorded = _recorded(args.checkpoint)
+    _check_model(args.checkpoint, recorded, args.model)
     made = _first_missing(logs[0].parent.absolute())
     try:
         run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
-                        model_name=args.model, progress=progress, splits=_splits(args, args.checkpoint),
+                        model_name=args.model, progress=progress, splits=_splits(args, meta),
                         model_kwargs=kwargs, objective=args.objective)
     except ConfigError as exc:  # e.g. --groups naming a layer the model lacks, found once it is loaded
         _remove_if_empty(made)
@@ -409,7 +402,8 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
     if args.target_steps is not None and recipe.prune is not None and recipe.prune.target_density is None:
         raise ConfigError("--target-steps sets how many steps reach --target-density: give --target-density too "
                           "(or prune.target_density in the recipe)")
-    _check_model(args.checkpoint, recipe.model, "--model" if args.model else "the recipe's model:")
+    _check_model(args.checkpoint, _recorded(args.checkpoint)[1] if recipe.model else None, recipe.model,
+                 "--model" if args.model else "the recipe's model:")
     if not args.checkpoint and recipe.train.epochs < 1:  # as `train --epochs 0`: an untrained model
         raise ConfigError(f"train.epochs must be at least 1 when compress trains the model itself (no checkpoint "
                           f"given), got {recipe.train.epochs}")
@@ -470,7 +464,7 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     recipe, run, checkpoint, out = _resolve_compress(args)
     try:
         args._run_dir = run.path  # for the interruption message
-        splits = _compress_splits(recipe, checkpoint)
+        splits = _compress_splits(recipe)
         res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress, splits=splits)
     except ConfigError as exc:  # a flag's value found wrong once the model is loaded (--groups fc9)
         _drop_unstarted_run(args)
@@ -496,20 +490,12 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         f"wrote {res['file']}", *lines])
 
 
-def _compress_splits(recipe: Any, checkpoint: Optional[str]) -> Any:
-    """The run's data, loaded before the run starts, so that what label-free data cannot do is refused
-    before the run folder records a run (None: no data named; run_recipe says so)."""
+def _compress_splits(recipe: Any) -> Any:
+    """The run's data, loaded before the run starts (None: no data named; run_recipe says so)."""
     if recipe.data is None:
         return None
     from nncompress.data import load_data
-    splits = load_data(recipe.data, normalize=recipe.normalize)
-    if not splits.has_labels and checkpoint is None:
-        raise ConfigError(f"{splits.name} carries no labels, so compress cannot train a model from scratch: "
-                          "give the trained checkpoint to compress (label-free runs distil from its outputs)")
-    if not splits.has_labels and recipe.objective == "classification":
-        raise ConfigError(f"objective 'classification' needs labels, and {splits.name} carries none; use 'auto', "
-                          "'kl', 'cosine' or 'mse' to distil from the dense model")
-    return splits
+    return load_data(recipe.data, normalize=recipe.normalize)
 
 
 def _check_report_name(path: str) -> None:

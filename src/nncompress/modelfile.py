@@ -97,6 +97,16 @@ class Compressed:
     section_bytes: dict[str, int]
     file_bytes: int
 
+    @property
+    def arch(self) -> Any:
+        """The architecture record, as ``Checkpoint.arch``."""
+        return self.header.get("arch")
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The header's free-form metadata, as ``Checkpoint.meta``."""
+        return dict(self.header.get("meta") or {})
+
     def build_model(self, model: Optional[nn.Module] = None, *, trust_factory: Trust = False) -> nn.Module:
         """The decoded weights in ``model`` or, when None, in the recorded architecture
         (a recorded factory that is not an nn.Module class runs only when

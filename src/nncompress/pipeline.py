@@ -28,7 +28,7 @@ from nncompress.data.batches import call_model, count, describe, pick_output, ta
 from nncompress.errors import CheckpointError, ConfigError, ModelError
 from nncompress.imports import import_object, is_import_spec
 from nncompress.models import Trust, arch_record, build_model, is_factory_record
-from nncompress.modelfile import is_compressed, layer_table as file_table, load_compressed, save_compressed
+from nncompress.modelfile import Compressed, is_compressed, layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
@@ -43,7 +43,7 @@ from nncompress.train import fit, set_seed
 from nncompress.train.loop import Teacher
 from nncompress.train.objective import Objective, ObjectiveSpec, resolution_warning, resolve_objective
 from nncompress.train.probe import choose_finetune
-from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
+from nncompress.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nncompress.train.journal import Journal, fingerprint
 
 if TYPE_CHECKING:
@@ -92,22 +92,19 @@ def metrics(model: nn.Module, splits: Splits, split: str = "test",
     return out
 
 
+def read_model_file(path: str | Path) -> "Checkpoint | Compressed":
+    """A checkpoint or a compressed ``.nnc`` file, read and checked once; both give ``arch``,
+    ``meta`` and ``build_model``."""
+    return load_compressed(path) if is_compressed(path) else load_checkpoint(path)
+
+
 def load_model_file(path: str | Path, model: Optional[nn.Module] = None, *, trust_factory: Trust = False
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint or a compressed ``.nnc`` file -> (model, meta). ``model``
     is needed only for files that record no architecture; a recorded factory
     that is not an nn.Module class is called only when ``trust_factory`` names it."""
-    if is_compressed(path):
-        box = load_compressed(path)
-        return box.build_model(model, trust_factory=trust_factory), dict(box.header.get("meta") or {})
-    ckpt = load_checkpoint(path)
-    return ckpt.build_model(model, trust_factory=trust_factory), ckpt.meta
-
-
-def _recorded_arch(path: str | Path) -> Any:
-    if is_compressed(path):
-        return load_compressed(path).header.get("arch")
-    return load_checkpoint(path).arch
+    file = read_model_file(path)
+    return file.build_model(model, trust_factory=trust_factory), dict(file.meta)
 
 
 def data_kwargs(spec: str, splits: Splits, kwargs: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
@@ -142,17 +139,15 @@ def load_for_data(path: str | Path, splits: Splits, model_name: Optional[str] = 
     built-in or a factory the user names, which is then trusted), and check it fits
     the data. A file that records the same factory keeps its recorded kwargs unless
     ``model_kwargs`` are given."""
-    if model_name and is_import_spec(model_name):
-        arch = _recorded_arch(path)
-        if model_kwargs is None and is_factory_record(arch) and arch.get("factory") == model_name:
-            model, meta = load_model_file(path, trust_factory=model_name)
-        else:
-            model, meta = load_model_file(path, model_for_data(model_name, splits, model_kwargs))
+    file = read_model_file(path)
+    arch = file.arch
+    if model_name and is_import_spec(model_name) and model_kwargs is None and is_factory_record(arch) \
+            and arch.get("factory") == model_name:
+        model = file.build_model(trust_factory=model_name)
     else:
-        model = model_for_data(model_name, splits, model_kwargs) if model_name else None
-        model, meta = load_model_file(path, model)
+        model = file.build_model(model_for_data(model_name, splits, model_kwargs) if model_name else None)
     check_fits(model, splits, f"model in {path}")
-    return model, meta
+    return model, dict(file.meta)
 
 
 def check_fits(model: nn.Module, splits: Splits, what: str, objective: Optional[Objective] = None) -> None:
@@ -551,10 +546,12 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
     else:
         model, source_meta = load_for_data(checkpoint, splits, recipe.model, recipe.model_kwargs)
     train_first = checkpoint is None and "model_weights_sha256" not in started
-    if not splits.has_labels and (train_first or recipe.objective == "classification"):  # before run.json
-        raise ConfigError(f"{splits.name} carries no labels: "
-                          + ("training a model needs them; give a trained checkpoint or model" if train_first
-                             else "objective classification needs them; use auto, kl, cosine or mse"))
+    if not splits.has_labels and train_first:  # refused before run.json: a typo leaves no half-made run
+        raise ConfigError(f"{splits.name} carries no labels, so compress cannot train a model from scratch: "
+                          "give the trained checkpoint to compress (label-free runs distil from its outputs)")
+    if not splits.has_labels and recipe.objective == "classification":
+        raise ConfigError(f"objective 'classification' needs labels, and {splits.name} carries none; use 'auto', "
+                          "'kl', 'cosine' or 'mse' to distil from the dense model")
     check_layer_names(recipe, model)  # before hours of training, not after
     if not run.resume:  # written only once the inputs are known to be good: a typo leaves no half-made run
         from nncompress.rundir import environment
