@@ -68,7 +68,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:  # type: 
             m.weight.mul_(threshold_mask(m.weight, std_threshold(float(m.weight.std()), 1.0)))
     pruned = _weights(model)
     save_trained(model, digits, d / "pruned.pt", {})
-    summary = run_compress(d / "pruned.pt", "digits", d / "model.nnc", None, ShareConfig(batch_size=64, epochs=1),
+    summary = run_compress(d / "pruned.pt", "digits", d / "model.nnc", None, ShareConfig(batch_size=64, epochs=1, fc_bits=1,
+                                                                                   tolerance=0.0, max_bits=4),
                            splits=digits)
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     shared = _weights(load_model_file(d / "model.nnc")[0])
@@ -242,6 +243,9 @@ def test_page_order_and_fields(run_dir: Path, report: tuple[Path, Path]) -> None
     keys = _check_fields(parsed, summary)
     assert {f"layers.{i}.bytes" for i in range(len(summary["layers"]))} <= keys
     assert {"dense_test_score", "test_drop_points", "payload_bytes", "dense_bytes"} <= keys
+    rounds = len(summary["bit_search"]["rounds"]) - 1
+    assert rounds >= 1 and {"bit_search.rounds.0.drop", f"bit_search.rounds.{rounds}.drop", "bit_search.met",
+                            "config.share.tolerance"} <= keys
 
 
 def test_text_from_files_is_escaped(report: tuple[Path, Path]) -> None:

@@ -290,6 +290,9 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
                                                    "many surviving weights"),
     ("--init", "share.init", str, "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
+    ("--share-tolerance", "share.tolerance", float, "largest validation drop (points) sharing may add: widths "
+                                                    "grow from --fc-bits/--conv-bits/--embedding-bits until it fits"),
+    ("--max-bits", "share.max_bits", int, "widest codebook the --share-tolerance search may give a layer"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
     ("--raw-dtype", "coding.raw_dtype", str, "unshared tensors: auto (float16 from 4096 values), float32 or float16"),

@@ -262,6 +262,10 @@ class ShareConfig(_Config):
     range (rounding far below a cluster's spread), else float32. ``raw_dtype``
     ``"auto"`` stores unshared float tensors of 4096 or more values as float16
     when they fit its range, smaller ones (biases, norms) as float32.
+    ``tolerance`` (points of the validation score, as the pruner's) turns the
+    widths into starting points: while sharing costs the model it is given more
+    than that, the layers costing the most drop per weight get one more bit, up
+    to ``max_bits`` (quantization/bitsearch.py); None keeps the widths as given.
     """
 
     fc_bits: int = 5
@@ -282,9 +286,15 @@ class ShareConfig(_Config):
     min_members: int = 2
     raw_dtype: str = "auto"
     codebook_dtype: str = "auto"
+    tolerance: Optional[float] = None
+    max_bits: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _require(self.tolerance is None or (_finite(self.tolerance) and 0 <= self.tolerance <= 100), "tolerance",
+                 "a number of points in [0, 100], or None for the widths as given", self.tolerance)
+        _require(_positive_int(self.max_bits) and self.max_bits <= 15, "max_bits", "an integer in 1..15",
+                 self.max_bits)
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
         _require(self.raw_dtype in RAW_DTYPES, "raw_dtype", "'auto', 'float32' or 'float16'", self.raw_dtype)
         _check_layer_spec(self.select, "select")

@@ -36,6 +36,7 @@ from nncompress.pruning.apply import count_parameters
 from nncompress.layers import compressible_layers, layer_kind, select_layers
 from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
+from nncompress.quantization.bitsearch import fit_bits_
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
 from nncompress.report.plots import sensitivity_plot, weight_histograms
 from nncompress.rundir import RunDir
@@ -389,7 +390,20 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     if unknown:
         raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; shared layers are {list(layers)}")
     inits = {n: cfg.embedding_init if layer_kind(m) == "embedding" else cfg.init for n, m in layers.items()}
-    shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
+    search = None
+    if cfg.tolerance is None:
+        shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
+    else:
+        reference = objective.signed(objective.score(model, splits.val_x, splits.val_y))
+
+        def drop() -> float:
+            return (reference - objective.signed(objective.score(model, splits.val_x, splits.val_y))) * 100
+
+        caps = {n: _codebook_bits(cfg.max_bits, int(torch.count_nonzero(m.weight)), cfg.min_members)
+                for n, m in layers.items()}
+        shared, search = fit_bits_(layers, bits, inits, drop, cfg.tolerance, max_bits=caps, seed=cfg.seed,
+                                   progress=progress)
+        bits = search.bits
     val_before = objective.score(model, splits.val_x, splits.val_y)
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
@@ -415,7 +429,8 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
     used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
-    return shared, {"bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
+    info = {"bit_search": search.to_dict()} if search else {}
+    return shared, {**info, "bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
                     "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged, "metric": objective.metric}
 
 

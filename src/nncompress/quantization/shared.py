@@ -146,6 +146,7 @@ def share_weights_(
     init: Union[str, Mapping[str, str]] = "linear",
     seed: int = 0,
     progress: Optional[ProgressFn] = None,
+    warn: bool = True,
 ) -> dict[str, SharedLayer]:
     """Cluster each layer's nonzero weights into at most ``2**bits`` values, in place.
 
@@ -153,7 +154,8 @@ def share_weights_(
     cost no centroid). Every argument and weight is checked before any layer
     is changed. ``init`` is one k-means init or one per layer. A weight tied to
     an earlier layer's (``tied_layers``) is shared once, under the earlier name;
-    the result has no entry for the later one.
+    the result has no entry for the later one. ``warn`` logs codebooks that
+    k-means left mostly empty (``warn_empty_codebooks``).
     """
     inits = {name: init if isinstance(init, str) else init.get(name, "linear") for name in layers}
     for chosen in [init] if isinstance(init, str) else inits.values():
@@ -167,7 +169,6 @@ def share_weights_(
         log.info("layer %r holds the same weight as %r: it is shared once, as %r", name, first, first)
 
     shared: dict[str, SharedLayer] = {}
-    sparse_books: list[str] = []
     for done, (name, module) in enumerate(layers.items(), 1):
         if name in tied:
             continue
@@ -190,16 +191,22 @@ def share_weights_(
         )
         layer.apply_()
         shared[name] = layer
-        capacity = 2 ** bits[name]
-        if values.size > capacity and len(codebook_np) < (1 - EMPTY_WARNING) * capacity:
-            sparse_books.append(f"{name} {len(codebook_np)}/{capacity}")
         report(progress, "k-means", done, len(layers), layer=name, k=k)
-    if sparse_books:  # empty clusters cost no bytes (they are not stored), but they are resolution not used
+    if warn:
+        warn_empty_codebooks(shared)
+    return shared
+
+
+def warn_empty_codebooks(shared: Mapping[str, SharedLayer]) -> None:
+    """Empty clusters cost no bytes (they are not stored), but they are resolution not used."""
+    sparse_books = [f"{name} {layer.codebook.numel()}/{layer.capacity}" for name, layer in shared.items()
+                    if int(layer.mask.sum()) > layer.capacity
+                    and layer.codebook.numel() < (1 - EMPTY_WARNING) * layer.capacity]
+    if sparse_books:
         log.warning("k-means left more than %d%% of the codebook empty in %d layer(s) (%s; used/allowed): "
                     "outliers stretch the range; init 'density' spreads the centroids over the weights",
                     round(100 * EMPTY_WARNING), len(sparse_books), ", ".join(sparse_books[:8])
                     + (", ..." if len(sparse_books) > 8 else ""))
-    return shared
 
 
 def unshared_parameters(model: nn.Module, shared: Mapping[str, SharedLayer]) -> Iterator[nn.Parameter]:

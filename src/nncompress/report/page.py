@@ -114,6 +114,13 @@ def _headline(doc: Doc, s: Mapping[str, Any]) -> None:
         vals += [" (centroid fine-tuning kept: ", field(s, "centroid_tuning_kept"), ")"]
     if len(vals) > 1:
         doc.para(vals)
+    search = s.get("bit_search")
+    if isinstance(search, Mapping) and isinstance(search.get("rounds"), list) and search["rounds"]:
+        last = len(search["rounds"]) - 1
+        doc.para(["Codebook widths chosen by measurement: validation drop after sharing ",
+                  field(s, "bit_search.rounds.0.drop"), " points at the configured widths, ",
+                  field(s, f"bit_search.rounds.{last}.drop"), f" after {last} round(s) of widening (tolerance ",
+                  field(s, "config.share.tolerance"), "; met: ", field(s, "bit_search.met"), ")."])
     if s.get("pruning_skipped"):
         doc.para(["Pruning skipped: the input checkpoint was already pruned (",
                   field(s, "pruning_skipped"), ")."])

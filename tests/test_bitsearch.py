@@ -1,0 +1,82 @@
+"""Codebook widths chosen by measurement (quantization/bitsearch.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import nncompress as nnc
+from nncompress.errors import ConfigError
+from nncompress.quantization.bitsearch import choose_raises, fit_bits_
+
+
+def test_choose_raises_takes_the_costliest_drop_per_weight_until_the_excess_is_covered() -> None:
+    parts = {"big": 1.0, "small": 0.5, "free": -0.1, "mid": 0.4}
+    sizes = {"big": 1000, "small": 10, "free": 10, "mid": 100}
+    # per weight: small 0.05, mid 0.004, big 0.001; 0.75 * (0.5 + 0.4) = 0.675 covers 0.6
+    assert choose_raises(parts, sizes, 0.6) == ["small", "mid"]
+    # an excess the parts cannot cover: every layer that costs drop grows, never one that costs none
+    assert choose_raises(parts, sizes, 5.0) == ["small", "mid", "big"]
+    # nothing measurably costs drop (not additive): all grow
+    assert sorted(choose_raises({"a": 0.0, "b": -1.0}, {"a": 1, "b": 1}, 1.0)) == ["a", "b"]
+
+
+def _net() -> tuple[nn.Sequential, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 8))
+    return net, torch.randn(256, 16)
+
+
+def test_fit_bits_widens_until_the_drop_fits_and_leaves_consistent_layers() -> None:
+    net, x = _net()
+    with torch.no_grad():
+        reference = net(x)
+
+    def drop() -> float:
+        with torch.no_grad():
+            return float(100 * (1 - nn.functional.cosine_similarity(net(x), reference, dim=1).mean()))
+
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    start = {n: 1 for n in layers}
+    net_copy, _ = _net()
+    shared_at_start = {"0": net_copy[0], "2": net_copy[2], "4": net_copy[4]}
+    from nncompress.quantization import share_weights_
+    share_weights_(shared_at_start, start)
+    with torch.no_grad():
+        start_drop = float(100 * (1 - nn.functional.cosine_similarity(net_copy(x), reference, dim=1).mean()))
+    assert start_drop > 0.5  # one bit per weight is far off: the search has work to do
+
+    shared, search = fit_bits_(layers, start, "linear", drop, tolerance=0.5, max_bits=8)
+    assert search.met and drop() <= 0.5
+    assert search.rounds[0]["drop"] == pytest.approx(start_drop, rel=1e-4)
+    assert len(search.rounds) > 1 and any(search.bits[n] > 1 for n in layers)
+    for name, layer in shared.items():  # each weight is exactly its codebook's values
+        assert torch.equal(layer.module.weight, layer.weights())
+        assert layer.codebook.numel() <= 2 ** search.bits[name]
+
+
+def test_fit_bits_says_when_the_caps_stop_it() -> None:
+    net, x = _net()
+    with torch.no_grad():
+        reference = net(x)
+
+    def drop() -> float:
+        with torch.no_grad():
+            return float(100 * (1 - nn.functional.cosine_similarity(net(x), reference, dim=1).mean()))
+
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    _, search = fit_bits_(layers, {n: 1 for n in layers}, "linear", drop, tolerance=0.0, max_bits=2)
+    assert not search.met and all(b <= 2 for b in search.bits.values())
+
+
+def test_compress_with_a_share_tolerance_records_the_search(tmp_path, digits, trained_mlp) -> None:
+    share = nnc.ShareConfig(fc_bits=1, epochs=0, tolerance=1.0, max_bits=6)
+    result = nnc.compress(trained_mlp(), digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=None, share=share))
+    search = result.summary["bit_search"]
+    assert search["rounds"][0]["drop"] > 1.0  # 1-bit codebooks cost the MLP more than a point
+    assert search["met"] == (search["rounds"][-1]["drop"] <= 1.0)
+    assert max(result.summary["bits"].values()) > 1
+    with pytest.raises(ConfigError, match="tolerance"):
+        nnc.ShareConfig(tolerance=-1)
+    with pytest.raises(ConfigError, match="max_bits"):
+        nnc.ShareConfig(max_bits=0)
