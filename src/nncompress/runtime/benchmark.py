@@ -30,8 +30,8 @@ def paired_medians(a: Callable[[], Any], b: Callable[[], Any], repeats: int = 10
 
 
 def _row(dense_s: float, runtime_s: float) -> dict[str, float]:
-    return {"dense_ms": round(dense_s * 1e3, 4), "runtime_ms": round(runtime_s * 1e3, 4),
-            "speedup": round(dense_s / max(runtime_s, 1e-12), 3)}
+    dense_ms, runtime_ms = round(dense_s * 1e3, 5), round(runtime_s * 1e3, 5)
+    return {"dense_ms": dense_ms, "runtime_ms": runtime_ms, "speedup": round(dense_ms / max(runtime_ms, 1e-9), 3)}
 
 
 def benchmark(dense: nn.Module, runtime: nn.Module, plan: RuntimePlan, input_shape: Sequence[int],
