@@ -7,8 +7,8 @@
 """
 __version__ = "0.1.0"
 
-from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress, layer_table, load,  # noqa: E402
-                            prune)
+from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress, export, layer_table,  # noqa: E402
+                            load, prune)
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig  # noqa: E402
 from nncompress.data import Splits, load_data, splits_from_loaders  # noqa: E402
 from nncompress.errors import NNCompressError  # noqa: E402
@@ -17,5 +17,5 @@ from nncompress.pruning import prune_  # noqa: E402
 from nncompress.quantization import share_weights_  # noqa: E402
 
 __all__ = ["CompressConfig", "CompressResult", "LayerTable", "NNCompressError", "PruneConfig", "SensitivityConfig",
-           "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "layer_table", "load", "load_data",
+           "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "export", "layer_table", "load", "load_data",
            "prune", "prune_", "record_factory", "share_weights_", "splits_from_loaders"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
@@ -165,11 +165,55 @@ def prune(model: nn.Module, data: DataLike, config: Optional[PruneConfig] = None
     return work, result
 
 
-def load(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn.Module:
+def load(path: Union[str, Path], model: Optional[nn.Module] = None, *, runtime: str = "dense",
+         batch_sizes: Sequence[int] = (1, 64), threads: Optional[int] = None,
+         input_shape: Optional[Sequence[int]] = None, int8: bool = False) -> nn.Module:
     """A model from a ``.nnc`` file or a checkpoint: into ``model`` when given, else into the
-    architecture the file records (a built-in model)."""
+    architecture the file records (a built-in model).
+
+    ``runtime="dense"`` (default) gives the decoded float32 model. ``"sparse"`` runs every pruned
+    Linear/Conv1d/Conv2d on CSR kernels; ``"auto"`` times dense against sparse per layer at each of
+    ``batch_sizes`` on inputs of ``input_shape`` (default: the one the file records) and keeps the
+    faster. ``int8=True`` runs the Linear layers that stay dense on per-channel int8 weights
+    (torch.ao dynamic quantization; outputs change slightly). ``threads`` sets torch's thread count
+    (process-wide). The choices are in the model's ``nncompress_runtime`` attribute (a RuntimePlan)."""
     from nncompress.pipeline import load_model_file
-    return load_model_file(path, model)[0]
+    if runtime == "dense" and not int8 and threads is None:
+        return load_model_file(path, model)[0]
+    from nncompress.runtime.convert import check_options, convert_
+    from nncompress.runtime.source import check_shape, recorded_shape
+    check_options(runtime, batch_sizes, threads)
+    shape = check_shape(input_shape)
+    net, meta = load_model_file(path, model)
+    net, plan = convert_(net, runtime, batch_sizes=batch_sizes, input_shape=shape or recorded_shape(meta),
+                         int8=int8, threads=threads)
+    net.nncompress_runtime = plan
+    return net
+
+
+def export(source: Union[str, Path, nn.Module], out: Union[str, Path], *, model: Optional[nn.Module] = None,
+           input_shape: Optional[Sequence[int]] = None, sparse: bool = False) -> Any:
+    """Write a model file (or a model) as ``out``: ``.onnx`` (torch.onnx, then checked in onnxruntime:
+    the result's ``max_abs_diff``) or ``.safetensors``. ``sparse`` stores pruned weights sparse (CSR parts
+    in safetensors; ONNX sparse initializers, made dense again by onnxruntime). Returns an ExportResult."""
+    from nncompress.runtime.export import export_format, export_onnx, export_safetensors
+    from nncompress.runtime.source import check_shape, input_shape_for, recorded_shape
+    fmt = export_format(out)
+    if fmt is None:
+        raise ConfigError(f"cannot tell the export format of {out}: name it .onnx or .safetensors")
+    shape = check_shape(input_shape)
+    if isinstance(source, nn.Module):
+        net, meta = source.eval(), {}
+    elif fmt == "safetensors" and model is None:
+        from nncompress.pipeline import read_model_file
+        return export_safetensors(read_model_file(source).state, out, sparse=sparse)
+    else:
+        from nncompress.pipeline import load_model_file
+        net, meta = load_model_file(source, model)
+    if fmt == "safetensors":
+        return export_safetensors(net.state_dict(), out, sparse=sparse)
+    return export_onnx(net, out, input_shape_for(meta, shape or recorded_shape(meta), "ONNX export"),
+                       sparse=sparse)
 
 
 def layer_table(path: Union[str, Path]) -> LayerTable:
@@ -179,5 +223,5 @@ def layer_table(path: Union[str, Path]) -> LayerTable:
     return LayerTable.from_summary(file_table(box.header, box.section_bytes, box.file_bytes))
 
 
-__all__ = ["CompressConfig", "CompressResult", "LayerTable", "as_splits", "compress", "layer_table", "load",
+__all__ = ["CompressConfig", "CompressResult", "LayerTable", "as_splits", "compress", "export", "layer_table", "load",
            "progress_callback", "prune"]

@@ -551,12 +551,62 @@ def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.atomic import atomic_open
     import torch
     _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], [(f"the input {args.file}", Path(args.file))])
+    from nncompress.runtime.export import export_format
+    if export_format(args.out):
+        return _decompress_export(args)
     box = _load_nnc(args.file)
     with atomic_open(args.out, "wb") as handle:
         torch.save(box.state, handle)
     _emit(args, {"out": args.out, "tensors": len(box.state)},
           [f"wrote {args.out}: a plain state dict of {len(box.state)} tensors "
            "(torch.load(path, weights_only=True) reads it)"])
+
+
+def _decompress_export(args: argparse.Namespace) -> None:
+    """decompress --out NAME.onnx / NAME.safetensors: a standard file, ONNX checked in onnxruntime."""
+    from nncompress.runtime.export import export_onnx, export_safetensors
+    from nncompress.runtime.source import input_shape_for, model_from_file, parse_shape
+    box = _load_nnc(args.file)
+    if args.out.lower().endswith(".safetensors") and not args.model:
+        res = export_safetensors(box.state, args.out, sparse=args.sparse)
+    else:
+        _, recorded = _recorded(args.file)
+        _check_model(args.file, recorded, args.model)
+        model, meta = model_from_file(args.file, args.model, _model_kwargs(args.model_kwargs))
+        if args.out.lower().endswith(".onnx"):
+            shape = input_shape_for(meta, parse_shape(args.input_shape), "--out NAME.onnx")
+            res = export_onnx(model, args.out, shape, sparse=args.sparse)
+        else:
+            res = export_safetensors(model.state_dict(), args.out, sparse=args.sparse)
+    lines = [f"wrote {args.out}: {res.format}, {res.tensors} tensors, {res.file_bytes:,} bytes"
+             + (f", {len(res.sparse_tensors)} stored sparse" if args.sparse else "")]
+    if res.max_abs_diff is not None:
+        lines.append(f"onnxruntime against PyTorch on random inputs (batch {', '.join(map(str, res.checked_batches))}): "
+                     f"max abs difference {res.max_abs_diff:.3g}")
+    _emit(args, res.to_dict(), lines)
+
+
+def cmd_benchmark(args: argparse.Namespace, progress: ProgressFn) -> None:
+    from nncompress.runtime.benchmark import benchmark_file
+    from nncompress.runtime.source import parse_shape
+    _, recorded = _recorded(args.file)
+    _check_model(args.file, recorded, args.model)
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    res = benchmark_file(args.file, args.batch or [1, 64], mode=args.runtime, int8=args.int8, threads=args.threads,
+                         input_shape=parse_shape(args.input_shape), model_name=args.model,
+                         model_kwargs=_model_kwargs(args.model_kwargs), repeats=args.repeats)
+    lines = [f"{args.file}: dense (decoded) against the {res['runtime']} runtime{' with int8' if res['int8'] else ''}, "
+             f"{res['threads']} thread(s), inputs (batch, {', '.join(map(str, res['input_shape']))}); "
+             "medians in ms",
+             f"{'batch':>6} {'dense':>10} {'runtime':>10} {'speedup':>8}"]
+    lines += [f"{b['batch']:>6} {b['dense_ms']:>10.3f} {b['runtime_ms']:>10.3f} {b['speedup']:>7.2f}x"
+              for b in res["batches"]]
+    lines += ["", f"{'layer':<24} {'kept':>7} {'batch':>6} {'kernel':<10} {'dense':>10} {'runtime':>10} {'speedup':>8}"]
+    lines += [f"{r['layer']:<24} {100 * r['kept']:>6.1f}% {r['batch']:>6} {r['kernel']:<10} {r['dense_ms']:>10.3f} "
+              f"{r['runtime_ms']:>10.3f} {r['speedup']:>7.2f}x" for r in res["layers"]]
+    lines.append(f"weights held: dense {res['dense_bytes']:,} bytes, runtime {res['runtime_bytes']:,} bytes")
+    _emit(args, res, lines)
 
 
 # The demo's whole run; recipes/mlp-digits.yaml holds the same (a test keeps them equal).
@@ -727,11 +777,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=cmd_inspect)
 
-    p = add("decompress", help="a compressed file -> a plain state dict")
+    p = add("decompress", help="a compressed file -> a plain state dict, ONNX or safetensors (by --out's suffix)")
     p.add_argument("file")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="NAME.pt: state dict; NAME.onnx: ONNX, checked in onnxruntime; "
+                   "NAME.safetensors: safetensors")
+    p.add_argument("--sparse", action="store_true", help="store pruned weights sparse (.safetensors: CSR parts; "
+                   ".onnx: sparse initializers, which onnxruntime makes dense when it loads them)")
+    p.add_argument("--input-shape", default=None, help="for .onnx: one input example's shape, e.g. 1,28,28 "
+                   "(default: the one the file records)")
+    p.add_argument("--model", default=None, help=f"{MODEL_HELP}; for .onnx when the file records no architecture")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=cmd_decompress)
+
+    p = add("benchmark", help="latency of the decoded dense model against the sparse/int8 runtime, per layer")
+    p.add_argument("file")
+    p.add_argument("--batch", type=int, action="append", default=None,
+                   help="a batch size to time (repeat the flag for several; default 1 and 64)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
+    p.add_argument("--runtime", choices=["auto", "sparse"], default="auto",
+                   help="auto: per layer and batch size the faster of dense and CSR, as timed at load; "
+                        "sparse: CSR for every pruned layer")
+    p.add_argument("--int8", action="store_true", help="Linear layers that stay dense run on int8 weights")
+    p.add_argument("--input-shape", default=None, help="one input example's shape, e.g. 1,28,28 "
+                   "(default: the one the file records)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (medians)")
+    _add_common(p, data=False)
+    p.set_defaults(func=cmd_benchmark)
 
     p = add("demo", help="train, analyse and prune an MLP on the embedded digits data")
     p.add_argument("--out", default="runs/demo")

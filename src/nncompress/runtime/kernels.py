@@ -1,0 +1,124 @@
+"""Inference modules that compute a pruned Linear or convolution from CSR weights.
+
+Each is built from the dense (pruned) layer and gives its outputs within float
+rounding; they are inference-only (no gradients through the sparse weights).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nncompress.runtime.csr import csr_blocks, csr_bytes, csr_matmul
+
+
+class _CsrHolder(nn.Module):
+    """Registers CSR blocks as non-persistent buffers: they follow the module, stay out of state dicts."""
+
+    def _set_blocks(self, blocks: list[torch.Tensor]) -> None:
+        self.n_blocks = len(blocks)
+        for i, block in enumerate(blocks):
+            self.register_buffer(f"block{i}", block, persistent=False)
+
+    def blocks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"block{i}") for i in range(self.n_blocks)]
+
+    def held_bytes(self) -> int:
+        bias = getattr(self, "bias_col", None)
+        return csr_bytes(self.blocks()) + (bias.nbytes if bias is not None else 0)
+
+
+class SparseLinear(_CsrHolder):
+    """``nn.Linear`` from CSR weights: y = x W^T + b as (W @ x^T)^T, ``width`` columns per block."""
+
+    def __init__(self, linear: nn.Linear, width: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.width = linear.in_features, linear.out_features, width
+        weight = linear.weight.detach()
+        self._set_blocks(csr_blocks(weight, width))
+        bias = linear.bias.detach()[:, None].contiguous() if linear.bias is not None else None
+        self.register_buffer("bias_col", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        xt = x.reshape(-1, self.in_features).t().contiguous()
+        y = csr_matmul(self.blocks(), xt, self.bias_col)
+        return y.t().contiguous().reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, width={self.width}"
+
+
+def sparse_conv_supported(conv: nn.Module) -> bool:
+    """Conv1d/Conv2d with zero padding given as numbers: what unfold (im2col) computes exactly."""
+    return (type(conv) in (nn.Conv1d, nn.Conv2d) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
+
+
+def _pair(conv: nn.Module, name: str) -> tuple[int, int]:
+    value = tuple(getattr(conv, name))
+    return (1 if name != "padding" else 0, value[0]) if len(value) == 1 else (value[0], value[1])
+
+
+class SparseConv(_CsrHolder):
+    """Conv1d/Conv2d as im2col (``F.unfold``) times a CSR matrix. Groups become one block-diagonal
+    matrix over the unfolded channels, so grouped and depthwise convolutions take a single product."""
+
+    def __init__(self, conv: nn.Module, width: int) -> None:
+        super().__init__()
+        if not sparse_conv_supported(conv):
+            raise TypeError(f"{type(conv).__name__} with padding_mode={conv.padding_mode!r}, "
+                            f"padding={conv.padding!r} has no sparse kernel")
+        self.one_d = isinstance(conv, nn.Conv1d)
+        self.kernel, self.stride = _pair(conv, "kernel_size"), _pair(conv, "stride")
+        self.padding, self.dilation = _pair(conv, "padding"), _pair(conv, "dilation")
+        self.in_channels, self.out_channels, self.groups = conv.in_channels, conv.out_channels, conv.groups
+        self.width = width
+        weight = conv.weight.detach().reshape(conv.out_channels, -1)
+        per_group = weight.shape[1]
+        if conv.groups == 1:
+            matrix = weight
+        else:  # block-diagonal: output group g reads the unfolded columns of input group g
+            matrix = torch.zeros(conv.out_channels, per_group * conv.groups, dtype=weight.dtype)
+            rows_per = conv.out_channels // conv.groups
+            for g in range(conv.groups):
+                rows = slice(g * rows_per, (g + 1) * rows_per)
+                matrix[rows, g * per_group:(g + 1) * per_group] = weight[rows]
+        self._set_blocks(csr_blocks(matrix, width))
+        bias = conv.bias.detach()[:, None].contiguous() if conv.bias is not None else None
+        self.register_buffer("bias_col", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == (2 if self.one_d else 3)
+        if unbatched:
+            x = x.unsqueeze(0)
+        if self.one_d:
+            x = x.unsqueeze(2)
+        n, _, h, w = x.shape
+        cols = F.unfold(x, self.kernel, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        positions = cols.shape[2]
+        xt = cols.transpose(0, 1).reshape(cols.shape[1], n * positions)
+        y = csr_matmul(self.blocks(), xt, self.bias_col)
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
+        ow = positions // max(1, oh)
+        out = y.reshape(self.out_channels, n, oh, ow).transpose(0, 1).contiguous()
+        if self.one_d:
+            out = out.squeeze(2)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, width={self.width}")
+
+
+def positions(x: torch.Tensor, layer: nn.Module) -> int:
+    """How many input vectors a call multiplies (rows of a Linear, pixels x batch of a conv): what a
+    kernel's speed depends on, and what a routed layer picks its kernel by."""
+    channels = layer.in_features if hasattr(layer, "in_features") else layer.in_channels
+    return max(1, x.numel() // max(1, channels))
+
+
+def density(layer: nn.Module) -> float:
+    """Fraction of a layer's weights that are nonzero."""
+    weight = layer.weight.detach()
+    return float(torch.count_nonzero(weight)) / max(1, weight.numel())
