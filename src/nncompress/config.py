@@ -275,7 +275,7 @@ class ShareConfig(_Config):
     select: str = "fc,conv,embedding"
     exclude: str = ""
     init: str = "linear"
-    embedding_init: str = "density"
+    embedding_init: str = "auto"
     epochs: int = 5
     lr: float = 0.01
     centroid_lr: float = 1e-4
