@@ -18,6 +18,7 @@ from nncompress.models.factory import (Trust, build_from_spec, factory_record, i
                                        record_factory, remember, trusted_factory)
 from nncompress.models.fit import fit_shapes_
 from nncompress.models.lenet import LeNet5, LeNet300, DigitsMLP
+from nncompress.models.vgg import VGG11, VGG16
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -25,6 +26,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "lenet300": LeNet300,
     "lenet5": LeNet5,
     "mlp": DigitsMLP,
+    "vgg11": VGG11,
+    "vgg16": VGG16,
 }
 
 
