@@ -300,7 +300,7 @@ def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
     """(positions, indices) of a shared entry; absent keys mean version 2's layout
     (Huffman-coded relative positions and indices)."""
     layout = (entry.get("positions"), entry.get("indices"))
-    if layout not in schema.LAYOUT_KEYS:
+    if not all(v is None or isinstance(v, str) for v in layout) or layout not in schema.LAYOUT_KEYS:
         raise FormatError(f"tensor {entry.get('name')!r}: unknown layout positions={layout[0]!r}, "
                           f"indices={layout[1]!r}")
     return layout[0] or "relative", layout[1] or "huffman"

@@ -107,7 +107,8 @@ def _shared(entry: Mapping[str, Any], size: int, section: int, version: int) -> 
     name = entry.get("name")
     positions, indices = entry.get("positions"), entry.get("indices")
     layout = (positions, indices)
-    if layout not in LAYOUT_KEYS or (version < 3 and layout != (None, None)):
+    known = all(v is None or isinstance(v, str) for v in layout) and layout in LAYOUT_KEYS
+    if not known or (version < 3 and layout != (None, None)):
         raise FormatError(f"tensor {str(name)[:200]!r}: positions={repr(positions)[:40]}, indices="
                           f"{repr(indices)[:40]} is not a layout of a version {version} file")
     _keys(entry, LAYOUT_KEYS[layout])
