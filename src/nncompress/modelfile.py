@@ -141,6 +141,9 @@ def _check_builtin_record(arch: Mapping[str, Any], state: Mapping[str, torch.Ten
             probe = from_record(dict(arch))
     except ModelError as exc:
         raise FormatError(f"the file's architecture record ('arch') is invalid: {exc}") from None
+    if probe.config() != arch["config"]:  # exactly what a writer records: no "300" for 300
+        raise FormatError(f"the file's architecture record ('arch') is invalid: its config {str(arch['config'])[:300]} "
+                          f"is not the model's own record {str(probe.config())[:300]}")
     problem = state_mismatch(probe, state)
     if problem:
         raise FormatError(f"the file's architecture record ('arch': {arch.get('name')!r} with {str(arch.get('config'))[:200]}) "
