@@ -131,7 +131,10 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
         "Each file is read as every command reads one: header only (`inspect`), then decode, per-layer table "
         "and, where the file records an architecture, `build_model`. An accepted file is decoded again by the "
         "independent reader in tests/nnc_ref.py and must give the same weights bit for bit. A damaged file "
-        "is *unchanged* when the damage left its bytes as they were (a bit flipped twice, zeros over zeros).", "",
+        "is *unchanged* when the damage left its bytes as they were (a bit flipped twice, zeros over zeros). "
+        "An accepted lie is a file that is still valid (a 16000 x 16000 all-zero tensor within the default "
+        "limits, a version 3 file relabelled 2 that uses nothing of version 3, 63 levels of nesting) or an edit "
+        "that changed nothing; each was decoded by both readers to the same weights.", "",
         "| family | outcome | files |", "|---|---|---|",
         *[f"| {f} | {o} | {c.get(f'{f}:{o}', 0):,} |" for f, o in rows], "",
         "| failure (target 0) | files |", "|---|---|",
@@ -142,6 +145,8 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
         f"| decode over {SLOW_S:.0f} s | {c.get('slow', 0) + c.get('hang', 0)} |",
         f"| peak memory grew by over {MEMORY_MB} MB | {c.get('memory', 0)} |", "",
     ]
+    lines += ["Every failure a run of this campaign has found is kept in tests/data/fuzz_regressions/ (its README "
+              "says what each was) and read again by the test suite.", ""]
     for kind, items in res["failures"].items():
         lines += [f"## {kind}", ""] + [f"- case {i['case']} ({i['what']}): {i['detail']} -> "
                                        f"tests/data/fuzz_regressions/{i['file']}" for i in items[:20]] + [""]
