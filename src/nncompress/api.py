@@ -218,8 +218,8 @@ def export(source: Union[str, Path, nn.Module], out: Union[str, Path], *, model:
 
 def layer_table(path: Union[str, Path]) -> LayerTable:
     """The per-layer table of a ``.nnc`` file, from the file alone."""
-    from nncompress.modelfile import layer_table as file_table, load_compressed
-    box = load_compressed(path)
+    from nncompress.modelfile import layer_table as file_table, read_compressed_header
+    box = read_compressed_header(path)
     return LayerTable.from_summary(file_table(box.header, box.section_bytes, box.file_bytes))
 
 

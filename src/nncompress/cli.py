@@ -14,7 +14,7 @@ import signal
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from nncompress import __version__
 from nncompress.recipe import OBJECTIVES
@@ -526,11 +526,12 @@ def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
     _emit(args, {"html": str(html), "markdown": str(md)}, [f"wrote {html} and {md}"])
 
 
-def _load_nnc(path: str) -> Any:
-    """Read a compressed file; a PyTorch checkpoint given instead gets told what reads it."""
+def _load_nnc(path: str, reader: Optional[Callable[[str], Any]] = None) -> Any:
+    """Read a compressed file (``reader``: load_compressed unless given); a PyTorch checkpoint
+    given instead gets told what reads it."""
     from nncompress.modelfile import load_compressed
     try:
-        return load_compressed(path)
+        return (reader or load_compressed)(path)
     except BadMagicError:
         if zipfile.is_zipfile(path):  # torch.save's format; never unpickled here
             raise BadMagicError(f"{path} is a PyTorch checkpoint, not an nncompress file: `nncompress compress "
@@ -540,8 +541,8 @@ def _load_nnc(path: str) -> Any:
 
 
 def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
-    from nncompress.modelfile import layer_table
-    box = _load_nnc(args.file)
+    from nncompress.modelfile import layer_table, read_compressed_header
+    box = _load_nnc(args.file, read_compressed_header)
     table = layer_table(box.header, box.section_bytes, box.file_bytes)
     table["arch"] = box.header.get("arch")
     _emit(args, table, file_table_lines(table))
@@ -693,17 +694,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nncompress: error: {message} (see {self.prog} --help)\n")
 
 
+MAX_DECODED_HELP = ("memory (MB) the weights of a .nnc file may decode to, per tensor and in all (default: "
+                    "1024 per tensor, 2048 in all); raise it only for files you trust")
+
+
+def _decode_limits(args: argparse.Namespace) -> Any:
+    """The --max-decoded-mb limits for every .nnc file the command reads (none given: the defaults)."""
+    from contextlib import nullcontext
+    from nncompress.modelfile import decode_limits
+    mb = getattr(args, "max_decoded_mb", None)
+    if mb is None:
+        return nullcontext()
+    if not mb > 0 or mb > 2 ** 40:
+        raise ConfigError(f"--max-decoded-mb must be a positive number of megabytes, not {mb}")
+    return decode_limits(int(mb * 2 ** 20))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nncompress", description="Compress trained networks: prune, "
                                      "fine-tune, measure.")
     parser.add_argument("--version", action="version", version=f"nncompress {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    parser.add_argument("--max-decoded-mb", type=float, default=None, help=MAX_DECODED_HELP)
     # the same flags after the sub-command; SUPPRESS keeps them from resetting the ones given before it
     common = _Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log what the library does")
+    common.add_argument("--max-decoded-mb", type=float, default=argparse.SUPPRESS, help=MAX_DECODED_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -949,7 +968,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command != "compress":  # compress checks its --out once it knows it (--resume reads it)
             _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
-        args.func(args, bars)
+        with _decode_limits(args):
+            args.func(args, bars)
     except NNCompressError as exc:
         bars.close()
         print(f"nncompress: error: {exc}", file=sys.stderr)

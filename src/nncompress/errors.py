@@ -55,5 +55,10 @@ class VersionError(FormatError):
     """A compressed file was written by a newer format version than this reader knows."""
 
 
+class DecodeLimitError(FormatError):
+    """A compressed file's tensors would decode to more memory than the reader's limit allows
+    (raise the limit if the file is trusted)."""
+
+
 class ReportError(NNCompressError):
     """A run directory cannot be turned into a report: missing or malformed files."""

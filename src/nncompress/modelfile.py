@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from nncompress.coding.container import MAGIC, read_container, write_container
+from nncompress.coding.container import MAGIC, read_container, read_header, write_container
 from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_raw, encode_shared, shared_layout,
                                       split_shared)
-from nncompress.errors import FormatError
-from nncompress.models import arch_record, fit_shapes_
+from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES, KIND, check_budget,
+                                      check_model_header)
+from nncompress.errors import FormatError, ModelError
+from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record
 from nncompress.models.factory import Trust
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization import SharedLayer
-from nncompress.train.checkpoint import load_state, model_for_state, nonfinite
-
-KIND = "nncompress-model"
+from nncompress.train.checkpoint import load_state, model_for_state, state_mismatch
 
 
 def is_compressed(path: str | os.PathLike[str]) -> bool:
@@ -91,9 +93,10 @@ def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapp
 
 
 @dataclass
-class Compressed:
+class CompressedHeader:
+    """A model file's checked header and section sizes, its weights not read (``inspect``)."""
+
     header: dict[str, Any]
-    state: dict[str, torch.Tensor]
     section_bytes: dict[str, int]
     file_bytes: int
 
@@ -107,17 +110,22 @@ class Compressed:
         """The header's free-form metadata, as ``Checkpoint.meta``."""
         return dict(self.header.get("meta") or {})
 
+
+@dataclass
+class Compressed(CompressedHeader):
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
     def build_model(self, model: Optional[nn.Module] = None, *, trust_factory: Trust = False) -> nn.Module:
         """The decoded weights in ``model`` or, when None, in the recorded architecture
         (a recorded factory that is not an nn.Module class runs only when
-        ``trust_factory`` is True or names the same spec)."""
+        ``trust_factory`` is True or names the same spec). The record is checked against
+        the decoded shapes on the meta device before a model is allocated."""
         if model is None:
             arch = self.header.get("arch")
             if not arch:
                 raise FormatError("this file records no architecture: pass the model (or --model NAME) to load it")
-            if not isinstance(arch, dict):
-                raise FormatError(f"the file's architecture record is a {type(arch).__name__}, not an object: "
-                                  "the file is damaged; pass the model to load it")
+            if not is_factory_record(arch):
+                _check_builtin_record(arch, self.state)
             model = model_for_state(arch, self.state, trust_factory=trust_factory, source="the .nnc file",
                                     error=FormatError)
         fit_shapes_(model, self.state)
@@ -125,56 +133,83 @@ class Compressed:
         return model.eval()
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _check_builtin_record(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> None:
+    """A built-in model's record, built on the meta device (no memory) and compared with
+    the decoded tensors, so sizes the weights do not bear out never reach an allocator."""
+    try:
+        with torch.device("meta"):
+            probe = from_record(dict(arch))
+    except ModelError as exc:
+        raise FormatError(f"the file's architecture record ('arch') is invalid: {exc}") from None
+    if probe.config() != arch["config"]:  # exactly what a writer records: no "300" for 300
+        raise FormatError(f"the file's architecture record ('arch') is invalid: its config {str(arch['config'])[:300]} "
+                          f"is not the model's own record {str(probe.config())[:300]}")
+    problem = state_mismatch(probe, state)
+    if problem:
+        raise FormatError(f"the file's architecture record ('arch': {arch.get('name')!r} with {str(arch.get('config'))[:200]}) "
+                          f"does not match its tensors ({problem[:300]}): the file is damaged; pass the model to load it")
 
 
-def load_compressed(path: str | os.PathLike[str]) -> Compressed:
-    """Read and check a ``.nnc`` file; decode every tensor (float32; integer buffers int64)."""
+def _section_sizes(box: Any) -> list[tuple[str, int]]:
+    return [(e.name, e.length) for e in box.entries]
+
+
+def read_compressed_header(path: str | os.PathLike[str]) -> CompressedHeader:
+    """A ``.nnc`` file's header and section sizes, every field checked against FORMAT.md;
+    no weight is read or decoded, so any file is described in bounded time and memory
+    (section checksums are checked only by ``load_compressed``)."""
+    box = read_header(path)
+    try:
+        check_model_header(box.header, _section_sizes(box), box.version)
+    except FormatError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    return CompressedHeader(box.header, {e.name: e.length for e in box.entries}, os.path.getsize(path))
+
+
+_LIMITS: ContextVar[tuple[int, int]] = ContextVar("nncompress_decode_limits",
+                                                  default=(DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES))
+
+
+@contextmanager
+def decode_limits(max_decoded_bytes: int, max_tensor_bytes: Optional[int] = None) -> Iterator[None]:
+    """Within the block, ``load_compressed`` calls that name no limit use these (the
+    command line's ``--max-decoded-mb``); ``max_tensor_bytes`` defaults to the total."""
+    tensor = max_decoded_bytes if max_tensor_bytes is None else max_tensor_bytes
+    check_budget([], max_decoded_bytes, tensor)  # the limits' own types
+    token = _LIMITS.set((max_decoded_bytes, tensor))
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def load_compressed(path: str | os.PathLike[str], *, max_decoded_bytes: Optional[int] = None,
+                    max_tensor_bytes: Optional[int] = None) -> Compressed:
+    """Read and check a ``.nnc`` file; decode every tensor (float32; integer buffers int64).
+
+    Every header claim is checked before anything is decoded, and the tensors' decoded
+    size (4 bytes a value, 8 for int64) against ``max_tensor_bytes`` per tensor (default
+    1 GiB) and ``max_decoded_bytes`` in all (default 2 GiB; None: the ``decode_limits``
+    in force): a ``DecodeLimitError`` says how to raise them."""
+    total, tensor = _LIMITS.get()
     box = read_container(path)
-    header = box.header
-    if header.get("kind") != KIND or not isinstance(header.get("tensors"), list):
-        raise FormatError(f"{path}: not an nncompress model file (kind {header.get('kind')!r})")
-    meta = header.get("meta", {})
-    layer_sizes = meta.get("dense_weights", {}) if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or not _is_count(meta.get("dense_params", 0)) \
-            or not isinstance(layer_sizes, dict) or not all(_is_count(v) for v in layer_sizes.values()):
-        raise FormatError(f"{path}: header 'meta' must be an object whose dense_params is an integer and whose "
-                          "dense_weights maps layer names to integers")
-    state: dict[str, Any] = {}
-    for entry in header["tensors"]:
-        if not isinstance(entry, dict):
-            raise FormatError(f"{path}: a tensor entry is not an object")
-        if entry.get("name") in state:
-            raise FormatError(f"{path}: tensor {entry.get('name')!r} is listed twice")
-        if entry.get("codec") == "alias" and box.version >= 3:
-            state[entry.get("name")] = entry  # resolved once every stored tensor is decoded
-        else:
-            state[entry.get("name")] = torch.from_numpy(decode_tensor(entry, box.sections).copy())
-    aliases = {name: value for name, value in state.items() if isinstance(value, dict)}
-    for name, entry in aliases.items():
-        state[name] = _alias(path, entry, state, aliases)
-    unused = sorted(set(box.sections) - (set(state) - set(aliases)))
-    if unused:
-        raise FormatError(f"{path}: section(s) {unused} belong to no tensor")
-    bad = nonfinite(state)  # checksums only prove the bytes are as written, not that they are numbers
-    if bad:
-        raise FormatError(f"{path}: tensor(s) {', '.join(bad[:6])} decode to NaN or Inf: the file is damaged "
-                          "or was written from a broken model; compress the model again")
+    try:
+        plans = check_model_header(box.header, _section_sizes(box), box.version)
+        check_budget(plans, total if max_decoded_bytes is None else max_decoded_bytes,
+                     tensor if max_tensor_bytes is None else max_tensor_bytes)
+        state: dict[str, torch.Tensor] = {}
+        for entry, plan in zip(box.header["tensors"], plans):
+            if plan.codec != "alias":
+                array = np.require(decode_tensor(entry, box.sections, box.version), requirements=["C", "W"])
+                state[plan.name] = torch.from_numpy(array)
+        for entry, plan in zip(box.header["tensors"], plans):
+            if plan.codec == "alias":
+                state[plan.name] = state[entry["of"]]  # the same tensor object: tied weights stay tied
+        state = {plan.name: state[plan.name] for plan in plans}  # in the file's order
+    except FormatError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
     sizes = {name: len(data) for name, data in box.sections.items()}
-    return Compressed(header, state, sizes, os.path.getsize(path))
-
-
-def _alias(path: Any, entry: Mapping[str, Any], state: Mapping[str, Any], aliases: Iterable[str]) -> torch.Tensor:
-    """The stored tensor an alias names (the same tensor object: tied weights stay tied)."""
-    target = state.get(entry.get("of"))
-    if entry.get("of") in aliases or not isinstance(target, torch.Tensor):
-        raise FormatError(f"{path}: tensor {entry.get('name')!r} is an alias of {entry.get('of')!r}, "
-                          "which is not a stored tensor of the file")
-    if list(target.shape) != entry.get("shape"):
-        raise FormatError(f"{path}: alias {entry.get('name')!r} has shape {entry.get('shape')}, its tensor "
-                          f"{entry.get('of')!r} {list(target.shape)}")
-    return target
+    return Compressed(box.header, sizes, os.path.getsize(path), state)
 
 
 def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], file_bytes: int) -> dict[str, Any]:

@@ -499,7 +499,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
                     codebook_dtype=share_cfg.codebook_dtype, progress=progress)
     t3 = time.perf_counter()
-    decoded = load_compressed(out)
+    decoded = load_compressed(out, max_decoded_bytes=2 ** 62, max_tensor_bytes=2 ** 62)  # written here: no limit
     # the file records the factory this very model was built from: calling it again needs no more trust
     restored = decoded.build_model(None if decoded.header.get("arch") else model,
                                    trust_factory=(arch_record(model) or {}).get("factory", False))

@@ -48,6 +48,7 @@ __all__ = [
     "loads",
     "write_container",
     "read_container",
+    "read_header",
 ]
 
 #: PNG-style: the high byte catches 7-bit transports, CR LF / ^Z / LF catch text-mode
@@ -64,6 +65,10 @@ MIN_READ_VERSION: int = 2
 MAX_HEADER_BYTES: int = 64 * 1024 * 1024
 #: Header keys the container owns; a caller's header must not use them.
 RESERVED_KEYS: frozenset[str] = frozenset({"sections", "data_bytes"})
+#: Header integers are signed 64-bit: any reader can hold them, and a 400-digit number is a lie.
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+#: Nesting deeper than this is refused, so no later reader of the header recurses itself to death.
+MAX_HEADER_DEPTH = 64
 
 _U32 = struct.Struct("<I")
 _PREFIX = struct.Struct("<8sII")  # magic, version, header length
@@ -134,6 +139,8 @@ def _normalize(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):
+        if not INT_MIN <= int(value) <= INT_MAX:
+            raise FormatError(f"header value at {where} is {int(value)}, outside the signed 64-bit range")
         return int(value)
     if isinstance(value, numbers.Real):
         f = float(value)
@@ -229,6 +236,40 @@ def _reject_constant(name: str) -> Any:
     raise FormatError(f"header JSON holds {name}, which the format does not allow")
 
 
+def _check_values(obj: Any) -> None:
+    """Every value within the format's ranges: integers signed 64-bit, numbers finite,
+    strings valid Unicode, nesting at most MAX_HEADER_DEPTH (walked without recursion)."""
+    stack: list[tuple[Any, str, int]] = [(obj, "header", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_HEADER_DEPTH:
+            raise FormatError(f"header nests deeper than {MAX_HEADER_DEPTH} levels (at {where[:200]})")
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            if not INT_MIN <= value <= INT_MAX:
+                raise FormatError(f"header value at {where[:200]} is an integer outside the signed 64-bit range")
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise FormatError(f"header value at {where[:200]} is not a finite number")
+        elif isinstance(value, str):
+            _check_text(value, where)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _check_text(k, where)
+                stack.append((v, f"{where}.{k[:60]}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"header string at {where[:200]} holds an unpaired surrogate escape, "
+                          "which is not text") from None
+
+
 def _parse_header(text: bytes) -> dict[str, Any]:
     try:
         decoded = text.decode("utf-8")
@@ -242,6 +283,7 @@ def _parse_header(text: bytes) -> dict[str, Any]:
         raise FormatError(f"header is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"header JSON is a {type(obj).__name__}, not an object")
+    _check_values(obj)
     try:
         canonical = _canonical_json(obj)
     except (ValueError, RecursionError) as exc:
@@ -292,13 +334,10 @@ def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     return tuple(entries), total
 
 
-def loads(data: bytes | bytearray | memoryview) -> Container:
-    """Decode and verify a container; raises a FormatError subclass for any bad input."""
-    try:
-        view = memoryview(data).cast("B")
-    except TypeError:
-        raise FormatError(f"expected bytes, got {type(data).__name__}") from None
-    n = len(view)
+def _head(view: memoryview, n: int) -> tuple[int, dict[str, Any], tuple[SectionEntry, ...], int, int]:
+    """Checks 1-10 of FORMAT.md on a file of ``n`` bytes whose first bytes are ``view``
+    (at least up to the header CRC when the file has them): (version, header object,
+    section table, data_bytes, start of the data area)."""
     head = bytes(view[: len(MAGIC)])
     if head != MAGIC[: len(head)]:
         raise BadMagicError("not an nncompress file (wrong magic bytes at the start)")
@@ -325,15 +364,14 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
         raise FormatError(f"header length {hlen} is impossible (must be 2..{MAX_HEADER_BYTES})")
     header_end = _PREFIX.size + hlen
     data_start = header_end + _U32.size
-    if n < data_start:
+    if n < data_start or len(view) < data_start:
         raise TruncatedError(
             f"compressed file is truncated in its header: expected at least {data_start} bytes, got {n}"
         )
     (stored_crc,) = _U32.unpack_from(view, header_end)
     if zlib.crc32(view[len(MAGIC):header_end]) != stored_crc:
         raise ChecksumError("header checksum mismatch: the file's header is corrupt")
-    text = bytes(view[_PREFIX.size:header_end])
-    obj = _parse_header(text)
+    obj = _parse_header(bytes(view[_PREFIX.size:header_end]))
     entries, total = _parse_table(obj)
     expected = data_start + total
     if n < expected:
@@ -342,6 +380,16 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
         )
     if n > expected:
         raise LayoutError(f"compressed file has {n - expected} trailing bytes after its data area")
+    return version, obj, entries, total, data_start
+
+
+def loads(data: bytes | bytearray | memoryview) -> Container:
+    """Decode and verify a container; raises a FormatError subclass for any bad input."""
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError:
+        raise FormatError(f"expected bytes, got {type(data).__name__}") from None
+    version, obj, entries, total, data_start = _head(view, len(view))
     sections: dict[str, bytes] = {}
     for e in entries:
         start = data_start + e.offset
@@ -351,6 +399,21 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
         sections[e.name] = bytes(chunk)
     caller = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
     return Container(header=caller, sections=sections, entries=entries, data_bytes=total, version=version)
+
+
+def read_header(path: str | os.PathLike[str]) -> Container:
+    """The verified header and section table of a container file, without reading the
+    data area (``sections`` is empty; section CRCs are not checked): enough to describe
+    a file of any size in bounded time and memory. OSError if it cannot be opened."""
+    with open(path, "rb") as handle:
+        n = os.fstat(handle.fileno()).st_size
+        prefix = handle.read(_PREFIX.size)
+        hlen = _PREFIX.unpack_from(prefix, 0)[2] if len(prefix) == _PREFIX.size else 0
+        rest = handle.read(hlen + _U32.size) if 2 <= hlen <= MAX_HEADER_BYTES else b""
+    view = memoryview(prefix + rest)
+    version, obj, entries, total, _ = _head(view, max(n, len(view)))
+    caller = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
+    return Container(header=caller, sections={}, entries=entries, data_bytes=total, version=version)
 
 
 def read_container(path: str | os.PathLike[str]) -> Container:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Optional
 
 import numpy as np
 from bitarray import bitarray, decodetree
@@ -224,7 +225,7 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _parse_header(blob: bytes) -> tuple[int, int, int, list[int], np.ndarray, int]:
+def _parse_header(blob: bytes, alphabet: Optional[int] = None) -> tuple[int, int, int, list[int], np.ndarray, int]:
     """Check lengths and CRC; return (alphabet, n, bits, counts, symbols, payload offset)."""
     if len(blob) < _FIXED.size:
         raise TruncatedError(f"Huffman blob has {len(blob)} bytes, shorter than its "
@@ -237,6 +238,8 @@ def _parse_header(blob: bytes) -> tuple[int, int, int, list[int], np.ndarray, in
         raise FormatError(f"Huffman blob has invalid version {version}")
     if not 1 <= a <= MAX_ALPHABET:
         raise FormatError(f"Huffman blob declares alphabet size {a}, outside 1..{MAX_ALPHABET}")
+    if alphabet is not None and a != alphabet:
+        raise FormatError(f"Huffman blob declares an alphabet of {a} symbols where the header implies {alphabet}")
     if n_len > MAX_CODE_LEN:
         raise FormatError(f"Huffman blob declares code length {n_len} > {MAX_CODE_LEN}")
     cw, sw = _count_width(a), _symbol_width(a)
@@ -289,17 +292,18 @@ def _check_table(counts: np.ndarray, syms: np.ndarray, a: int, n: int, bits: int
         raise FormatError(f"Huffman payload of {bits} bits cannot hold {n} symbols with this table")
 
 
-def decode(blob: bytes) -> np.ndarray:
+def decode(blob: bytes, alphabet: Optional[int] = None) -> np.ndarray:
     """Decode a blob from :func:`encode` into a 1-D array.
 
     The dtype is ``uint8`` when the alphabet has at most 256 symbols, else
     ``uint16`` (the narrowest that holds every symbol). Raises TruncatedError
     when the blob is shorter than its header says, ChecksumError (a
     FormatError) when its CRC fails, VersionError for a newer format, and
-    FormatError for any other inconsistency.
+    FormatError for any other inconsistency, including an alphabet size other
+    than ``alphabet`` when that is given (the caller knows it from elsewhere).
     """
     blob = bytes(blob)
-    a, n, bits, counts, syms, pos = _parse_header(blob)
+    a, n, bits, counts, syms, pos = _parse_header(blob, alphabet)
     dtype = _out_dtype(a)
     if n == 0:
         return np.zeros(0, dtype=dtype)

@@ -13,12 +13,13 @@ header's table, more than most codebooks. numpy only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from nncompress.coding import huffman
+from nncompress.coding import huffman, schema
 from nncompress.coding.sparse import from_relative, merge_values, split_values, to_relative
 from nncompress.errors import ConfigError, FormatError, VersionError
 
@@ -138,6 +139,17 @@ def _raw_fallback(name: str, t: SharedTensor, stored: str) -> tuple[dict[str, An
     return entry, [(name, out.tobytes())]
 
 
+def used_entries_only(t: SharedTensor) -> SharedTensor:
+    """``t`` without the codebook entries no weight uses (readers refuse unreachable entries;
+    k-means never leaves any, a codebook built by hand may), same weights."""
+    indices = np.asarray(t.indices, dtype=np.int64)
+    used = np.bincount(indices, minlength=len(t.codebook)) > 0 if len(indices) else np.zeros(len(t.codebook), bool)
+    if used.all():
+        return t
+    remap = np.cumsum(used) - 1
+    return SharedTensor(t.shape, t.positions, remap[indices], np.asarray(t.codebook)[used])
+
+
 LAYOUTS = ("auto", "huffman", "packed", "raw")
 #: bytes by which a layout's estimate may exceed the best one and still be built and compared:
 #: more than any difference in header entries and Huffman byte rounding
@@ -157,6 +169,7 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    t = used_entries_only(t)
     stored = codebook_storage(t.codebook, codebook_dtype)
     codebook = np.asarray(t.codebook, dtype=DTYPES[stored])
     size = int(np.prod(t.shape))
@@ -247,54 +260,36 @@ def _field(entry: Mapping[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
-    shape = _field(entry, "shape", list)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise FormatError(f"tensor {entry.get('name')!r}: bad shape {shape}")
-    return tuple(shape)
-
-
-def _dtype(entry: Mapping[str, Any], key: str, allowed: Mapping[str, np.dtype] = DTYPES) -> np.dtype:
-    name = entry.get(key)
-    if name not in allowed:
-        raise FormatError(f"tensor {entry.get('name')!r}: unknown {key} {name!r}")
-    return allowed[name]
-
-
 def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
     """Byte lengths (codebook, positions, indices) of a shared tensor's section of
     ``size`` bytes, checked against the header so a lying entry is a FormatError."""
-    name = entry.get("name")
     k = _field(entry, "codebook_size", int)
     pos = _field(entry, "positions_bytes", int)
-    if k < 0:
-        raise FormatError(f"tensor {name!r}: codebook_size {k} is negative")
-    book = k * _dtype(entry, "codebook_dtype").itemsize
+    name = entry.get("codebook_dtype")
+    if not isinstance(name, str) or name not in DTYPES or not 0 <= k <= schema.MAX_CODEBOOK:
+        raise FormatError(f"tensor {entry.get('name')!r}: codebook of {k!r} entries of {name!r} is not a codebook")
+    book = k * DTYPES[name].itemsize
     if book > size:
-        raise FormatError(f"tensor {name!r}: codebook of {k} {entry['codebook_dtype']} entries needs {book} "
+        raise FormatError(f"tensor {entry.get('name')!r}: codebook of {k} {name} entries needs {book} "
                           f"bytes, the section holds {size}")
     if not 0 <= pos <= size - book:
-        raise FormatError(f"tensor {name!r}: positions_bytes {pos} does not fit the {size - book} bytes "
-                          f"after the codebook")
+        raise FormatError(f"tensor {entry.get('name')!r}: positions_bytes {pos} does not fit the {size - book} "
+                          "bytes after the codebook")
     return book, pos, size - book - pos
 
 
 def _stream(name: str, what: str, blob: bytes, alphabet: int) -> np.ndarray:
-    """Decode one Huffman stream; its error keeps its type and names the tensor (the
-    section CRC covers both streams, so the blob's own checks say which one is bad).
-    The file's version was checked already, so a blob claiming a newer version is
-    a header lying about where the blob starts, not a reason to upgrade."""
+    """Decode one Huffman stream whose alphabet the header fixes; its error keeps its type
+    and names the tensor (the section CRC covers both streams, so the blob's own checks
+    say which one is bad). The file's version was checked already, so a blob claiming a
+    newer version is a header lying about where the blob starts, not a reason to upgrade."""
     try:
-        symbols = huffman.decode(blob)
+        return huffman.decode(blob, alphabet=alphabet)
     except VersionError as exc:
         raise FormatError(f"tensor {name!r}, {what} stream: no valid Huffman blob where the header puts it "
                           "(a wrong codebook_size, codebook_dtype or positions_bytes)") from exc
     except FormatError as exc:
         raise type(exc)(f"tensor {name!r}, {what} stream: {exc}") from exc
-    if len(symbols) and int(symbols.max()) >= alphabet:
-        raise FormatError(f"tensor {name!r}, {what} stream: symbol {int(symbols.max())} is outside the header's "
-                          f"alphabet of {alphabet}")
-    return symbols
 
 
 POSITIONS = ("relative", "all", "bitmap")
@@ -304,82 +299,97 @@ INDICES = ("huffman", "packed")
 def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
     """(positions, indices) of a shared entry; absent keys mean version 2's layout
     (Huffman-coded relative positions and indices)."""
-    name = entry.get("name")
-    positions, indices = entry.get("positions", "relative"), entry.get("indices", "huffman")
-    if positions not in POSITIONS or indices not in INDICES or (positions, indices) == ("relative", "packed"):
-        raise FormatError(f"tensor {name!r}: unknown layout positions={positions!r}, indices={indices!r}")
-    return positions, indices
+    layout = (entry.get("positions"), entry.get("indices"))
+    if not all(v is None or isinstance(v, str) for v in layout) or layout not in schema.LAYOUT_KEYS:
+        raise FormatError(f"tensor {entry.get('name')!r}: unknown layout positions={layout[0]!r}, "
+                          f"indices={layout[1]!r}")
+    return layout[0] or "relative", layout[1] or "huffman"
 
 
 def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes) -> np.ndarray:
-    size = int(np.prod(shape))
-    k = _field(entry, "codebook_size", int)
-    nonzero = _field(entry, "nonzero", int)
+    """Checked by ``schema.check_entry`` already: field types and ranges, section length."""
+    size = math.prod(shape)
+    k, nonzero = entry["codebook_size"], entry["nonzero"]
     positions_kind, indices_kind = shared_layout(entry)
     book, pos, _ = split_shared(entry, len(data))
-    codebook = np.frombuffer(data[:book], dtype=_dtype(entry, "codebook_dtype")).astype(np.float32)
+    codebook = np.frombuffer(data, dtype=DTYPES[entry["codebook_dtype"]], count=k).astype(np.float32)
+    if not np.all(np.isfinite(codebook)):
+        raise FormatError(f"tensor {name!r}: its codebook holds NaN or Inf")
     stream = data[book + pos:]
+    positions: Optional[np.ndarray] = None  # None: every position, in order
     if positions_kind == "relative":
-        bits = _field(entry, "rel_bits", int)
-        if not 1 <= bits <= MAX_REL_BITS:
-            raise FormatError(f"tensor {name!r}: rel_bits {bits} is outside 1..{MAX_REL_BITS}")
+        bits = entry["rel_bits"]
         rel = _stream(name, "positions", data[book:book + pos], 2 ** bits)
         values = _stream(name, "indices", stream, k + 1)
-        if len(rel) != _field(entry, "entries", int) or len(values) != len(rel):
-            raise FormatError(f"tensor {name!r}: stream lengths disagree with the header")
+        if len(rel) != entry["entries"] or len(values) != len(rel):
+            raise FormatError(f"tensor {name!r}: {len(rel)} relative indices and {len(values)} codebook indices "
+                              f"decoded, the header's 'entries' is {entry['entries']}")
         indices, filler = split_values(values, k, rel=rel, bits=bits)
         positions = from_relative(rel, filler, bits=bits, size=size)
     else:
-        if positions_kind == "all":
-            if pos != 0 or nonzero != size:
-                raise FormatError(f"tensor {name!r}: every position is kept, but the header gives "
-                                  f"{nonzero} of {size} weights and {pos} position bytes")
-            positions = np.arange(size, dtype=np.int64)
-        else:
-            if pos != (size + 7) // 8:
-                raise FormatError(f"tensor {name!r}: a bitmap of {size} positions needs {(size + 7) // 8} bytes, "
-                                  f"the header gives {pos}")
+        if positions_kind == "bitmap":
             flags = np.unpackbits(np.frombuffer(data[book:book + pos], dtype=np.uint8))
             if flags[size:].any():
                 raise FormatError(f"tensor {name!r}: the position bitmap has nonzero padding bits")
             positions = np.flatnonzero(flags[:size])
+            del flags
+        count = size if positions is None else len(positions)
+        if count != nonzero:
+            raise FormatError(f"tensor {name!r}: {count} kept positions, the header's 'nonzero' is {nonzero}")
         if indices_kind == "packed":
             try:
-                indices = _unpack_indices(stream, len(positions), index_width(k))
+                indices = _unpack_indices(stream, count, index_width(k))
             except FormatError as exc:
                 raise FormatError(f"tensor {name!r}, indices: {exc}") from None
         else:
             indices = _stream(name, "indices", stream, max(1, k))
-        if len(indices) != len(positions):
-            raise FormatError(f"tensor {name!r}: {len(indices)} indices for {len(positions)} kept positions")
-        if len(indices) and int(indices.max()) >= k:
-            raise FormatError(f"tensor {name!r}: index {int(indices.max())} is outside the codebook of {k}")
-    if len(positions) != nonzero:
-        raise FormatError(f"tensor {name!r}: decoded {len(positions)} weights, header says {nonzero}")
-    return SharedTensor(shape, positions, indices.astype(np.int64), codebook).dense()
+        if len(indices) != count:
+            raise FormatError(f"tensor {name!r}: {len(indices)} indices for {count} kept positions")
+    if positions is not None and len(positions) != nonzero:
+        raise FormatError(f"tensor {name!r}: decoded {len(positions)} weights, the header's 'nonzero' is {nonzero}")
+    used = np.bincount(indices, minlength=k) if len(indices) else np.zeros(k, dtype=np.int64)
+    if len(used) > k:
+        raise FormatError(f"tensor {name!r}: index {len(used) - 1} is outside the codebook of {k}")
+    if k and not used.all():
+        raise FormatError(f"tensor {name!r}: codebook entry {int(np.argmin(used))} of {k} is used by no weight; "
+                          "a writer stores only the entries it uses")
+    if positions is None:
+        return codebook[indices].reshape(shape)
+    out = np.zeros(size, dtype=np.float32)  # calloc: pages no weight touches cost no memory
+    out[positions] = codebook[indices]
+    return out.reshape(shape)
 
 
-def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes]) -> np.ndarray:
+#: raw values checked for NaN/Inf at a time (bounds the temporary)
+_FINITE_CHUNK = 1 << 22
+
+
+def _decode_raw(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes) -> np.ndarray:
+    dt = RAW_DTYPES[entry["dtype"]]
+    values = np.frombuffer(data, dtype=dt)
+    if dt.kind == "i":
+        return values.astype(np.int64).reshape(shape)
+    for i in range(0, len(values), _FINITE_CHUNK):
+        if not np.all(np.isfinite(values[i:i + _FINITE_CHUNK])):
+            raise FormatError(f"tensor {name!r}: its values hold NaN or Inf")
+    return values.astype(np.float32).reshape(shape)
+
+
+def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], version: int = 3) -> np.ndarray:
     """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section,
-    checking every count the header states."""
+    checking every claim the header makes (a float tensor holding NaN or Inf is a FormatError)."""
     name = _field(entry, "name", str)
-    shape = _shape(entry)
-    size = int(np.prod(shape))
+    data = sections.get(name) if entry.get("codec") != "alias" else None
+    if data is None and entry.get("codec") in ("raw", "shared"):
+        raise FormatError(f"tensor {name!r}: section {name!r} is missing")
+    plan = schema.check_entry(entry, None if data is None else len(data), version)
+    if plan.codec == "alias":
+        raise FormatError(f"tensor {name!r} is an alias: it decodes to the tensor it names")
+    if data is None:  # check_entry refuses it first; kept so the flow is explicit
+        raise FormatError(f"tensor {name!r}: section {name!r} is missing")
     try:
-        if entry.get("codec") == "raw":
-            dt = _dtype(entry, "dtype", RAW_DTYPES)
-            data = sections[name]
-            if len(data) != size * dt.itemsize:
-                raise FormatError(f"tensor {name!r}: {len(data)} data bytes for shape {list(shape)}")
-            nonzero = entry.get("nonzero", 0)
-            if not isinstance(nonzero, int) or isinstance(nonzero, bool) or not 0 <= nonzero <= size:
-                raise FormatError(f"tensor {name!r}: nonzero {nonzero!r} is not a count of its {size} values")
-            out = np.frombuffer(data, dtype=dt)
-            return (out.astype(np.int64) if dt.kind == "i" else out.astype(np.float32)).reshape(shape)
-        if entry.get("codec") == "shared":
-            return _decode_shared(name, shape, entry, sections[name])
-    except KeyError as exc:
-        raise FormatError(f"tensor {name!r}: section {exc.args[0]!r} is missing") from exc
+        if plan.codec == "raw":
+            return _decode_raw(name, plan.shape, entry, data)
+        return _decode_shared(name, plan.shape, entry, data)
     except ValueError as exc:
         raise FormatError(f"tensor {name!r}: {exc}") from exc
-    raise FormatError(f"tensor {name!r}: unknown codec {entry.get('codec')!r}")

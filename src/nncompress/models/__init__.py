@@ -67,13 +67,15 @@ def from_record(record: dict[str, Any], *, trust_factory: Trust = False) -> nn.M
         return remember(factory(**kwargs), spec, kwargs)
     if not isinstance(record, dict) or "name" not in record or "config" not in record:
         raise ModelError("architecture record must be a dict with 'name' and 'config', or 'factory' and 'kwargs'")
-    name = record["name"]
-    if name not in MODELS:
-        raise ModelError(f"checkpoint names unknown model {name!r}: known are {', '.join(sorted(MODELS))}")
+    name, config = record["name"], record["config"]
+    if not isinstance(name, str) or name not in MODELS:
+        raise ModelError(f"checkpoint names unknown model {str(name)[:100]!r}: known are {', '.join(sorted(MODELS))}")
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise ModelError(f"architecture record for {name!r} has a config that is not an object of named values")
     try:
-        return MODELS[name](**record["config"])
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"architecture record for {name!r} is invalid: {exc}") from exc
+        return MODELS[name](**config)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # sizes torch cannot hold included
+        raise ModelError(f"architecture record for {name!r} is invalid: {str(exc)[:300]}") from exc
 
 
 __all__ = ["MODELS", "Trust", "factory_record", "build_model", "arch_record", "from_record", "record_factory", "fit_shapes_",
