@@ -37,7 +37,7 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _need(data[:8] == MAGIC, "magic")
     _need(len(data) >= 16, "short prefix")
     version, hlen = struct.unpack_from("<II", data, 8)
-    _need(version in (2, 3), f"version {version}")
+    _need(version in (2, 3, 4), f"version {version}")
     _need(2 <= hlen <= 64 * 2 ** 20 and len(data) >= 20 + hlen, "header length")
     _need(zlib.crc32(data[8:16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
     text = data[16:16 + hlen]
@@ -154,7 +154,7 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
     pos_kind, idx_kind = e.get("positions"), e.get("indices")
     layouts = {(None, None): {"rel_bits", "entries"}, ("all", None): {"positions"},
                ("all", "packed"): {"positions", "indices"}, ("bitmap", "packed"): {"positions", "indices"}}
-    _need((pos_kind, idx_kind) in layouts and (version == 3 or pos_kind is None), "layout")
+    _need((pos_kind, idx_kind) in layouts and (version >= 3 or pos_kind is None), "layout")
     _need(set(e) == {"name", "codec", "shape", "codebook_size", "codebook_dtype", "nonzero", "positions_bytes"}
           | layouts[(pos_kind, idx_kind)], "shared keys")
     k = _int(e["codebook_size"], 0, 65535, "codebook_size")
@@ -206,6 +206,24 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
     return out
 
 
+def _quant(e: dict, data: bytes, shape: list, size: int) -> np.ndarray:
+    """value = q * scale of its row along the first axis; one scale means one row."""
+    _need(set(e) == {"name", "codec", "shape", "dtype", "scales"}, "quant keys")
+    width, limit = {"int8": (1, 127), "int16": (2, 32767)}.get(e["dtype"], (0, 0))
+    _need(width > 0, "quant dtype")
+    rows = e["scales"]
+    allowed = {1} if not shape or shape[0] <= 1 else {1, shape[0]}
+    _need(type(rows) is int and rows in allowed, "quant scale count")
+    _need(len(data) == 4 * rows + width * size, "quant length")
+    scales = np.frombuffer(data[:4 * rows], dtype="<f4").astype(np.float64)
+    _need(bool(np.all(np.isfinite(scales)) and np.all(scales >= 0)), "quant scales")
+    q = np.frombuffer(data[4 * rows:], dtype="<i1" if width == 1 else "<i2").astype(np.int64).reshape(rows, -1)
+    _need(bool(np.all(np.abs(q) <= limit)), "quant range")
+    _need(not bool(np.any((scales == 0)[:, None] & (q != 0))), "zero scale, zero values")
+    # float32 product, as the format defines it
+    return (q.astype(np.float32) * scales.astype(np.float32)[:, None]).reshape(shape)
+
+
 def decode(data: bytes) -> dict[str, np.ndarray]:
     """Every tensor of a model file, by name, in file order; RefError for any broken rule."""
     version, header, sections, order = read_container(data)
@@ -239,7 +257,7 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
         _need(isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and d >= 0 for d in shape), "shape")
         size = int(np.prod(shape, dtype=object)) if shape else 1
         codec = e.get("codec")
-        if codec == "alias" and version == 3:
+        if codec == "alias" and version >= 3:
             _need(set(e) == {"name", "codec", "shape", "of"}, "alias keys")
             aliases.append(e)
             continue
@@ -248,7 +266,7 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
         stored.append(e["name"])
         if codec == "raw":
             _need(set(e) - {"nonzero"} == {"name", "codec", "shape", "dtype"}
-                  and ("nonzero" not in e or version == 3), "raw keys")
+                  and ("nonzero" not in e or version >= 3), "raw keys")
             dt = {"float32": "<f4", "float16": "<f2", "int64": "<i8"}.get(e["dtype"])
             _need(dt is not None, "raw dtype")
             if "nonzero" in e:
@@ -262,6 +280,8 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
                 out[e["name"]] = values.astype(np.float32).reshape(shape)
         elif codec == "shared":
             out[e["name"]] = _shared(e, data_, size, version).reshape(shape)
+        elif codec == "quant" and version >= 4:
+            out[e["name"]] = _quant(e, data_, shape, size)
         else:
             raise RefError(f"codec {codec!r}")
     _need(order == stored, "one section per stored tensor, in tensor order")

@@ -16,7 +16,7 @@ from nncompress.modelfile import load_compressed, save_compressed
 from nncompress.quantization import SharedLayer
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-NAMES = ["v3_layouts", "v3_mlp", "v2_relative"]
+NAMES = ["v3_layouts", "v3_mlp", "v2_relative", "v4_quant"]
 
 
 def _maker():

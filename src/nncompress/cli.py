@@ -293,6 +293,9 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--share-tolerance", "share.tolerance", float, "largest validation drop (points) sharing may add: widths "
                                                     "grow from --fc-bits/--conv-bits/--embedding-bits until it fits"),
     ("--max-bits", "share.max_bits", int, "widest codebook the --share-tolerance search may give a layer"),
+    ("--quantize", "share.quantize", str, "layers (same forms as --select) stored as uniform int8/int16 with "
+                                          "per-channel scales instead of shared"),
+    ("--quantize-dtype", "share.quantize_dtype", str, "int8 or int16, for --quantize"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
     ("--raw-dtype", "coding.raw_dtype", str, "unshared tensors: auto (float16 from 4096 values), float32 or float16"),

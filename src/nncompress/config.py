@@ -266,6 +266,9 @@ class ShareConfig(_Config):
     widths into starting points: while sharing costs the model it is given more
     than that, the layers costing the most drop per weight get one more bit, up
     to ``max_bits`` (quantization/bitsearch.py); None keeps the widths as given.
+    ``quantize`` names layers (same forms as ``select``) whose weights are stored
+    uniformly quantised instead of shared: ``quantize_dtype`` int8 or int16 with one
+    float32 scale per output channel (format version 4); pruned zeros stay zero.
     """
 
     fc_bits: int = 5
@@ -288,6 +291,8 @@ class ShareConfig(_Config):
     codebook_dtype: str = "auto"
     tolerance: Optional[float] = None
     max_bits: int = 10
+    quantize: str = ""
+    quantize_dtype: str = "int8"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -299,6 +304,8 @@ class ShareConfig(_Config):
         _require(self.raw_dtype in RAW_DTYPES, "raw_dtype", "'auto', 'float32' or 'float16'", self.raw_dtype)
         _check_layer_spec(self.select, "select")
         _check_layer_spec(self.exclude, "exclude", empty_ok=True)
+        _check_layer_spec(self.quantize, "quantize", empty_ok=True)
+        _require(self.quantize_dtype in ("int8", "int16"), "quantize_dtype", "'int8' or 'int16'", self.quantize_dtype)
         _require(self.codebook_dtype in ("auto", "float32", "float16"), "codebook_dtype",
                  "'auto', 'float32' or 'float16'", self.codebook_dtype)
         for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.coding.container import MAGIC, read_container, read_header, write_container
-from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_raw, encode_shared, shared_layout,
-                                      split_shared)
+from nncompress.coding.container import DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header, write_container
+from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_quant, encode_raw, encode_shared,
+                                      shared_layout, split_shared)
 from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES, KIND, check_budget,
                                       check_model_header)
-from nncompress.errors import FormatError, ModelError
+from nncompress.errors import ConfigError, FormatError, ModelError
 from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record
 from nncompress.models.factory import Trust
 from nncompress.progress import ProgressFn, report
@@ -68,9 +68,15 @@ def tied_keys(model: nn.Module, state: Mapping[str, torch.Tensor], primary: Iter
 def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
                     meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
                     raw_dtype: str = "auto", codebook_dtype: str = "auto", layout: str = "auto",
-                    progress: Optional[ProgressFn] = None) -> int:
+                    quantized: Optional[Mapping[str, str]] = None, progress: Optional[ProgressFn] = None) -> int:
     """Write ``model`` with its shared layers coded; return the file size. A tensor the
-    model holds under several names is stored once; the other names are aliases."""
+    model holds under several names is stored once; the other names are aliases.
+    ``quantized`` maps state-dict keys of unshared tensors to "int8" or "int16"
+    (per-channel uniform quantisation, which makes the file format version 4)."""
+    quantized = dict(quantized or {})
+    clash = sorted(set(quantized) & {f"{name}.weight" for name in shared})
+    if clash:
+        raise ConfigError(f"tensor(s) {clash[:5]} are both shared and quantised: choose one")
     by_weight = {f"{name}.weight": layer for name, layer in shared.items()}
     entries: list[dict[str, Any]] = []
     sections: list[tuple[str, bytes]] = []
@@ -83,13 +89,19 @@ def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapp
             layer = by_weight[key]
             bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
             entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype, layout)
+        elif key in quantized and tensor.is_floating_point():
+            entry, secs = encode_quant(key, tensor.detach().cpu().numpy(), quantized[key])
         else:
             entry, secs = encode_raw(key, tensor.detach().cpu().numpy(), raw_dtype)
         entries.append(entry)
         sections += secs
         report(progress, "coding", done, len(state), tensor=key)
+    unknown = sorted(set(quantized) - set(state))
+    if unknown:
+        raise ConfigError(f"quantized names tensor(s) {unknown[:5]} the model does not hold")
     header = {"kind": KIND, "arch": arch_record(model), "tensors": entries, "meta": dict(meta or {})}
-    return write_container(path, header, sections)
+    version = 4 if any(e["codec"] == "quant" for e in entries) else DEFAULT_WRITE_VERSION
+    return write_container(path, header, sections, version)
 
 
 @dataclass
@@ -248,7 +260,8 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
                         "codebook_size": k, "codebook_used": k,
                         "filler_entries": e["entries"] - e["nonzero"] if where == "relative" else 0})
         else:
-            row.update({"kept": e.get("nonzero", weights) / max(1, weights), "nonzero": e.get("nonzero", weights)})
+            row.update({"kept": e.get("nonzero", weights) / max(1, weights), "nonzero": e.get("nonzero", weights),
+                        "dtype": e["dtype"]})
         rows.append(row)
     dense = 4 * header.get("meta", {}).get("dense_params", 0) or sum(r["dense_bytes"] for r in rows)
     return {"layers": rows, "totals": _totals(rows), "file_bytes": file_bytes, "dense_bytes": dense,

@@ -372,6 +372,11 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
     return bits
 
 
+def quantized_layers(model: nn.Module, cfg: ShareConfig) -> dict[str, nn.Module]:
+    """The layers ``cfg.quantize`` names: stored uniformly quantised, not shared."""
+    return select_layers(model, cfg.quantize, what="quantize layers") if cfg.quantize else {}
+
+
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
                 journal: Optional[Journal] = None, objective: ObjectiveSpec = None
                 ) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
@@ -381,7 +386,9 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     (default: accuracy with labels, else distillation from ``model`` as given:
     pass the one bound to the dense model to compare with that)."""
     objective = _objective(objective, model, splits)
-    layers = select_layers(model, cfg.select, cfg.exclude, what="share layers")
+    quantized = quantized_layers(model, cfg)
+    layers = {n: m for n, m in select_layers(model, cfg.select, cfg.exclude, what="share layers").items()
+              if n not in quantized}
     width = {"conv": cfg.conv_bits, "fc": cfg.fc_bits, "embedding": cfg.embedding_bits}
     bits = {n: _codebook_bits(cfg.layer_bits.get(n, width[layer_kind(m)]), int(torch.count_nonzero(m.weight)),
                               cfg.min_members)
@@ -496,8 +503,9 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
         meta["dense_weights"] = dense_weights
     if transform_record(splits.transform):
         meta["transform"] = transform_record(splits.transform)
+    quantized = {f"{n}.weight": share_cfg.quantize_dtype for n in quantized_layers(model, share_cfg)}
     save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
-                    codebook_dtype=share_cfg.codebook_dtype, progress=progress)
+                    codebook_dtype=share_cfg.codebook_dtype, quantized=quantized, progress=progress)
     t3 = time.perf_counter()
     decoded = load_compressed(out, max_decoded_bytes=2 ** 62, max_tensor_bytes=2 ** 62)  # written here: no limit
     # the file records the factory this very model was built from: calling it again needs no more trust

@@ -40,6 +40,7 @@ __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
     "MIN_READ_VERSION",
+    "DEFAULT_WRITE_VERSION",
     "MAX_HEADER_BYTES",
     "RESERVED_KEYS",
     "Container",
@@ -56,8 +57,12 @@ __all__ = [
 MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
 #: 2: one section per tensor (model files). 3: the same container; model files gain
 #: layouts (no positions for an unpruned tensor, packed and raw fallbacks, tied-weight
-#: aliases). Version 2 files are still read; version 1 was a pre-release and is refused.
-FORMAT_VERSION: int = 3
+#: aliases). 4: model files gain the ``quant`` codec (uniform int8/int16 with per-channel
+#: scales). Writers write the lowest version that holds what a file uses. Versions 2 and 3
+#: are still read; version 1 was a pre-release and is refused.
+FORMAT_VERSION: int = 4
+#: what a file is written as unless its content needs a newer version
+DEFAULT_WRITE_VERSION: int = 3
 #: the oldest version this reader accepts
 MIN_READ_VERSION: int = 2
 #: Above this the length field is corrupt rather than the file truncated; it also keeps
@@ -180,8 +185,12 @@ def _check_sections(sections: Iterable[tuple[str, bytes]]) -> list[tuple[str, by
     return out
 
 
-def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]]) -> tuple[bytes, list[bytes]]:
+def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
+            ) -> tuple[bytes, list[bytes]]:
     """Everything before the data area, and the section blobs that follow it."""
+    if not _is_int(version) or not MIN_READ_VERSION <= version <= FORMAT_VERSION:
+        raise FormatError(f"cannot write format version {version!r}; this writer knows {MIN_READ_VERSION}.."
+                          f"{FORMAT_VERSION}")
     if not isinstance(header, Mapping):
         raise FormatError(f"header must be a dict, not {type(header).__name__}")
     clash = RESERVED_KEYS.intersection(header)
@@ -199,23 +208,25 @@ def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]]) ->
     text = _canonical_json(full)
     if len(text) > MAX_HEADER_BYTES:
         raise FormatError(f"header is {len(text)} bytes; the limit is {MAX_HEADER_BYTES}")
-    crc_input = _U32.pack(FORMAT_VERSION) + _U32.pack(len(text)) + text
+    crc_input = _U32.pack(version) + _U32.pack(len(text)) + text
     prefix = MAGIC + crc_input + _U32.pack(zlib.crc32(crc_input))
     return prefix, [blob for _, blob in blobs]
 
 
-def dumps(header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]]) -> bytes:
+def dumps(header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
+          ) -> bytes:
     """Encode a container to bytes; the same header and sections always give the same bytes."""
-    prefix, blobs = _encode(header, sections)
+    prefix, blobs = _encode(header, sections, version)
     return b"".join([prefix, *blobs])
 
 
 def write_container(
-    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]]
+    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]],
+    version: int = DEFAULT_WRITE_VERSION,
 ) -> int:
     """Write a container atomically (a crash leaves the old file or none, never half a
     file); returns the file size in bytes."""
-    prefix, blobs = _encode(header, sections)
+    prefix, blobs = _encode(header, sections, version)
     size = len(prefix)
     with atomic_open(path, "wb") as handle:
         handle.write(prefix)

@@ -252,6 +252,44 @@ def encode_raw(name: str, array: np.ndarray, dtype: str = "auto") -> tuple[dict[
     return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(name, data.tobytes())]
 
 
+#: largest magnitude of a ``quant`` value: symmetric ranges, so zero (a pruned weight) is exact
+QUANT_MAX = {"int8": 127, "int16": 32767}
+QUANT_DTYPES = {"int8": np.dtype("<i1"), "int16": np.dtype("<i2")}
+
+
+def encode_quant(name: str, array: np.ndarray, dtype: str = "int8") -> tuple[dict[str, Any], Sections]:
+    """Uniform symmetric quantisation, one float32 scale per output channel (first axis):
+    each value becomes round(w / scale) with scale = max |w| of its channel / QUANT_MAX, so a
+    channel's largest weight is exact to float32 rounding and zeros stay zero."""
+    if dtype not in QUANT_MAX:
+        raise ConfigError(f"quantised dtype must be one of {sorted(QUANT_MAX)}, not {dtype!r}")
+    values = np.asarray(array, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"tensor {name!r} holds NaN or Inf; it cannot be quantised")
+    per_channel = schema.quant_scales(values.shape)[-1]
+    rows = values.reshape(per_channel, -1) if values.size else values.reshape(per_channel, 0)
+    peak = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(per_channel)
+    scales = (peak / QUANT_MAX[dtype]).astype(np.float32)
+    safe = np.where(scales > 0, scales.astype(np.float64), 1.0)
+    q = np.clip(np.rint(rows / safe[:, None]), -QUANT_MAX[dtype], QUANT_MAX[dtype]).astype(QUANT_DTYPES[dtype])
+    entry = {"name": name, "codec": "quant", "shape": list(values.shape), "dtype": dtype, "scales": per_channel}
+    return entry, [(name, scales.astype("<f4").tobytes() + q.tobytes())]
+
+
+def _decode_quant(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes) -> np.ndarray:
+    """Checked by ``schema.check_entry`` already: dtype, scale count, section length."""
+    count, dtype = entry["scales"], entry["dtype"]
+    scales = np.frombuffer(data, dtype="<f4", count=count)
+    if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+        raise FormatError(f"tensor {name!r}: its scales must be finite and >= 0")
+    q = np.frombuffer(data, dtype=QUANT_DTYPES[dtype], offset=4 * count).reshape(count, -1)
+    if q.size and int(np.abs(q.astype(np.int32)).max()) > QUANT_MAX[dtype]:
+        raise FormatError(f"tensor {name!r}: a {dtype} value is outside -{QUANT_MAX[dtype]}..{QUANT_MAX[dtype]}")
+    if q.size and np.any((scales == 0)[:, None] & (q != 0)):
+        raise FormatError(f"tensor {name!r}: a channel with scale 0 holds a nonzero value")
+    return (q.astype(np.float32) * scales[:, None]).reshape(shape)
+
+
 def _field(entry: Mapping[str, Any], key: str, kind: type) -> Any:
     value = entry.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -380,7 +418,7 @@ def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], versi
     checking every claim the header makes (a float tensor holding NaN or Inf is a FormatError)."""
     name = _field(entry, "name", str)
     data = sections.get(name) if entry.get("codec") != "alias" else None
-    if data is None and entry.get("codec") in ("raw", "shared"):
+    if data is None and entry.get("codec") in ("raw", "shared", "quant"):
         raise FormatError(f"tensor {name!r}: section {name!r} is missing")
     plan = schema.check_entry(entry, None if data is None else len(data), version)
     if plan.codec == "alias":
@@ -390,6 +428,8 @@ def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], versi
     try:
         if plan.codec == "raw":
             return _decode_raw(name, plan.shape, entry, data)
+        if plan.codec == "quant":
+            return _decode_quant(name, plan.shape, entry, data)
         return _decode_shared(name, plan.shape, entry, data)
     except ValueError as exc:
         raise FormatError(f"tensor {name!r}: {exc}") from exc

@@ -21,6 +21,8 @@ KIND = "nncompress-model"
 #: the model header's own keys (the container adds ``sections`` and ``data_bytes``)
 HEADER_KEYS = frozenset({"kind", "arch", "meta", "tensors"})
 RAW_ITEMSIZE = {"float32": 4, "float16": 2, "int64": 8}
+#: the ``quant`` codec's integer widths (version 4)
+QUANT_ITEMSIZE = {"int8": 1, "int16": 2}
 BOOK_ITEMSIZE = {"float32": 4, "float16": 2}
 #: a Huffman alphabet ends at 2**16, and a relative layout's index alphabet is K + 1
 MAX_CODEBOOK = 65535
@@ -145,7 +147,8 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
         raise FormatError(f"a tensor's field 'name' is {repr(name)[:60]}; it must be a non-empty string of at "
                           f"most {MAX_NAME} characters")
-    codec = _choice(entry, "codec", ("raw", "shared", "alias") if version >= 3 else ("raw", "shared"))
+    codecs = ("raw", "shared") + (("alias",) if version >= 3 else ()) + (("quant",) if version >= 4 else ())
+    codec = _choice(entry, "codec", codecs)
     shape = check_shape(entry)
     size = math.prod(shape)
     if codec == "alias":
@@ -164,8 +167,31 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
             raise FormatError(f"tensor {name[:200]!r}: its section has {section} bytes; {size} {dtype} values "
                               f"(shape {list(shape)[:8]}) take {size * RAW_ITEMSIZE[dtype]}")
         return TensorPlan(name, codec, shape, size * (8 if dtype == "int64" else 4), section)
+    if codec == "quant":
+        _quant(entry, shape, section)
+        return TensorPlan(name, codec, shape, size * 4, section)
     _shared(entry, size, section, version)
     return TensorPlan(name, codec, shape, size * 4, section)
+
+
+def quant_scales(shape: Sequence[int]) -> tuple[int, ...]:
+    """The scale counts a ``quant`` entry of ``shape`` may have: one for the tensor, or
+    one per slice along the first axis (an output channel)."""
+    return (1,) if len(shape) < 1 or shape[0] in (0, 1) else (1, shape[0])
+
+
+def _quant(entry: Mapping[str, Any], shape: tuple[int, ...], section: int) -> None:
+    name = entry.get("name")
+    _keys(entry, _COMMON | {"dtype", "scales"})
+    dtype = _choice(entry, "dtype", tuple(QUANT_ITEMSIZE))
+    scales = entry.get("scales")
+    if not _is_int(scales) or scales not in quant_scales(shape):
+        raise FormatError(f"{_where(name, 'scales')} is {repr(scales)[:60]}; for shape {list(shape)[:8]} it must be "
+                          f"one of {list(quant_scales(shape))}")
+    want = 4 * scales + math.prod(shape) * QUANT_ITEMSIZE[dtype]
+    if section != want:
+        raise FormatError(f"tensor {str(name)[:200]!r}: its section has {section} bytes; {scales} float32 scales "
+                          f"and {math.prod(shape)} {dtype} values take {want}")
 
 
 def check_meta(meta: Any) -> None:

@@ -12,8 +12,9 @@ def file_table_lines(t: dict[str, Any]) -> list[str]:
             f"{'bytes':>9}{'ratio':>8}")
     lines = [head]
     for r in rows:
-        if r["codec"] == "raw" or r.get("weight_bits_huffman") is None:
-            bits = f"{'raw' if r['codec'] == 'raw' else '':>7}{'':>21}"
+        if r["codec"] in ("raw", "quant") or r.get("weight_bits_huffman") is None:
+            label = {"raw": "raw", "quant": r.get("dtype", "")}.get(r["codec"], "")
+            bits = f"{label:>7}{'':>21}"
         else:
             bits = "".join(f"{r[k]:>7.2f}" if isinstance(r[k], float) else f"{r[k]:>7}" for k in
                            ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman"))

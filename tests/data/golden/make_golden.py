@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nncompress.coding.container import dumps
-from nncompress.coding.layers import SharedTensor, encode_raw, encode_shared
+from nncompress.coding.layers import SharedTensor, encode_quant, encode_raw, encode_shared
 
 HERE = Path(__file__).parent
 KIND = "nncompress-model"
@@ -52,10 +52,10 @@ def layouts_file() -> tuple[bytes, dict[str, np.ndarray]]:
     return data, _expected(parts, tensors)
 
 
-def _expected(parts: list, tensors: list) -> dict[str, np.ndarray]:
+def _expected(parts: list, tensors: list, version: int = 3) -> dict[str, np.ndarray]:
     from nncompress.coding.layers import decode_tensor
     sections = {n: b for _, secs in parts for n, b in secs}
-    out = {e["name"]: decode_tensor(e, sections) for e in tensors if e["codec"] != "alias"}
+    out = {e["name"]: decode_tensor(e, sections, version) for e in tensors if e["codec"] != "alias"}
     for e in tensors:
         if e["codec"] == "alias":
             out[e["name"]] = out[e["of"]]
@@ -96,7 +96,23 @@ def v2_file() -> tuple[bytes, dict[str, np.ndarray]]:
     return as_version_2(data), _expected(parts, tensors)
 
 
-GOLDEN = {"v3_layouts": layouts_file, "v3_mlp": mlp_file, "v2_relative": v2_file}
+def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
+    """Version 4's ``quant`` codec: int8 per channel (a zero row among them), int16 per
+    tensor, beside a shared and a raw tensor."""
+    rng = np.random.default_rng(4)
+    conv = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    conv[np.abs(conv) < 0.3] = 0
+    conv[2] = 0
+    parts = [encode_quant("conv.weight", conv, "int8"),
+             encode_quant("vec.weight", rng.standard_normal((1, 7)).astype(np.float32), "int16"),
+             encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
+             encode_raw("fc.bias", rng.standard_normal(6).astype(np.float32), "float32")]
+    tensors = [e for e, _ in parts]
+    sections = [s for _, secs in parts for s in secs]
+    return dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 4), _expected(parts, tensors, 4)
+
+
+GOLDEN = {"v3_layouts": layouts_file, "v3_mlp": mlp_file, "v2_relative": v2_file, "v4_quant": v4_quant_file}
 
 
 def main() -> None:
