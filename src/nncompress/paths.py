@@ -49,59 +49,63 @@ def pseudo_root(path: str | os.PathLike[str]) -> Optional[Path]:
     return None
 
 
-def check_input_file(path: str | os.PathLike[str], what: str = "input", error: ErrorType = PathError
+def check_input_file(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError
                      ) -> os.stat_result:
-    """Refuse, without opening it, an input that is missing or not a regular file."""
+    """Refuse, without opening it, an input that is missing or not a regular file. ``what`` names it in
+    messages (e.g. "checkpoint x.pt"; default: the path)."""
+    what = what or str(path)
     root = pseudo_root(path)
     if root is not None:
-        raise error(f"{what} {path} is in {root}, a kernel file system: give a regular file")
+        raise error(f"{what} is in {root}, a kernel file system: give a regular file")
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
+        raise error(f"{what} does not exist") from None
     except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise error(f"{what} {path} is a folder, not a file")
+        raise error(f"{what} is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} {path} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
+        raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
                     "files only")
     return st
 
 
-def open_input(path: str | os.PathLike[str], what: str = "input", error: ErrorType = PathError,
+def open_input(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError,
                limit: Optional[int] = None) -> BinaryIO:
     """Open a regular file for reading; refuse a FIFO or device (the open cannot block: O_NONBLOCK, and the
     open handle is checked again, so a file swapped after the first check is caught) and, with ``limit``,
     a file larger than ``limit`` bytes."""
+    what = what or str(path)
     check_input_file(path, what, error)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {path} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
+            raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
                         "files only")
         if limit is not None and st.st_size > limit:
-            raise error(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} bytes allowed for it")
+            raise error(f"{what} is {st.st_size:,} bytes, more than the {limit:,} bytes allowed for it")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "input",
+def read_bounded(path: str | os.PathLike[str], limit: int, what: Optional[str] = None,
                  error: ErrorType = PathError) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (also if it grows while it is read)."""
+    what = what or str(path)
     with open_input(path, what, error, limit) as handle:
         try:
             data = handle.read(limit + 1)
         except OSError as exc:
-            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+            raise error(f"cannot read {what}: {exc.strerror or exc}") from None
     if len(data) > limit:
-        raise error(f"{what} {path} is more than the {limit:,} bytes allowed for it")
+        raise error(f"{what} is more than the {limit:,} bytes allowed for it")
     return data
 
 

@@ -201,7 +201,7 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
 
 
 def _read(path: Path) -> Any:
-    with open_input(path, "checkpoint", CheckpointError) as handle:  # a FIFO or device is refused, not read
+    with open_input(path, f"checkpoint {path}", CheckpointError) as handle:  # a FIFO or device is refused, not read
         if os.fstat(handle.fileno()).st_size == 0 and path.suffix != ".nnc":
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
                                   "interrupted save or copy?): point to the file torch.save wrote")
