@@ -831,9 +831,10 @@ def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
     owned += [(f"the run's file {p}", p) for p in run_dir.rglob("*")
               if p.is_file() and p.suffix.lower() not in (".html", ".htm") and not _report_figure(p)
               and not (p.suffix.lower() == ".md" and _beside_a_page(p))]
+    from nncompress.jsonfile import load_json_file
     try:
-        saved = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        saved = load_json_file(run_dir / "run.json", ConfigError) if (run_dir / "run.json").exists() else None
+    except ConfigError:  # a damaged run.json is reported by what reads it for the run
         saved = None
     if isinstance(saved, dict):
         for key, what in (("checkpoint", "checkpoint"), ("out", "compressed file")):
