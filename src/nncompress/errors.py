@@ -64,6 +64,7 @@ class PathError(ConfigError):
     a /proc or /sys file), too large to read, or cannot be written."""
 
 
-class OutputError(NNCompressError):
+class OutputError(NNCompressError, OSError):
     """An output could not be written (disk full, quota or file-size limit, I/O error); the partial
-    temporary file was removed and any earlier file at that path is untouched."""
+    temporary file was removed and any earlier file at that path is untouched. Also an OSError, as
+    the failed write it stands for."""
