@@ -21,6 +21,8 @@ from nncompress import __version__
 from nncompress.recipe import OBJECTIVES
 from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import BadMagicError, ConfigError, NNCompressError, OutputError, PathError, ReportError
+from nncompress.jsonfile import load_json_file
+from nncompress.paths import check_input_file, check_output_file, check_output_folder, kind_of
 from nncompress.progress import ProgressBars, ProgressFn
 from nncompress.report.text import file_table_lines
 
@@ -228,7 +230,6 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
     cfg = _prune_config(args)
     log_flag, log_given = ("--log-dir", args.log_dir) if args.log_dir else ("--out", args.out)
     out, *logs = prune_files(args.out, args.log_dir).values()
-    from nncompress.paths import check_output_file
     for path in logs:
         check_output_file(path, f"{log_flag} {log_given} (its {path})")
     _refuse_clobber([(f"--out {args.out}", "--out", out),
@@ -754,7 +755,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_output(path: Optional[str | Path], folder: bool = False, flag: str = "--out") -> None:
     """Refuse an unusable output before any work is done, not after hours of it: a folder or device where
     a file goes, a file where a folder goes, a FIFO, /proc or /sys, or a place that cannot be written."""
-    from nncompress.paths import check_output_file, check_output_folder, kind_of
     if path is None:
         return
     what = f"{flag} {path}"
@@ -779,7 +779,6 @@ def _check_inputs(args: argparse.Namespace) -> None:
     """Refuse an input that is a FIFO (its open would block), a device (/dev/zero never ends), a folder
     where a file belongs, or a /proc or /sys file, before anything is read; a missing file is left to the
     reader, whose message says what it expected there."""
-    from nncompress.paths import check_input_file
     for attr, what in INPUT_ARGS:
         value = getattr(args, attr, None)
         if not value:
@@ -866,7 +865,6 @@ def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
     owned += [(f"the run's file {p}", p) for p in run_dir.rglob("*")
               if p.is_file() and p.suffix.lower() not in (".html", ".htm") and not _report_figure(p)
               and not (p.suffix.lower() == ".md" and _beside_a_page(p))]
-    from nncompress.jsonfile import load_json_file
     try:
         saved = load_json_file(run_dir / "run.json", ConfigError) if (run_dir / "run.json").exists() else None
     except ConfigError:  # a damaged run.json is reported by what reads it for the run
