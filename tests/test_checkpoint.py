@@ -291,7 +291,7 @@ def test_malformed_sparse_entry(tmp_path: Path) -> None:
     torch.save({"nncompress_checkpoint": 1, "state": {}, "meta": {},
                 "sparse": {"fc1.weight": {"values": torch.ones(3), "col_indices": torch.tensor([0, 1, 9]),
                                           "crow_indices": torch.tensor([0, 1, 3]), "shape": [2, 4]}}}, path)
-    with pytest.raises(CheckpointError, match="sparse weight is malformed"):
+    with pytest.raises(CheckpointError, match="sparse weight fc1.weight is malformed"):
         load_checkpoint(path)
 
 
@@ -406,6 +406,14 @@ def _good() -> CSR:
     {"col_indices": np.array([1, -1, 2])},           # negative column
     {"values": np.array([2, 3], dtype=np.float32)},  # values/indices length mismatch
     {"shape": (4, 3)},                               # rows disagree with crow
+    {"col_indices": np.array([1, 0, 0])},            # a repeated column in one row would drop a value
+    {"col_indices": np.array([1, 2, 0])},            # columns out of order within a row
+    {"col_indices": np.array([1.0, 0.0, 2.0])},      # float indices would be truncated
+    {"crow_indices": np.array([0.0, 1.0, 1.0, 3.0])},
+    {"shape": (-3, 3)},
+    {"shape": (3, True)},
+    {"shape": ("3", 3)},
+    {"shape": ()},
 ])
 def test_from_csr_rejects_inconsistent_arrays(change: dict) -> None:
     good = _good()

@@ -13,6 +13,7 @@ import pytest
 
 from nncompress.atomic import atomic_open
 from nncompress.config import SensitivityConfig
+from nncompress.errors import PathError
 from nncompress.data.datasets import IDX_FILES
 from nncompress.pruning.sensitivity import SensitivityRow, layer_scales, to_csv
 from test_cli import assert_one_line_error, run_main, write_idx
@@ -160,14 +161,27 @@ def test_report_of_a_file_says_it_is_no_run_folder(files: dict[str, Path], tmp_p
 # ---------------------------------------------------------------- temp names, flags that do nothing, leftovers
 
 
-def test_atomic_errors_name_the_target_not_the_temp_file(tmp_path: Path) -> None:
+def test_atomic_errors_name_the_target_not_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "taken"
-    (target / "inside").mkdir(parents=True)  # replacing a non-empty folder fails after the temp file is written
+
+    def refuse(src: str, dst: str) -> None:  # e.g. a rename across a mount that changed under the write
+        raise PermissionError(13, "Permission denied", src)
+
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError) as exc:
         with atomic_open(target) as handle:
             handle.write(b"x")
     assert exc.value.filename == str(target)
-    assert list(tmp_path.iterdir()) == [target]  # and the temp file is gone
+    assert list(tmp_path.iterdir()) == []  # and the temp file is gone
+
+
+def test_atomic_open_never_replaces_a_folder(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    (target / "inside").mkdir(parents=True)
+    with pytest.raises(PathError, match="taken is a folder"):
+        with atomic_open(target) as handle:
+            handle.write(b"x")
+    assert list(tmp_path.iterdir()) == [target]  # nothing was written
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")

@@ -137,6 +137,67 @@ def test_read_idx_missing_file(tmp_path: Path) -> None:
         read_idx(tmp_path / "nope.idx")
 
 
+def _gzip_bomb(path: Path, header: bytes, zeros: int) -> Path:
+    """A gzip stream of ``header`` then ``zeros`` zero bytes, written in chunks (never held whole)."""
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(header)
+        chunk = bytes(1 << 20)
+        for _ in range(zeros >> 20):
+            out.write(chunk)
+    return path
+
+
+def test_a_gzip_bomb_is_refused_after_the_payload_the_header_declares(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import nncompress.data.idx as idx_mod
+    path = _gzip_bomb(tmp_path / "bomb-labels.gz", idx_bytes(np.zeros(10, np.uint8)), 64 << 20)
+    assert path.stat().st_size < 200_000  # 64 MiB of zeros
+    seen = []
+    real = gzip.GzipFile.read
+
+    def counting(self: gzip.GzipFile, size: int = -1) -> bytes:
+        data = real(self, size)
+        seen.append(len(data))
+        return data
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counting)
+    with pytest.raises(DataError, match=r"bomb-labels\.gz: trailing bytes: more than 1,048,576 bytes after the "
+                                        r"10-byte payload"):
+        read_idx(path)
+    assert sum(seen) <= idx_mod.TRAILING_WINDOW + 100  # the 64 MiB were never decompressed
+
+
+def test_a_header_claiming_more_than_gzip_can_hold_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 60000, 10000, 10000)))
+    with pytest.raises(DataError, match=r"need 6,000,000,000,000 bytes, more than a \d+-byte gzip stream can hold"):
+        read_idx(path)
+
+
+def test_a_plain_file_is_checked_against_its_header_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "x.idx"
+    path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 60000, 10000, 10000) + b"\x00" * 10)
+    with pytest.raises(DataError, match="truncated: payload is 10 bytes but dims"):
+        read_idx(path)
+
+
+def test_a_fifo_or_device_is_refused_unread(tmp_path: Path) -> None:
+    import os
+    os.mkfifo(tmp_path / "pipe.idx")
+    with pytest.raises(DataError, match="is a FIFO"):
+        read_idx(tmp_path / "pipe.idx")
+    with pytest.raises(DataError, match="is a character device"):
+        read_idx("/dev/zero")
+    folder = make_folder(tmp_path / "data")
+    target = folder / IDX_FILES[0]
+    if not target.exists():
+        target = folder / f"{IDX_FILES[0]}.gz"
+    target.unlink()
+    os.mkfifo(folder / IDX_FILES[0])
+    with pytest.raises(DataError, match="is a FIFO"):
+        load_data(str(folder))
+
+
 # ---------------------------------------------------------------- load_data: IDX folders
 
 

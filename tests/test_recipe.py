@@ -286,7 +286,7 @@ def test_missing_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RecipeError, match=r"^nope\.yaml: no such recipe file$"):
         load_recipe("nope.yaml")
     Path("adir").mkdir()
-    with pytest.raises(RecipeError, match=r"^adir: "):
+    with pytest.raises(RecipeError, match=r"^adir is a folder"):
         load_recipe("adir")
 
 
@@ -361,3 +361,58 @@ def test_sensitivity_scan_runs_only_when_its_section_is_there() -> None:
     assert parse_recipe({"sensitivity": {}}).sensitivity == SensitivityConfig()
     assert parse_recipe({"sensitivity": {"q_max": 1.0}}).sensitivity == SensitivityConfig(q_max=1.0)
 
+
+
+# ---------------------------------------------------------------- hostile recipe files
+
+
+def test_a_billion_laughs_recipe_is_refused_at_once(tmp_path: Path) -> None:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):  # each level nine aliases of the one before: 9**10 values in all
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match=r"bomb\.yaml: line \d+, column \d+: invalid YAML: the recipe's "
+                                          r"aliases expand to more than"):
+        load_recipe(tmp_path / "bomb.yaml")
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").write_text("model_kwargs: &k {inner: *k}\n")
+    with pytest.raises(RecipeError, match="refers to a node that contains it"):
+        load_recipe(tmp_path / "loop.yaml")
+
+
+def test_a_few_aliases_still_work(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("seed: &s 3\ntrain: {epochs: 2, batch_size: 16}\n"
+                                     "prune: &p {q0: 0.5}\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.seed == 3 and recipe.prune.q0 == 0.5
+
+
+@pytest.mark.parametrize("name,text", [("deep.yaml", "model: " + "[" * 20000 + "]" * 20000 + "\n"),
+                                       ("deep.toml", "model = " + "[" * 20000 + "]" * 20000 + "\n")])
+def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(RecipeError, match=f"{name}: invalid (YAML|TOML)"):
+        load_recipe(tmp_path / name)
+
+
+def test_a_huge_recipe_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nncompress.recipe as recipe_mod
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 200 + "seed: 1\n")
+    monkeypatch.setattr(recipe_mod, "MAX_RECIPE_BYTES", 1000)
+    with pytest.raises(RecipeError, match=r"big\.yaml is 2,008 bytes, more than the 1,000 bytes allowed"):
+        load_recipe(path)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_device_recipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    os.mkfifo(tmp_path / "pipe.yaml")
+    with pytest.raises(RecipeError, match="is a FIFO"):
+        load_recipe(tmp_path / "pipe.yaml")
+    if Path("/dev/zero").exists():
+        with pytest.raises(RecipeError, match="is a character device"):
+            load_recipe("/dev/zero")

@@ -196,6 +196,35 @@ def test_malformed_json_names_the_file(run_dir: Path, tmp_path: Path, name: str)
         write_report(broken, tmp_path / "r.html")
 
 
+@pytest.mark.parametrize("name,text,words", [
+    ("histograms.json", '{"stages": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested more than"),
+    ("summary.json", '{"layers": ' + "[" * 50 + "]" * 50 + "}", "nested more than 32 levels"),
+    ("environment.json", '{"cpus": 1' + "0" * 400 + "}", "out of range"),
+    ("environment.json", '{"cpus": 1e400}', "out of range"),
+    ("steps.jsonl", '{"val_accuracy": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested more than"),
+])
+def test_hostile_json_is_one_report_error(run_dir: Path, tmp_path: Path, name: str, text: str, words: str) -> None:
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / name).write_text(text)
+    with pytest.raises(ReportError, match=re.escape(name)) as info:
+        write_report(broken, tmp_path / "r.html")
+    assert words in str(info.value)
+
+
+def test_a_histogram_count_of_10_to_the_400_is_a_report_error(run_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    text = (run_dir / "histograms.json").read_text()
+    data = json.loads(text)
+    stage = data["stages"]["dense"]
+    layer = next(iter(stage))
+    stage[layer]["counts"][0] = 12345678987654321  # replaced by the huge number in the text below
+    (broken / "histograms.json").write_text(json.dumps(data).replace("12345678987654321", "1" + "0" * 400))
+    with pytest.raises(ReportError, match=r"histograms\.json: malformed JSON \(integer 1000.* is out of range"):
+        write_report(broken, tmp_path / "r.html")
+
+
 def test_optional_parts_are_left_out_with_a_note(run_dir: Path, report: tuple[Path, Path], tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()

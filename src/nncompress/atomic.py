@@ -1,11 +1,26 @@
-"""Atomic file writes: a crash never leaves a half-written output."""
+"""Atomic file writes: a crash never leaves a half-written output.
+
+Only regular files are written: a device node, FIFO or folder at the target is
+refused before anything is written (``os.replace`` would replace the node). A
+write that fails for lack of space (or any other I/O error, also one that a
+writer such as ``torch.save`` wraps in its own exception) ends as one
+``OutputError`` naming the target, with the temporary file removed.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
+
+from nncompress.errors import OutputError
+from nncompress.paths import refuse_special_target
+
+_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_HINTS = {errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again",
+          errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again"}
 
 
 @contextmanager
@@ -13,6 +28,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only
     when the block finishes without an exception."""
     target = Path(path)
+    refuse_special_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -30,9 +46,27 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        failed = _write_failure(exc) if isinstance(exc, Exception) else None
+        if failed is not None:
+            hint = _HINTS.get(failed.errno, "")
+            raise OutputError(f"cannot write {target}: {failed.strerror or failed}{hint} (nothing was written; "
+                              "an earlier file there is untouched)") from None
         if isinstance(exc, OSError) and exc.filename == tmp:
             raise _naming(exc, target) from None
         raise
+
+
+def _write_failure(exc: BaseException) -> Optional[OSError]:
+    """The OSError of a failed write behind ``exc``: the exception itself, or one that a writer (torch.save
+    raises RuntimeError) caught and replaced. Only space and I/O errors count: others keep their type."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (*_SPACE, errno.EIO):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _naming(exc: OSError, target: Path) -> OSError:

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import zipfile
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any, Callable, Optional, Sequence
 from nncompress import __version__
 from nncompress.recipe import OBJECTIVES
 from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
-from nncompress.errors import BadMagicError, ConfigError, NNCompressError, ReportError
+from nncompress.errors import BadMagicError, ConfigError, NNCompressError, OutputError, PathError, ReportError
+from nncompress.jsonfile import load_json_file
+from nncompress.paths import check_input_file, check_output_file, check_output_folder, kind_of
 from nncompress.progress import ProgressBars, ProgressFn
 from nncompress.report.text import file_table_lines
 
@@ -227,6 +230,8 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
     cfg = _prune_config(args)
     log_flag, log_given = ("--log-dir", args.log_dir) if args.log_dir else ("--out", args.out)
     out, *logs = prune_files(args.out, args.log_dir).values()
+    for path in logs:
+        check_output_file(path, f"{log_flag} {log_given} (its {path})")
     _refuse_clobber([(f"--out {args.out}", "--out", out),
                      *[(f"{log_flag} {log_given} (its {path})", log_flag, path) for path in logs]],
                     [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
@@ -391,6 +396,8 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
                               f"({args.run_dir}/run.json); give only --run-dir (and --quiet, --json, --report)")
         run = RunDir(args.run_dir, resume=True)
         saved = run.read_run()
+        if isinstance(saved.get("out"), str):
+            _check_output(saved["out"], flag=f"the run's output (--out in {run.path}/run.json)")
         _refuse_clobber(_report_outputs("--report", args.report), _run_owned(run.path))
         return parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"), run, saved.get("checkpoint"), \
             saved.get("out")
@@ -465,8 +472,13 @@ def _drop_unstarted_run(args: argparse.Namespace) -> None:
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_recipe
     if args.report:
-        _check_output(args.report)
+        _check_output(args.report, flag="--report")
         _check_report_name(args.report)
+    _check_output(args.out)
+    if args.run_dir:
+        _check_output(args.run_dir, folder=True, flag="--run-dir")
+    else:
+        _check_output("runs", folder=True, flag="the default run folder (give --run-dir)")
     recipe, run, checkpoint, out = _resolve_compress(args)
     try:
         args._run_dir = run.path  # for the interruption message
@@ -532,8 +544,11 @@ def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
 def _load_nnc(path: str, reader: Optional[Callable[[str], Any]] = None) -> Any:
     """Read a compressed file (``reader``: load_compressed unless given); a PyTorch checkpoint
     given instead gets told what reads it."""
-    from nncompress.modelfile import load_compressed
-    try:
+    from nncompress.coding.container import MAGIC
+    from nncompress.modelfile import is_compressed, load_compressed
+    try:  # a foreign file is told from its first bytes, before the reader takes in the whole of it
+        if os.path.isfile(path) and os.path.getsize(path) >= len(MAGIC) and not is_compressed(path):
+            raise BadMagicError(f"{path} is not an nncompress file (its first bytes are not the file magic)")
         return (reader or load_compressed)(path)
     except BadMagicError:
         if zipfile.is_zipfile(path):  # torch.save's format; never unpickled here
@@ -834,23 +849,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path: Optional[str], folder: bool = False) -> None:
-    """Refuse an unusable --out before any work is done, not after hours of it."""
+def _check_output(path: Optional[str | Path], folder: bool = False, flag: str = "--out") -> None:
+    """Refuse an unusable output before any work is done, not after hours of it: a folder or device where
+    a file goes, a file where a folder goes, a FIFO, /proc or /sys, or a place that cannot be written."""
     if path is None:
         return
-    target = Path(path)
-    if not folder and target.is_dir():
-        raise ConfigError(f"--out {path} is a folder; give a file name")
-    if folder and target.exists() and not target.is_dir():
-        raise ConfigError(f"--out {path} is a file; give a folder")
-    parent = target if folder else target.parent
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise ConfigError(f"cannot write {path}: {p} is a file, not a folder")
-            if not os.access(p, os.W_OK):
-                raise ConfigError(f"cannot write {path}: {p} is not writable")
-            break
+    what = f"{flag} {path}"
+    if not folder:
+        check_output_file(path, what)
+        return
+    try:
+        mode: Optional[int] = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
+        raise PathError(f"{what} is {'a file' if stat.S_ISREG(mode) else kind_of(mode)}; give a folder")
+    check_output_folder(path, what)
+
+
+# inputs named on the command line: (attribute, what it is); each is checked before any work starts
+INPUT_ARGS = (("checkpoint", "checkpoint"), ("file", "compressed file"), ("recipe", "recipe"),
+              ("sensitivity", "sensitivity table"))
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse an input that is a FIFO (its open would block), a device (/dev/zero never ends), a folder
+    where a file belongs, or a /proc or /sys file, before anything is read; a missing file is left to the
+    reader, whose message says what it expected there."""
+    for attr, what in INPUT_ARGS:
+        value = getattr(args, attr, None)
+        if not value:
+            continue
+        path = Path(value)
+        if attr == "sensitivity" and path.is_dir():
+            path = path / "sensitivity.csv"
+        if os.path.lexists(path):
+            check_input_file(path, f"{what} {path}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -929,8 +963,8 @@ def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
               if p.is_file() and p.suffix.lower() not in (".html", ".htm") and not _report_figure(p)
               and not (p.suffix.lower() == ".md" and _beside_a_page(p))]
     try:
-        saved = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        saved = load_json_file(run_dir / "run.json", ConfigError) if (run_dir / "run.json").exists() else None
+    except ConfigError:  # a damaged run.json is reported by what reads it for the run
         saved = None
     if isinstance(saved, dict):
         for key, what in (("checkpoint", "checkpoint"), ("out", "compressed file")):
@@ -969,13 +1003,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     bars = ProgressBars(enabled=not args.quiet and not getattr(args, "json", False))
     try:
-        if args.command != "compress":  # compress checks its --out once it knows it (--resume reads it)
+        _check_inputs(args)
+        if args.command != "compress":  # compress checks its outputs itself (--resume reads them)
             _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
         with _decode_limits(args):
             args.func(args, bars)
     except NNCompressError as exc:
         bars.close()
-        print(f"nncompress: error: {exc}", file=sys.stderr)
+        hint = _resume_hint(args) if isinstance(exc, OutputError) else ""  # a full disk: free space, continue
+        print(f"nncompress: error: {exc}{hint}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `nncompress inspect f.nnc | head`: the reader left, nothing to say
         sys.stderr = open(os.devnull, "w")

@@ -62,3 +62,14 @@ class DecodeLimitError(FormatError):
 
 class ReportError(NNCompressError):
     """A run directory cannot be turned into a report: missing or malformed files."""
+
+
+class PathError(ConfigError):
+    """A path given as input or output is of the wrong kind (a folder, a FIFO, a device,
+    a /proc or /sys file), too large to read, or cannot be written."""
+
+
+class OutputError(NNCompressError, OSError):
+    """An output could not be written (disk full, quota or file-size limit, I/O error); the partial
+    temporary file was removed and any earlier file at that path is untouched. Also an OSError, as
+    the failed write it stands for."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
 import re
 import types
 import typing
@@ -26,10 +27,16 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from nncompress.atomic import write_text
+from nncompress.paths import read_bounded
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import ConfigError, RecipeError
 
 RECIPE_VERSION = 1
+MAX_RECIPE_BYTES = 1 << 20
+"""A recipe is a page of settings; anything larger is refused before it is read."""
+MAX_RECIPE_NODES = 20_000
+"""Values a recipe may hold once its YAML aliases are expanded: a few aliases nested ten deep
+("billion laughs") would otherwise stand for 10**9 values."""
 """The recipe schema version this code writes; a file declaring a newer one is refused."""
 
 HEAD_KEYS = ("version", "model", "model_kwargs", "data", "normalize", "objective", "seed")
@@ -110,6 +117,12 @@ class _Loader(yaml.SafeLoader):
     1.1 resolver wants ``1.0e-4`` and would hand us a string) and refuses
     duplicate keys, which PyYAML otherwise resolves silently to the last one."""
 
+    def get_single_node(self) -> Optional[yaml.Node]:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node, MAX_RECIPE_NODES)
+        return node
+
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
@@ -128,6 +141,41 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Refuse a document whose aliases stand for more than ``limit`` values, or that contains itself; each
+    distinct node is sized once, so the check costs the size of the text, not of its expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > limit:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the recipe's aliases expand to more than {limit:,} values (an alias bomb?); "
+                    "write the values out", node.start_mark)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it; a recipe "
+                                              "cannot be recursive", node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -138,14 +186,9 @@ _Loader.add_implicit_resolver(
 def load_recipe(path: Union[str, Path]) -> Recipe:
     """Read and validate a recipe file: ``.toml`` is TOML, anything else YAML."""
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise RecipeError(f"{source}: no such recipe file") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{source}: is a directory, not a recipe file") from None
-    except OSError as exc:
-        raise RecipeError(f"{source}: cannot read the recipe: {exc.strerror or exc}") from None
+    if not os.path.lexists(path):
+        raise RecipeError(f"{source}: no such recipe file")
+    raw = read_bounded(path, MAX_RECIPE_BYTES, source, RecipeError)  # a FIFO or device is refused unread
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -169,7 +212,9 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise RecipeError(f"{source}: {where}invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{source}: invalid YAML: {_one_line(str(exc))}") from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a date like 2024-13-45
+    except RecursionError:
+        raise RecipeError(f"{source}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-45
         raise RecipeError(f"{source}: invalid YAML: {_one_line(str(exc)) or type(exc).__name__}") from None
 
 
@@ -186,6 +231,8 @@ def _parse_toml(text: str, source: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         raise RecipeError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: invalid TOML: nested too deeply") from None
 
 
 def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:

@@ -28,6 +28,7 @@ import torch
 from nncompress import __version__
 from nncompress.atomic import write_text
 from nncompress.errors import ConfigError
+from nncompress.jsonfile import load_json_file
 from nncompress.train.journal import Journal, RunStateError
 
 RUN_FILE = "run.json"
@@ -91,9 +92,9 @@ class RunDir:
 
     def read_run(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.file(RUN_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise RunStateError(f"cannot read {self.file(RUN_FILE)}: {exc}") from exc
+            data = load_json_file(self.file(RUN_FILE), RunStateError)
+        except RunStateError as exc:
+            raise RunStateError(f"cannot read {self.file(RUN_FILE)}: {exc}") from None
         if not isinstance(data, dict):
             raise RunStateError(f"{self.file(RUN_FILE)} is not a JSON object")
         return data

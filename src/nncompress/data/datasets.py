@@ -18,6 +18,7 @@ from nncompress.data.batches import Inputs, count
 from nncompress.data.idx import read_idx
 from nncompress.errors import ConfigError, DataError
 from nncompress.imports import is_import_spec
+from nncompress.paths import check_input_file
 
 __all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "NORMALIZE_CHOICES", "Normalize", "Splits",
            "describe_transform", "load_data", "fashion_mnist_dir", "recorded_normalize", "transform_record"]
@@ -170,6 +171,8 @@ def _find_file(folder: Path, name: str, hint: str | None) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):  # a FIFO, device, folder or dangling link: say so, never open it
+            check_input_file(candidate, f"data file {candidate}", DataError)
     msg = f"missing data file {name} (or {name}.gz) in {folder}"
     raise DataError(f"{msg}; {hint}" if hint else msg)
 

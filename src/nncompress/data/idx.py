@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from nncompress.errors import DataError
+from nncompress.paths import open_input
 
 __all__ = ["read_idx", "IDX_DTYPES"]
 
@@ -31,38 +34,59 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _TYPE_NAMES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Return the file's (decompressed) contents; gzip is detected by suffix or magic bytes."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read IDX file: {exc.strerror or exc}") from exc
-    if path.suffix == ".gz" or raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-            raise DataError(
-                f"{path}: corrupt or truncated gzip stream ({exc}); re-download or re-install the file"
-            ) from exc
-    return raw
+MAX_GZIP_RATIO = 1100
+"""Deflate expands at most about 1032:1, so a gzip stream of n bytes holds at most about 1100 n bytes:
+a header claiming more is refused before anything is decompressed."""
+TRAILING_WINDOW = 1 << 20
+"""Bytes after the payload that are counted for the error message; more are not decompressed."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (plain or gzip) into a native-endian numpy array of its dimensions.
 
+    The header is read first and says how many bytes must follow; only that many are read (a plain
+    file's size is checked before reading, a gzip stream is decompressed no further than the payload
+    and a small window after it), so a gzip bomb or a huge file is refused without being read.
     Raises DataError naming the file and the problem for any malformed input.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated header: {len(data)} bytes, an IDX file needs at least 4")
-    magic = int.from_bytes(data[:4], "big")
-    if data[0] != 0 or data[1] != 0:
+    with open_input(path, str(path), DataError) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        gz = path.suffix == ".gz" or handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        if not gz:
+            return _read_payload(path, handle, size, None)
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+                return _read_payload(path, stream, None, size)
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise DataError(
+                f"{path}: corrupt or truncated gzip stream ({exc}); re-download or re-install the file"
+            ) from exc
+
+
+def _read_exact(stream: BinaryIO, buf: memoryview) -> int:
+    """Fill ``buf`` from ``stream``; the number of bytes read (short only at the end of the stream)."""
+    done = 0
+    while done < len(buf):
+        n = stream.readinto(buf[done:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        done += n
+    return done
+
+
+def _read_payload(path: Path, stream: BinaryIO, plain_size: int | None, gzip_size: int | None) -> np.ndarray:
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: truncated header: {len(head)} bytes, an IDX file needs at least 4")
+    magic = int.from_bytes(head, "big")
+    if head[0] != 0 or head[1] != 0:
         raise DataError(
             f"{path}: wrong magic 0x{magic:08x}: expected 0x0803 or 0x0801 "
             "(first two bytes zero, then type and rank); not an IDX file?"
         )
-    type_code, ndim = data[2], data[3]
+    type_code, ndim = head[2], head[3]
     if type_code not in IDX_DTYPES:
         supported = ", ".join(f"0x{c:02x} {n}" for c, n in _TYPE_NAMES.items())
         raise DataError(
@@ -72,25 +96,42 @@ def read_idx(path: str | Path) -> np.ndarray:
     if not 1 <= ndim <= 4:
         raise DataError(f"{path}: wrong magic 0x{magic:08x}: unsupported number of dimensions {ndim} (expected 1..4)")
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(
-            f"{path}: truncated header: {len(data)} bytes, expected {header_len} for {ndim} dimension sizes"
+            f"{path}: truncated header: {4 + len(sizes)} bytes, expected {header_len} for {ndim} dimension sizes"
         )
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[type_code]
     count = math.prod(dims)
     expected = count * dtype.itemsize
-    actual = len(data) - header_len
+    if plain_size is not None and plain_size - header_len != expected:
+        _wrong_length(path, plain_size - header_len, expected, dims)
+    if gzip_size is not None and expected > MAX_GZIP_RATIO * gzip_size + (1 << 16):
+        raise DataError(
+            f"{path}: the header's dims {dims} need {expected:,} bytes, more than a {gzip_size:,}-byte gzip stream "
+            "can hold: the file is damaged or not an IDX file"
+        )
+    payload = np.empty(count, dtype=dtype)
+    got = _read_exact(stream, memoryview(payload.view(np.uint8)))
+    if got < expected:
+        _wrong_length(path, got, expected, dims)
+    trailing = len(stream.read(TRAILING_WINDOW + 1))
+    if trailing:
+        more = f"more than {TRAILING_WINDOW:,}" if trailing > TRAILING_WINDOW else str(trailing)
+        raise DataError(f"{path}: trailing bytes: {more} bytes after the {expected}-byte payload "
+                        f"that dims {dims} describe")
+    # astype copies into a native-endian array
+    return payload.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+
+def _wrong_length(path: Path, actual: int, expected: int, dims: tuple[int, ...]) -> None:
     if actual < expected:
         raise DataError(
             f"{path}: truncated: payload is {actual} bytes but dims {dims} need {expected}; "
             "the file is incomplete, re-download it"
         )
-    if actual > expected:
-        raise DataError(
-            f"{path}: trailing bytes: {actual - expected} bytes after the {expected}-byte payload "
-            f"that dims {dims} describe"
-        )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header_len)
-    # astype copies into a writable, native-endian array (frombuffer on bytes is read-only).
-    return arr.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
+    raise DataError(
+        f"{path}: trailing bytes: {actual - expected} bytes after the {expected}-byte payload "
+        f"that dims {dims} describe"
+    )

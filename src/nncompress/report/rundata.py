@@ -7,13 +7,14 @@ that silently drops a broken section would hide the problem).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from nncompress.errors import DataError, ReportError
+from nncompress.jsonfile import MAX_JSON_BYTES, load_json_file, loads
+from nncompress.paths import read_bounded
 from nncompress.pruning.sensitivity import SensitivityRow, from_csv
 
 SUMMARY = "summary.json"
@@ -46,12 +47,7 @@ def _hint(run_dir: Path) -> str:
 
 
 def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ReportError(f"{path}: malformed JSON ({exc})") from exc
-    except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
+    return load_json_file(path, ReportError)  # bounded: size, depth, numbers; regular files only
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
@@ -74,14 +70,14 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 def _steps(path: Path) -> list[dict[str, Any]]:
     records = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as exc:
+        lines = read_bounded(path, MAX_JSON_BYTES, str(path), ReportError).decode("utf-8").splitlines()
+    except ValueError as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads(line)
         except ValueError as exc:
             raise ReportError(f"{path}, line {n}: malformed JSON ({exc})") from exc
         if not isinstance(rec, dict) or any(k not in rec for k in STEP_KEYS):
@@ -134,10 +130,9 @@ def load_run(run_dir: str | Path) -> RunData:
     if (run_dir / HISTOGRAMS).is_file():
         run.histograms = _histograms(run_dir / HISTOGRAMS)
     if (run_dir / RECIPE).is_file():
-        try:
-            run.recipe = (run_dir / RECIPE).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise ReportError(f"cannot read {run_dir / RECIPE}: {exc}") from exc
+        from nncompress.recipe import MAX_RECIPE_BYTES
+        raw = read_bounded(run_dir / RECIPE, MAX_RECIPE_BYTES, str(run_dir / RECIPE), ReportError)
+        run.recipe = raw.decode("utf-8", errors="replace")
     if (run_dir / ENVIRONMENT).is_file():
         run.environment = _environment(run_dir / ENVIRONMENT)
     return run

@@ -8,6 +8,7 @@ from elsewhere (bare state dicts, GPU-saved, DataParallel-wrapped) load too.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import warnings
@@ -24,10 +25,21 @@ from nncompress.coding.csr import CSR, csr_bytes, from_csr, to_csr
 from nncompress.errors import CheckpointError, FormatError, ModelError
 from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record, remember, trusted_factory
 from nncompress.models.factory import Trust
+from nncompress.paths import open_input
 
 FORMAT_KEY = "nncompress_checkpoint"
 FORMAT_VERSION = 1
 STORAGES = ("auto", "dense", "csr")
+MAX_CSR_ELEMENTS = 2**30
+"""Default bound on the dense elements all CSR weights of one checkpoint decode to (4 GiB of float32): a
+shape is a claim a few bytes can make, so it is checked before anything is allocated. ``load_checkpoint``'s
+``max_elements`` raises it."""
+PLAIN_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8,
+                          torch.int8, torch.int16, torch.int32, torch.int64})
+WIDENED_DTYPES = frozenset(getattr(torch, n) for n in dir(torch) if n.startswith("float8_")
+                           and isinstance(getattr(torch, n), torch.dtype))
+"""8-bit floats load widened to float32, which holds each of their values exactly (and which every
+operation supports)."""
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +87,7 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
     with tensors outside its state dict (non-persistent buffers) is built
     again for real, at the factory's sizes, and fitted."""
     if not is_factory_record(arch):
-        return from_record(arch)  # type: ignore[arg-type]
+        return _builtin_for_state(arch, state, source, error)
     factory, spec, kwargs = trusted_factory(arch, trust_factory, source, error)
     try:
         with torch.device("meta"):
@@ -95,6 +107,25 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
     model = factory(**kwargs)
     fit_shapes_(model, state)
     return remember(model, spec, kwargs)
+
+
+def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
+                       error: type[Exception]) -> nn.Module:
+    """A built-in model of the record, built on the meta device first and checked against ``state``: a
+    record asking for huge sizes costs nothing unless the stored tensors have them too."""
+    with torch.device("meta"):
+        probe = from_record(arch)  # type: ignore[arg-type]
+    fit_shapes_(probe, state)
+    problem = state_mismatch(probe, state)
+    if problem:
+        raise error(f"{source} records the model {arch.get('name')!r} with config {arch.get('config')}, but it "
+                    f"does not match the stored weights ({problem}): the file is damaged; pass a matching model "
+                    "to load it")
+    if _materialises_from_state(probe):
+        return probe.to_empty(device="cpu")
+    model = from_record(arch)  # type: ignore[arg-type]
+    fit_shapes_(model, state)
+    return model
 
 
 def _is_sparse_weight(name: str, tensor: torch.Tensor) -> bool:
@@ -170,18 +201,19 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
 
 
 def _read(path: Path) -> Any:
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0 and path.suffix != ".nnc":
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
-                              "interrupted save or copy?): point to the file torch.save wrote")
+    with open_input(path, f"checkpoint {path}", CheckpointError) as handle:  # a FIFO or device is refused, not read
+        if os.fstat(handle.fileno()).st_size == 0 and path.suffix != ".nnc":
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
+                                  "interrupted save or copy?): point to the file torch.save wrote")
+        return _torch_load(path, handle)
+
+
+def _torch_load(path: Path, handle: Any) -> Any:
     try:
         # torch warns about pickle protocols it did not write; our one error line says enough
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _names_python_objects(exc):
             raise _unreadable(path, exc) from exc
@@ -201,6 +233,10 @@ def _check_fields(raw: Mapping[str, Any], path: Path) -> None:
         if not isinstance(value, dict):
             raise CheckpointError(f"{path}: checkpoint field {key!r} must be a dict, not a {type(value).__name__}; "
                                   "the file is damaged or was not written by nncompress: save the model again")
+    arch = raw.get("arch")
+    if arch is not None and not isinstance(arch, dict):
+        raise CheckpointError(f"{path}: checkpoint field 'arch' must be a dict or absent, not a "
+                              f"{type(arch).__name__}; the file is damaged or was not written by nncompress")
     bad = [repr(k) for k, v in raw.get("state", {}).items()
            if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     bad += [repr(k) for k in raw.get("sparse", {}) if not isinstance(k, str)]
@@ -232,39 +268,110 @@ def _fold_pruning_masks(state: dict[str, torch.Tensor], source: Path | str) -> d
     return state
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint of ours or a plain state dict from the wild, on the CPU."""
+def load_checkpoint(path: str | os.PathLike[str], *, max_elements: int = MAX_CSR_ELEMENTS) -> Checkpoint:
+    """Read a checkpoint of ours or a plain state dict from the wild, on the CPU. Every value is checked
+    before use: tensor kinds (see ``plain_tensor``), the version, and each CSR weight's structure, whose
+    dense size (all of them together) may not pass ``max_elements``."""
     path = Path(path)
     raw = _read(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict")
     if FORMAT_KEY in raw:
-        version = raw[FORMAT_KEY]
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}); "
-                                  "upgrade nncompress to read it")
+        _check_version(raw[FORMAT_KEY], path)
         _check_fields(raw, path)
-        state = dict(raw.get("state", {}))
-        try:
-            for name, parts in raw.get("sparse", {}).items():
-                csr = CSR(parts["values"].numpy(), parts["col_indices"].numpy(), parts["crow_indices"].numpy(),
-                          tuple(parts["shape"]))
-                state[name] = torch.from_numpy(from_csr(csr))
-        except (KeyError, AttributeError, TypeError, FormatError) as exc:
-            raise CheckpointError(f"{path}: a sparse weight is malformed ({exc})") from exc
+        state = {k: plain_tensor(k, v, path) for k, v in raw.get("state", {}).items()}
+        budget = max_elements
+        for name, parts in raw.get("sparse", {}).items():
+            dense = _sparse_weight(name, parts, path, budget)
+            budget -= dense.numel()
+            state[name] = dense
         ckpt = Checkpoint(state=_strip_prefix(state), arch=raw.get("arch"), meta=dict(raw.get("meta", {})))
     else:
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(raw.get(key), dict):
                 raw = raw[key]
                 break
-        tensors = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        tensors = {k: plain_tensor(k, v, path) for k, v in raw.items()
+                   if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if not tensors:
             raise CheckpointError(f"{path} holds no tensors: expected a state dict")
         ckpt = Checkpoint(state=_strip_prefix(tensors))
     ckpt.state = _fold_pruning_masks(ckpt.state, path)
     check_finite(ckpt.state)
     return ckpt
+
+
+def _check_version(version: Any, path: Path) -> None:
+    """The version is a plain integer: ``true`` is no version (bool is an int to Python), nor is ``"1"``."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: checkpoint version must be an integer >= 1, got {version!r} "
+                              f"({type(version).__name__}): the file is damaged or was not written by nncompress")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}; this one "
+                              f"reads up to {FORMAT_VERSION}); upgrade nncompress to read it")
+
+
+def plain_tensor(name: str, tensor: torch.Tensor, source: Path | str) -> torch.Tensor:
+    """``tensor`` as a dense CPU tensor of a dtype the rest of nncompress handles, or a CheckpointError
+    saying what it is and how to re-save it: sparse layouts, meta-device (data-less), quantized, complex
+    and packed/sub-byte tensors are refused; 8-bit floats are widened to float32 (exactly)."""
+    if tensor.layout != torch.strided:
+        layout = str(tensor.layout).replace("torch.", "")
+        raise CheckpointError(f"{source}: tensor {name} is stored in the {layout} layout; nncompress loads dense "
+                              "tensors: save it with .to_dense() (nncompress writes its own CSR for pruned weights)")
+    if tensor.device.type == "meta":
+        raise CheckpointError(f"{source}: tensor {name} is a meta-device tensor and holds no values (saved from a "
+                              "model that was never materialised?): save the model's real weights")
+    if tensor.is_quantized:
+        raise CheckpointError(f"{source}: tensor {name} is quantized ({tensor.dtype}); nncompress does not "
+                              "dequantize: save tensor.dequantize() (or the float weights) and load again")
+    if tensor.is_complex():
+        raise CheckpointError(f"{source}: tensor {name} is complex ({tensor.dtype}); nncompress compresses "
+                              "real-valued networks only")
+    if tensor.dtype in WIDENED_DTYPES:
+        return tensor.to(torch.float32)
+    if tensor.dtype not in PLAIN_DTYPES:
+        raise CheckpointError(f"{source}: tensor {name} has dtype {str(tensor.dtype).replace('torch.', '')}, "
+                              "which nncompress does not load: save it as float32 (or float16/bfloat16)")
+    return tensor
+
+
+def _sparse_weight(name: str, parts: Any, path: Path, budget: int) -> torch.Tensor:
+    """One CSR weight of ours, checked field by field and then structurally (``csr.check_csr``) before
+    its dense tensor is allocated."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: sparse weight {name} is malformed: {why}; the file is damaged or was "
+                               "not written by nncompress: save the model again")
+
+    keys = ("values", "col_indices", "crow_indices", "shape")
+    if not isinstance(parts, dict) or set(parts) != set(keys):
+        got = sorted(map(str, parts)) if isinstance(parts, dict) else type(parts).__name__
+        raise bad(f"expected an object with {', '.join(keys)}, got {got}")
+    arrays = {}
+    for key in keys[:3]:
+        t = parts[key]
+        if not isinstance(t, torch.Tensor):
+            raise bad(f"{key} is a {type(t).__name__}, not a tensor")
+        t = plain_tensor(f"{name}.{key}", t, path)
+        if t.dim() != 1:
+            raise bad(f"{key} must be one-dimensional, got shape {tuple(t.shape)}")
+        if key == "values" and not t.is_floating_point():
+            raise bad(f"values must be floating point, got {t.dtype}")
+        if key != "values" and (t.is_floating_point() or t.dtype == torch.bool):
+            raise bad(f"{key} must be integers, got {t.dtype}")
+        arrays[key] = t.numpy()
+    shape = parts["shape"]
+    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise bad(f"shape must be a list of 1 to 8 non-negative integers, got {shape!r}")
+    if math.prod(shape) > budget:
+        raise bad(f"shape {list(shape)} asks for {math.prod(shape):,} elements, more than the {max(budget, 0):,} "
+                  "left of the bound on dense weights decoded from CSR (load_checkpoint's max_elements raises it)")
+    try:
+        csr = CSR(arrays["values"], arrays["col_indices"], arrays["crow_indices"], tuple(shape))
+        return torch.from_numpy(from_csr(csr))
+    except FormatError as exc:
+        raise bad(str(exc)) from None
 
 
 def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
