@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.coding.container import DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header, write_container
+from nncompress.coding.container import (DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header,
+                                         write_container)
 from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_quant, encode_raw, encode_shared,
                                       shared_layout, split_shared)
 from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES, KIND, check_budget,
@@ -25,15 +26,17 @@ from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TEN
 from nncompress.errors import ConfigError, FormatError, ModelError
 from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record
 from nncompress.models.factory import Trust
+from nncompress.paths import open_input
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization import SharedLayer
 from nncompress.train.checkpoint import load_state, model_for_state, state_mismatch
 
 
 def is_compressed(path: str | os.PathLike[str]) -> bool:
-    """Whether the file starts with the container's magic bytes."""
+    """Whether the file starts with the container's magic bytes (PathError for a FIFO,
+    device or folder, which no open may block on)."""
     try:
-        with open(path, "rb") as handle:
+        with open_input(path) as handle:
             return handle.read(len(MAGIC)) == MAGIC
     except OSError:
         return False

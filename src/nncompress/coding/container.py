@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from nncompress.atomic import atomic_open
+from nncompress.paths import open_input
 from nncompress.errors import (
     BadMagicError,
     ChecksumError,
@@ -415,8 +416,9 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
 def read_header(path: str | os.PathLike[str]) -> Container:
     """The verified header and section table of a container file, without reading the
     data area (``sections`` is empty; section CRCs are not checked): enough to describe
-    a file of any size in bounded time and memory. OSError if it cannot be opened."""
-    with open(path, "rb") as handle:
+    a file of any size in bounded time and memory. PathError if it is missing or not a
+    regular file (a FIFO would block the open, a device never end)."""
+    with open_input(path) as handle:
         n = os.fstat(handle.fileno()).st_size
         prefix = handle.read(_PREFIX.size)
         hlen = _PREFIX.unpack_from(prefix, 0)[2] if len(prefix) == _PREFIX.size else 0
@@ -428,7 +430,7 @@ def read_header(path: str | os.PathLike[str]) -> Container:
 
 
 def read_container(path: str | os.PathLike[str]) -> Container:
-    """Read and verify a container file (OSError if it cannot be opened)."""
-    with open(path, "rb") as handle:
+    """Read and verify a container file (PathError if it is missing or not a regular file)."""
+    with open_input(path) as handle:
         data = handle.read()
     return loads(data)
