@@ -178,7 +178,10 @@ BAD_INPUTS = {  # name: (argv, exit status, a fragment of the one-line error)
     "embedding bits 0": (LABEL_FREE + ["--embedding-bits", "0"], 1, "--embedding-bits: expected an integer"),
     "embedding bits not a number": (LABEL_FREE + ["--embedding-bits", "x"], 2, "invalid int value: 'x'"),
     "evaluate without labels": (["evaluate", "enc.pt", "--model", "adversarial_cli:Encoder", "--data",
-                                 "adversarial_cli:unlabelled"], 1, "evaluate scores a model against labels"),
+                                 "adversarial_cli:unlabelled"], 1, "--reference DENSE.pt"),
+    "evaluate against a reference by labels": (["evaluate", "enc.pt", "--model", "adversarial_cli:Encoder", "--data",
+                                                "adversarial_cli:unlabelled", "--reference", "enc.pt", "--objective",
+                                                "classification"], 1, "compared by its outputs"),
     "another factory than recorded": (["evaluate", "base.pt", "--model", "adversarial_cli:other", "--data", "digits"],
                                       1, "records the model 'usernets_cli:build', but --model names"),
     "another factory than recorded to compress": (COMPRESS[:3] + ["--model", "adversarial_cli:other"] + COMPRESS[5:],
@@ -241,3 +244,23 @@ def test_sensitivity_of_a_label_free_model_names_its_metric(adversarial: Path, t
                              "adversarial_cli:unlabelled", "--out", str(tmp_path / "sens"), "--q-max", "1"])
     assert rc == 0, err
     assert out.startswith("dense validation mean_cosine 100.00 %") and "accuracy" not in out
+
+
+def test_evaluate_scores_a_label_free_file_against_its_reference(adversarial: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(adversarial)
+    monkeypatch.syspath_prepend(str(adversarial))
+    out_file = tmp_path / "enc.nnc"
+    rc, _, err = run_main(["--quiet", "compress", "enc.pt", "--model", "adversarial_cli:Encoder", "--data",
+                           "adversarial_cli:unlabelled", "--skip-prune", "--share-epochs", "0", "--fc-bits", "2",
+                           "--out", str(out_file), "--run-dir", str(tmp_path / "run")])
+    assert rc == 0, err
+    rc, out, err = run_main(["evaluate", str(out_file), "--model", "adversarial_cli:Encoder", "--data",
+                             "adversarial_cli:unlabelled", "--reference", "enc.pt", "--json"])
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["metric"] == "mean_cosine" and got["reference"] == "enc.pt"
+    assert 0.5 < got["score"] < 0.9999  # 2-bit codebooks move the outputs, not beyond recognition
+    rc, out, err = run_main(["evaluate", "enc.pt", "--model", "adversarial_cli:Encoder", "--data",
+                             "adversarial_cli:unlabelled", "--reference", "enc.pt", "--json"])
+    assert rc == 0 and json.loads(out)["score"] == pytest.approx(1.0, abs=1e-6)  # itself: identical outputs

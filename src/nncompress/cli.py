@@ -145,17 +145,26 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     meta, recorded = _recorded(args.checkpoint)
     _check_model(args.checkpoint, recorded, args.model)
     splits = _splits(args, meta)
-    if not splits.has_labels:
-        raise ConfigError(f"{splits.name} carries no labels, and evaluate scores a model against labels; a model "
-                          "compressed without them is scored against its dense model by `nncompress compress` "
-                          "(test_score in its output)")
+    objective = None
+    if args.reference:
+        from nncompress.train.objective import against_reference
+        _check_model(args.reference, _recorded(args.reference)[1], args.model)
+        reference, _ = load_for_data(args.reference, splits, args.model, kwargs)
+        objective = against_reference(args.objective, reference, splits)
+    elif not splits.has_labels:
+        raise ConfigError(f"{splits.name} carries no labels: give the dense model the file was compressed from, "
+                          "--reference DENSE.pt, to score it against that model's outputs")
     model, _ = load_for_data(args.checkpoint, splits, args.model, kwargs)
-    m = metrics(model, splits, "test")
+    m = metrics(model, splits, "test", objective)
+    if args.reference:
+        m["reference"] = str(args.reference)
     m["file_bytes"] = Path(args.checkpoint).stat().st_size
     m["data"] = splits.name
     m["transform"] = splits.transform
-    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} examples): "
-                    f"{m['metric']} {_pct(m['score'])}, loss {m['loss']:.4f}",
+    against = f" against {args.reference}" if args.reference else ""
+    shown = _pct(m["score"]) if m["metric"] in ("accuracy", "agreement") else f"{m['score']:.4f}"
+    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} examples){against}: "
+                    f"{m['metric']} {shown}, loss {m['loss']:.4f}",
                     f"parameters {m['params']:,}, nonzero {m['nonzero']:,} "
                     f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes",
                     f"inputs: {describe_transform(splits.transform)}"])
@@ -760,9 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=cmd_train)
 
-    p = add("evaluate", help="test accuracy and weight counts of a checkpoint")
+    p = add("evaluate", help="test accuracy (or agreement with a reference model) and weight counts of a file")
     p.add_argument("checkpoint")
-    _add_common(p)
+    p.add_argument("--reference", default=None,
+                   help="the dense model: score the file by its outputs against this model's (needed without labels)")
+    _add_common(p, objective=True)
     p.set_defaults(func=cmd_evaluate)
 
     d = SensitivityConfig()
@@ -869,7 +880,7 @@ def _check_output(path: Optional[str | Path], folder: bool = False, flag: str = 
 
 # inputs named on the command line: (attribute, what it is); each is checked before any work starts
 INPUT_ARGS = (("checkpoint", "checkpoint"), ("file", "compressed file"), ("recipe", "recipe"),
-              ("sensitivity", "sensitivity table"))
+              ("sensitivity", "sensitivity table"), ("reference", "reference model"))
 
 
 def _check_inputs(args: argparse.Namespace) -> None:

@@ -430,6 +430,17 @@ def resolve_objective(spec: ObjectiveSpec, model: nn.Module, splits: Any, *,
                       "or an Objective")
 
 
+def against_reference(spec: ObjectiveSpec, reference: nn.Module, splits: Any) -> Objective:
+    """An objective that scores a model against ``reference``'s outputs whether or not the
+    data carry labels: ``spec`` None/"auto" picks "kl" for logits, else "cosine"."""
+    if spec is None or spec == AUTO:
+        spec = _auto_label_free(reference, splits.val_x, None)
+    if spec == "classification":
+        raise ConfigError("a reference model is compared by its outputs: use the objective 'auto', 'kl', "
+                          "'cosine' or 'mse' with it")
+    return resolve_objective(spec, reference, splits)
+
+
 def resolution_warning(objective: Objective, tolerance: float, n_val: int, dense_score: float) -> Optional[str]:
     """Why a validation split of ``n_val`` examples cannot resolve a ``tolerance`` (points) of this
     score, or None. Applies to scores that count examples (accuracy, agreement): one example is
