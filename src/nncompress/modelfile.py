@@ -35,6 +35,8 @@ from nncompress.train.checkpoint import load_state, model_for_state, state_misma
 def is_compressed(path: str | os.PathLike[str]) -> bool:
     """Whether the file starts with the container's magic bytes (PathError for a FIFO,
     device or folder, which no open may block on)."""
+    if not os.path.lexists(path):  # whoever reads it next says what was expected there
+        return False
     try:
         with open_input(path) as handle:
             return handle.read(len(MAGIC)) == MAGIC
