@@ -199,7 +199,7 @@ ERRORS = [
     ("train:\n  zzz: 1\n", "recipe.yaml: train.zzz: unknown key; expected one of epochs, lr,"),
     ("pruning:\n  tolerance: 1\n", "recipe.yaml: pruning: unknown key (did you mean prune?)"),
     ("extras: {}\n", "recipe.yaml: extras: unknown key; expected one of version, model,"),
-    ("tolerance: 1\n", "recipe.yaml: tolerance: unknown key (it belongs in prune.tolerance)"),
+    ("tolerance: 1\n", "recipe.yaml: tolerance: unknown key (it belongs in prune.tolerance or share.tolerance)"),
     ("train:\n  seed: 1\n", "recipe.yaml: train.seed: unknown key (the seed is set once, at the top level"),
     ("share:\n  rel_bits: 5\n", "recipe.yaml: share.rel_bits: unknown key (it belongs in coding.rel_bits)"),
     ("prune:\n  layer_scale: {}\n", "recipe.yaml: prune.layer_scale: unknown key (write per-layer values as "
@@ -225,7 +225,7 @@ ERRORS = [
     ("share:\n  layers: {fc1: {bits: 4.0}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer, got 4.0"),
     ("data: 2024-13-45\n", "recipe.yaml: invalid YAML:"),
     ("data: 5\n", "recipe.yaml: data: expected fashion-mnist, digits, a folder path or package.module:function, got 5"),
-    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp or a factory package.module:name, got 'lenet6' "
+    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory package.module:name, got 'lenet6' "
                         "(did you mean lenet5?)"),
     # out of range (the dataclass's check, re-raised with the key path)
     ("prune:\n  tolerance: -1\n", "recipe.yaml: prune.tolerance: expected a number of percentage points in "
@@ -345,7 +345,7 @@ def test_override_layer_names_may_hold_dots_and_mappings_merge() -> None:
     ({"prune.enabled": "yes"}, "override: prune.enabled: expected true or false, got 'yes'"),
     ({"seed": True}, "override: seed: expected an integer, got True"),
     ({"seed.x": 1}, "override: seed.x: unknown key (seed is a value, not a section)"),
-    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp or a factory package.module:name, got 'vgg'"),
+    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory package.module:name, got 'vgg' (did you mean vgg16?)"),
     ({"prune.layers.conv1.q_scale": 0}, "override: prune.layers.conv1.q_scale: expected a number > 0, got 0"),
     ({"train.seed": 1}, "override: train.seed: unknown key"),
     ({"": 1}, "override: '': expected a dotted key"),
