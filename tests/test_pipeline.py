@@ -76,7 +76,7 @@ def test_share_model_shares_embeddings_with_their_own_init_and_the_file_restores
     torch.manual_seed(0)
     model = _BagOfWords()
     table = model.embed.weight.detach().clone()
-    shared, info = share_model(model, splits, ShareConfig(epochs=0, batch_size=32))
+    shared, info = share_model(model, splits, ShareConfig(epochs=0, batch_size=32, embedding_init="density"))
     assert list(shared) == ["embed", "mix", "head"] and info["bits"]["embed"] == 5  # out: tied to embed
     expected, _ = kmeans_1d(table.numpy().ravel(), 32, "density")
     assert shared["embed"].codebook.numpy().tobytes() == expected.tobytes()
