@@ -66,7 +66,7 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
         result = nnc.compress(model, _data(args.batch, args.batch), work / "vgg16.nnc",
                               nnc.CompressConfig(prune=None, share=share), inplace=True)
         info.update(file_bytes=result.file_bytes, ratio=round(result.ratio, 2),
-                    seconds=result.summary["seconds"])
+                    stage_seconds=result.summary["seconds"])
     elif name == "decode":
         model = nnc.load(work / "vgg16.nnc")
         info["params"] = sum(p.numel() for p in model.parameters())

@@ -137,7 +137,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     """Write ``model`` atomically; return how each weight was stored ('dense'/'csr')."""
     if storage not in STORAGES:
         raise CheckpointError(f"storage must be one of {STORAGES}, got {storage!r}")
-    state = _fold_pruning_masks({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "the model")
+    # no copy: nothing below writes into these tensors (a copy would double a VGG-16's 528 MB while saving)
+    state = _fold_pruning_masks({k: v.detach().cpu() for k, v in model.state_dict().items()}, "the model")
     check_finite(state)
     dense: dict[str, torch.Tensor] = {}
     sparse: dict[str, dict[str, Any]] = {}
