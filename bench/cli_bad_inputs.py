@@ -141,6 +141,8 @@ def prepare(root: Path, timeout: float) -> dict[str, Path]:
     os.mkfifo(root / "pipe")
     os.mkfifo(root / "pipe.nnc")
     os.mkfifo(root / "pipe.yaml")
+    os.mkfifo(root / "pipe.onnx")
+    os.mkfifo(root / "pipe.safetensors")
     os.symlink("/dev/zero", root / "zero-link.pt")
     os.symlink(null_device(root), root / "null-link.pt")
     # hostile checkpoints
@@ -262,7 +264,10 @@ def cases(null: str) -> list[Case]:
                        ("csr-huge.pt", "CSR shape of 10**12 elements")):
         c.append(Case("hostile", ["evaluate", name, *d], note))
     c.append(Case("hostile", ["evaluate", "float8.pt", *d], "float8 weights that fit no model"))
-    for cmd in ("inspect", "decompress"):
+    c += [Case("hostile", ["evaluate", "base.pt", *d, "--reference", "pipe"], "a FIFO as --reference"),
+          Case("hostile", ["evaluate", "base.pt", *d, "--reference", "/dev/zero"], "a device as --reference"),
+          Case("missing", ["evaluate", "base.pt", *d, "--reference", "nope.pt"], "no such --reference")]
+    for cmd in ("inspect", "decompress", "benchmark"):
         extra = ["--out", "dense.pt"] if cmd == "decompress" else []
         c += [Case("missing", [cmd, "nope.nnc", *extra], "no such file"),
               Case("wrong-kind", [cmd, "folder", *extra], "a folder"),
@@ -319,6 +324,10 @@ def cases(null: str) -> list[Case]:
               Case("output", make("/sys/x.pt"), "--out in /sys"),
               Case("output", make("afile/x.pt"), "--out under a file"),
               Case("output", make("folder"), "--out a folder")]
+    for suffix in (".onnx", ".safetensors"):
+        c += [Case("output", ["decompress", "base.nnc", "--out", f"/proc/x{suffix}"], f"--out {suffix} in /proc"),
+              Case("output", ["decompress", "base.nnc", "--out", f"afile/x{suffix}"], f"--out {suffix} under a file"),
+              Case("output", ["decompress", "base.nnc", "--out", f"pipe{suffix}"], f"--out {suffix} a FIFO")]
     c += [Case("output", ["sensitivity", "base.pt", *d, "--out", "/proc/sens"], "--out folder in /proc"),
           Case("output", ["sensitivity", "base.pt", *d, "--out", "afile"], "--out folder is a file"),
           Case("output", ["sensitivity", "base.pt", *d, "--out", null], "--out folder is a device", watch=[null]),
