@@ -42,6 +42,10 @@ bench: setup fashion-mnist
 	$(PY) bench/codec_speed.py
 	$(PY) bench/resnet_bench.py
 	$(PY) bench/transformer_bench.py
+	$(PY) bench/runtime_bench.py
+	$(PY) bench/fuzz_bench.py --cases 300000 --minutes 45
+	$(PY) bench/cli_bad_inputs.py --timeout 60
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
