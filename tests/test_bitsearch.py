@@ -1,6 +1,8 @@
 """Codebook widths chosen by measurement (quantization/bitsearch.py)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -27,15 +29,21 @@ def _net() -> tuple[nn.Sequential, torch.Tensor]:
     return net, torch.randn(256, 16)
 
 
-def test_fit_bits_widens_until_the_drop_fits_and_leaves_consistent_layers() -> None:
-    net, x = _net()
+def _cosine_drop(net: nn.Module, x: torch.Tensor) -> Callable[[], float]:
+    """The drop, in points of mean cosine, of ``net``'s outputs from what they are now."""
     with torch.no_grad():
         reference = net(x)
 
     def drop() -> float:
         with torch.no_grad():
             return float(100 * (1 - nn.functional.cosine_similarity(net(x), reference, dim=1).mean()))
+    return drop
 
+
+def test_fit_bits_widens_until_the_drop_fits_and_leaves_consistent_layers() -> None:
+    net, x = _net()
+    drop = _cosine_drop(net, x)
+    reference = net(x).detach()
     layers = {"0": net[0], "2": net[2], "4": net[4]}
     start = {n: 1 for n in layers}
     net_copy, _ = _net()
@@ -57,13 +65,7 @@ def test_fit_bits_widens_until_the_drop_fits_and_leaves_consistent_layers() -> N
 
 def test_fit_bits_says_when_the_caps_stop_it() -> None:
     net, x = _net()
-    with torch.no_grad():
-        reference = net(x)
-
-    def drop() -> float:
-        with torch.no_grad():
-            return float(100 * (1 - nn.functional.cosine_similarity(net(x), reference, dim=1).mean()))
-
+    drop = _cosine_drop(net, x)
     layers = {"0": net[0], "2": net[2], "4": net[4]}
     _, search = fit_bits_(layers, {n: 1 for n in layers}, "linear", drop, tolerance=0.0, max_bits=2)
     assert not search.met and all(b <= 2 for b in search.bits.values())

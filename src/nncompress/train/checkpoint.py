@@ -96,17 +96,26 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
         log.info("model factory %s cannot run on the meta device (%s); building it directly", spec, exc)
         probe = None
     if probe is not None:
-        fit_shapes_(probe, state)
-        problem = state_mismatch(probe, state)
-        if problem:
-            raise error(f"{source} records the model factory {spec} with kwargs {kwargs}, but what it builds does "
-                        f"not match the stored weights ({problem}): the file is damaged or the factory has changed "
-                        "since it was written; pass a matching model to load it")
-        if _materialises_from_state(probe):
-            return remember(probe.to_empty(device="cpu"), spec, kwargs)
+        built = _from_probe(probe, state, error, f"{source} records the model factory {spec} with kwargs {kwargs}, "
+                            "but what it builds does not match the stored weights ({problem}): the file is damaged "
+                            "or the factory has changed since it was written; pass a matching model to load it")
+        if built is not None:
+            return remember(built, spec, kwargs)
     model = factory(**kwargs)
     fit_shapes_(model, state)
     return remember(model, spec, kwargs)
+
+
+def _from_probe(probe: nn.Module, state: Mapping[str, torch.Tensor], error: type[Exception], message: str
+                ) -> Optional[nn.Module]:
+    """A meta-device ``probe`` fitted to ``state`` and checked against it (``message``, with
+    ``{problem}`` filled in, when it does not match); allocated on the CPU when the state
+    covers every tensor it holds, else None (it must be built for real)."""
+    fit_shapes_(probe, state)
+    problem = state_mismatch(probe, state)
+    if problem:
+        raise error(message.replace("{problem}", problem))
+    return probe.to_empty(device="cpu") if _materialises_from_state(probe) else None
 
 
 def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
@@ -115,14 +124,11 @@ def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor
     record asking for huge sizes costs nothing unless the stored tensors have them too."""
     with torch.device("meta"):
         probe = from_record(arch)  # type: ignore[arg-type]
-    fit_shapes_(probe, state)
-    problem = state_mismatch(probe, state)
-    if problem:
-        raise error(f"{source} records the model {arch.get('name')!r} with config {arch.get('config')}, but it "
-                    f"does not match the stored weights ({problem}): the file is damaged; pass a matching model "
-                    "to load it")
-    if _materialises_from_state(probe):
-        return probe.to_empty(device="cpu")
+    built = _from_probe(probe, state, error, f"{source} records the model {arch.get('name')!r} with config "
+                        f"{arch.get('config')}, but it does not match the stored weights ({{problem}}): the file is "
+                        "damaged; pass a matching model to load it")
+    if built is not None:
+        return built
     model = from_record(arch)  # type: ignore[arg-type]
     fit_shapes_(model, state)
     return model
