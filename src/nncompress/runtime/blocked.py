@@ -166,6 +166,12 @@ def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[
     return y3.permute(1, 0, 2).reshape(n_rows, chunks * n)[:, :width]
 
 
+def transposed(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of the 2-D float32 ``t`` transposed; numpy's copy took half the time of torch's
+    ``t().contiguous()`` for a (64, 784) input, which matters next to a small layer's product."""
+    return torch.from_numpy(np.ascontiguousarray(t.detach().numpy().T))
+
+
 def part_bytes(parts: dict[str, torch.Tensor]) -> int:
     return sum(t.nbytes for t in parts.values())
 

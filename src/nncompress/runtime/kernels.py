@@ -81,9 +81,11 @@ class SparseLinear(_CsrHolder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        xt = x.reshape(-1, self.in_features).t().contiguous()
-        y = self._matmul(xt)
-        return y.t().contiguous().reshape(*lead, self.out_features)
+        if self.engine == "mkl" or x.dtype != torch.float32:
+            xt = x.reshape(-1, self.in_features).t().contiguous()
+            return self._matmul(xt).t().contiguous().reshape(*lead, self.out_features)
+        xt = blocked.transposed(x.reshape(-1, self.in_features))
+        return blocked.transposed(self._matmul(xt)).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
