@@ -90,12 +90,11 @@ def _sparse_kernel(layer: nn.Module, width: int, engine: str = "mkl") -> nn.Modu
 
 
 def numba_engines(layer: nn.Module) -> list[str]:
-    """The numba kernels that can run ``layer``: none without numba or for non-float32 weights; the codebook
-    form where the layer has at most 256 distinct nonzero values (k-means sharing leaves that)."""
+    """The numba kernel for ``layer``: none without numba or for non-float32 weights; the codebook form where
+    the layer has at most 256 distinct nonzero values (k-means sharing leaves that): as fast, half the bytes."""
     if layer.weight.dtype != torch.float32 or not blocked.available():
         return []
-    shared = blocked.codebook(layer.weight.detach()) is not None
-    return ["numba", "numba-shared"] if shared else ["numba"]
+    return ["numba-shared"] if blocked.codebook(layer.weight.detach()) is not None else ["numba"]
 
 
 def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]], mode: str, int8: bool,
@@ -132,7 +131,7 @@ def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]
                 if key not in built:
                     built[key] = _sparse_kernel(layer, width, engine)
                 candidates[key] = built[key]
-                preferred = key  # the last: the numba kernel with the fewest bytes, else the fitted CSR blocks
+                preferred = key  # the last: the numba kernel, else the fitted CSR blocks
         times: dict[str, float] = {}
         if mode == "sparse" or len(candidates) == 1:
             pick = preferred
