@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from nncompress.errors import ConfigError, ModelError
 from nncompress.models import LeNet300
 from nncompress.runtime import SparseConv, SparseLinear, blocked, convert_
 from nncompress.runtime.choose import choose
@@ -103,8 +104,12 @@ def test_the_codebook_form_holds_fewer_bytes_and_only_for_shared_layers():
     nnz = int(torch.count_nonzero(shared.weight))
     assert plain.weight_bytes() >= 6 * nnz and coded.weight_bytes() <= 3 * nnz + 4 * 256 + 8 * 65 + 8
     assert blocked.codebook(masked_linear(64, 512, 0.1).weight.detach()) is None  # thousands of distinct values
-    with pytest.raises(ValueError, match="distinct nonzero values"):
+    with pytest.raises(ConfigError, match="distinct nonzero values"):
         SparseLinear(masked_linear(64, 512, 0.1), engine="numba-shared")
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        SparseLinear(shared, engine="cuda")
+    with pytest.raises(ModelError, match="float32 inputs"):
+        plain(torch.randn(2, 512, dtype=torch.float64))
 
 
 def test_shared_layers_run_on_the_codebook_kernel_and_others_on_fp32_values():
@@ -204,7 +209,7 @@ def test_the_fastest_winner_is_taken_and_clear_losers_are_timed_no_more():
     result = choose({k: (lambda: None) for k in ("dense", "csr", "numba", "numba-shared")}, "dense", timer, 1)
     assert result.pick == "numba-shared"
     assert result.rounds == {"dense": 5, "csr": 2, "numba": 5, "numba-shared": 5}
-    with pytest.raises(ValueError, match="base kernel"):
+    with pytest.raises(ConfigError, match="base kernel"):
         choose({"csr": lambda: None}, "dense", timer, 1)
 
 

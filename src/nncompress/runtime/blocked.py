@@ -1,15 +1,17 @@
 """Pruned weight matrices as column-blocked CSR for the numba kernels (``nbkernels``).
 
-Why not torch's CSR (MKL): on this project's benchmark machine MKL's sparse BLAS read
-about 4-9 GB/s of weights at batch 1 and reached 1.5-8x dense at batch 64 where the
-numba kernels reach about 2x that (bench/results/runtime_bench.md). The format: per
+Why beside torch's CSR (MKL): on the benchmark machine neither wins everywhere (see
+bench/results/runtime_bench.md), MKL's threads slow badly on cores shared with other
+work, and 16-bit indices and codebooks hold fewer bytes. The format: per
 block of at most ``BLOCK_COLS`` columns, row pointers (int64, one row per block),
 16-bit column indices relative to the block's first column, and fp32 values, or, for
 a weight-shared layer (at most 256 distinct nonzero values, as k-means sharing leaves
 it), 8-bit indices into a 256-entry codebook: the very same values in half the bytes.
-The codebook form measured no faster (at batch 1 the kernels spend about 0.8 ns per
-nonzero once the weights are prefetched, whether a nonzero takes 6 bytes or 3), so it
-is used for the memory it saves, not for speed.
+The codebook form measured no faster: at batch 1 a kernel spends about 0.7 ns per
+nonzero with its weights in cache and about 1.8 ns reading them from memory, whether a
+nonzero takes 8, 6 or 3 bytes (so the limit is loads in flight, not bandwidth; a software
+prefetch 512 nonzeros ahead did not change it either). It is used for the memory it
+saves, not for speed.
 
 numba is optional (the ``runtime`` extra): without it the runtime keeps torch's CSR and
 says so once in the log.
@@ -25,6 +27,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+
+from nncompress.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ def build(matrix: torch.Tensor, shared: bool = False, width: int = BLOCK_COLS) -
     ``starts`` (first column of each block), ``indices`` (int16 holding uint16) and ``values``, or
     ``codes`` (uint8) and ``book`` (256 float32) when ``shared`` (the matrix must have a codebook)."""
     if not 1 <= width <= 65536:
-        raise ValueError(f"block width must be 1..65536 columns (16-bit indices), got {width}")
+        raise ConfigError(f"block width must be 1..65536 columns (16-bit indices), got {width}")
     matrix = matrix.detach().to(torch.float32)
     n_rows, n_cols = matrix.shape
     starts = list(range(0, max(1, n_cols), width))
@@ -112,7 +116,8 @@ def build(matrix: torch.Tensor, shared: bool = False, width: int = BLOCK_COLS) -
     if shared:
         book = codebook(matrix)
         if book is None:
-            raise ValueError(f"the matrix has more than {BOOK} distinct nonzero values: no 8-bit codebook")
+            raise ConfigError(f"the matrix has more than {BOOK} distinct nonzero values: no 8-bit codebook; "
+                              "use the engine with fp32 values (\"numba\")")
         out["codes"] = torch.searchsorted(book, flat).to(torch.uint8)
         out["book"] = torch.cat([book, torch.zeros(BOOK - book.numel())]).contiguous()
     else:
@@ -136,9 +141,10 @@ def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[
     """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32."""
     mod = kernels()
     if mod is None:
-        raise RuntimeError("the numba kernels need numba (pip install 'nncompress[runtime]')")
-    if xt.dtype != torch.float32:
-        raise TypeError(f"the sparse kernels compute in float32; got input of {xt.dtype}")
+        raise ConfigError("the numba kernels need numba: pip install 'nncompress[runtime]'")
+    if xt.dtype != torch.float32 or xt.device.type != "cpu":
+        raise ModelError(f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
+                         "convert the input (x.float().cpu())")
     threads = set_threads()
     indptr = parts["indptr"].numpy()
     starts = parts["starts"].numpy()

@@ -16,6 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from nncompress.errors import ConfigError
 from nncompress.runtime.timing import Timer
 
 ROUNDS = 5
@@ -39,7 +40,7 @@ def choose(candidates: Mapping[str, Callable[[], Any]], base: str, timer: Timer,
     """The candidate to run (``base`` unless another is faster by ``margin`` on the median of paired rounds
     and on the median time)."""
     if base not in candidates:
-        raise ValueError(f"the base kernel {base!r} must be among the candidates")
+        raise ConfigError(f"the base kernel {base!r} must be among the candidates")
     times: dict[str, list[float]] = {key: [] for key in candidates}
     ratios: dict[str, list[float]] = {key: [] for key in candidates if key != base}
     alive = list(candidates)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress.errors import ConfigError
 from nncompress.runtime import blocked
 from nncompress.runtime.csr import csr_blocks, csr_bytes, csr_matmul
 
@@ -27,7 +28,7 @@ class _CsrHolder(nn.Module):
 
     def _set_matrix(self, matrix: torch.Tensor, width: int, engine: str) -> None:
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
         if engine == "mkl":
             self._set_blocks(csr_blocks(matrix, width))

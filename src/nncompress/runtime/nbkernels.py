@@ -18,33 +18,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 log = logging.getLogger(__name__)
 
 FAST = {"contract"}
-AHEAD = 512  # nonzeros read ahead of use at batch 1 (2 KB of fp32 values)
-EVERY = 16   # nonzeros per prefetch: one 64-byte line of fp32 values
-
-
-@intrinsic
-def prefetch(typingctx, arr, idx):  # type: ignore[no-untyped-def]
-    """Ask the CPU to load ``arr[idx]`` into cache (LLVM's prefetch: read, no temporal hint kept, data)."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        byte_ptr = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        address = builder.bitcast(builder.gep(array.data, [args[1]]), byte_ptr)
-        builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 0), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return sig, codegen
 
 
 def _jit(fn, parallel: bool):  # type: ignore[no-untyped-def]
@@ -64,9 +42,7 @@ def _spmv(indptr, starts, indices, values, x, y):  # type: ignore[no-untyped-def
     n_rows = indptr.shape[1] - 1
     for b in range(indptr.shape[0]):
         s0 = starts[b]
-        last = max(indptr[b, n_rows] - 1, 0)
         for r in prange(n_rows):
-            due = indptr[b, r]  # the nonzero at which to prefetch next
             a0 = np.float32(0.0)
             a1 = np.float32(0.0)
             a2 = np.float32(0.0)
@@ -74,10 +50,6 @@ def _spmv(indptr, starts, indices, values, x, y):  # type: ignore[no-untyped-def
             k = indptr[b, r]
             e = indptr[b, r + 1]
             while k + 4 <= e:
-                if k >= due:
-                    prefetch(values, min(k + AHEAD, last))
-                    prefetch(indices, min(k + AHEAD, last))
-                    due = k + EVERY
                 a0 += values[k] * x[s0 + indices[k]]
                 a1 += values[k + 1] * x[s0 + indices[k + 1]]
                 a2 += values[k + 2] * x[s0 + indices[k + 2]]
@@ -94,9 +66,7 @@ def _spmv_shared(indptr, starts, indices, codes, book, x, y):  # type: ignore[no
     n_rows = indptr.shape[1] - 1
     for b in range(indptr.shape[0]):
         s0 = starts[b]
-        last = max(indptr[b, n_rows] - 1, 0)
         for r in prange(n_rows):
-            due = indptr[b, r]  # the nonzero at which to prefetch next
             a0 = np.float32(0.0)
             a1 = np.float32(0.0)
             a2 = np.float32(0.0)
@@ -104,10 +74,6 @@ def _spmv_shared(indptr, starts, indices, codes, book, x, y):  # type: ignore[no
             k = indptr[b, r]
             e = indptr[b, r + 1]
             while k + 4 <= e:
-                if k >= due:
-                    prefetch(codes, min(k + AHEAD, last))
-                    prefetch(indices, min(k + AHEAD, last))
-                    due = k + EVERY
                 a0 += book[codes[k]] * x[s0 + indices[k]]
                 a1 += book[codes[k + 1]] * x[s0 + indices[k + 1]]
                 a2 += book[codes[k + 2]] * x[s0 + indices[k + 2]]
