@@ -157,6 +157,21 @@ def test_an_unwritable_cache_compiles_without_it(monkeypatch, caplog):
     assert a.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_numba_runs_on_its_sleeping_workqueue_threads_unless_told_otherwise():
+    import os
+    blocked.warm_up()
+    layer = SparseLinear(masked_linear(300, 4000, 0.1), engine="numba")  # 120k nonzeros x 16: a parallel call
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            layer(torch.randn(16, 4000))
+    finally:
+        torch.set_num_threads(before)
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        assert numba.threading_layer() == "workqueue"
+
+
 def test_numba_follows_torchs_thread_count():
     before = torch.get_num_threads()
     try:
