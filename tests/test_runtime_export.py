@@ -96,7 +96,8 @@ def test_benchmark_json_schema(lenet300_file, capsys):
         assert row["dense_ms"] > 0 and row["runtime_ms"] > 0
         assert row["speedup"] == pytest.approx(row["dense_ms"] / row["runtime_ms"], rel=1e-2)
     assert {(r["layer"], r["batch"]) for r in res["layers"]} == {(f"fc{i}", b) for i in (1, 2, 3) for b in (1, 16)}
-    assert all(r["kernel"] in ("dense", "csr") or r["kernel"].startswith("csr/") for r in res["layers"])
+    assert all(r["kernel"] in ("dense", "csr", "numba", "numba-shared") or r["kernel"].startswith("csr/")
+               for r in res["layers"])
     csr_only = all(r["kernel"] != "dense" for r in res["layers"])
     assert res["runtime_bytes"] > 0 and (res["runtime_bytes"] < res["dense_bytes"] or not csr_only)
 

@@ -1,9 +1,11 @@
 """Turn a decoded (dense, pruned) model into one that runs each layer on its fastest kernel.
 
 Per layer and per expected batch size the candidates are the dense layer (or its
-int8 version) and CSR kernels; ``auto`` times them on an input of the layer's
-real size and keeps a sparse kernel only where its median beats the dense one by
-``margin``, so no layer gets slower at a batch size it was asked about.
+int8 version), torch's CSR (MKL) and, with numba installed, the numba kernels
+(``blocked.py``; the codebook form too where the layer has at most 256 distinct
+values). ``auto`` times them on an input of the layer's real size and keeps a sparse
+kernel only where it beats the dense one by ``margin`` in paired rounds
+(``choose.py``), so no layer gets slower at a batch size it was asked about.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, ModelError
+from nncompress.runtime import blocked
+from nncompress.runtime.choose import MARGIN, choose
 from nncompress.runtime.csr import block_width
 from nncompress.runtime.kernels import SparseConv, SparseLinear, density, positions, sparse_conv_supported
 from nncompress.runtime.plan import MODES, BatchChoice, LayerChoice, RuntimePlan
@@ -25,8 +29,6 @@ from nncompress.runtime.timing import Timer, default_timer
 log = logging.getLogger(__name__)
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
-ROUNDS = 2  # each candidate is timed this often, alternating; its best median counts
-MARGIN = 0.9  # a sparse kernel must take at most this fraction of the dense time: noise must not flip a layer
 
 
 def check_options(mode: str, batch_sizes: Sequence[int], threads: Optional[int]) -> list[int]:
@@ -83,8 +85,16 @@ def _columns(layer: nn.Module) -> int:
     return layer.in_channels * math.prod(layer.kernel_size)
 
 
-def _sparse_kernel(layer: nn.Module, width: int) -> nn.Module:
-    return SparseLinear(layer, width) if isinstance(layer, nn.Linear) else SparseConv(layer, width)
+def _sparse_kernel(layer: nn.Module, width: int, engine: str = "mkl") -> nn.Module:
+    return SparseLinear(layer, width, engine) if isinstance(layer, nn.Linear) else SparseConv(layer, width, engine)
+
+
+def numba_engines(layer: nn.Module) -> list[str]:
+    """The numba kernel for ``layer``: none without numba or for non-float32 weights; the codebook form where
+    the layer has at most 256 distinct nonzero values (k-means sharing leaves that): as fast, half the bytes."""
+    if layer.weight.dtype != torch.float32 or not blocked.available():
+        return []
+    return ["numba-shared"] if blocked.codebook(layer.weight.detach()) is not None else ["numba"]
 
 
 def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]], mode: str, int8: bool,
@@ -103,6 +113,9 @@ def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]
         notes.append("no sparse kernel for this layer's padding: dense")
     if sparse_ok and not shapes:
         notes.append("input size unknown (give input_shape): dense")
+    engines = numba_engines(layer) if sparse_ok and shapes else []
+    if engines:
+        blocked.warm_up()
     built: dict[str, nn.Module] = {base_name: base}
     routes: list[tuple[int, str]] = []
     for batch, shape in sorted(shapes.items()):
@@ -112,24 +125,20 @@ def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]
         preferred = base_name
         if sparse_ok:
             cols = _columns(layer)
-            for width in sorted({cols, block_width(cols, n)}, reverse=True):
-                key = "csr" if width == cols else f"csr/{width}"
+            width = block_width(cols, n)
+            keys = [("csr" if width == cols else f"csr/{width}", "mkl")] + [(engine, engine) for engine in engines]
+            for key, engine in keys:
                 if key not in built:
-                    built[key] = _sparse_kernel(layer, width)
+                    built[key] = _sparse_kernel(layer, width, engine)
                 candidates[key] = built[key]
-                preferred = key  # the narrowest blocks, fitted to this size
+                preferred = key  # the last: the numba kernel, else the fitted CSR blocks
         times: dict[str, float] = {}
         if mode == "sparse" or len(candidates) == 1:
             pick = preferred
         else:
-            rounds: dict[str, list[float]] = {key: [] for key in candidates}
-            for _ in range(ROUNDS):  # alternate the candidates: a burst of load elsewhere hits them alike
-                for key, kernel in candidates.items():
-                    rounds[key].append(timer(lambda k=kernel: k(x), kernel=key, positions=n))
-            times = {key: min(values) for key, values in rounds.items()}
-            pick = min(times, key=times.__getitem__)
-            if pick != base_name and times[pick] > margin * times[base_name]:
-                pick = base_name
+            result = choose({key: (lambda k=kernel: k(x)) for key, kernel in candidates.items()}, base_name,
+                            timer, n, margin=margin)
+            pick, times = result.pick, result.median_s
         routes.append((n, pick))
         choice.choices.append(BatchChoice(batch, n, pick, {k: round(v * 1e3, 4) for k, v in times.items()},
                                           list(shape)))
@@ -154,6 +163,9 @@ def convert_(model: nn.Module, mode: str = "auto", *, batch_sizes: Sequence[int]
         torch.set_num_threads(threads)
     model.eval()
     plan = RuntimePlan(mode, bool(int8), sizes, torch.get_num_threads())
+    if mode != "dense":
+        plan.numba = blocked.available()
+        plan.numba_ready_s = round(blocked.warm_up(), 3)
     if mode == "dense" and not int8:
         return model, plan
     layers = {name: m for name, m in model.named_modules() if type(m) in LAYERS}

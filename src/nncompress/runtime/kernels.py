@@ -1,7 +1,10 @@
-"""Inference modules that compute a pruned Linear or convolution from CSR weights.
+"""Inference modules that compute a pruned Linear or convolution from sparse weights.
 
 Each is built from the dense (pruned) layer and gives its outputs within float
-rounding; they are inference-only (no gradients through the sparse weights).
+rounding; they are inference-only (no gradients through the sparse weights). The
+weights are held by one of three engines: ``"mkl"`` (torch's sparse CSR, multiplied by
+MKL), ``"numba"`` (column-blocked CSR with 16-bit indices, ``blocked.py``) and
+``"numba-shared"`` (the same with 8-bit codebook indices, for weight-shared layers).
 """
 from __future__ import annotations
 
@@ -9,11 +12,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress.errors import ConfigError
+from nncompress.runtime import blocked
 from nncompress.runtime.csr import csr_blocks, csr_bytes, csr_matmul
+
+ENGINES = ("mkl", "numba", "numba-shared")
 
 
 class _CsrHolder(nn.Module):
-    """Registers CSR blocks as non-persistent buffers: they follow the module, stay out of state dicts."""
+    """Registers the sparse weights as non-persistent buffers: they follow the module, stay out of state
+    dicts."""
+
+    engine = "mkl"
+    n_blocks = 0
+
+    def _set_matrix(self, matrix: torch.Tensor, width: int, engine: str) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.engine = engine
+        if engine == "mkl":
+            self._set_blocks(csr_blocks(matrix, width))
+            return
+        parts = blocked.build(matrix, shared=engine == "numba-shared")
+        self.part_names = sorted(parts)
+        self.n_blocks = int(parts["indptr"].shape[0])
+        for name, tensor in parts.items():
+            self.register_buffer(f"nb_{name}", tensor, persistent=False)
 
     def _set_blocks(self, blocks: list[torch.Tensor]) -> None:
         self.n_blocks = len(blocks)
@@ -21,32 +45,52 @@ class _CsrHolder(nn.Module):
             self.register_buffer(f"block{i}", block, persistent=False)
 
     def blocks(self) -> list[torch.Tensor]:
+        """The torch CSR blocks (engine "mkl"; empty for the numba engines)."""
+        if self.engine != "mkl":
+            return []
         return [getattr(self, f"block{i}") for i in range(self.n_blocks)]
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"nb_{name}") for name in self.part_names}
+
+    def _matmul(self, xt: torch.Tensor) -> torch.Tensor:
+        if self.engine == "mkl":
+            return csr_matmul(self.blocks(), xt, self.bias_col)
+        return blocked.matmul(self.parts(), xt, self.bias_col)
+
+    def weight_bytes(self) -> int:
+        """Bytes of sparse weights (values or codes and codebook, indices, row pointers): what one call reads."""
+        return csr_bytes(self.blocks()) if self.engine == "mkl" else blocked.part_bytes(self.parts())
 
     def held_bytes(self) -> int:
         bias = getattr(self, "bias_col", None)
-        return csr_bytes(self.blocks()) + (bias.nbytes if bias is not None else 0)
+        return self.weight_bytes() + (bias.nbytes if bias is not None else 0)
 
 
 class SparseLinear(_CsrHolder):
-    """``nn.Linear`` from CSR weights: y = x W^T + b as (W @ x^T)^T, ``width`` columns per block."""
+    """``nn.Linear`` from sparse weights: y = x W^T + b as (W @ x^T)^T; ``width`` columns per CSR block (engine
+    "mkl"; the numba engines block by ``blocked.BLOCK_COLS``)."""
 
-    def __init__(self, linear: nn.Linear, width: int) -> None:
+    def __init__(self, linear: nn.Linear, width: int = 0, engine: str = "mkl") -> None:
         super().__init__()
-        self.in_features, self.out_features, self.width = linear.in_features, linear.out_features, width
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.width = (width or linear.in_features) if engine == "mkl" else min(linear.in_features, blocked.BLOCK_COLS)
         weight = linear.weight.detach()
-        self._set_blocks(csr_blocks(weight, width))
+        self._set_matrix(weight, self.width, engine)
         bias = linear.bias.detach()[:, None].contiguous() if linear.bias is not None else None
         self.register_buffer("bias_col", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        xt = x.reshape(-1, self.in_features).t().contiguous()
-        y = csr_matmul(self.blocks(), xt, self.bias_col)
-        return y.t().contiguous().reshape(*lead, self.out_features)
+        if self.engine == "mkl" or x.dtype != torch.float32:
+            xt = x.reshape(-1, self.in_features).t().contiguous()
+            return self._matmul(xt).t().contiguous().reshape(*lead, self.out_features)
+        xt = blocked.transposed(x.reshape(-1, self.in_features))
+        return blocked.transposed(self._matmul(xt)).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, width={self.width}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
+                f"width={self.width}")
 
 
 def sparse_conv_supported(conv: nn.Module) -> bool:
@@ -64,7 +108,7 @@ class SparseConv(_CsrHolder):
     """Conv1d/Conv2d as im2col (``F.unfold``) times a CSR matrix. Groups become one block-diagonal
     matrix over the unfolded channels, so grouped and depthwise convolutions take a single product."""
 
-    def __init__(self, conv: nn.Module, width: int) -> None:
+    def __init__(self, conv: nn.Module, width: int = 0, engine: str = "mkl") -> None:
         super().__init__()
         if not sparse_conv_supported(conv):
             raise TypeError(f"{type(conv).__name__} with padding_mode={conv.padding_mode!r}, "
@@ -73,8 +117,9 @@ class SparseConv(_CsrHolder):
         self.kernel, self.stride = _pair(conv, "kernel_size"), _pair(conv, "stride")
         self.padding, self.dilation = _pair(conv, "padding"), _pair(conv, "dilation")
         self.in_channels, self.out_channels, self.groups = conv.in_channels, conv.out_channels, conv.groups
-        self.width = width
         weight = conv.weight.detach().reshape(conv.out_channels, -1)
+        cols = weight.shape[1] * conv.groups
+        self.width = (width or cols) if engine == "mkl" else min(cols, blocked.BLOCK_COLS)
         per_group = weight.shape[1]
         if conv.groups == 1:
             matrix = weight
@@ -84,7 +129,7 @@ class SparseConv(_CsrHolder):
             for g in range(conv.groups):
                 rows = slice(g * rows_per, (g + 1) * rows_per)
                 matrix[rows, g * per_group:(g + 1) * per_group] = weight[rows]
-        self._set_blocks(csr_blocks(matrix, width))
+        self._set_matrix(matrix, self.width, engine)
         bias = conv.bias.detach()[:, None].contiguous() if conv.bias is not None else None
         self.register_buffer("bias_col", bias, persistent=False)
 
@@ -98,7 +143,7 @@ class SparseConv(_CsrHolder):
         cols = F.unfold(x, self.kernel, dilation=self.dilation, padding=self.padding, stride=self.stride)
         positions = cols.shape[2]
         xt = cols.transpose(0, 1).reshape(cols.shape[1], n * positions)
-        y = csr_matmul(self.blocks(), xt, self.bias_col)
+        y = self._matmul(xt)
         oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
         ow = positions // max(1, oh)
         out = y.reshape(self.out_channels, n, oh, ow).transpose(0, 1).contiguous()
@@ -108,7 +153,8 @@ class SparseConv(_CsrHolder):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, width={self.width}")
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, engine={self.engine}, "
+                f"width={self.width}")
 
 
 def positions(x: torch.Tensor, layer: nn.Module) -> int:

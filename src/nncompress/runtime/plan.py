@@ -31,13 +31,17 @@ class LayerChoice:
 
 @dataclass
 class RuntimePlan:
-    """Every converted layer's choices; ``to_dict`` is what ``benchmark --json`` reports."""
+    """Every converted layer's choices; ``to_dict`` is what ``benchmark --json`` reports. ``numba``: whether
+    the numba kernels were available; ``numba_ready_s``: seconds this conversion spent compiling them or
+    loading them from numba's cache (0 once a process has them)."""
 
     mode: str
     int8: bool
     batch_sizes: list[int]
     threads: int
     layers: list[LayerChoice] = field(default_factory=list)
+    numba: bool = False
+    numba_ready_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
