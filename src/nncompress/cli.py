@@ -960,11 +960,14 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except NNCompressError as exc:
         print(f"nncompress: error: {exc}", file=sys.stderr)
         return 1
-    try:
-        return _run_command(args)
-    finally:
-        if started:
-            distributed.shutdown()
+    code = _run_command(args)
+    if started:
+        if code != 0:  # a peer may be gone: tearing the group down would abort; leave without it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        distributed.shutdown()
+    return code
 
 
 def _run_command(args: argparse.Namespace) -> int:

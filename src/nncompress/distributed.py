@@ -29,7 +29,7 @@ from torch import nn
 from nncompress.errors import DistributedError, NNCompressError, RankMismatchError
 
 __all__ = ["DEFAULT_TIMEOUT", "active", "all_sum", "average_gradients", "barrier", "broadcast_bytes",
-           "check_identical", "init_from_env", "is_main", "launched", "local", "on_main", "rank", "shard",
+           "check_identical", "fork_rng", "init_from_env", "is_main", "launched", "local", "on_main", "rank", "shard",
            "shutdown", "span", "sync_buffers", "sync_rng", "timeout_seconds", "world_size"]
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,17 @@ def init_from_env(device: Optional[str] = None, timeout: Optional[float] = None)
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank that tears it down while a peer still talks aborts."""
     if _initialized():
+        if _local_depth == 0 and world_size() > 1:
+            with _guard("leaving the process group"):
+                _dist().barrier()
         _dist().destroy_process_group()
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line.split(". This is typically caused")[0]  # gloo's advice after the cause
 
 
 @contextlib.contextmanager
@@ -270,6 +275,17 @@ def sync_rng() -> None:
         with _guard("sharing the random state"):
             dist.broadcast(cuda_state, 0)
         torch.cuda.set_rng_state(cuda_state.cpu())
+
+
+def fork_rng() -> None:
+    """Ranks other than 0 leave the common random stream for one of their own (dropout masks differ
+    between the ranks' examples), derived from the common state and the rank, so a resumed run draws
+    the same. Rank 0 keeps the common stream, which ``sync_rng`` hands back to all."""
+    if not active() or is_main():
+        return
+    digest = hashlib.blake2b(torch.get_rng_state().numpy().tobytes() + rank().to_bytes(4, "little"),
+                             digest_size=8).digest()
+    torch.manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 # -- rank 0 decides, the others follow ---------------------------------------------

@@ -10,8 +10,10 @@ Under torchrun (``nncompress.distributed``) every rank draws the same order
 and takes its contiguous share of each batch; the gradients are averaged
 over the ranks before the step, weighted by each rank's share, so a step
 follows the whole batch's mean loss as on one process (BatchNorm layers see
-their rank's share only). BatchNorm statistics and the global RNG state are
-made equal on every rank after each epoch.
+their rank's share only, and dropout draws other masks, so the numbers match
+a single process within training noise, not bit for bit). Each rank draws
+dropout from its own stream during an epoch; BatchNorm statistics and the
+global RNG state are made equal on every rank after it.
 """
 from __future__ import annotations
 
@@ -135,6 +137,8 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(n, generator=gen)
             running = 0.0
+            if ranks > 1:
+                distributed.fork_rng()
             for i in range(0, n, cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 mine = distributed.shard(idx) if ranks > 1 else idx
