@@ -962,11 +962,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     code = _run_command(args)
     if started:
-        if code != 0:  # a peer may be gone: tearing the group down would abort; leave without it
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        distributed.shutdown()
+        if code == 0:
+            distributed.barrier("finishing")  # every rank is done before any leaves
+        # gloo's threads may abort the process when the group is torn down while a peer leaves
+        # ("terminate called without an active exception"): flush and leave without tearing it down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -118,11 +118,8 @@ def init_from_env(device: Optional[str] = None, timeout: Optional[float] = None)
 
 
 def shutdown() -> None:
-    """Leave the process group together: a rank that tears it down while a peer still talks aborts."""
+    """Tear the process group down (library use; the command line leaves without it, see cli.main)."""
     if _initialized():
-        if _local_depth == 0 and world_size() > 1:
-            with _guard("leaving the process group"):
-                _dist().barrier()
         _dist().destroy_process_group()
 
 
