@@ -97,11 +97,15 @@ def _check_model(path: Optional[str], recorded: Optional[str], model: Optional[s
 
 def _remove_if_empty(made: Optional[Path]) -> None:
     """Remove a folder this command made (``_first_missing``) if nothing was written into it."""
-    if made is not None and made.is_dir() and not any(p.is_file() for p in made.rglob("*")):
+    from nncompress.distributed import is_main
+    if made is not None and is_main() and made.is_dir() and not any(p.is_file() for p in made.rglob("*")):
         shutil.rmtree(made, ignore_errors=True)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
+    from nncompress.distributed import is_main
+    if not is_main():  # under torchrun rank 0 speaks for the run
+        return
     if getattr(args, "json", False):
         print(json.dumps(payload, default=str))
     else:
@@ -461,8 +465,9 @@ def _first_missing(path: Path) -> Optional[Path]:
 
 def _drop_unstarted_run(args: argparse.Namespace) -> None:
     """A run that failed before it wrote run.json has nothing to resume: remove the folders it made."""
+    from nncompress.distributed import is_main
     run_dir = getattr(args, "_run_dir", None)
-    if run_dir is None or (Path(run_dir) / "run.json").exists():
+    if run_dir is None or (Path(run_dir) / "run.json").exists() or not is_main():
         return
     args._run_dir = None  # no resume hint for a run that never started
     path, top = getattr(args, "_made_run_dir", (None, None))
@@ -503,7 +508,8 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     args._run_dir = None  # finished: nothing to resume from here on
     from nncompress.data.datasets import describe_transform
     lines = [f"inputs: {describe_transform(res.get('transform'))}", f"run folder {run.path}"]
-    if args.report:
+    from nncompress.distributed import is_main
+    if args.report and is_main():
         from nncompress.report.page import write_report
         html, md = write_report(run.path, args.report)
         res["report"] = {"html": str(html), "markdown": str(md)}
@@ -656,6 +662,9 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     run = RunDir(new_run_dir(args.out))
     args._run_dir = run.path
     res = run_recipe(recipe, run, progress=progress)
+    from nncompress.distributed import is_main
+    if not is_main():  # rank 0 writes the report and speaks for the run
+        return
     html, _ = write_report(run.path, run.file("report.html"))
     steps = [json.loads(line) for line in run.file("steps.jsonl").read_text().splitlines()]
     density = steps[-1]["overall_density"]  # against the layer sizes before dead neurons were removed
@@ -989,7 +998,9 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if not run_dir:
         return ""
     report = f" --report {args.report}" if getattr(args, "report", None) else ""
-    return f"; continue with: nncompress compress --resume --run-dir {run_dir}{report}"
+    from nncompress.distributed import launched
+    launcher = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '2')} -m " if launched() else ""
+    return f"; continue with: {launcher}nncompress compress --resume --run-dir {run_dir}{report}"
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -1010,19 +1021,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    bars = ProgressBars(enabled=not args.quiet and not getattr(args, "json", False))
+    from nncompress import distributed
+    try:
+        started = distributed.init_from_env()  # under torchrun: one rank of several
+    except NNCompressError as exc:
+        print(f"nncompress: error: {exc}", file=sys.stderr)
+        return 1
+    code = _run_command(args)
+    if started:
+        if code == 0:
+            distributed.barrier("finishing")  # every rank is done before any leaves
+        # gloo's threads may abort the process when the group is torn down while a peer leaves
+        # ("terminate called without an active exception"): flush and leave without tearing it down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from nncompress.distributed import is_main, rank
+    from nncompress.errors import DistributedError
+    main_rank = is_main()  # other ranks under torchrun stay quiet: no bars, warnings or output
+    logging.basicConfig(level=(logging.INFO if args.verbose else logging.WARNING) if main_rank else logging.ERROR,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    bars = ProgressBars(enabled=not args.quiet and not getattr(args, "json", False) and main_rank)
     try:
         _check_inputs(args)
         if args.command != "compress":  # compress checks its outputs itself (--resume reads them)
             _check_output(getattr(args, "out", None), folder=args.command in ("sensitivity", "demo"))
         with _decode_limits(args):
             args.func(args, bars)
+    except DistributedError as exc:  # a rank lost: every rank says so, with the way to resume
+        bars.close()
+        print(f"nncompress: error: {exc}{_resume_hint(args)}", file=sys.stderr)
+        return 1
     except NNCompressError as exc:
         bars.close()
         hint = _resume_hint(args) if isinstance(exc, OutputError) else ""  # a full disk: free space, continue
-        print(f"nncompress: error: {exc}{hint}", file=sys.stderr)
+        if main_rank:  # the other ranks met the same error (rank 0 shares what it finds)
+            print(f"nncompress: error: {exc}{hint}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `nncompress inspect f.nnc | head`: the reader left, nothing to say
         sys.stderr = open(os.devnull, "w")
@@ -1034,7 +1072,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         bars.close()
-        print(f"nncompress: interrupted; no output file was left half-written{_resume_hint(args)}", file=sys.stderr)
+        from nncompress.distributed import launched
+        what = f"rank {rank()} stopped (torchrun ends every rank when one fails)" if launched() else "interrupted"
+        print(f"nncompress: {what}; no output file was left half-written{_resume_hint(args)}", file=sys.stderr)
         return 130
     bars.close()
     return 0

@@ -60,6 +60,15 @@ class DecodeLimitError(FormatError):
     (raise the limit if the file is trusted)."""
 
 
+class DistributedError(NNCompressError):
+    """A run on several processes (torchrun) lost a rank, timed out waiting for one, or
+    could not start its process group."""
+
+
+class RankMismatchError(DistributedError):
+    """Tensors that every rank must hold identically (weights, masks, codebooks) differ."""
+
+
 class ReportError(NNCompressError):
     """A run directory cannot be turned into a report: missing or malformed files."""
 

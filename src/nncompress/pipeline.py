@@ -2,6 +2,10 @@
 
 Every function here returns plain results and writes files atomically; none
 prints. Progress goes through the ``progress`` callback.
+
+Under torchrun every rank runs these functions alike (training and evaluation
+are spread over the ranks); rank 0 alone writes files, inside
+``distributed.on_main``, and the others receive its result.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nncompress import distributed
 from nncompress.atomic import write_text
 from nncompress.coding.csr import csr_bytes
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
@@ -181,6 +186,7 @@ def train_model(model: nn.Module, splits: Splits, cfg: TrainConfig,
     t0 = time.perf_counter()
     losses = fit(model, splits.train_x, splits.train_y, cfg, generator=gen, progress=progress, journal=journal,
                  objective=objective)
+    distributed.check_identical(distributed.model_tensors(model), "the trained weights")
     return {"train_seconds": round(time.perf_counter() - t0, 2), "train_losses": losses,
             "val": metrics(model, splits, "val", objective), "train": cfg.to_dict()}
 
@@ -218,6 +224,9 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
         return objective.signed(objective.score(model, splits.val_x, splits.val_y))
 
     result = prune_(model, cfg, finetune=finetune, evaluate=val_score, progress=progress, on_step=on_step)
+    distributed.check_identical([*distributed.model_tensors(model),
+                                 *((f"mask:{n}", m) for n, m in result.masks.items())],
+                                "the pruned weights and masks")
     result.finetune = choice.to_dict()
     result.objective = {**objective.describe(), "tolerance": objective.tolerance_text(cfg.tolerance)}
     result.warnings = [warning] if warning else []
@@ -278,7 +287,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     input_bytes = Path(checkpoint).stat().st_size
     paths = prune_files(out, log_dir)
     out = paths["checkpoint"]
-    paths["steps"].parent.mkdir(parents=True, exist_ok=True)
+    distributed.on_main(lambda: paths["steps"].parent.mkdir(parents=True, exist_ok=True))
     before = _weights(model)
     sizes = source_meta.get("dense_weights") or {n: int(w.size) for n, w in before.items()}
     dense_weights = sum(sizes.values())
@@ -289,7 +298,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
 
     def on_step(rec: StepRecord) -> None:  # rewritten whole each time: a crash leaves a complete log
         lines.append(json.dumps(rec.to_dict()))
-        write_text(steps_path, "\n".join(lines) + "\n")
+        if distributed.is_main():
+            write_text(steps_path, "\n".join(lines) + "\n")
 
     t0 = time.perf_counter()
     result = prune_model(model, splits, cfg, progress=progress, on_step=on_step, objective=objective)
@@ -299,10 +309,6 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
             "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
             "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["score"]}
-    layout = save_checkpoint(out, model, meta=meta, storage=storage)
-    weight_histograms(before, paths["hist_before"], "Weights before pruning")
-    weight_histograms(_weights(model), paths["hist_after"], "Nonzero weights after pruning",
-                      nonzero_only=True)
     kept = sum(r["nonzero"] for r in table)
     summary = {
         "checkpoint": str(out), "data": splits.name, "transform": splits.transform, "seconds": round(seconds, 2),
@@ -315,14 +321,26 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "compression": dense_weights / max(1, kept),
         "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(pruned_test["score"]))
                                   * 100, 4),
-        "q": result.q, "dropout": result.dropout, "finetune": result.finetune, "layers": table, "storage": layout,
+        "q": result.q, "dropout": result.dropout, "finetune": result.finetune, "layers": table, "storage": None,
         "removed_neurons": result.shrink.removed if result.shrink else {},
         "shrink_note": result.shrink.reason if result.shrink else "",
-        "file_bytes": out.stat().st_size, "input_file_bytes": input_bytes,
+        "file_bytes": None, "input_file_bytes": input_bytes,
         "config": cfg.to_dict(),
     }
-    write_text(paths["summary"], json.dumps(summary, indent=2))
+    summary = distributed.on_main(lambda: _write_pruned(out, model, meta, storage, before, paths, summary))
     return PruneRun(summary, {key: str(path) for key, path in paths.items()})
+
+
+def _write_pruned(out: Path, model: nn.Module, meta: dict[str, Any], storage: str, before: dict[str, np.ndarray],
+                  paths: dict[str, Path], summary: dict[str, Any]) -> dict[str, Any]:
+    """``run_prune``'s files (rank 0's job); the summary, completed with the checkpoint's layout and size."""
+    summary["storage"] = save_checkpoint(out, model, meta=meta, storage=storage)
+    weight_histograms(before, paths["hist_before"], "Weights before pruning")
+    weight_histograms(_weights(model), paths["hist_after"], "Nonzero weights after pruning",
+                      nonzero_only=True)
+    summary["file_bytes"] = out.stat().st_size
+    write_text(paths["summary"], json.dumps(summary, indent=2))
+    return summary
 
 
 def run_sensitivity(checkpoint: str | Path, data: str, out_dir: str | Path, cfg: SensitivityConfig, *,
@@ -348,6 +366,12 @@ def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, o
               "layer_scale": layer_scales(rows, base, cfg.max_drop), "metric": objective.metric}
     if out_dir is None:
         return result
+    return distributed.on_main(lambda: _write_sensitivity(result, rows, base, objective, out_dir))
+
+
+def _write_sensitivity(result: dict[str, Any], rows: list, base: float, objective: Objective,
+                       out_dir: str | Path) -> dict[str, Any]:
+    """The scan's CSV and plot (rank 0's job)."""
     files = sensitivity_files(out_dir)
     files["csv"].parent.mkdir(parents=True, exist_ok=True)
     to_csv(base, rows, files["csv"])
@@ -362,7 +386,7 @@ def scan_sensitivity(model: nn.Module, splits: Splits, cfg: SensitivityConfig, o
 
 
 def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[str, Any]) -> None:
-    save_checkpoint(out, model, meta={**_data_meta(splits), **info}, storage="dense")
+    distributed.on_main(lambda: save_checkpoint(out, model, meta={**_data_meta(splits), **info}, storage="dense"))
 
 
 def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
@@ -435,6 +459,10 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         model.load_state_dict(saved[0])
         for name, layer in shared.items():
             layer.codebook.copy_(saved[1][name])
+    distributed.check_identical([*distributed.model_tensors(model),
+                                 *(item for n, layer in shared.items() for item in (
+                                     (f"codebook:{n}", layer.codebook), (f"indices:{n}", layer.indices),
+                                     (f"mask:{n}", layer.mask)))], "the shared weights and codebooks")
     used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
     info = {"bit_search": search.to_dict()} if search else {}
     return shared, {**info, "bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
@@ -504,37 +532,44 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
     if transform_record(splits.transform):
         meta["transform"] = transform_record(splits.transform)
     quantized = {f"{n}.weight": share_cfg.quantize_dtype for n in quantized_layers(model, share_cfg)}
-    save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits, raw_dtype=share_cfg.raw_dtype,
-                    codebook_dtype=share_cfg.codebook_dtype, quantized=quantized, progress=progress)
-    t3 = time.perf_counter()
-    decoded = load_compressed(out, max_decoded_bytes=2 ** 62, max_tensor_bytes=2 ** 62)  # written here: no limit
-    # the file records the factory this very model was built from: calling it again needs no more trust
-    restored = decoded.build_model(None if decoded.header.get("arch") else model,
-                                   trust_factory=(arch_record(model) or {}).get("factory", False))
-    test = metrics(restored, splits, "test", objective)
-    table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
-    scores = ({"dense_test_accuracy": dense_test["score"], "test_accuracy": test["score"]}
-              if objective.kind == "classification" else {})
-    summary = {"file": str(out), **table, **scores, "metric": objective.metric, "transform": splits.transform,
-               "dense_test_score": dense_test["score"], "test_score": test["score"],
-               "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(test["score"]))
-                                         * 100, 4),
-               "objective": pruned.objective if pruned else {**objective.describe()},
-               "warnings": pruned.warnings if pruned else [],
-               "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
-               "finetune": pruned.finetune if pruned else None,
-               **share_info,
-               "config": {"prune": prune_cfg.to_dict() if prune_cfg else None, "share": share_cfg.to_dict()},
-               "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2), "encode": round(t3 - t2, 2),
-                           "decode_and_test": round(time.perf_counter() - t3, 2)}}
-    if run:
-        histograms["shared"] = _histograms(restored, nonzero_only=True)
-        run.write_json("histograms.json", {"stages": histograms})
-        summary["training_calls"] = run.journal.calls
-        summary["resumed_training_calls"] = run.journal.resumed_calls
-        run.write_json("summary.json", summary)
-        run.journal.clear()
-    return summary
+
+    def finish() -> dict[str, Any]:  # rank 0: write the file, decode it and score what was decoded
+        save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits,
+                        raw_dtype=share_cfg.raw_dtype, codebook_dtype=share_cfg.codebook_dtype, quantized=quantized,
+                        progress=progress)
+        t3 = time.perf_counter()
+        decoded = load_compressed(out, max_decoded_bytes=2 ** 62, max_tensor_bytes=2 ** 62)  # written here: no limit
+        # the file records the factory this very model was built from: calling it again needs no more trust
+        restored = decoded.build_model(None if decoded.header.get("arch") else model,
+                                       trust_factory=(arch_record(model) or {}).get("factory", False))
+        test = metrics(restored, splits, "test", objective)
+        table = file_table(decoded.header, decoded.section_bytes, decoded.file_bytes)
+        scores = ({"dense_test_accuracy": dense_test["score"], "test_accuracy": test["score"]}
+                  if objective.kind == "classification" else {})
+        summary = {"file": str(out), **table, **scores, "metric": objective.metric,
+                   "transform": splits.transform, "dense_test_score": dense_test["score"],
+                   "test_score": test["score"],
+                   "test_drop_points": round((objective.signed(dense_test["score"])
+                                              - objective.signed(test["score"])) * 100, 4),
+                   "objective": pruned.objective if pruned else {**objective.describe()},
+                   "warnings": pruned.warnings if pruned else [],
+                   "val_accuracy_pruned": pruned.val_accuracy if pruned else None, "pruning_skipped": skipped,
+                   "finetune": pruned.finetune if pruned else None,
+                   **share_info,
+                   "config": {"prune": prune_cfg.to_dict() if prune_cfg else None,
+                              "share": share_cfg.to_dict()},
+                   "seconds": {"prune": round(t1 - t0, 2), "share": round(t2 - t1, 2),
+                               "encode": round(t3 - t2, 2), "decode_and_test": round(time.perf_counter() - t3, 2)}}
+        if run:
+            histograms["shared"] = _histograms(restored, nonzero_only=True)
+            run.write_json("histograms.json", {"stages": histograms})
+            summary["training_calls"] = run.journal.calls
+            summary["resumed_training_calls"] = run.journal.resumed_calls
+            run.write_json("summary.json", summary)
+            run.journal.clear()
+        return summary
+
+    return distributed.on_main(finish)
 
 
 def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path] = None,
@@ -579,7 +614,7 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
     if not run.resume:  # written only once the inputs are known to be good: a typo leaves no half-made run
         from nncompress.rundir import environment
         run.write_json("environment.json", environment())
-        write_text(run.file("recipe.yaml"), dump_recipe(recipe))
+        run.write_text("recipe.yaml", dump_recipe(recipe))
         run.write_json("run.json", {**started, "torch_threads": torch.get_num_threads()})
     if train_first:
         info = train_model(model, splits, recipe.train, progress, journal=run.journal)

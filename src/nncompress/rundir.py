@@ -11,6 +11,9 @@ complete files; ``nncompress report DIR`` reads them):
     histograms.json   weight histograms per layer: dense, pruned, shared
     summary.json      the compressed file's table and the accuracies
     state/            the journal: training state after every epoch (for --resume; dropped when the run ends)
+
+Under torchrun rank 0 alone checks, reads and writes the folder; the other
+ranks get what it read (``distributed.on_main``) and write nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from nncompress import __version__
+from nncompress import __version__, distributed
 from nncompress.atomic import write_text
 from nncompress.errors import ConfigError
 from nncompress.jsonfile import load_json_file
@@ -39,7 +42,12 @@ RUN_FILES = (RUN_FILE, "recipe.yaml", "environment.json", "sensitivity.csv", "se
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:
-    """A fresh timestamped folder under ``root`` (suffixed when two runs start in the same second)."""
+    """A fresh timestamped folder under ``root`` (suffixed when two runs start in the same second);
+    made by rank 0 under torchrun, and the same path on every rank."""
+    return Path(distributed.on_main(lambda: str(_new_run_dir(root))))
+
+
+def _new_run_dir(root: str | Path) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(root)
     for n in range(1000):
@@ -66,6 +74,13 @@ class RunDir:
 
     def __init__(self, path: str | Path, *, resume: bool = False) -> None:
         self.path = Path(path)
+        distributed.on_main(lambda: self._open(resume))
+        self.resume = resume
+        self.journal = Journal(self.path, resume=resume)
+        self._steps: list[str] = []
+
+    def _open(self, resume: bool) -> None:
+        """The checks and the folder: rank 0's job."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--run-dir {self.path} is a file, not a folder")
         if resume and not (self.path / RUN_FILE).is_file():
@@ -80,17 +95,22 @@ class RunDir:
             raise ConfigError(f"--run-dir {self.path} is not empty and holds no run: give a new or empty folder "
                               "(a run writes summary.json, model.nnc, ... there)")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.resume = resume
-        self.journal = Journal(self.path, resume=resume)
-        self._steps: list[str] = []
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def write_json(self, name: str, data: Any) -> None:
-        write_text(self.file(name), json.dumps(data, indent=2) + "\n")
+        self.write_text(name, json.dumps(data, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write one file of the run atomically (rank 0 only under torchrun)."""
+        if distributed.is_main():
+            write_text(self.file(name), text)
 
     def read_run(self) -> dict[str, Any]:
+        return distributed.on_main(self._read_run)
+
+    def _read_run(self) -> dict[str, Any]:
         try:
             data = load_json_file(self.file(RUN_FILE), RunStateError)
         except RunStateError as exc:
@@ -113,4 +133,4 @@ class RunDir:
     def on_step(self, record: Mapping[str, Any]) -> None:
         """Append one pruning step; the file is rewritten whole so it is never half a line."""
         self._steps.append(json.dumps(dict(record)))
-        write_text(self.file("steps.jsonl"), "\n".join(self._steps) + "\n")
+        self.write_text("steps.jsonl", "\n".join(self._steps) + "\n")

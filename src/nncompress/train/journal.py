@@ -14,11 +14,16 @@ epoch of each call is kept.
 Each entry also holds a fingerprint of the weights the call started from; a
 resumed run that arrives at a call with other weights (another recipe, other
 data, another checkpoint) stops with an error instead of mixing two runs.
+
+Under torchrun only rank 0 reads and writes the folder: it sends the saved
+entry's bytes to every rank, so rank 0's state restores them all (the other
+ranks need no copy of the folder, as on other nodes).
 """
 from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import logging
 import random
 from pathlib import Path
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nncompress import distributed
 from nncompress.atomic import atomic_open
 from nncompress.errors import CheckpointError
 
@@ -68,6 +74,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
+def _read(path: Path) -> bytes:
+    """A saved entry's bytes; none when it is missing or cannot be read (the call is trained again)."""
+    try:
+        return path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        log.warning("saved state %s is unreadable (%s); training that call again", path, exc)
+        return b""
+
+
 class Journal:
     """The saved state of one run directory (see the module docstring)."""
 
@@ -76,10 +91,13 @@ class Journal:
         self._next = 0
         self._extra: dict[str, tuple[ExtraGet, ExtraSet]] = {}
         self.resumed_calls = 0
+        distributed.on_main(lambda: self._open(Path(directory), resume))
+
+    def _open(self, directory: Path, resume: bool) -> None:
         self._sweep(".fit-*.tmp")  # what a kill -9 in the middle of a write left
         existing = sorted(self.directory.glob("fit-*.pt")) if self.directory.is_dir() else []
         if existing and not resume:
-            raise RunStateError(f"{Path(directory)} already holds a run ({len(existing)} saved training calls); "
+            raise RunStateError(f"{directory} already holds a run ({len(existing)} saved training calls); "
                                 "continue it with --resume, or give another --run-dir")
 
     @property
@@ -92,7 +110,9 @@ class Journal:
             path.unlink()
 
     def clear(self) -> None:
-        """Drop the saved state once the run has finished: it is only for resuming."""
+        """Drop the saved state once the run has finished: it is only for resuming (rank 0)."""
+        if not distributed.is_main():
+            return
         self._sweep("fit-*.pt")
         self._sweep(".fit-*.tmp")
         if self.directory.is_dir() and not any(self.directory.iterdir()):
@@ -118,10 +138,11 @@ class Journal:
         self._next += 1
         self._current = (call, fingerprint(model), task, epochs, settings)
         path = self._path(call)
-        if not path.exists():
+        raw = distributed.on_main(lambda: _read(path))
+        if not raw:
             return 0, []
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged entry is retrained, never trusted
             log.warning("saved state %s is unreadable (%s); training call %d again", path, exc, call)
             return 0, []
@@ -144,7 +165,9 @@ class Journal:
 
     def epoch_done(self, epoch: int, model: nn.Module, opt: Optional[torch.optim.Optimizer],
                    generator: torch.Generator, losses: list[float]) -> None:
-        """Write the state after ``epoch`` epochs of the current call (atomically)."""
+        """Write the state after ``epoch`` epochs of the current call (atomically; rank 0 only)."""
+        if not distributed.is_main():
+            return
         call, before, task, epochs, settings = self._current
         entry = {"before": before, "task": task, "epochs": epochs, "settings": settings, "epoch": epoch,
                  "losses": list(losses),

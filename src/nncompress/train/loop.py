@@ -5,6 +5,15 @@ faster than a DataLoader on two cores, so batches are index slices. Inputs may
 be a tensor, a tuple or a dict of tensors (``nncompress.data.batches``); what
 the loss and the score are comes from an objective (``train.objective``),
 classification when none is given.
+
+Under torchrun (``nncompress.distributed``) every rank draws the same order
+and takes its contiguous share of each batch; the gradients are averaged
+over the ranks before the step, weighted by each rank's share, so a step
+follows the whole batch's mean loss as on one process (BatchNorm layers see
+their rank's share only, and dropout draws other masks, so the numbers match
+a single process within training noise, not bit for bit). Each rank draws
+dropout from its own stream during an epoch; BatchNorm statistics and the
+global RNG state are made equal on every rank after it.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress import distributed
 from nncompress.config import TrainConfig
 from nncompress.data.batches import Inputs, OutputFn, count, model_device, model_outputs, take, to_device
 from nncompress.errors import ModelError
@@ -122,24 +132,36 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
             settings = json.dumps(described, sort_keys=True)
             start, losses = journal.begin(model, opt, gen, cfg.epochs, task, settings)
         step = start * steps_per_epoch
+        ranks = distributed.world_size() if distributed.active() else 1
+        reduced = [p for p in model.parameters() if p.requires_grad] if ranks > 1 else []
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(n, generator=gen)
             running = 0.0
+            if ranks > 1:
+                distributed.fork_rng()
             for i in range(0, n, cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
+                mine = distributed.shard(idx) if ranks > 1 else idx
                 model.zero_grad(set_to_none=True)
-                inputs = to_device(take(x, idx), device)
-                target = y[idx].to(device) if y is not None else None
-                loss = objective.train_loss(model, inputs, target, teacher)
-                loss.backward()
+                if len(mine):
+                    inputs = to_device(take(x, mine), device)
+                    target = y[mine].to(device) if y is not None else None
+                    loss = objective.train_loss(model, inputs, target, teacher)
+                    loss.backward()
+                    running += loss.item() * len(mine)
+                if ranks > 1:
+                    distributed.average_gradients(reduced, len(mine) / len(idx), uneven=len(idx) < ranks)
                 if opt is not None:
                     for group in opt.param_groups:
                         group["lr"] = _lr_at(cfg, step, total)
                     opt.step()
                 if after_step is not None:
                     after_step()
-                running += loss.item() * len(idx)
                 step += 1
+            if ranks > 1:
+                running = distributed.all_sum([running])[0]
+                distributed.sync_buffers(model)
+                distributed.sync_rng()
             losses.append(running / n)
             if not math.isfinite(losses[-1]):  # before the journal saves it: a resume must not start from NaN
                 raise ModelError(f"{task} diverged: the mean loss of epoch {epoch + 1} is {losses[-1]}; "

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress import distributed
 from nncompress.data.batches import Inputs, OutputFn, call_model, count, model_device, pick_output, take, to_device
 from nncompress.errors import ConfigError, DataError
 
@@ -113,14 +114,18 @@ class Objective:
         targets = self.targets(inputs, labels, batch_size)
         loss, score = 0.0, 0.0
         n = count(inputs)
+        lo, hi = distributed.span(n)  # under torchrun each rank scores its share; the sums are added up
         try:
-            for i in range(0, n, batch_size):
-                out = self.outputs(model, to_device(take(inputs, slice(i, i + batch_size)), device))
-                batch_loss, batch_score = self.batch_sums(out, targets[i:i + batch_size].to(device))
+            for i in range(lo, hi, batch_size):
+                end = min(i + batch_size, hi)
+                out = self.outputs(model, to_device(take(inputs, slice(i, end)), device))
+                batch_loss, batch_score = self.batch_sums(out, targets[i:end].to(device))
                 loss += batch_loss
                 score += batch_score
         finally:
             model.train(was_training)
+        if distributed.active():
+            loss, score = distributed.all_sum([loss, score])
         n = max(1, n)
         return loss / n, score / n
 
