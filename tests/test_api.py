@@ -89,3 +89,14 @@ def test_compress_keeps_the_factory_record_of_the_callers_model(tmp_path, digits
     from nncompress.modelfile import load_compressed
     assert load_compressed(result.path).header["arch"] == {"factory": "test_api:TinyNet", "kwargs": {"hidden": 12}}
     assert isinstance(nnc.load(result.path), TinyNet)  # an installed nn.Module class: rebuilt from the file alone
+
+
+def test_load_refuses_a_fifo_instead_of_blocking(tmp_path) -> None:
+    import os
+    from nncompress.errors import PathError
+    fifo = tmp_path / "m.nnc"
+    os.mkfifo(fifo)
+    with pytest.raises(PathError, match="FIFO"):  # an open of a FIFO would wait for a writer forever
+        nnc.load(fifo)
+    with pytest.raises(PathError, match="FIFO"):
+        nnc.layer_table(fifo)
