@@ -65,15 +65,20 @@ def test_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- library level, two ranks -------------------------------------------------------
 
+def _on_two_ranks_and_one(tmp_path: Path, job: str) -> None:
+    """The worker's ``job`` under torchrun in ``tmp_path``, then in one process in ``tmp_path/one``."""
+    two = _run(_torchrun(str(WORKER), job, str(tmp_path)))
+    assert two.returncode == 0, two.stderr[-3000:]
+    (tmp_path / "one").mkdir()
+    one = subprocess.run([sys.executable, str(WORKER), job, str(tmp_path / "one")], capture_output=True,
+                         text=True, env=_env(), timeout=120, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+
 def test_split_batches_follow_the_single_process_trajectory(tmp_path: Path) -> None:
     """Without dropout or BatchNorm, averaging the two halves' gradients (weighted by their
     sizes) is the whole batch's gradient: the weights match one process up to rounding."""
-    two = _run(_torchrun(str(WORKER), "fit", str(tmp_path)))
-    assert two.returncode == 0, two.stderr[-3000:]
-    (tmp_path / "one").mkdir()
-    one = subprocess.run([sys.executable, str(WORKER), "fit", str(tmp_path / "one")], capture_output=True,
-                         text=True, env=_env(), timeout=120, cwd=ROOT)
-    assert one.returncode == 0, one.stderr[-3000:]
+    _on_two_ranks_and_one(tmp_path, "fit")
     r0, r1 = torch.load(tmp_path / "fit0.pt"), torch.load(tmp_path / "fit1.pt")
     single = torch.load(tmp_path / "one" / "fit0.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # bit for bit the same on both ranks
@@ -87,12 +92,7 @@ def test_pruning_is_identical_on_both_ranks_and_rank_0_alone_writes(tmp_path: Pa
     given its own names); the result is within noise of one process: dropout draws other masks on
     two ranks, so validation and test accuracy may differ by a few examples (3 points here is
     about one standard error on the 143 validation / 359 test examples), the kept share by 20 %."""
-    two = _run(_torchrun(str(WORKER), "prune", str(tmp_path)))
-    assert two.returncode == 0, two.stderr[-3000:]
-    (tmp_path / "one").mkdir()
-    one = subprocess.run([sys.executable, str(WORKER), "prune", str(tmp_path / "one")], capture_output=True,
-                         text=True, env=_env(), timeout=120, cwd=ROOT)
-    assert one.returncode == 0, one.stderr[-3000:]
+    _on_two_ranks_and_one(tmp_path, "prune")
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert r0.keys() == r1.keys() and any(k.startswith("mask.") for k in r0)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
