@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompress.config import SHARE_INITS as INITS  # one list: the config checks what k-means accepts
 from nncompress.errors import ConfigError, ModelError
 
-INITS = ("auto", "linear", "density", "random")
 #: ``auto`` keeps linear (Deep Compression's choice for accuracy: it keeps centroids on the
 #: rare large weights) unless linear leaves more than ``AUTO_EMPTY`` of the centroids empty
 #: or its squared error is more than ``AUTO_ERROR_RATIO`` times density's (and density's is
