@@ -239,13 +239,15 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if cfg.adjust_dropout:
         result.dropout = adjust_dropout_(model, rates, kept_fraction())
     t0 = time.perf_counter()
-    before = snapshot(model, masks)
-    acc_before = evaluate()
-    finetune(list(model.parameters()), cfg.final_epochs, reapply)
     acc = evaluate()
-    if acc < acc_before:  # the final fine-tune is kept only when validation agrees
-        restore_(model, masks, before)
-        acc = acc_before
+    if cfg.final_epochs > 0:  # no copy of the model to roll back to when there is nothing to roll back
+        before, acc_before = snapshot(model, masks), acc
+        finetune(list(model.parameters()), cfg.final_epochs, reapply)
+        acc = evaluate()
+        if acc < acc_before:  # the final fine-tune is kept only when validation agrees
+            restore_(model, masks, before)
+            acc = acc_before
+        del before
     final = record("final", len(groups), 0, acc, drop_points(reference, acc) <= cfg.tolerance, t0)
     if cfg.target_density is not None and not final.accepted:
         log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
