@@ -57,6 +57,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:  # type: 
     from nncompress.train import evaluate
 
     d = tmp_path_factory.mktemp("run")
+    # seeded, so the fixture does not depend on what ran before; at seed 1 the 1-bit codebooks below cost
+    # this 3-epoch MLP validation accuracy (at some seeds they gain it), so the bit search has rounds to report
+    torch.manual_seed(1)
     model = build_model("mlp", digits.input_shape, digits.num_classes)
     train_model(model, digits, TrainConfig(epochs=3, batch_size=64))
     dense = _weights(model)

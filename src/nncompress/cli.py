@@ -62,9 +62,9 @@ def _recorded(path: Optional[str]) -> tuple[dict[str, Any], Optional[str]]:
     """(meta, model) a checkpoint or .nnc records, its model being a factory's import path or a built-in's
     name; ({}, None) when it records none or cannot be read (the real load says why)."""
     from nncompress.models.factory import is_factory_record
-    from nncompress.pipeline import read_model_file
+    from nncompress.pipeline import read_model_header
     try:
-        file = read_model_file(path) if path else None
+        file = read_model_header(path) if path else None
     except (NNCompressError, OSError):
         file = None
     if file is None:

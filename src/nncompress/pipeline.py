@@ -33,7 +33,8 @@ from nncompress.data.batches import call_model, count, describe, pick_output, ta
 from nncompress.errors import CheckpointError, ConfigError, ModelError
 from nncompress.imports import import_object, is_import_spec
 from nncompress.models import Trust, arch_record, build_model, is_factory_record
-from nncompress.modelfile import Compressed, is_compressed, layer_table as file_table, load_compressed, save_compressed
+from nncompress.modelfile import (Compressed, CompressedHeader, is_compressed, layer_table as file_table,
+                                  load_compressed, read_compressed_header, save_compressed)
 from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
@@ -102,6 +103,12 @@ def read_model_file(path: str | Path) -> "Checkpoint | Compressed":
     """A checkpoint or a compressed ``.nnc`` file, read and checked once; both give ``arch``,
     ``meta`` and ``build_model``."""
     return load_compressed(path) if is_compressed(path) else load_checkpoint(path)
+
+
+def read_model_header(path: str | Path) -> "Checkpoint | CompressedHeader":
+    """What a model file records (``arch``, ``meta``) without decoding a ``.nnc`` file's weights
+    (a checkpoint has no header apart from its tensors, so it is read whole)."""
+    return read_compressed_header(path) if is_compressed(path) else load_checkpoint(path)
 
 
 def load_model_file(path: str | Path, model: Optional[nn.Module] = None, *, trust_factory: Trust = False
@@ -424,18 +431,21 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     search = None
     if cfg.tolerance is None:
         shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
+        val_before = objective.score(model, splits.val_x, splits.val_y)
     else:
         reference = objective.signed(objective.score(model, splits.val_x, splits.val_y))
+        scores: list[float] = []
 
         def drop() -> float:
-            return (reference - objective.signed(objective.score(model, splits.val_x, splits.val_y))) * 100
+            scores.append(objective.score(model, splits.val_x, splits.val_y))
+            return (reference - objective.signed(scores[-1])) * 100
 
         caps = {n: _codebook_bits(cfg.max_bits, int(torch.count_nonzero(m.weight)), cfg.min_members)
                 for n, m in layers.items()}
         shared, search = fit_bits_(layers, bits, inits, drop, cfg.tolerance, max_bits=caps, seed=cfg.seed,
                                    progress=progress)
         bits = search.bits
-    val_before = objective.score(model, splits.val_x, splits.val_y)
+        val_before = scores[-1]  # the search's last reading is of the model as it stands
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)

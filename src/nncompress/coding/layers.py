@@ -283,7 +283,7 @@ def _decode_quant(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], d
     if not np.all(np.isfinite(scales)) or np.any(scales < 0):
         raise FormatError(f"tensor {name!r}: its scales must be finite and >= 0")
     q = np.frombuffer(data, dtype=QUANT_DTYPES[dtype], offset=4 * count).reshape(count, -1)
-    if q.size and int(np.abs(q.astype(np.int32)).max()) > QUANT_MAX[dtype]:
+    if q.size and int(q.min()) < -QUANT_MAX[dtype]:  # the dtype's own range ends at +QUANT_MAX
         raise FormatError(f"tensor {name!r}: a {dtype} value is outside -{QUANT_MAX[dtype]}..{QUANT_MAX[dtype]}")
     if q.size and np.any((scales == 0)[:, None] & (q != 0)):
         raise FormatError(f"tensor {name!r}: a channel with scale 0 holds a nonzero value")
