@@ -155,3 +155,15 @@ def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch
     summary = run_recipe(recipe, RunDir(tmp_path / "full", resume=True))
     assert summary["resumed_training_calls"] >= 1
     assert (tmp_path / "full" / "model.nnc").read_bytes() == (tmp_path / "plain" / "model.nnc").read_bytes()
+
+
+def test_resume_removes_what_a_killed_atomic_write_left(tmp_path) -> None:
+    from nncompress.rundir import RUN_FILE, RunDir
+    run = tmp_path / "run"
+    RunDir(run).write_json(RUN_FILE, {"command": "compress"})
+    stale = run / ".steps.jsonl.abc123.tmp"
+    stale.write_text('{"step": 1')  # a kill -9 between the write and the rename
+    kept = run / "notes.txt"
+    kept.write_text("the user's own file")
+    RunDir(run, resume=True)
+    assert not stale.exists() and kept.read_text() == "the user's own file"

@@ -95,6 +95,10 @@ class RunDir:
             raise ConfigError(f"--run-dir {self.path} is not empty and holds no run: give a new or empty folder "
                               "(a run writes summary.json, model.nnc, ... there)")
         self.path.mkdir(parents=True, exist_ok=True)
+        if resume:
+            for stale in self.path.glob(".*.tmp"):  # an atomic write that a kill -9 cut short
+                if stale.is_file():
+                    stale.unlink()
 
     def file(self, name: str) -> Path:
         return self.path / name
