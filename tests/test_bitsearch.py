@@ -82,3 +82,18 @@ def test_compress_with_a_share_tolerance_records_the_search(tmp_path, digits, tr
         nnc.ShareConfig(tolerance=-1)
     with pytest.raises(ConfigError, match="max_bits"):
         nnc.ShareConfig(max_bits=0)
+
+
+def test_a_drop_within_its_noise_buys_no_wider_codebook() -> None:
+    net, x = _net()
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    drop = _cosine_drop(net, x)
+    # the same 1-bit start: far over a zero tolerance, but not when the reading is that noisy
+    _, quiet = fit_bits_(layers, {n: 1 for n in layers}, "linear", drop, tolerance=0.0, max_bits=3,
+                         noise=lambda: 1e6)
+    assert quiet.met and len(quiet.rounds) == 1 and set(quiet.bits.values()) == {1}
+    net, x = _net()
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    _, noisy = fit_bits_(layers, {n: 1 for n in layers}, "linear", _cosine_drop(net, x), tolerance=0.0,
+                         max_bits=3, noise=lambda: 0.0)
+    assert len(noisy.rounds) > 1 and max(noisy.bits.values()) > 1

@@ -280,6 +280,8 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
     ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
     ("--budget", "prune.budget", str, "greedy (each stage the whole tolerance) or even (stage i of n: i/n of it)"),
+    ("--decision", "prune.decision", str, "pooled (the drop estimated from every reading of the run, paired with "
+                                          "the dense model) or reading (each step's own reading)"),
     ("--distill", "prune.distill", float, "weight of the dense model's soft outputs in fine-tuning (0: labels only)"),
     ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
     ("--q-step", "prune.q_step", float, "how much q rises per step"),

@@ -96,6 +96,7 @@ def _check_layer_spec(spec: Any, name: str, empty_ok: bool = False) -> None:
     _require(ok, name, "comma-separated layer kinds (fc, conv, embedding), class names, 'all' or name globs"
              + (", or ''" if empty_ok else ""), spec)
 BUDGETS = ("even", "greedy")
+DECISIONS = ("pooled", "reading")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,17 @@ class PruneConfig(_Config):
     distillation ``fallback_distill`` instead (LeNet-5 needs this;
     LeNet-300-100 does not).
 
+    ``decision`` says what a step is judged on. "pooled": the drop is read on
+    the same validation examples as the dense model (so its standard error is
+    known) and estimated from every reading of the run together, as a line
+    through the origin in the KL divergence of the outputs from the dense
+    model's (``train.evidence``); where no KL exists (outputs that are not
+    logits, a batch-level user metric) each reading stands alone. "reading":
+    each step's own drop, as one reading. The probe takes the fallback on
+    accuracy only when one step's fine-tuning costs more than the tolerance by
+    two standard errors (its KL test is the low-noise one), and the final
+    fine-tune is kept unless it leaves the model worse by more than one.
+
     ``target_density`` (a fraction in (0, 1], default None) replaces the
     tolerance loop: the layers ``groups`` selects (all stages together) are
     pruned in ``target_steps`` steps to that fraction of kept weights, the
@@ -158,6 +170,7 @@ class PruneConfig(_Config):
     batch_size: int = 128
     groups: str = "conv,fc"
     budget: str = "even"
+    decision: str = "pooled"
     distill: float = 0.0
     distill_temperature: float = 4.0
     probe: bool = True
@@ -190,6 +203,7 @@ class PruneConfig(_Config):
         _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",
                  f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'", self.groups)
         _require(self.budget in BUDGETS, "budget", f"one of {', '.join(BUDGETS)}", self.budget)
+        _require(self.decision in DECISIONS, "decision", f"one of {', '.join(DECISIONS)}", self.decision)
         _require(_finite(self.distill) and 0 <= self.distill <= 1, "distill", "a weight in [0, 1]", self.distill)
         _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
                  "a number > 0", self.distill_temperature)

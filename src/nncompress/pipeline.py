@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from nncompress.rundir import RunDir
 from nncompress.train import fit, set_seed
 from nncompress.train.loop import Teacher
 from nncompress.train.objective import Objective, ObjectiveSpec, resolution_warning, resolve_objective
+from nncompress.train.evidence import Reading, ValidationReader, paired_drop
 from nncompress.train.probe import choose_finetune
 from nncompress.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nncompress.train.journal import Journal, fingerprint
@@ -216,8 +218,9 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
     if warning:
         log.warning("%s", warning)
     log.info("pruning %s to a tolerance of %s", splits.name, objective.tolerance_text(cfg.tolerance))
+    reader = ValidationReader(objective, splits.val_x, splits.val_y, model)  # paired with the dense model
     cfg, choice = choose_finetune(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress,
-                                  objective=objective)
+                                  objective=objective, reader=reader)
     gen = set_seed(cfg.seed)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
         if cfg.distill > 0 and objective.uses_teacher_term else None
@@ -227,10 +230,8 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
             generator=gen, progress=progress, task="fine-tune", journal=journal, teacher=teacher,
             objective=objective)
 
-    def val_score() -> float:
-        return objective.signed(objective.score(model, splits.val_x, splits.val_y))
-
-    result = prune_(model, cfg, finetune=finetune, evaluate=val_score, progress=progress, on_step=on_step)
+    result = prune_(model, cfg, finetune=finetune, evaluate=lambda: reader.read(model), progress=progress,
+                    on_step=on_step)
     distributed.check_identical([*distributed.model_tensors(model),
                                  *((f"mask:{n}", m) for n, m in result.masks.items())],
                                 "the pruned weights and masks")
@@ -315,7 +316,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     table = layer_table(model, sizes)
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
             "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
-            "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["score"]}
+            "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["score"],
+            "prune_drop": result.final_drop}
     kept = sum(r["nonzero"] for r in table)
     summary = {
         "checkpoint": str(out), "data": splits.name, "transform": splits.transform, "seconds": round(seconds, 2),
@@ -325,7 +327,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "pruned": {"test_accuracy": pruned_test["score"], "val_accuracy": result.val_accuracy,
                    "params": pruned_test["params"], "nonzero": pruned_test["nonzero"]},
         "weights": dense_weights, "kept_weights": kept, "kept_fraction": kept / max(1, dense_weights),
-        "compression": dense_weights / max(1, kept),
+        "compression": dense_weights / max(1, kept), "val_drop": result.final_drop,
         "test_drop_points": round((objective.signed(dense_test["score"]) - objective.signed(pruned_test["score"]))
                                   * 100, 4),
         "q": result.q, "dropout": result.dropout, "finetune": result.finetune, "layers": table, "storage": None,
@@ -409,13 +411,16 @@ def quantized_layers(model: nn.Module, cfg: ShareConfig) -> dict[str, nn.Module]
 
 
 def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Optional[ProgressFn] = None,
-                journal: Optional[Journal] = None, objective: ObjectiveSpec = None
+                journal: Optional[Journal] = None, objective: ObjectiveSpec = None, budget: Optional[float] = None
                 ) -> tuple[dict[str, SharedLayer], dict[str, Any]]:
     """k-means weight sharing of the nonzero weights of the layers ``cfg.select``
     selects (Linear, Conv, Embedding by default), then centroid fine-tuning; the
     tuned codebooks are kept only if validation agrees. Judged by ``objective``
     (default: accuracy with labels, else distillation from ``model`` as given:
-    pass the one bound to the dense model to compare with that)."""
+    pass the one bound to the dense model to compare with that). ``budget``
+    (points) is what earlier stages left of the whole file's tolerance: unless
+    ``cfg.tolerance`` is set, the bit search spends it, a drop counting as over
+    it only by more than its standard error (paired with ``model`` as given)."""
     objective = _objective(objective, model, splits)
     quantized = quantized_layers(model, cfg)
     layers = {n: m for n, m in select_layers(model, cfg.select, cfg.exclude, what="share layers").items()
@@ -429,23 +434,33 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         raise ConfigError(f"layer_bits names unknown layer(s) {unknown}; shared layers are {list(layers)}")
     inits = {n: cfg.embedding_init if layer_kind(m) == "embedding" else cfg.init for n, m in layers.items()}
     search = None
-    if cfg.tolerance is None:
+    tolerance = cfg.tolerance if cfg.tolerance is not None else None if budget is None else max(0.0, budget)
+    if tolerance is None:
         shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
         val_before = objective.score(model, splits.val_x, splits.val_y)
     else:
-        reference = objective.signed(objective.score(model, splits.val_x, splits.val_y))
-        scores: list[float] = []
+        paired = cfg.tolerance is None  # the budget's reading carries its noise; a stated tolerance is read as is
+        reader = ValidationReader(objective, splits.val_x, splits.val_y, model)
+        reference = reader.read(model)
+        readings: list[Reading] = []
 
         def drop() -> float:
-            scores.append(objective.score(model, splits.val_x, splits.val_y))
-            return (reference - objective.signed(scores[-1])) * 100
+            readings.append(reader.read(model))
+            return (reference.score - readings[-1].score) * 100
+
+        def noise() -> float:
+            last = readings[-1]
+            if reference.examples is None or last.examples is None:
+                return 0.0
+            return paired_drop(reference.examples, last.examples)[1]
 
         caps = {n: _codebook_bits(cfg.max_bits, int(torch.count_nonzero(m.weight)), cfg.min_members)
                 for n, m in layers.items()}
-        shared, search = fit_bits_(layers, bits, inits, drop, cfg.tolerance, max_bits=caps, seed=cfg.seed,
-                                   progress=progress)
+        shared, search = fit_bits_(layers, bits, inits, drop, tolerance, max_bits=caps, seed=cfg.seed,
+                                   progress=progress, noise=noise if paired else None)
         bits = search.bits
-        val_before = scores[-1]  # the search's last reading is of the model as it stands
+        # the search's last reading is of the model as it stands (signed back to the metric's direction)
+        val_before = objective.signed(readings[-1].score)
     saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)
@@ -474,7 +489,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
                                      (f"codebook:{n}", layer.codebook), (f"indices:{n}", layer.indices),
                                      (f"mask:{n}", layer.mask)))], "the shared weights and codebooks")
     used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
-    info = {"bit_search": search.to_dict()} if search else {}
+    info = {"bit_search": {**search.to_dict(), "tolerance": tolerance}} if search else {}
     return shared, {**info, "bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
                     "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged, "metric": objective.metric}
 
@@ -497,6 +512,22 @@ def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: 
 def _histograms(model: nn.Module, nonzero_only: bool) -> dict[str, Any]:
     from nncompress.report.histograms import histogram_record
     return histogram_record(_weights(model), nonzero_only=nonzero_only)
+
+
+def _sharing_budget(pruned: Optional[PruneResult], prune_cfg: Optional[PruneConfig],
+                    source_meta: Mapping[str, Any]) -> Optional[dict[str, float]]:
+    """The whole file's tolerance and what pruning spent of it (here, or as the pruned checkpoint
+    records); the rest is weight sharing's. None where no pruning tolerance is known."""
+    if pruned is not None and prune_cfg is not None:
+        tolerance, spent = prune_cfg.tolerance, pruned.final_drop
+    else:
+        tolerance = (source_meta.get("prune") or {}).get("tolerance") if source_meta.get("pruned") else None
+        spent = source_meta.get("prune_drop")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (tolerance, spent)):
+        return None
+    return {"tolerance": float(tolerance), "pruning": round(float(spent), 4),
+            "sharing": round(max(0.0, float(tolerance) - float(spent)), 4)}
 
 
 def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits, out: str | Path,
@@ -534,7 +565,11 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
                              objective=objective)
         histograms["pruned"] = _histograms(model, nonzero_only=True)
     t1 = time.perf_counter()
-    shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal, objective=objective)
+    budget = _sharing_budget(pruned, prune_cfg, source_meta)
+    shared, share_info = share_model(model, splits, share_cfg, progress, journal=journal, objective=objective,
+                                     budget=None if budget is None else budget["sharing"])
+    if budget is not None:
+        share_info["budget"] = budget
     t2 = time.perf_counter()
     meta: dict[str, Any] = {"data": splits.name, "dense_params": dense_params}
     if dense_weights:

@@ -2,14 +2,16 @@
 
 Training and evaluation come in as callbacks, so this module knows nothing of
 data: ``finetune(params, epochs, after_step)`` trains the given parameters with
-masks re-applied after each step; ``evaluate()`` returns validation accuracy.
+masks re-applied after each step; ``evaluate()`` returns validation accuracy,
+or a ``train.evidence.Reading`` (per-example scores and KL too) for paired and
+pooled decisions (``pruning.judge``).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import nn
@@ -20,15 +22,17 @@ from nncompress.progress import ProgressFn, report
 from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, restore_,
                                       snapshot)
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
+from nncompress.pruning.judge import Judgement, StepJudge
 from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
 from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
 from nncompress.pruning.target import density_steps, masked_density, q_for_density
+from nncompress.train.evidence import Reading, as_reading
 
 log = logging.getLogger(__name__)
 
 Finetune = Callable[[Iterable[nn.Parameter], int, Callable[[], None]], None]
-Evaluate = Callable[[], float]
+Evaluate = Callable[[], Union[float, Reading]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class StepRecord:
     drop_points: float    # against the reference: min(dense, mean of dense and control)
     accepted: bool
     seconds: float
+    drop_se: Optional[float] = None         # standard error of drop_points (paired with the dense model)
+    estimated_drop: Optional[float] = None  # the drop estimated from every reading so far: what was judged
+    kl: Optional[float] = None              # mean KL(dense || model) of the validation outputs, nats
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +70,7 @@ class PruneResult:
     finetune: dict = field(default_factory=dict)  # the fine-tuning recipe used, and the probe behind it
     objective: dict = field(default_factory=dict)  # what the scores above are, and the tolerance in their units
     warnings: list[str] = field(default_factory=list)  # e.g. a validation split too small for the tolerance
+    final_drop: Optional[float] = None  # the final model's drop as judged (estimated where pooled): what was spent
 
 
 def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
@@ -113,13 +121,17 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
         if kept_fraction is not None:
             adjust_dropout_(model, rates, kept_fraction())
         finetune(list(model.parameters()), cfg.epochs_per_step, reapply)
-        acc = evaluate()
-        rec = record("target", 0, step, acc, True, t0)
-        if rec.drop_points > cfg.tolerance:
+        reading = as_reading(evaluate())
+        rec = record("target", 0, step, reading, True, t0)
+        if _decisive(rec) > cfg.tolerance:
             log.info("target step %d/%d (density %.4f): validation drop %.2f points, over the tolerance; "
-                     "continuing", step, len(goals), goal, rec.drop_points)
-        on_step(step, len(goals), acc)
+                     "continuing", step, len(goals), goal, _decisive(rec))
+        on_step(step, len(goals), reading.score)
     return len(goals)
+
+
+def _decisive(rec: StepRecord) -> float:
+    return rec.drop_points if rec.estimated_drop is None else rec.estimated_drop
 
 
 def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
@@ -157,25 +169,32 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     def reapply() -> None:
         apply_masks_(layers, masks)
 
-    def record(stage: str, group: int, step: int, acc: float, accepted: bool, t0: float) -> StepRecord:
-        rec = StepRecord(stage, group, step, dict(q_now), densities(masks), overall_density(masks), acc,
-                         round(drop_points(reference, acc), 4), accepted, round(time.perf_counter() - t0, 3))
+    def record(stage: str, group: int, step: int, reading: Reading, accepted: Optional[bool], t0: float,
+               judged: Optional[Judgement] = None) -> StepRecord:
+        """Log one reading; ``accepted`` None: judged here against the whole tolerance."""
+        judged = judged or judge.judge(reading)
+        ok = judged.decisive <= cfg.tolerance if accepted is None else accepted
+        rec = StepRecord(stage, group, step, dict(q_now), densities(masks), overall_density(masks), reading.score,
+                         round(judged.drop, 4), ok, round(time.perf_counter() - t0, 3), judged.se,
+                         judged.estimate, None if reading.kl is None else round(reading.kl, 6))
         result.steps.append(rec)
         if on_step is not None:
             on_step(rec)
         return rec
 
     t0 = time.perf_counter()
-    base = reference = evaluate()
+    dense = as_reading(evaluate())
+    base = dense.score
+    judge = StepJudge(dense, pooled=cfg.decision == "pooled")
     result = PruneResult(dense_val_accuracy=base, val_accuracy=base, masks=masks)
-    record("dense", -1, 0, base, True, t0)
+    record("dense", -1, 0, dense, True, t0, Judgement(0.0))
     if cfg.control:  # the same fine-tuning without pruning: what the tolerance is measured against
         t0 = time.perf_counter()
         finetune(list(model.parameters()), cfg.epochs_per_step, reapply)
-        control = evaluate()
-        reference = min(base, (base + control) / 2)
-        result.reference_val_accuracy = reference
-        record("control", -1, 0, control, True, t0)
+        control = as_reading(evaluate())
+        judge.set_control(control)
+        result.reference_val_accuracy = judge.reference
+        record("control", -1, 0, control, True, t0, Judgement(drop_points(judge.reference, control.score)))
 
     def stage_tolerance(gi: int) -> float:
         """The drop stage ``gi`` may leave: its even share of the tolerance plus what earlier stages left."""
@@ -192,19 +211,22 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         if cfg.adjust_dropout:
             adjust_dropout_(model, rates, kept_fraction())
         finetune(params, cfg.epochs_per_step, reapply)
-        acc = evaluate()
+        reading = as_reading(evaluate())
         allowed = stage_tolerance(gi)
-        ok = drop_points(reference, acc) <= allowed
+        judged = judge.judge(reading)
+        ok = judged.decisive <= allowed
         stage = "step"
         if not ok and cfg.recover_epochs > 0:  # judge unrecoverable only after more fine-tuning
-            record(stage, gi, si, acc, ok, t0)
+            record(stage, gi, si, reading, ok, t0, judged)
             t0, stage = time.perf_counter(), "recover"
             finetune(params, cfg.recover_epochs, reapply)
-            acc = evaluate()
-            ok = drop_points(reference, acc) <= allowed
-        rec = record(stage, gi, si, acc, ok, t0)
+            reading = as_reading(evaluate())
+            judged = judge.judge(reading)
+            ok = judged.decisive <= allowed
+        rec = record(stage, gi, si, reading, ok, t0, judged)
         tick += 1
-        report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density, val=acc)
+        report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density,
+               val=reading.score)
         return ok
 
     if cfg.target_density is not None:
@@ -217,7 +239,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         if gi > 0 and cfg.recover_epochs > 0:  # consolidate the earlier stages before this one starts
             t0 = time.perf_counter()
             finetune(list(model.parameters()), cfg.recover_epochs, reapply)
-            record("consolidate", gi, 0, evaluate(), True, t0)
+            record("consolidate", gi, 0, as_reading(evaluate()), True, t0)
         params = [p for n in group for p in layers[n].parameters()]
         good = snapshot(model, masks), dict(q_now)
         q_good, q_bad, refined, si = 0.0, None, 0, 0
@@ -239,21 +261,22 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     if cfg.adjust_dropout:
         result.dropout = adjust_dropout_(model, rates, kept_fraction())
     t0 = time.perf_counter()
-    acc = evaluate()
+    reading = as_reading(evaluate())
     if cfg.final_epochs > 0:  # no copy of the model to roll back to when there is nothing to roll back
-        before, acc_before = snapshot(model, masks), acc
+        before, reading_before = snapshot(model, masks), reading
         finetune(list(model.parameters()), cfg.final_epochs, reapply)
-        acc = evaluate()
-        if acc < acc_before:  # the final fine-tune is kept only when validation agrees
+        reading = as_reading(evaluate())
+        if not judge.keeps_final_tuning(reading_before, reading):  # validation says it made things worse
             restore_(model, masks, before)
-            acc = acc_before
+            reading = reading_before
         del before
-    final = record("final", len(groups), 0, acc, drop_points(reference, acc) <= cfg.tolerance, t0)
+    final = record("final", len(groups), 0, reading, None, t0)
     if cfg.target_density is not None and not final.accepted:
         log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
-                    final.overall_density, final.drop_points, cfg.tolerance)
-    report(progress, "prune", total, total, density=overall_density(masks), val=acc)
-    result.val_accuracy = acc
+                    final.overall_density, _decisive(final), cfg.tolerance)
+    report(progress, "prune", total, total, density=overall_density(masks), val=reading.score)
+    result.val_accuracy = reading.score
+    result.final_drop = _decisive(final)
     result.q = dict(q_now)
     if cfg.remove_dead:
         result.shrink = remove_dead_neurons_(model)

@@ -71,13 +71,20 @@ def choose_raises(parts: Mapping[str, float], sizes: Mapping[str, int], excess: 
 
 def fit_bits_(layers: Mapping[str, nn.Module], bits: Mapping[str, int], init: Union[str, Mapping[str, str]],
               drop: Callable[[], float], tolerance: float, *, max_bits: Union[int, Mapping[str, int]] = 10,
-              seed: int = 0,
-              progress: Optional[ProgressFn] = None) -> tuple[dict[str, SharedLayer], BitSearch]:
+              seed: int = 0, progress: Optional[ProgressFn] = None,
+              noise: Optional[Callable[[], float]] = None) -> tuple[dict[str, SharedLayer], BitSearch]:
     """Share ``layers`` in place at ``bits``, then raise widths until ``drop()`` (the
     model's validation drop in points, as it stands) is at most ``tolerance``.
     Returns the shared layers and what the search did; ``met`` is False when the
     drop still exceeds the tolerance with every layer that can grow grown.
-    ``max_bits`` caps the widths, one cap for all or one per layer."""
+    ``max_bits`` caps the widths, one cap for all or one per layer. With
+    ``noise`` (the standard error of the last ``drop()``) a drop counts as over
+    the tolerance only by more than that: a wider codebook is not bought to
+    chase a difference the reading cannot tell from zero."""
+
+    def fits(value: float) -> bool:
+        return value - (noise() if noise is not None else 0.0) <= tolerance
+
     caps = {name: max_bits if isinstance(max_bits, int) else max_bits.get(name, bits[name]) for name in layers}
     originals = {name: module.weight.detach().clone() for name, module in layers.items()}
     widths = dict(bits)
@@ -85,7 +92,7 @@ def fit_bits_(layers: Mapping[str, nn.Module], bits: Mapping[str, int], init: Un
     current = drop()
     search = BitSearch(widths, [{"round": 0, "drop": round(current, 4), "raised": []}])
     for round_no in range(1, MAX_ROUNDS + 1):
-        if current <= tolerance:
+        if fits(current):
             break
         # a layer with no more weights than entries is exact already (an empty cluster is not:
         # linear init leaves some on heavy-tailed weights, which need the width most)
@@ -110,7 +117,7 @@ def fit_bits_(layers: Mapping[str, nn.Module], bits: Mapping[str, int], init: Un
                               "raised": [[n, widths[n]] for n in raised]})
         log.info("bit search round %d: %d layer(s) one bit wider, validation drop %.3f points",
                  round_no, len(raised), current)
-    search.met = current <= tolerance
+    search.met = fits(current)
     warn_empty_codebooks(shared)
     if not search.met:
         log.warning("weight sharing leaves a validation drop of %.3f points, over its tolerance of %g, with "

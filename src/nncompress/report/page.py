@@ -230,14 +230,14 @@ def _steps(doc: Doc, run: RunData) -> None:
               f"{len(run.steps)} records, {accepted} accepted, {len(run.steps) - accepted} rejected.")
     rows = [[_num(str(i)), str(r.get("stage", "")), _num(str(r.get("group", ""))), _num(str(r.get("step", ""))),
              _num(_percent(float(r["overall_density"]))), _num(metric.value(metric.shown(float(r["val_accuracy"])))),
-             _num(metric.drop(float(r["drop_points"])).removesuffix(" pts"))
-             if isinstance(r.get("drop_points"), (int, float)) else DASH,
+             *(_num(metric.drop(float(r[key])).removesuffix(" pts"))
+               if isinstance(r.get(key), (int, float)) else DASH for key in ("drop_points", "drop_se", "estimated_drop")),
              "yes" if r["accepted"] else "no",
              _num(f"{float(r['seconds']):.1f} s") if isinstance(r.get("seconds"), (int, float)) else DASH]
             for i, r in enumerate(run.steps)]
     doc.table(("Record", "Stage", "Group", "Step", "Weights kept", f"Validation {metric.label}",
-               "Drop (points)" if metric.percent else f"Drop ({metric.label})",
-               "Accepted", "Time"), rows, collapsed=f"All {len(rows)} records")
+               "Drop (points)" if metric.percent else f"Drop ({metric.label})", "Standard error",
+               "Judged drop (all readings)", "Accepted", "Time"), rows, collapsed=f"All {len(rows)} records")
 
 
 def _provenance(doc: Doc, run: RunData) -> None:

@@ -94,6 +94,11 @@ class Objective:
         """(sum of per-example losses, sum of per-example scores) of one batch."""
         raise NotImplementedError
 
+    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        """One score per example of a batch (the split's score is their mean), so two models can be
+        compared on the same examples; None where the score is not such a mean."""
+        return None
+
     # -- used by the loops -----------------------------------------------------
     def train_loss(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor],
                    teacher: Any = None) -> torch.Tensor:
@@ -166,6 +171,9 @@ class Classification(Objective):
 
     def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
         return F.cross_entropy(out, target, reduction="sum").item(), int((out.argmax(1) == target).sum())
+
+    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        return (out.argmax(1) == target).float()
 
     def tolerance_text(self, points: float) -> str:
         return f"{points:g} points of accuracy"
@@ -249,6 +257,9 @@ class KLDistillation(Distillation):
         agree = (out.argmax(-1) == target.argmax(-1)).float()
         return float(_per_example(self._kl(out, target)).sum()), float(_per_example(agree).sum())
 
+    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        return _per_example((out.argmax(-1) == target.argmax(-1)).float())
+
     def tolerance_text(self, points: float) -> str:
         return f"{points:g} points of top-1 agreement with the dense model"
 
@@ -267,6 +278,9 @@ class CosineDistillation(Distillation):
     def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
         cos = _cosine(out, target)
         return float((1 - cos).sum()), float(cos.sum())
+
+    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        return _cosine(out, target)
 
     def tolerance_text(self, points: float) -> str:
         return f"{points / 100:g} of mean cosine to the dense model's outputs"
@@ -361,6 +375,12 @@ class UserObjective(Objective):
         value = torch.as_tensor(self.user_metric(out, target), dtype=torch.float64)
         score_sum = float(value) * n if value.dim() == 0 else float(value.sum())
         return loss_sum, score_sum
+
+    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.user_metric is None:
+            return self._base().example_scores(out, target)
+        value = torch.as_tensor(self.user_metric(out, target), dtype=torch.float64)
+        return value.reshape(-1) if value.dim() == 1 and len(value) == len(out) else None
 
     def tolerance_text(self, points: float) -> str:
         if self.user_metric is None:

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nncompress.config import PruneConfig
-from nncompress.data.batches import Inputs, count, take, to_device
+from nncompress.data.batches import Inputs
 from nncompress.errors import ModelError
 from nncompress.progress import ProgressFn
 from nncompress.pruning.schedule import drop_points
+from nncompress.train.evidence import Reading, ValidationReader, paired_drop
 from nncompress.train.loop import Teacher, fit, model_device
 from nncompress.train.objective import Classification, Objective
 
@@ -76,48 +76,29 @@ class FinetuneChoice:
         return f"{recipe} ({moved}: too far, so the fallback)" if self.fallback else f"{recipe} ({moved})"
 
 
-def _log_probs(model: nn.Module, x: Inputs, objective: Objective, batch_size: int = 1000) -> torch.Tensor:
-    """Validation outputs, once per model: the KL and the accuracy both come from them."""
-    device, training = model_device(model), model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([F.log_softmax(objective.outputs(model, to_device(take(x, slice(i, i + batch_size)),
-                                                                                device)), dim=-1).cpu()
-                              for i in range(0, count(x), batch_size)])
-    finally:
-        model.train(training)
-
-
-def _accuracy(log_probs: torch.Tensor, y: torch.Tensor) -> float:
-    return int((log_probs.argmax(1) == y.cpu()).sum()) / max(1, len(y))
-
-
-def _kl(trial: torch.Tensor, dense: torch.Tensor) -> float:
-    """Mean KL(dense || trial) per example (per position for outputs with more than one)."""
-    return round(float(F.kl_div(trial.reshape(-1, trial.shape[-1]), dense.reshape(-1, dense.shape[-1]),
-                                reduction="batchmean", log_target=True)), 6)
-
-
-def _score(model: nn.Module, objective: Objective, x: Inputs, y: Optional[torch.Tensor],
-           logp: Optional[torch.Tensor]) -> float:
-    """The objective's score as the pruner reads it; classification's accuracy comes from the log-probabilities."""
-    if isinstance(objective, Classification) and logp is not None and y is not None:
-        return _accuracy(logp, y)
-    return objective.signed(objective.score(model, x, y))
+def _costs_too_much(dense: Reading, trial: Reading, cfg: PruneConfig) -> bool:
+    """One step's fine-tuning costs more than the tolerance: by two standard errors of the paired
+    drop (pooled decisions, where the examples allow), or on the reading alone."""
+    drop = drop_points(dense.score, trial.score)
+    if cfg.decision == "pooled" and dense.examples is not None and trial.examples is not None:
+        return drop - 2 * paired_drop(dense.examples, trial.examples)[1] > cfg.tolerance
+    return drop > cfg.tolerance
 
 
 def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.Tensor], val_x: Inputs,
                     val_y: Optional[torch.Tensor], cfg: PruneConfig, progress: Optional[ProgressFn] = None,
-                    objective: Optional[Objective] = None) -> tuple[PruneConfig, FinetuneChoice]:
+                    objective: Optional[Objective] = None, reader: Optional[ValidationReader] = None
+                    ) -> tuple[PruneConfig, FinetuneChoice]:
     """Return the config the pruning should run with and why. ``model`` and
     every global RNG are left exactly as they were. ``objective`` (bound to
-    the dense model; default classification) sets the loss and the score."""
+    the dense model; default classification) sets the loss and the score;
+    ``reader`` (on ``val_x``, paired with ``model``) is made here when not given."""
     objective = objective or Classification()
     if not cfg.probe or cfg.epochs_per_step == 0:
         return cfg, FinetuneChoice(cfg.lr, cfg.distill, fallback=False, metric=objective.metric)
-    dense_logp = _log_probs(model, val_x, objective) if objective.kl_probe else None
-    dense = _score(model, objective, val_x, val_y, dense_logp)
+    reader = reader or ValidationReader(objective, val_x, val_y, model)
+    dense_reading = reader.read(model)
+    dense = dense_reading.score
     trial = copy.deepcopy(model)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
         if cfg.distill > 0 and objective.uses_teacher_term else None
@@ -136,11 +117,10 @@ def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.T
         probed = None
         unstable = True
     else:
-        trial_logp = _log_probs(trial, val_x, objective) if objective.kl_probe else None
-        probed = _score(trial, objective, val_x, val_y, trial_logp)
-        if trial_logp is not None and dense_logp is not None:
-            kl = _kl(trial_logp, dense_logp)
-        unstable = (kl is not None and kl > cfg.probe_kl) or drop_points(dense, probed) > cfg.tolerance
+        trial_reading = reader.read(trial)
+        probed = trial_reading.score
+        kl = None if trial_reading.kl is None else round(trial_reading.kl, 6)
+        unstable = (kl is not None and kl > cfg.probe_kl) or _costs_too_much(dense_reading, trial_reading, cfg)
     if unstable:
         distill = max(cfg.distill, cfg.fallback_distill) if objective.uses_teacher_term else cfg.distill
         cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=distill)

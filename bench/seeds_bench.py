@@ -1,0 +1,163 @@
+"""The CLI's defaults on fresh seeds, as a new user meets them: dense nets trained
+with `nncompress train --seed S`, then `nncompress prune` and `nncompress compress`
+(of the pruned checkpoint) with every default. The same seeds run through a
+second source tree (`--code NAME=PATH/src`, e.g. an older checkout) give the
+comparison in the same table.
+
+    python bench/seeds_bench.py run --model lenet300 --seeds 20 21 --code new=src --work /tmp/seeds
+    python bench/seeds_bench.py table --work /tmp/seeds --tag seeds_bench_lenet300
+
+`run` keeps one JSON per model, seed and code in --work (a finished one is
+reused); `table` writes bench/results/<tag>.{json,md}. Never run by the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import run_meta, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = "fashion-mnist"
+
+
+def cli(src: Path, *args: str) -> tuple[dict[str, Any], float]:
+    """Run `nncompress ARGS --json` from source tree ``src``; (its JSON, wall seconds)."""
+    env = {**os.environ, "PYTHONPATH": str(src.resolve()), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "nncompress", *args, "--json", "--quiet"], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"nncompress {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout), seconds
+
+
+def base(work: Path, model: str, seed: int) -> Path:
+    """The dense net, trained by this tree's `nncompress train` (shared by every code compared)."""
+    path = work / f"base_{model}_s{seed}.pt"
+    if not path.exists():
+        cli(ROOT / "src", "train", "--model", model, "--data", DATA, "--seed", str(seed), "--out", str(path))
+    return path
+
+
+def one(work: Path, model: str, seed: int, code: str, src: Path) -> dict[str, Any]:
+    out = work / f"{model}_s{seed}_{code}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    dense = base(work, model, seed)
+    pruned = work / f"pruned_{model}_s{seed}_{code}.pt"
+    nnc = work / f"{model}_s{seed}_{code}.nnc"
+    prune, prune_s = cli(src, "prune", str(dense), "--data", DATA, "--seed", str(seed), "--out", str(pruned))
+    comp, comp_s = cli(src, "compress", str(pruned), "--data", DATA, "--seed", str(seed), "--out", str(nnc))
+    dense_acc = prune["dense"]["test_accuracy"] if "test_accuracy" in prune.get("dense", {}) else None
+    record = {"model": model, "seed": seed, "code": code, "dense_test_accuracy": dense_acc,
+              "prune": {"fewer": prune["compression"], "kept": prune["kept_fraction"],
+                        "test_drop": prune["test_drop_points"], "seconds": round(prune_s, 1),
+                        "finetune": prune.get("finetune", {}).get("note")},
+              "compress": {"ratio": comp["ratio"], "file_bytes": comp["file_bytes"],
+                           "test_accuracy": comp["test_accuracy"], "seconds": round(comp_s, 1),
+                           "bit_search": comp.get("bit_search")},
+              "steps": [json.loads(line) for line in (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl")
+                        .read_text().splitlines() if line.strip()]
+              if (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl").exists() else []}
+    if dense_acc is not None:
+        record["compress"]["test_drop"] = round((dense_acc - comp["test_accuracy"]) * 100, 2)
+    out.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def table(work: Path, tag: str) -> None:
+    records = [json.loads(p.read_text()) for p in sorted(work.glob("*_s*_*.json"))]
+    if not records:
+        raise SystemExit(f"no results in {work}: run `run` first")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["code"]), []).append(r)
+    meta = run_meta("seeds_bench.py")
+    lines = ["# Fresh seeds with the CLI defaults: prune and compress", "",
+             f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}. "
+             "Each seed: `nncompress train --seed S`, `nncompress prune` and `nncompress compress` of the pruned "
+             "checkpoint, every setting at its default. Drops are dense minus final test accuracy, in points "
+             "(10,000 test images: one reading's standard error is about 0.15-0.2 points).", "",
+             "| model | code | seeds | fewer nonzero min / median / max | seeds < 12x | prune drop min / median / max "
+             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (model, code), rs in sorted(groups.items()):
+        fewer = [r["prune"]["fewer"] for r in rs]
+        drop = [r["prune"]["test_drop"] for r in rs]
+        ratio = [r["compress"]["ratio"] for r in rs]
+        fdrop = [r["compress"].get("test_drop", float("nan")) for r in rs]
+        secs = [r["prune"]["seconds"] for r in rs]
+        lines.append(f"| {model} | {code} | {len(rs)} | {spread(fewer)} | {sum(f < 12 for f in fewer)} | "
+                     f"{spread(drop)} | {statistics.mean(drop):+.2f} | {sum(d > 0.6 for d in drop)} | "
+                     f"{statistics.mean(ratio):.1f}x ({min(ratio):.1f}x) | {statistics.mean(fdrop):+.2f} "
+                     f"({max(fdrop):+.2f}) | {statistics.median(secs):.0f} |")
+    lines += ["", "Per seed:", "", "| model | seed | code | dense test | fewer | prune drop | file ratio | file drop | "
+              "prune s | fine-tuning |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["model"], r["seed"], r["code"])):
+        p, c = r["prune"], r["compress"]
+        lines.append(f"| {r['model']} | {r['seed']} | {r['code']} | {r['dense_test_accuracy'] * 100:.2f} | "
+                     f"{p['fewer']:.1f}x | {p['test_drop']:+.2f} | {c['ratio']:.1f}x | {c.get('test_drop', 0):+.2f} | "
+                     f"{p['seconds']:.0f} | {(p['finetune'] or '')[:60]} |")
+    pairs = _time_ratios(groups)
+    if pairs:
+        lines += ["", "Wall time of `prune`, per seed, against the first code's on the same seed (median): " +
+                  ", ".join(f"{m} {c}: {v:.2f}x" for (m, c), v in pairs.items())]
+    write_results(tag, meta, records, "\n".join(lines) + "\n")
+
+
+def _time_ratios(groups: dict[tuple[str, str], list[dict]]) -> dict[tuple[str, str], float]:
+    out = {}
+    models = sorted({m for m, _ in groups})
+    for model in models:
+        codes = sorted(c for m, c in groups if m == model)
+        if len(codes) < 2:
+            continue
+        first = {r["seed"]: r["prune"]["seconds"] for r in groups[(model, codes[0])]}
+        for code in codes[1:]:
+            ratios = [r["prune"]["seconds"] / first[r["seed"]] for r in groups[(model, code)] if r["seed"] in first]
+            if ratios:
+                out[(model, code)] = statistics.median(ratios)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--model", default="lenet300")
+    r.add_argument("--seeds", type=int, nargs="+", default=list(range(20, 30)))
+    r.add_argument("--code", action="append", default=[], help="NAME=PATH/src (default new=src)")
+    r.add_argument("--work", type=Path, required=True)
+    t = sub.add_parser("table")
+    t.add_argument("--work", type=Path, required=True)
+    t.add_argument("--tag", default="seeds_bench")
+    args = ap.parse_args()
+    if args.what == "table":
+        table(args.work, args.tag)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    codes = [c.split("=", 1) for c in (args.code or ["new=src"])]
+    for seed in args.seeds:
+        for name, src in codes:
+            rec = one(args.work, args.model, seed, name, Path(src))
+            print(f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop {rec['prune']['test_drop']:+.2f}"
+                  f", file {rec['compress']['ratio']:.1f}x drop {rec['compress'].get('test_drop', 0):+.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
