@@ -75,6 +75,15 @@ def one(work: Path, model: str, seed: int, code: str, src: Path) -> dict[str, An
     return record
 
 
+# fine-tuning epochs each step-log stage stands for, at the CLI defaults (the probe adds one step's worth)
+STAGE_EPOCHS = {"control": 2, "step": 2, "recover": 4, "consolidate": 4, "target": 2, "final": 10}
+PROBE_EPOCHS = 2
+
+
+def epochs(record: dict[str, Any]) -> int:
+    return PROBE_EPOCHS + sum(STAGE_EPOCHS.get(step["stage"], 0) for step in record["steps"])
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
@@ -93,8 +102,9 @@ def table(work: Path, tag: str) -> None:
              "checkpoint, every setting at its default. Drops are dense minus final test accuracy, in points "
              "(10,000 test images: one reading's standard error is about 0.15-0.2 points).", "",
              "| model | code | seeds | fewer nonzero min / median / max | seeds < 12x | prune drop min / median / max "
-             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median) "
+             "| fine-tuning epochs (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (model, code), rs in sorted(groups.items()):
         fewer = [r["prune"]["fewer"] for r in rs]
         drop = [r["prune"]["test_drop"] for r in rs]
@@ -104,7 +114,8 @@ def table(work: Path, tag: str) -> None:
         lines.append(f"| {model} | {code} | {len(rs)} | {spread(fewer)} | {sum(f < 12 for f in fewer)} | "
                      f"{spread(drop)} | {statistics.mean(drop):+.2f} | {sum(d > 0.6 for d in drop)} | "
                      f"{statistics.mean(ratio):.1f}x ({min(ratio):.1f}x) | {statistics.mean(fdrop):+.2f} "
-                     f"({max(fdrop):+.2f}) | {statistics.median(secs):.0f} |")
+                     f"({max(fdrop):+.2f}) | {statistics.median(secs):.0f} | "
+                     f"{statistics.median(epochs(r) for r in rs):.0f} |")
     lines += ["", "Per seed:", "", "| model | seed | code | dense test | fewer | prune drop | file ratio | file drop | "
               "prune s | fine-tuning |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["model"], r["seed"], r["code"])):

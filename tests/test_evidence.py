@@ -144,3 +144,15 @@ def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, dig
     third = nnc.compress(trained_mlp(), digits, tmp_path / "t.nnc",
                          nnc.CompressConfig(prune=prune, share=nnc.ShareConfig(fc_bits=2, epochs=0, tolerance=50.0)))
     assert third.summary["bit_search"]["tolerance"] == 50.0 and len(third.summary["bit_search"]["rounds"]) == 1
+
+
+def test_fine_tuning_alone_is_recorded_but_not_pooled_and_the_final_takes_the_kept_estimate() -> None:
+    judge = StepJudge(_reading(0, 0.0), pooled=True)
+    kept = judge.judge(_reading(1, 0.01))
+    judge.judge(_reading(9, 0.03))  # a step that fails ...
+    judge.last_estimate = kept.estimate  # ... and is rolled back (as the pruner does)
+    drifted = judge.judge(_reading(2, 0.05), after_pruning=False)  # more KL from training, nothing pruned
+    assert drifted.estimate is None and len(judge.dose.points) == 2
+    final = judge.judge_final(_reading(2, 0.06))
+    assert final.drop == pytest.approx(0.2) and final.estimate == kept.estimate
+    assert StepJudge(_reading(0, 0.0), pooled=False).judge_final(_reading(2, 0.06)).estimate is None

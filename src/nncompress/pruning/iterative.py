@@ -239,9 +239,10 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         if gi > 0 and cfg.recover_epochs > 0:  # consolidate the earlier stages before this one starts
             t0 = time.perf_counter()
             finetune(list(model.parameters()), cfg.recover_epochs, reapply)
-            record("consolidate", gi, 0, as_reading(evaluate()), True, t0)
+            consolidated = as_reading(evaluate())
+            record("consolidate", gi, 0, consolidated, True, t0, judge.judge(consolidated, after_pruning=False))
         params = [p for n in group for p in layers[n].parameters()]
-        good = snapshot(model, masks), dict(q_now)
+        good = snapshot(model, masks), dict(q_now), judge.last_estimate
         q_good, q_bad, refined, si = 0.0, None, 0, 0
         while True:
             if q_bad is None and si < len(qs):
@@ -251,11 +252,12 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             else:
                 break
             if try_step(gi, si, q, group, params):
-                good, q_good = (snapshot(model, masks), dict(q_now)), q
+                good, q_good = (snapshot(model, masks), dict(q_now), judge.last_estimate), q
             else:
                 restore_(model, masks, good[0])
                 q_now.clear()
                 q_now.update(good[1])
+                judge.last_estimate = good[2]  # the model is the kept one again, and so is its estimate
                 q_bad = q
             si += 1
     if cfg.adjust_dropout:
@@ -270,7 +272,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             restore_(model, masks, before)
             reading = reading_before
         del before
-    final = record("final", len(groups), 0, reading, None, t0)
+    final = record("final", len(groups), 0, reading, None, t0, judge.judge_final(reading))
     if cfg.target_density is not None and not final.accepted:
         log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
                     final.overall_density, _decisive(final), cfg.tolerance)
