@@ -125,23 +125,22 @@ def table(work: Path, tag: str) -> None:
                      f"{p['seconds']:.0f} | {(p['finetune'] or '')[:60]} |")
     pairs = _time_ratios(groups)
     if pairs:
-        lines += ["", "Wall time of `prune`, per seed, against the first code's on the same seed (median): " +
+        lines += ["", "Wall time of `prune` against `today`'s on the same seed (median of the per-seed ratios; "
+                  "runs shared the machine with others, so the epoch counts above are the steadier measure): " +
                   ", ".join(f"{m} {c}: {v:.2f}x" for (m, c), v in pairs.items())]
     write_results(tag, meta, records, "\n".join(lines) + "\n")
 
 
-def _time_ratios(groups: dict[tuple[str, str], list[dict]]) -> dict[tuple[str, str], float]:
+def _time_ratios(groups: dict[tuple[str, str], list[dict]], baseline: str = "today") -> dict[tuple[str, str], float]:
+    """Per model and code: the median over seeds of its `prune` wall time over ``baseline``'s on the same seed."""
     out = {}
-    models = sorted({m for m, _ in groups})
-    for model in models:
-        codes = sorted(c for m, c in groups if m == model)
-        if len(codes) < 2:
+    for (model, code), rs in sorted(groups.items()):
+        if code == baseline or (model, baseline) not in groups:
             continue
-        first = {r["seed"]: r["prune"]["seconds"] for r in groups[(model, codes[0])]}
-        for code in codes[1:]:
-            ratios = [r["prune"]["seconds"] / first[r["seed"]] for r in groups[(model, code)] if r["seed"] in first]
-            if ratios:
-                out[(model, code)] = statistics.median(ratios)
+        base = {r["seed"]: r["prune"]["seconds"] for r in groups[(model, baseline)]}
+        ratios = [r["prune"]["seconds"] / base[r["seed"]] for r in rs if r["seed"] in base]
+        if ratios:
+            out[(model, code)] = statistics.median(ratios)
     return out
 
 
