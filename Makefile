@@ -46,6 +46,8 @@ bench: setup fashion-mnist
 	$(PY) bench/fuzz_bench.py --cases 300000 --minutes 45
 	$(PY) bench/cli_bad_inputs.py --timeout 60
 	$(PY) bench/scale_bench.py
+	$(PY) bench/seeds_bench.py run --model lenet300 --work bench/runs/seeds
+	$(PY) bench/seeds_bench.py table --work bench/runs/seeds --tag seeds_bench
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

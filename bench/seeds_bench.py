@@ -5,10 +5,13 @@ second source tree (`--code NAME=PATH/src`, e.g. an older checkout) give the
 comparison in the same table.
 
     python bench/seeds_bench.py run --model lenet300 --seeds 20 21 --code new=src --work /tmp/seeds
+    python bench/seeds_bench.py time --seeds 20 21 22 --code today=OLD/src --code new=src --work /tmp/seeds
     python bench/seeds_bench.py table --work /tmp/seeds --tag seeds_bench_lenet300
 
 `run` keeps one JSON per model, seed and code in --work (a finished one is
-reused); `table` writes bench/results/<tag>.{json,md}. Never run by the tests.
+reused); `time` runs `prune` of each code on the same seeds, interleaved, for a
+wall-time ratio that shared-machine load cannot tilt; `table` writes
+bench/results/<tag>.{json,md}. Never run by the tests.
 """
 from __future__ import annotations
 
@@ -84,12 +87,31 @@ def epochs(record: dict[str, Any]) -> int:
     return PROBE_EPOCHS + sum(STAGE_EPOCHS.get(step["stage"], 0) for step in record["steps"])
 
 
+def timing(work: Path, model: str, seeds: list[int], codes: list[list[str]], repeats: int) -> None:
+    """`prune` wall time of each code on the same seeds, the codes interleaved (their order alternating from
+    one round to the next) so both meet the same load on a shared machine; written to timing_<model>.json."""
+    path = work / f"timing_{model}.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    for rnd in range(repeats):
+        for seed in seeds:
+            order = codes if (rnd + seed) % 2 == 0 else codes[::-1]
+            for name, src in order:
+                out = work / "timing" / f"{model}_s{seed}_{name}.pt"
+                out.parent.mkdir(exist_ok=True)
+                _, seconds = cli(Path(src), "prune", str(base(work, model, seed)), "--data", DATA, "--seed", str(seed),
+                                 "--out", str(out))
+                rows.append({"seed": seed, "code": name, "seconds": round(seconds, 2)})
+                print(f"{model} s{seed} {name}: prune {seconds:.1f} s", flush=True)
+                path.write_text(json.dumps(rows, indent=1))
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
-def table(work: Path, tag: str) -> None:
-    records = [json.loads(p.read_text()) for p in sorted(work.glob("*_s*_*.json"))]
+def table(work: Path, tag: str, models: list[str]) -> None:
+    records = [r for p in sorted(work.glob("*_s*_*.json"))
+               if (r := json.loads(p.read_text()))["model"] in models or not models]
     if not records:
         raise SystemExit(f"no results in {work}: run `run` first")
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -123,12 +145,33 @@ def table(work: Path, tag: str) -> None:
         lines.append(f"| {r['model']} | {r['seed']} | {r['code']} | {r['dense_test_accuracy'] * 100:.2f} | "
                      f"{p['fewer']:.1f}x | {p['test_drop']:+.2f} | {c['ratio']:.1f}x | {c.get('test_drop', 0):+.2f} | "
                      f"{p['seconds']:.0f} | {(p['finetune'] or '')[:60]} |")
+    for model in sorted({m for m, _ in groups}):
+        path = work / f"timing_{model}.json"
+        if path.exists():
+            lines += ["", _timing_line(model, json.loads(path.read_text()))]
     pairs = _time_ratios(groups)
     if pairs:
         lines += ["", "Wall time of `prune` against `today`'s on the same seed (median of the per-seed ratios; "
                   "runs shared the machine with others, so the epoch counts above are the steadier measure): " +
                   ", ".join(f"{m} {c}: {v:.2f}x" for (m, c), v in pairs.items())]
     write_results(tag, meta, records, "\n".join(lines) + "\n")
+
+
+def _timing_line(model: str, rows: list[dict[str, Any]], baseline: str = "today") -> str:
+    """Median over seeds of (median seconds of a code) / (median seconds of the baseline), from `timing`."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["code"], r["seed"]), []).append(r["seconds"])
+    parts = []
+    for code in sorted({c for c, _ in by} - {baseline}):
+        ratios = [statistics.median(v) / statistics.median(by[(baseline, s)]) for (c, s), v in by.items()
+                  if c == code and (baseline, s) in by]
+        if ratios:
+            runs = sum(len(v) for (c, _), v in by.items() if c in (code, baseline))
+            parts.append(f"{code}: {statistics.median(ratios):.2f}x (seeds {len(ratios)}, runs {runs}, per-seed "
+                         f"ratios {min(ratios):.2f}-{max(ratios):.2f})")
+    return (f"Wall time of `prune` on {model}, interleaved with `{baseline}`'s on the same seeds "
+            f"(`seeds_bench.py time`): " + "; ".join(parts))
 
 
 def _time_ratios(groups: dict[tuple[str, str], list[dict]], baseline: str = "today") -> dict[tuple[str, str], float]:
@@ -152,15 +195,25 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=list(range(20, 30)))
     r.add_argument("--code", action="append", default=[], help="NAME=PATH/src (default new=src)")
     r.add_argument("--work", type=Path, required=True)
+    tm = sub.add_parser("time")
+    tm.add_argument("--model", default="lenet300")
+    tm.add_argument("--seeds", type=int, nargs="+", default=[20, 21, 22])
+    tm.add_argument("--code", action="append", default=[], help="NAME=PATH/src, two or more")
+    tm.add_argument("--repeats", type=int, default=1)
+    tm.add_argument("--work", type=Path, required=True)
     t = sub.add_parser("table")
     t.add_argument("--work", type=Path, required=True)
     t.add_argument("--tag", default="seeds_bench")
+    t.add_argument("--models", nargs="*", default=[], help="only these models (default: all)")
     args = ap.parse_args()
     if args.what == "table":
-        table(args.work, args.tag)
+        table(args.work, args.tag, args.models)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     codes = [c.split("=", 1) for c in (args.code or ["new=src"])]
+    if args.what == "time":
+        timing(args.work, args.model, args.seeds, codes, args.repeats)
+        return
     for seed in args.seeds:
         for name, src in codes:
             rec = one(args.work, args.model, seed, name, Path(src))
