@@ -156,3 +156,14 @@ def test_fine_tuning_alone_is_recorded_but_not_pooled_and_the_final_takes_the_ke
     final = judge.judge_final(_reading(2, 0.06))
     assert final.drop == pytest.approx(0.2) and final.estimate == kept.estimate
     assert StepJudge(_reading(0, 0.0), pooled=False).judge_final(_reading(2, 0.06)).estimate is None
+
+
+def test_each_stage_fits_its_own_line() -> None:
+    judge = StepJudge(_reading(0, 0.0), pooled=True)
+    for kl, lost in ((0.002, 2), (0.004, 3)):  # convolutions: dear per nat of KL
+        judge.judge(_reading(lost, kl))
+    judge.new_stage()
+    first = judge.judge(_reading(2, 0.01))  # the first reading of a stage stands alone ...
+    assert first.estimate == pytest.approx(0.2)
+    later = judge.judge(_reading(3, 0.014))  # ... then the stage's readings are pooled, the earlier stage's not
+    assert len(judge.dose.points) == 2 and later.estimate < 0.3
