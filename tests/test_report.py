@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,23 @@ def test_optional_parts_are_left_out_with_a_note(run_dir: Path, report: tuple[Pa
     assert _parse(page).images == [] and "![" not in md
     assert list((out.parent / "r_files").iterdir()) == []
     _check_fields(_parse(page), json.loads((bare / "summary.json").read_text()))
+
+
+def test_without_matplotlib_the_figures_are_notes(run_dir: Path, report: tuple[Path, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """matplotlib is the optional `plots` extra: the page still comes out, each figure a note."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    out = tmp_path / "out" / "r.html"
+    shutil.copytree(report[1].parent / "report_files", out.parent / "r_files")  # figures of an earlier report
+    html_path, md_path = write_report(run_dir, out)
+    page, md = html_path.read_text(), md_path.read_text()
+    for figure in ("Weight histograms per layer and stage", "against q per layer", "at every pruning step"):
+        for text in (page, md):
+            assert re.search(re.escape(figure) + r"[^\n]*figure left out, matplotlib is not installed", text), figure
+    assert _parse(page).images == [] and "![" not in md
+    assert list((out.parent / "r_files").iterdir()) == []
+    _check_fields(_parse(page), json.loads((run_dir / "summary.json").read_text()))
 
 
 

@@ -192,7 +192,7 @@ def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     lines = [f"dense validation {res.get('metric', 'accuracy')} {_pct(res['dense_val_accuracy'])}",
              "per-layer q scale (prune --sensitivity uses it): " +
              ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
-             f"wrote {res['files']['csv']} and {res['files']['plot']}"]
+             "wrote " + " and ".join(res["files"].values())]
     _emit(args, res, lines)
 
 
@@ -265,7 +265,8 @@ def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
         _remove_if_empty(made)  # an empty log folder is no record of anything
         raise
     _emit(args, {**run.summary, "files": run.files},
-          _prune_lines(run.summary) + [f"step log, histograms, summary in {Path(run.files['steps']).parent}"])
+          _prune_lines(run.summary) + [f"step log, {'histograms, ' if 'hist_after' in run.files else ''}summary in "
+                                       f"{Path(run.files['steps']).parent}"])
 
 
 def _int_option(flag: str, value: str) -> int:

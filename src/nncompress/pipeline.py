@@ -45,7 +45,7 @@ from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.quantization.bitsearch import fit_bits_
 from nncompress.pruning.sensitivity import layer_scales, sensitivity_scan, to_csv
-from nncompress.report.plots import sensitivity_plot, weight_histograms
+from nncompress.report.plots import figures_available, sensitivity_plot, weight_histograms
 from nncompress.rundir import RunDir
 from nncompress.train import fit, set_seed
 from nncompress.train.loop import Teacher
@@ -337,7 +337,8 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
         "config": cfg.to_dict(),
     }
     summary = distributed.on_main(lambda: _write_pruned(out, model, meta, storage, before, paths, summary))
-    return PruneRun(summary, {key: str(path) for key, path in paths.items()})
+    drawn = figures_available()  # the histograms need matplotlib (the `plots` extra)
+    return PruneRun(summary, {key: str(path) for key, path in paths.items() if drawn or not key.startswith("hist_")})
 
 
 def _write_pruned(out: Path, model: nn.Module, meta: dict[str, Any], storage: str, before: dict[str, np.ndarray],
@@ -388,10 +389,10 @@ def _write_sensitivity(result: dict[str, Any], rows: list, base: float, objectiv
     for r in rows:
         curves.setdefault(r.layer, []).append((r.q, r.val_accuracy))
     if objective.counts_examples:  # a fraction of examples: shown in %
-        sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric} (%)")
+        drawn = sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric} (%)")
     else:
-        sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric}", scale=1.0)
-    return {**result, "files": {key: str(path) for key, path in files.items()}}
+        drawn = sensitivity_plot(base, curves, files["plot"], ylabel=f"validation {objective.metric}", scale=1.0)
+    return {**result, "files": {key: str(path) for key, path in files.items() if drawn or key != "plot"}}
 
 
 def save_trained(model: nn.Module, splits: Splits, out: str | Path, info: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from nncompress.atomic import atomic_open
 from nncompress.errors import ReportError
@@ -17,6 +17,7 @@ from nncompress.report.doc import Cell, Doc, Inline
 from nncompress.report.figures import histogram_grid, sensitivity_png, steps_png
 from nncompress.report.histograms import STAGES
 from nncompress.report.metric import ACCURACY, Metric, score_keys
+from nncompress.report.plots import NO_MATPLOTLIB, figures_available
 from nncompress.report.rundata import ENVIRONMENT, HISTOGRAMS, RECIPE, SENSITIVITY, STEPS, RunData, load_run
 
 DASH = "\u2014"
@@ -188,6 +189,14 @@ def _layers(doc: Doc, s: Mapping[str, Any]) -> None:
                  f"had {int(s['dense_bytes']) // 4:,}; kept % in the rows is of the smaller shapes.")
 
 
+def _figure(doc: Doc, name: str, draw: Callable[[], bytes], alt: str, caption: str) -> None:
+    """A figure, or a note that it is missing: matplotlib is an optional extra."""
+    if not figures_available():
+        doc.note(f"{alt}: figure left out, {NO_MATPLOTLIB}.")
+        return
+    doc.image(name, draw(), alt, caption)
+
+
 def _histograms(doc: Doc, run: RunData) -> None:
     doc.heading("Weight histograms", "histograms")
     if not run.histograms or not any(run.histograms.values()):
@@ -195,9 +204,9 @@ def _histograms(doc: Doc, run: RunData) -> None:
         return
     stages = {k: v for k, v in run.histograms.items() if v}
     missing = [st for st in STAGES if st not in stages]
-    doc.image("histograms.png", histogram_grid(stages), "Weight histograms per layer and stage",
-              "One row per layer, on one x scale per row. After pruning and after sharing the zeros are left out, "
-              "so the shape of the surviving weights shows; after sharing the weights sit on the codebook values.")
+    _figure(doc, "histograms.png", lambda: histogram_grid(stages), "Weight histograms per layer and stage",
+            "One row per layer, on one x scale per row. After pruning and after sharing the zeros are left out, "
+            "so the shape of the surviving weights shows; after sharing the weights sit on the codebook values.")
     if missing:
         doc.note(f"Stage(s) not recorded in this run: {', '.join(missing)}.")
 
@@ -209,9 +218,10 @@ def _sensitivity(doc: Doc, run: RunData) -> None:
         return
     base, rows = run.sensitivity
     metric = Metric.of(run.summary)
-    doc.image("sensitivity.png", sensitivity_png(base, rows, metric), f"Validation {metric.label} against q per layer",
-              f"Each layer pruned alone at threshold q \u00d7 std, no fine-tuning; dashed: dense "
-              f"({metric.value(metric.shown(base))}).")
+    _figure(doc, "sensitivity.png", lambda: sensitivity_png(base, rows, metric),
+            f"Validation {metric.label} against q per layer",
+            f"Each layer pruned alone at threshold q \u00d7 std, no fine-tuning; dashed: dense "
+            f"({metric.value(metric.shown(base))}).")
 
 
 def _steps(doc: Doc, run: RunData) -> None:
@@ -226,8 +236,10 @@ def _steps(doc: Doc, run: RunData) -> None:
         return
     accepted = sum(bool(r["accepted"]) for r in run.steps)
     metric = Metric.of(run.summary)
-    doc.image("steps.png", steps_png(run.steps, metric), f"Validation {metric.label} and density at every pruning step",
-              f"{len(run.steps)} records, {accepted} accepted, {len(run.steps) - accepted} rejected.")
+    steps = run.steps
+    _figure(doc, "steps.png", lambda: steps_png(steps, metric),
+            f"Validation {metric.label} and density at every pruning step",
+            f"{len(run.steps)} records, {accepted} accepted, {len(run.steps) - accepted} rejected.")
     rows = [[_num(str(i)), str(r.get("stage", "")), _num(str(r.get("group", ""))), _num(str(r.get("step", ""))),
              _num(_percent(float(r["overall_density"]))), _num(metric.value(metric.shown(float(r["val_accuracy"])))),
              *(_num(metric.drop(float(r[key])).removesuffix(" pts"))

@@ -1,18 +1,46 @@
 """Figures: weight histograms per layer and sensitivity curves.
 
 matplotlib is imported lazily (and with the Agg backend) so importing the
-package stays fast and works without a display.
+package stays fast and works without a display. It is an optional extra
+(``nncompress[plots]``): without it the figures are skipped, saying so, and
+everything else (tables, CSVs, the report's text) is written as before.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
+import logging
 import math
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from nncompress.atomic import atomic_open
+
+
+log = logging.getLogger(__name__)
+
+NO_MATPLOTLIB = "matplotlib is not installed (pip install 'nncompress[plots]' draws it)"
+
+
+def figures_available() -> bool:
+    """Whether matplotlib can be imported, without importing it."""
+    if "matplotlib" in sys.modules:  # imported already, or blocked (None)
+        return sys.modules["matplotlib"] is not None
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _skipped(path: str | Path) -> bool:
+    """True (after logging why) when ``path`` cannot be drawn."""
+    if figures_available():
+        return False
+    log.warning("%s not drawn: %s", path, NO_MATPLOTLIB)
+    return True
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -36,9 +64,11 @@ def _save(fig, path: str | Path) -> None:  # type: ignore[no-untyped-def]
 
 
 def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title: str,
-                      nonzero_only: bool = False, bins: int = 100) -> None:
-    """One panel per layer: the seed's before/after-pruning figures.
-    After pruning, the zeros are left out so the bimodal shape shows."""
+                      nonzero_only: bool = False, bins: int = 100) -> bool:
+    """One panel per layer: the before/after-pruning figures. After pruning, the
+    zeros are left out so the bimodal shape shows. False: not drawn (no matplotlib)."""
+    if _skipped(path):
+        return False
     plt = _pyplot()
     n = len(weights)
     cols = min(n, 3)
@@ -59,14 +89,19 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
     fig.suptitle(title, y=1.02)
     _save(fig, path)
     plt.close(fig)
+    return True
 
 
 def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
-                     ylabel: str = "validation accuracy (%)", scale: float = 100.0) -> None:
-    """The validation score against q, one line per layer pruned alone."""
+                     ylabel: str = "validation accuracy (%)", scale: float = 100.0) -> bool:
+    """The validation score against q, one line per layer pruned alone. False: not drawn
+    (no matplotlib)."""
+    if _skipped(path):
+        return False
     fig = sensitivity_figure(base, curves, ylabel=ylabel, scale=scale)
     _save(fig, path)
     _pyplot().close(fig)
+    return True
 
 
 def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], *,  # type: ignore[no-untyped-def]
