@@ -13,7 +13,7 @@ import nncompress.train.checkpoint as ckpt_mod
 from nncompress.coding.csr import CSR, csr_bytes, from_csr, to_csr
 from nncompress.errors import CheckpointError, FormatError, ModelError
 from nncompress.models import build_model
-from nncompress.train.checkpoint import Checkpoint, load_checkpoint, load_state, save_checkpoint
+from nncompress.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -333,11 +333,6 @@ def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.pt"]
     assert_same_weights(load_checkpoint(path).build_model(), first)
-
-
-def test_checkpoint_dataclass_defaults() -> None:
-    c = Checkpoint(state={})
-    assert c.arch is None and c.meta == {}
 
 
 # ---------------------------------------------------------------- CSR

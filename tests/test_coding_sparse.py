@@ -77,8 +77,6 @@ def test_huge_gap() -> None:
 def test_to_relative_rejects_bad_positions(positions: list) -> None:
     with pytest.raises(ValueError):
         sparse.to_relative(np.array(positions), 4)
-    with pytest.raises(ValueError):
-        sparse.filler_fraction(np.array(positions), 4)
 
 
 @pytest.mark.parametrize("bits", [0, 17, -3, True, 4.0])
@@ -157,51 +155,3 @@ def test_full_stream_roundtrip() -> None:
     dense, back = np.full(size, -1), np.full(size, -1)
     dense[pos], back[got_pos] = idx, got_idx
     np.testing.assert_array_equal(back, dense)
-
-
-def test_filler_fraction() -> None:
-    assert sparse.filler_fraction(np.array([0, 3, 20]), 3) == pytest.approx(2 / 5)
-    assert sparse.filler_fraction(np.zeros(0, dtype=np.int64), 3) == 0.0
-    pos = random_positions(200_000, 0.04, seed=1)
-    assert sparse.filler_fraction(pos, 5) > 0.15  # expected ~0.96**32 = 0.27 (geometric gaps)
-    assert sparse.filler_fraction(pos, 8) < 0.01
-    fractions = [sparse.filler_fraction(pos, b) for b in range(1, 10)]
-    assert fractions == sorted(fractions, reverse=True)
-
-
-def test_relative_coded_size_matches_huffman() -> None:
-    pos = random_positions(30_000, 0.04, seed=2)
-    for bits in (2, 5, 8, 9):
-        rel, _ = sparse.to_relative(pos, bits)
-        assert sparse.relative_coded_size(pos, bits) == huffman.encoded_bits(rel, 2 ** bits)
-        assert (sparse.relative_coded_size(pos, bits, alphabet_extra=1)
-                == huffman.encoded_bits(rel, 2 ** bits + 1))
-    assert sparse.relative_coded_size(np.zeros(0, dtype=np.int64), 4)[0] == 0
-
-
-def coded_bits(pos: np.ndarray, bits: int) -> int:
-    payload, table = sparse.relative_coded_size(pos, bits)
-    return payload + 8 * table
-
-
-@pytest.mark.parametrize("density", [0.01, 0.04, 0.3])
-def test_best_bits(density: float) -> None:
-    pos = random_positions(100_000, density, seed=3)
-    best = sparse.best_bits(pos)
-    assert 2 <= best <= 12
-    assert coded_bits(pos, best) <= coded_bits(pos, 5)
-    assert coded_bits(pos, best) == min(coded_bits(pos, b) for b in range(2, 13))
-    assert sparse.best_bits(pos, candidates=[5]) == 5
-    # charging each filler's value-stream entry can only favour fewer fillers
-    assert sparse.filler_fraction(pos, sparse.best_bits(pos, filler_cost_bits=64)) <= \
-        sparse.filler_fraction(pos, best)
-
-
-def test_best_bits_rejects_bad_candidates() -> None:
-    pos = np.array([1, 5])
-    with pytest.raises(ValueError):
-        sparse.best_bits(pos, candidates=[])
-    with pytest.raises(ValueError):
-        sparse.best_bits(pos, candidates=[0, 4])
-    with pytest.raises(ValueError):
-        sparse.best_bits(pos, alphabet_extra=-1)

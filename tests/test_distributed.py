@@ -75,6 +75,7 @@ def _on_two_ranks_and_one(tmp_path: Path, job: str) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_split_batches_follow_the_single_process_trajectory(tmp_path: Path) -> None:
     """Without dropout or BatchNorm, averaging the two halves' gradients (weighted by their
     sizes) is the whole batch's gradient: the weights match one process up to rounding."""
@@ -86,6 +87,7 @@ def test_split_batches_follow_the_single_process_trajectory(tmp_path: Path) -> N
         assert torch.allclose(r0[key], value, rtol=0, atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_pruning_is_identical_on_both_ranks_and_rank_0_alone_writes(tmp_path: Path) -> None:
     """Train, prune, share and code the digits MLP on two ranks. Both end with the same bytes in
     every weight, mask and codebook; only rank 0's output file and run folder exist (each rank was
@@ -109,6 +111,7 @@ def test_pruning_is_identical_on_both_ranks_and_rank_0_alone_writes(tmp_path: Pa
     assert abs(kept(r0) - kept(single)) <= 0.2 * kept(single)
 
 
+@pytest.mark.slow
 def test_ranks_holding_different_weights_stop_with_a_typed_error(tmp_path: Path) -> None:
     proc = _run(_torchrun(str(WORKER), "mismatch", str(tmp_path)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -143,6 +146,7 @@ def plain(base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     return run, _run(_compress(str(base), "--data", "digits", "--run-dir", str(run), "--json", *FLAGS))
 
 
+@pytest.mark.slow
 def test_compress_under_torchrun_writes_its_files_once(plain: tuple[Path, subprocess.CompletedProcess]) -> None:
     run, proc = plain
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,6 +191,7 @@ def killed(base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     return run, subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_a_lost_rank_ends_the_run_with_a_clear_message(killed: tuple[Path, subprocess.CompletedProcess, float]
                                                        ) -> None:
     run, proc, seconds = killed
@@ -199,6 +204,7 @@ def test_a_lost_rank_ends_the_run_with_a_clear_message(killed: tuple[Path, subpr
     assert not (run / "model.nnc").exists()
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_gives_the_uninterrupted_bytes(
         killed: tuple[Path, subprocess.CompletedProcess, float], plain: tuple[Path, subprocess.CompletedProcess]
 ) -> None:

@@ -123,6 +123,7 @@ def test_a_batch_metric_gives_plain_readings(digits, trained_mlp) -> None:
     assert reading.score == pytest.approx(objective.score(model, digits.val_x, digits.val_y))
 
 
+@pytest.mark.slow
 def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, digits, trained_mlp) -> None:
     from nncompress.pipeline import run_compress, run_prune, save_trained
     import nncompress as nnc

@@ -122,6 +122,7 @@ def test_pruning_and_sharing_resume_to_the_same_model(trained_mlp, digits, tmp_p
     assert all(torch.equal(books[n], plain_books[n]) for n in plain_books)
 
 
+@pytest.mark.slow
 def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch) -> None:
     import errno
 

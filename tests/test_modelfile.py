@@ -179,23 +179,39 @@ def test_index_outside_the_codebook_is_a_format_error() -> None:
         decode_tensor({**entry, "codebook_size": 1}, {"w": blob[:4] + blob[12:]})  # the first centroid only
 
 
+def _relative_streams(weight: torch.Tensor, mask: torch.Tensor, codebook: torch.Tensor, bits: int
+                      ) -> tuple[list[int], list[int]]:
+    """FORMAT.md's relative layout walked by hand: before each kept weight, a gap of g zeros is
+    g // 2**bits fillers (relative index 2**bits - 1, codebook index K), then g % 2**bits."""
+    flat, kept, book = weight.flatten().tolist(), mask.flatten().tolist(), codebook.tolist()
+    m, rel, values, last = 1 << bits, [], [], -1
+    for at, w in enumerate(flat):
+        if kept[at]:
+            gap = at - last - 1
+            rel += [m - 1] * (gap // m) + [gap % m]
+            values += [len(book)] * (gap // m) + [book.index(w)]
+            last = at
+    return rel, values
+
+
 def test_layer_table_splits_the_section_into_its_streams(tmp_path, trained_mlp, digits) -> None:
-    from nncompress.coding.layers import _streams
-    from nncompress.modelfile import shared_tensor
     model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
-    size = save_compressed(tmp_path / "m.nnc", model, shared, layout="huffman")
+    size = save_compressed(tmp_path / "m.nnc", model, shared, layout="huffman", codebook_dtype="float32")
     box = load_compressed(tmp_path / "m.nnc")
+    sections = read_container(tmp_path / "m.nnc").sections
     entries = {e["name"]: e for e in box.header["tensors"]}
     rows = {r["tensor"]: r for r in layer_table(box.header, box.section_bytes, box.file_bytes)["layers"]}
     assert set(box.section_bytes) == set(entries) == set(model.state_dict())
     for name, layer in shared.items():
-        e, row, t = entries[f"{name}.weight"], rows[f"{name}.weight"], shared_tensor(layer)
-        rel, values = _streams(t, e["rel_bits"])
-        positions = len(huffman.encode(rel, 2 ** e["rel_bits"]))
-        indices = len(huffman.encode(values, len(t.codebook) + 1))
-        assert row["index_bits_huffman"] == 8 * positions / e["nonzero"]
-        assert row["weight_bits_huffman"] == 8 * indices / e["nonzero"]
-        assert row["bytes"] == 2 * len(t.codebook) + positions + indices
+        e, row = entries[f"{name}.weight"], rows[f"{name}.weight"]
+        codebook = layer.codebook.detach()
+        rel, values = _relative_streams(layer.module.weight.detach(), layer.mask, codebook, e["rel_bits"])
+        positions = huffman.encode(np.array(rel), 2 ** e["rel_bits"])
+        indices = huffman.encode(np.array(values), len(codebook) + 1)
+        assert sections[f"{name}.weight"] == codebook.numpy().astype("<f4").tobytes() + positions + indices
+        assert row["index_bits_huffman"] == 8 * len(positions) / e["nonzero"]
+        assert row["weight_bits_huffman"] == 8 * len(indices) / e["nonzero"]
+        assert row["bytes"] == 4 * len(codebook) + len(positions) + len(indices)
     assert sum(r["bytes"] for r in rows.values()) < size
 
 

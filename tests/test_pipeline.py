@@ -44,8 +44,13 @@ def test_run_prune_writes_a_smaller_self_describing_checkpoint(tmp_path, digits,
     tried = [st["q"]["fc1"] for st in steps if st["stage"] == "step"]
     assert tried and tried == [1.0, 1.5, 2.0][:len(tried)]
     assert all({"q", "density", "val_accuracy", "seconds", "drop_points"} <= set(st) for st in steps)
-    for name in ("hist_before.png", "hist_after.png", "summary.json"):
-        assert (tmp_path / "pruned_prune" / name).stat().st_size > 1000
+    assert json.loads((tmp_path / "pruned_prune" / "summary.json").read_text()) == json.loads(json.dumps(s))
+    import matplotlib.image
+    before, after = (matplotlib.image.imread(tmp_path / "pruned_prune" / name)
+                     for name in ("hist_before.png", "hist_after.png"))
+    for image in (before, after):  # one panel per layer, side by side, with something drawn in them
+        assert image.ndim == 3 and image.shape[1] > 2.5 * image.shape[0] and float(image.std()) > 0.05
+    assert before.shape != after.shape or not (before == after).all()  # the pruned weights drew another picture
 
 
 class _BagOfWords(nn.Module):

@@ -377,3 +377,22 @@ def test_embedding_group_token_and_exclude() -> None:
     assert resolve_groups("embedding,fc", layers) == [["embed"], ["body.0"]]
     with pytest.raises(ConfigError, match="selects no layer"):
         pruning_groups(model, PruneConfig(select="embedding", exclude="Embedding"))
+
+
+def test_conv1d_layers_prune_and_keep_their_zeros(digits) -> None:
+    """A Conv1d over each image's 64 pixels as a sequence goes through the tolerance loop like a Conv2d."""
+    from nncompress.pipeline import metrics, prune_model
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(2), nn.Conv1d(1, 4, 5), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 60, 10))
+    cfg = PruneConfig(q0=0.75, q_step=0.25, q_max=1.0, tolerance=100, epochs_per_step=1, final_epochs=1,
+                      recover_epochs=0, groups="all", min_layer_share=0.0, probe=False)
+    result = prune_model(model, digits, cfg)
+    assert set(result.masks) == {"1", "4"}
+    conv = model[1]
+    assert isinstance(conv, nn.Conv1d) and result.masks["1"].shape == conv.weight.shape
+    for name, layer in prunable_layers(model).items():
+        mask = result.masks[name]
+        assert torch.all(layer.weight[~mask] == 0), name  # fine-tuning left every pruned weight at zero
+        assert 0 < int(mask.sum()) < mask.numel(), name    # pruned, not emptied
+    assert float((conv.weight == 0).float().mean()) > 0.2  # q >= 0.75 std cuts at least a fifth of a kernel
+    assert metrics(model, digits, "val")["accuracy"] == pytest.approx(result.val_accuracy)

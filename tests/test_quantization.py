@@ -10,7 +10,6 @@ from nncompress.errors import ConfigError, ModelError
 from nncompress.quantization import (
     CentroidTuner,
     SharedLayer,
-    default_bits,
     kmeans_1d,
     share_weights_,
     unshared_parameters,
@@ -207,14 +206,6 @@ def test_share_weights_bad_init_and_nan() -> None:
     with pytest.raises(ModelError, match="'b'"):
         share_weights_({"a": a, "b": b}, {"a": 3, "b": 3})
     assert torch.equal(a.weight, before)  # checked before anything is written
-
-
-def test_default_bits() -> None:
-    layers = {"conv": nn.Conv2d(1, 2, 3), "conv1d": nn.Conv1d(1, 2, 3), "fc": nn.Linear(3, 2),
-              "embed": nn.Embedding(4, 3)}
-    assert default_bits(layers) == {"conv": 8, "conv1d": 8, "fc": 5, "embed": 5}
-    with pytest.raises(ConfigError, match="relu"):
-        default_bits({"relu": nn.ReLU()})
 
 
 def test_shared_layer_rejects_mismatched_parts() -> None:

@@ -271,6 +271,32 @@ def test_error_names_the_key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
 
 
+@pytest.mark.parametrize("make, field, key, message", [
+    (lambda: PruneConfig(q0=-1), "q0", None, "q0 must be a number >= 0, got -1"),
+    (lambda: ShareConfig(layer_bits={"features.0": 16}), "layer_bits", "features.0",
+     "layer_bits['features.0'] must be an integer in 1..15, got 16"),
+    (lambda: ShareConfig(rel_bits=17), "rel_bits", None, "rel_bits must be 'auto' or an integer in 1..16, got 17"),
+])
+def test_config_errors_carry_their_field(make, field: str, key: str | None, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert (info.value.field, info.value.key, str(info.value)) == (field, key, message)
+
+
+@pytest.mark.parametrize("data, field, message", [
+    ({"prune": {"layers": {"features.0": {"q_scale": -2}}}}, "prune.layers.features.0.q_scale",
+     "r: prune.layers.features.0.q_scale: expected a number > 0, got -2"),
+    ({"coding": {"rel_bits": 0}}, "coding.rel_bits", "r: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
+    ({"train": {"epochs": "3"}}, "train.epochs", "r: train.epochs: expected an integer, got '3'"),
+    ({"seed": -1}, "seed", "r: seed: expected an integer in 0..2**63-1, got -1"),
+    ({"prune": {"tolerence": 1}}, "prune.tolerence", "r: prune.tolerence: unknown key (did you mean tolerance?)"),
+])
+def test_recipe_errors_name_the_key_path_as_their_field(data: dict, field: str, message: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(data, "r")
+    assert (info.value.field, str(info.value)) == (field, message)
+
+
 def test_malformed_toml_says_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     msg = _error(tmp_path, monkeypatch, 'version = 1\n[prune]\ntolerance = = 2\n', "recipe.toml")
     assert msg.startswith("recipe.toml: invalid TOML:") and "line 3" in msg

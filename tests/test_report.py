@@ -375,6 +375,7 @@ def test_broken_image_shows_a_banner_in_chromium(report: tuple[Path, Path], tmp_
     assert page.banner == "1 image failed to load" and not page.banner_hidden
 
 
+@pytest.mark.slow
 def test_report_of_a_real_compress_run_in_chromium(tmp_path: Path) -> None:
     """The whole path a user takes: `compress --recipe ... --run-dir ... --report ...`, then the page."""
     from nncompress.cli import main

@@ -64,6 +64,7 @@ def _kill_after(cmd: list[str], run: Path, saved: int, sig: int) -> subprocess.C
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_bytes(recipe: Path, uninterrupted: tuple[Path, int], tmp_path: Path,
                                               sig: int) -> None:
@@ -91,6 +92,7 @@ def test_killed_run_resumes_to_the_same_bytes(recipe: Path, uninterrupted: tuple
     assert strip(steps) == strip(plain_steps)
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_a_missing_run(tmp_path: Path, uninterrupted: tuple[Path, int]) -> None:
     run, _ = uninterrupted
     mixed = subprocess.run(_cmd("compress", "--resume", "--run-dir", str(run), "--tolerance", "0.5"),
@@ -118,6 +120,7 @@ def test_resume_of_a_finished_run_is_refused(uninterrupted: tuple[Path, int]) ->
     assert done.returncode == 1 and "has finished" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_input_leaves_no_half_made_run(tmp_path: Path, recipe: Path) -> None:
     run = tmp_path / "run"
     bad = subprocess.run(_cmd("compress", str(tmp_path / "missing.pt"), "--data", "digits", "--run-dir", str(run)),

@@ -218,3 +218,38 @@ def test_residual_nets_are_not_applicable() -> None:
         report = remove_dead_neurons_(model)
         assert not report.applicable and report.removed == {}
         assert "not a plain nn.Sequential" in report.reason and "residual" in report.reason
+
+
+class _ResidualBlock(nn.Module):
+    """x + fc(x): every unit of the layer before reaches the output around ``fc`` too."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x)
+
+
+@pytest.mark.parametrize("middle, why", [
+    (_ResidualBlock(6), "1 (_ResidualBlock) between 0 and 2 does not act on each unit of 0 separately"),
+    (nn.LayerNorm(6), "1 (LayerNorm) between 0 and 2 does not act on each unit of 0 separately"),
+])
+def test_units_that_feed_a_residual_add_or_a_norm_over_units_stay(middle: nn.Module, why: str) -> None:
+    """Unit 1 of layer 0 has no inputs and unit 4 no outputs into layer 2, yet neither is dead: the residual
+    add carries both past layer 2's zero columns, and LayerNorm's mean and variance take in every unit, so
+    removing one would move the others. The remover must leave layer 0 whole and say why."""
+    model = nn.Sequential(nn.Linear(4, 6), middle, nn.Linear(6, 2))
+    _randomise_(model)
+    _cut(model, "0", "2", no_in=[1], no_out=[4])
+    x = torch.randn(16, 4)
+    with torch.no_grad():
+        hidden = model.eval()[0](x)
+        silenced = hidden.clone()
+        silenced[:, 4] = 0
+        moved = model[2](middle(silenced)) - model[2](middle(hidden))
+    assert moved.abs().max() > 1e-3  # unit 4 still reaches the output: it is not dead
+    report = _shrunk(model, x)  # the outputs are unchanged (checked inside)
+    assert report.removed == {} and report.applicable is False
+    assert model[0].out_features == 6 and model[2].in_features == 6
+    assert why in report.kept["0"] and why in report.reason

@@ -11,7 +11,7 @@ from nncompress.config import PruneConfig
 from nncompress.modelfile import load_compressed, save_compressed
 from nncompress.models import arch_record, build_model
 from nncompress.pruning import prunable_layers, prune_
-from nncompress.quantization import default_bits, share_weights_
+from nncompress.quantization import share_weights_
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_prune_share_and_round_trip_the_file(at_root: Path, tmp_path: Path) -> N
         m.weight.numel() for m in layers.values()) < 0.9
     assert result.shrink is not None and not result.shrink.applicable
     assert "SmallResNet, not a plain nn.Sequential" in result.shrink.reason
-    shared = share_weights_(layers, default_bits(layers))
+    shared = share_weights_(layers, {name: 8 if isinstance(m, nn.Conv2d) else 5 for name, m in layers.items()})
     save_compressed(tmp_path / "r.nnc", model, shared, codebook_dtype="float32")
     box = load_compressed(tmp_path / "r.nnc")
     assert box.header["arch"] == arch_record(model) and box.header["arch"]["factory"] == FUNCTION

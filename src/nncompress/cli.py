@@ -359,14 +359,14 @@ def _dest(flag: str) -> str:
 
 def _flag_named(exc: ConfigError, pairs: Sequence[tuple[str, str]]) -> ConfigError:
     """The same error naming the flag the user typed instead of the setting it sets: ``pairs`` are
-    (flag, setting) for the flags given; a message starts "setting: ...", "setting must ..." or
-    "override: setting: ...". Any other error is returned as it is."""
-    message = str(exc)
-    for flag, name in pairs:
-        for head, tail in ((f"override: {name}:", ":"), (f"{name}:", ":"), (f"{name} must", " must")):
-            if message.startswith(head):
-                return ConfigError(flag + tail + message[len(head):])
-    return exc
+    (flag, setting) for the flags given; an error whose ``field`` is one of those settings is said
+    with the flag in the setting's place (and any recipe source before it dropped). Any other error
+    is returned as it is."""
+    flag = next((flag for flag, name in pairs if name == exc.field), None)
+    if flag is None or exc.field is None:
+        return exc
+    rest = str(exc).split(exc.field, 1)[1]  # the message names its field first
+    return ConfigError(flag + rest, field=flag, key=exc.key, expected=exc.expected, got=exc.got)
 
 
 def _given_flags(args: argparse.Namespace, table: Sequence[tuple[Any, ...]]) -> list[tuple[str, str]]:
@@ -646,22 +646,16 @@ def cmd_benchmark(args: argparse.Namespace, progress: ProgressFn) -> None:
     _emit(args, res, lines)
 
 
-# The demo's whole run; recipes/mlp-digits.yaml holds the same (a test keeps them equal).
-DEMO_RECIPE: dict[str, Any] = {
-    "model": "mlp", "data": "digits",
-    "train": {"epochs": 40, "lr": 0.05, "batch_size": 64},
-    "sensitivity": {"enabled": True},
-    "prune": {"epochs_per_step": 4, "final_epochs": 20, "lr": 0.02, "batch_size": 64, "tolerance": 0.8},
-    "share": {"batch_size": 64},
-}
+# The demo's whole run: a recipe shipped in the package (recipes/mlp-digits.yaml links to it).
+DEMO_RECIPE = "mlp-digits.yaml"
 
 
 def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_recipe
-    from nncompress.recipe import parse_recipe
+    from nncompress.recipe import apply_overrides, shipped_recipe
     from nncompress.report.page import write_report
     from nncompress.rundir import RunDir, new_run_dir
-    recipe = parse_recipe({**DEMO_RECIPE, "seed": args.seed}, "demo")
+    recipe = apply_overrides(shipped_recipe(DEMO_RECIPE), {"seed": args.seed}, "demo")
     run = RunDir(new_run_dir(args.out))
     args._run_dir = run.path
     res = run_recipe(recipe, run, progress=progress)

@@ -10,12 +10,18 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
+from nncompress.coding.schema import MAX_CODEBOOK_BITS, MAX_REL_BITS
 from nncompress.errors import ConfigError
+from nncompress.plain import is_int
 
 
-def _require(cond: bool, name: str, expected: str, value: Any) -> None:
+def _require(cond: bool, name: str, expected: str, value: Any, key: Optional[str] = None) -> None:
+    """ConfigError "NAME must be EXPECTED, got VALUE" unless ``cond``; ``key`` is the
+    entry of a per-layer mapping field (shown as ``NAME['KEY']``)."""
     if not cond:
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+        shown = name if key is None else f"{name}[{key!r}]"
+        raise ConfigError(f"{shown} must be {expected}, got {value!r}", field=name, key=key, expected=expected,
+                          got=repr(value))
 
 
 def _finite(x: Any) -> bool:
@@ -23,11 +29,11 @@ def _finite(x: Any) -> bool:
 
 
 def _positive_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+    return is_int(x) and x > 0
 
 
 def _non_negative_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    return is_int(x) and x >= 0
 
 
 MAX_STEPS = 1000
@@ -42,7 +48,7 @@ def _check_q_range(q0: Any, q_step: Any, q_max: Any) -> None:
 
 
 def _check_seed(seed: Any) -> None:
-    _require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63, "seed",
+    _require(is_int(seed) and 0 <= seed < 2 ** 63, "seed",
              "an integer in 0..2**63-1", seed)
 
 
@@ -214,7 +220,7 @@ class PruneConfig(_Config):
         _require(_finite(self.fallback_distill) and 0 <= self.fallback_distill <= 1, "fallback_distill",
                  "a weight in [0, 1]", self.fallback_distill)
         for name, scale in dict(self.layer_scale).items():
-            _require(_finite(scale) and scale > 0, f"layer_scale[{name!r}]", "a number > 0", scale)
+            _require(_finite(scale) and scale > 0, "layer_scale", "a number > 0", scale, key=name)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))
         _require(self.target_density is None or (_finite(self.target_density) and 0 < self.target_density <= 1),
                  "target_density", "a fraction of kept weights in (0, 1], or None for the tolerance loop",
@@ -312,8 +318,8 @@ class ShareConfig(_Config):
     def __post_init__(self) -> None:
         _require(self.tolerance is None or (_finite(self.tolerance) and 0 <= self.tolerance <= 100), "tolerance",
                  "a number of points in [0, 100], or None for the widths as given", self.tolerance)
-        _require(_positive_int(self.max_bits) and self.max_bits <= 15, "max_bits", "an integer in 1..15",
-                 self.max_bits)
+        _require(_positive_int(self.max_bits) and self.max_bits <= MAX_CODEBOOK_BITS, "max_bits",
+                 f"an integer in 1..{MAX_CODEBOOK_BITS}", self.max_bits)
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
         _require(self.raw_dtype in RAW_DTYPES, "raw_dtype", "'auto', 'float32' or 'float16'", self.raw_dtype)
         _check_layer_spec(self.select, "select")
@@ -322,10 +328,11 @@ class ShareConfig(_Config):
         _require(self.quantize_dtype in ("int8", "int16"), "quantize_dtype", "'int8' or 'int16'", self.quantize_dtype)
         _require(self.codebook_dtype in ("auto", "float32", "float16"), "codebook_dtype",
                  "'auto', 'float32' or 'float16'", self.codebook_dtype)
-        for name, bits in [("fc_bits", self.fc_bits), ("conv_bits", self.conv_bits),
-                           ("embedding_bits", self.embedding_bits),
-                           *[(f"layer_bits[{k!r}]", v) for k, v in dict(self.layer_bits).items()]]:
-            _require(_positive_int(bits) and bits <= 15, name, "an integer in 1..15", bits)
+        for name, key, bits in [("fc_bits", None, self.fc_bits), ("conv_bits", None, self.conv_bits),
+                                ("embedding_bits", None, self.embedding_bits),
+                                *[("layer_bits", k, v) for k, v in dict(self.layer_bits).items()]]:
+            _require(_positive_int(bits) and bits <= MAX_CODEBOOK_BITS, name, f"an integer in 1..{MAX_CODEBOOK_BITS}",
+                     bits, key=key)
         object.__setattr__(self, "layer_bits", dict(self.layer_bits))
         _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
         _require(self.embedding_init in SHARE_INITS, "embedding_init", f"one of {SHARE_INITS}", self.embedding_init)
@@ -334,8 +341,8 @@ class ShareConfig(_Config):
         _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",
                  self.centroid_lr)
         _check_seed(self.seed)
-        _require(self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= 16), "rel_bits",
-                 "'auto' or an integer in 1..16", self.rel_bits)
+        _require(self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= MAX_REL_BITS),
+                 "rel_bits", f"'auto' or an integer in 1..{MAX_REL_BITS}", self.rel_bits)
 
     def finetune(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, momentum=self.momentum,

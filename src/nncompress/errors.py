@@ -5,13 +5,30 @@ message must say what was wrong and what to do about it.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 
 class NNCompressError(Exception):
     """Base of every error nncompress raises on purpose."""
 
 
 class ConfigError(NNCompressError, ValueError):
-    """An option or configuration value is out of range or of the wrong type."""
+    """An option or configuration value is out of range or of the wrong type.
+
+    ``field`` names the setting at fault as the message spells it, and the message
+    names it first (after a recipe's ``SOURCE: `` prefix), so a caller can say it in
+    its own words (a recipe path, a command-line flag) without parsing the text.
+    ``key`` is the entry of a per-layer setting (a layer name). A range check also
+    says what the value must be (``expected``) and shows the value it got (``got``).
+    """
+
+    def __init__(self, message: str, *, field: Optional[str] = None, key: Optional[str] = None,
+                 expected: Optional[str] = None, got: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.key = key
+        self.expected = expected
+        self.got = got
 
 
 class RecipeError(ConfigError):

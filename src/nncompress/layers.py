@@ -34,7 +34,8 @@ def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _tokens(spec: str, what: str) -> list[str]:
     if not isinstance(spec, str):
-        raise ConfigError(f"{what} must be a string of comma-separated layer kinds, classes or names, not {spec!r}")
+        raise ConfigError(f"{what} must be a string of comma-separated layer kinds, classes or names, not {spec!r}",
+                          field=what)
     return [t.strip() for t in spec.split(",") if t.strip()]
 
 
@@ -55,7 +56,8 @@ def _pick(layers: dict[str, nn.Module], spec: str, what: str) -> set[str]:
         hit = {n for n, m in layers.items() if _matches(token, n, m)}
         if not hit and token != "all" and token not in KINDS:
             raise ConfigError(f"{what}: {token!r} matches no compressible layer; the model's compressible layers "
-                              f"are {', '.join(f'{n} ({type(m).__name__})' for n, m in layers.items()) or 'none'}")
+                              f"are {', '.join(f'{n} ({type(m).__name__})' for n, m in layers.items()) or 'none'}",
+                              field=what)
         picked |= hit
     return picked
 
@@ -78,4 +80,4 @@ def check_spec(spec: str, what: str) -> None:
     """Refuse an empty or non-string spec before any model is seen (configs call this)."""
     if not _tokens(spec, what):
         raise ConfigError(f"{what} must name at least one layer kind, class or name (e.g. 'fc,conv'), "
-                          f"got {spec!r}")
+                          f"got {spec!r}", field=what)

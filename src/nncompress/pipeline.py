@@ -241,9 +241,10 @@ def prune_model(model: nn.Module, splits: Splits, cfg: PruneConfig, progress: Op
     return result
 
 
-def layer_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> list[dict[str, Any]]:
-    """Per compressible layer: kept weights (against ``original`` sizes, i.e.
-    before dead neurons were removed), and dense vs CSR bytes (fp32 values)."""
+def density_table(model: nn.Module, original: Optional[dict[str, int]] = None) -> list[dict[str, Any]]:
+    """Per compressible layer of a model in memory: kept weights (against ``original``
+    sizes, i.e. before dead neurons were removed), and dense vs CSR bytes (fp32 values).
+    The table of a compressed file is ``modelfile.layer_table``."""
     rows = []
     for name, layer in compressible_layers(model).items():
         w = layer.weight.detach().cpu().numpy()
@@ -313,7 +314,7 @@ def run_prune(checkpoint: str | Path, data: str, out: str | Path, cfg: PruneConf
     result = prune_model(model, splits, cfg, progress=progress, on_step=on_step, objective=objective)
     seconds = time.perf_counter() - t0
     pruned_test = metrics(model, splits, "test", objective)
-    table = layer_table(model, sizes)
+    table = density_table(model, sizes)
     meta = {**source_meta, **_data_meta(splits), "pruned": True, "prune": cfg.to_dict(),
             "dense_params": int(source_meta.get("dense_params") or dense_test["params"]), "dense_weights": sizes,
             "val_accuracy": result.val_accuracy, "test_accuracy": pruned_test["score"],
@@ -681,9 +682,10 @@ def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
     for key, names, layers, verb in named:
         unknown = sorted(set(names) - set(layers))
         if unknown:
-            raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's {verb} layers are {list(layers)}")
+            raise ConfigError(f"{key}: unknown layer(s) {unknown}; the model's {verb} layers are {list(layers)}",
+                              field=key)
     if recipe.prune is not None:
         try:
             pruning_groups(model, recipe.prune)  # the pruner's own checks: groups, layers too small to prune
         except ConfigError as exc:
-            raise ConfigError(f"prune.{exc}") from None
+            raise ConfigError(f"prune.{exc}", field=exc.field and f"prune.{exc.field}") from None

@@ -14,9 +14,9 @@ dotted path, so a user learns which line of which file to fix.
 """
 from __future__ import annotations
 
-import ast
 import difflib
 import os
+from importlib import resources
 import re
 import types
 import typing
@@ -30,6 +30,7 @@ from nncompress.atomic import write_text
 from nncompress.paths import read_bounded
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import ConfigError, RecipeError
+from nncompress.plain import is_int
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20
@@ -106,7 +107,7 @@ class Recipe:
                 try:
                     object.__setattr__(self, sec.name, replace(cfg, seed=self.seed))
                 except ConfigError as exc:
-                    raise RecipeError(f"seed: {_reword(str(exc))}") from None
+                    raise _expected(exc, "seed", None) from None
 
 
 # ---------------------------------------------------------------- loading
@@ -183,6 +184,13 @@ _Loader.add_implicit_resolver(
 )
 
 
+def shipped_recipe(name: str) -> Recipe:
+    """A recipe file that ships inside the package (``mlp-digits.yaml`` is what ``nncompress demo``
+    runs); the repository's ``recipes/`` folder links to it, so there is one copy to keep."""
+    with resources.as_file(resources.files("nncompress") / "recipes" / name) as path:
+        return load_recipe(path)
+
+
 def load_recipe(path: Union[str, Path]) -> Recipe:
     """Read and validate a recipe file: ``.toml`` is TOML, anything else YAML."""
     source = str(path)
@@ -243,33 +251,34 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     for key in mapping:
         _known(key, TOP_KEYS, "", source)
     version = mapping.get("version", RECIPE_VERSION)
-    if not _is_int(version) or version < 1:
-        raise RecipeError(f"{source}: version: expected an integer >= 1, got {_show(version)}")
+    if not is_int(version) or version < 1:
+        raise RecipeError(f"{source}: version: expected an integer >= 1, got {_show(version)}", field="version")
     if version > RECIPE_VERSION:
         raise RecipeError(f"{source}: version: recipe version {version} is newer than this nncompress reads "
-                          f"(up to {RECIPE_VERSION}); upgrade nncompress")
+                          f"(up to {RECIPE_VERSION}); upgrade nncompress", field="version")
     model = _model(mapping.get("model"), source)
     model_kwargs = mapping.get("model_kwargs")
     if model_kwargs is not None:
         if not isinstance(model_kwargs, Mapping) or not model or ":" not in model:
             raise RecipeError(f"{source}: model_kwargs: expected a mapping of a model factory's keyword arguments "
-                              f"(with `model: package.module:factory`), got {_show(model_kwargs)}")
+                              f"(with `model: package.module:factory`), got {_show(model_kwargs)}",
+                              field="model_kwargs")
         from nncompress.errors import ModelError
         from nncompress.models import plain_kwargs
         try:
             model_kwargs = plain_kwargs(model_kwargs)
         except ModelError as exc:
-            raise RecipeError(f"{source}: model_kwargs: {exc}") from None
+            raise RecipeError(f"{source}: model_kwargs: {exc}", field="model_kwargs") from None
     data = mapping.get("data")
     if data is not None and not (isinstance(data, str) and data.strip()):
         raise RecipeError(f"{source}: data: expected fashion-mnist, digits, a folder path or package.module:function, "
-                          f"got {_show(data)}")
+                          f"got {_show(data)}", field="data")
     normalize = mapping.get("normalize")
     if normalize is not None:
         from nncompress.data.datasets import _normalize_kind
         if not isinstance(normalize, str):
             raise RecipeError(f"{source}: normalize: expected standardize, unit, none or 'MEAN,STD', "
-                              f"got {_show(normalize)}")
+                              f"got {_show(normalize)}", field="normalize")
         try:
             _normalize_kind(normalize)
         except ConfigError as exc:
@@ -277,10 +286,10 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     objective = mapping.get("objective", "auto")
     if objective not in OBJECTIVES:
         raise RecipeError(f"{source}: objective: expected one of {', '.join(OBJECTIVES)}, got {_show(objective)}"
-                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}")
+                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}", field="objective")
     seed = mapping.get("seed", 0)
-    if not _is_int(seed):
-        raise RecipeError(f"{source}: seed: expected an integer, got {_show(seed)}")
+    if not is_int(seed):
+        raise RecipeError(f"{source}: seed: expected an integer, got {_show(seed)}", field="seed")
 
     coding = _mapping(mapping.get("coding"), "coding", source)
     coding_kwargs: dict[str, Any] = {}
@@ -304,7 +313,7 @@ def _model(value: Any, source: str) -> Optional[str]:
         return value
     hint = _did_you_mean(value, MODELS) if isinstance(value, str) else ""
     raise RecipeError(f"{source}: model: expected one of {', '.join(sorted(MODELS))} or a factory "
-                      f"package.module:name, got {_show(value)}{hint}")
+                      f"package.module:name, got {_show(value)}{hint}", field="model")
 
 
 def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str, Any]) -> Any:
@@ -331,9 +340,10 @@ def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str
     try:
         cfg = sec.cls(**kwargs)
     except ConfigError as exc:
-        raise RecipeError(f"{source}: {_range_message(str(exc), sec)}") from None
+        path = _recipe_path(exc, sec)
+        raise _expected(exc, path, source) from None
     except (TypeError, ValueError, ArithmeticError) as exc:
-        raise RecipeError(f"{source}: {sec.name}: {_one_line(str(exc))}") from None
+        raise RecipeError(f"{source}: {sec.name}: {_one_line(str(exc))}", field=sec.name) from None
     floats = _as_floats(kwargs, hints)
     if floats:
         cfg = replace(cfg, **floats)
@@ -345,11 +355,11 @@ def _as_floats(kwargs: Mapping[str, Any], hints: Mapping[str, Any]) -> dict[str,
     out: dict[str, Any] = {}
     for key, value in kwargs.items():
         hint = hints.get(key)
-        if hint is float and _is_int(value):
+        if hint is float and is_int(value):
             out[key] = float(value)
         elif isinstance(value, Mapping) and typing.get_args(hint)[1:] == (float,):
-            if any(_is_int(v) for v in value.values()):
-                out[key] = {k: float(v) if _is_int(v) else v for k, v in value.items()}
+            if any(is_int(v) for v in value.values()):
+                out[key] = {k: float(v) if is_int(v) else v for k, v in value.items()}
     return out
 
 
@@ -357,42 +367,36 @@ def _layers(raw: Any, path: str, key: str, value_type: Any, source: str) -> dict
     out: dict[str, Any] = {}
     for layer, entry in _mapping(raw, path, source).items():
         if not isinstance(layer, str) or not layer:
-            raise RecipeError(f"{source}: {path}: layer names must be non-empty strings, got {_show(layer)}")
+            raise RecipeError(f"{source}: {path}: layer names must be non-empty strings, got {_show(layer)}",
+                              field=path)
         for k, v in _mapping(entry, f"{path}.{layer}", source).items():
             _known(k, [key], f"{path}.{layer}.", source)
             out[layer] = _typed(v, value_type, f"{path}.{layer}.{k}", source)
     return out
 
 
-_RANGE = re.compile(r"^(?P<name>.+?) must be (?P<expected>.*), got (?P<got>.*)$", re.S)
-_INDEXED = re.compile(r"^(?P<field>\w+)\[(?P<key>.*)\]$", re.S)
+def _recipe_path(exc: ConfigError, sec: _Section) -> str:
+    """The recipe key of the config field a ConfigError names; the section when it names none."""
+    name = exc.field
+    if name is None:
+        return sec.name
+    if exc.key is not None and name == sec.layer_field:
+        return f"{sec.name}.layers.{exc.key}.{sec.layer_key}"
+    if name == "seed":
+        return "seed"
+    if sec.name == "share" and name in CODING_FIELDS:
+        return f"coding.{name}"
+    return f"{sec.name}.{name}"
 
 
-def _range_message(msg: str, sec: _Section) -> str:
-    """Turn config.py's "NAME must be X, got V" into "PATH: expected X, got V"."""
-    m = _RANGE.match(msg)
-    if m is None:
-        return f"{sec.name}: {msg}"
-    name = m["name"]
-    indexed = _INDEXED.match(name)
-    if indexed and indexed["field"] == sec.layer_field:
-        try:
-            layer = ast.literal_eval(indexed["key"])
-        except (ValueError, SyntaxError):
-            layer = indexed["key"]
-        path = f"{sec.name}.layers.{layer}.{sec.layer_key}"
-    elif name == "seed":
-        path = "seed"
-    elif sec.name == "share" and name in CODING_FIELDS:
-        path = f"coding.{name}"
-    else:
-        path = f"{sec.name}.{name}"
-    return f"{path}: expected {m['expected']}, got {m['got']}"
-
-
-def _reword(msg: str) -> str:
-    m = _RANGE.match(msg)
-    return f"expected {m['expected']}, got {m['got']}" if m else msg
+def _expected(exc: ConfigError, path: str, source: Optional[str]) -> RecipeError:
+    """config.py's "NAME must be X, got V" as a recipe says it, "SOURCE: PATH: expected X, got V";
+    an error of no range check as "SOURCE: PATH: message". The error names ``path`` as its field."""
+    head = f"{source}: {path}" if source else path
+    if exc.expected is None:
+        return RecipeError(f"{head}: {exc}", field=path)
+    return RecipeError(f"{head}: expected {exc.expected}, got {exc.got}", field=path, expected=exc.expected,
+                       got=exc.got)
 
 
 # ---------------------------------------------------------------- checks
@@ -406,20 +410,20 @@ def _known(key: Any, allowed: list[str] | tuple[str, ...], prefix: str, source: 
     section = prefix.rstrip(".")
     if key == "seed" and section in _BY_NAME:
         raise RecipeError(f"{source}: {prefix}seed: unknown key (the seed is set once, at the top level: "
-                          f"`seed: N` seeds every stage)")
+                          f"`seed: N` seeds every stage)", field=f"{prefix}seed")
     sec = _BY_NAME.get(section)
     if sec is not None and key == sec.layer_field:
         raise RecipeError(f"{source}: {prefix}{key}: unknown key (write per-layer values as "
-                          f"{section}.layers.<layer>.{sec.layer_key})")
+                          f"{section}.layers.<layer>.{sec.layer_key})", field=f"{prefix}{key}")
     homes = [s.name for s in SECTIONS if key in s.keys() and s.name != section]
     homes += ["coding"] if key in CODING_FIELDS and section != "coding" else []
     if homes:
         raise RecipeError(f"{source}: {prefix}{key}: unknown key (it belongs in "
-                          f"{' or '.join(f'{h}.{key}' for h in homes)})")
+                          f"{' or '.join(f'{h}.{key}' for h in homes)})", field=f"{prefix}{key}")
     hint = _did_you_mean(key, allowed)
     if not hint:
         hint = f"; expected one of {', '.join(allowed)}"
-    raise RecipeError(f"{source}: {prefix}{key}: unknown key{hint}")
+    raise RecipeError(f"{source}: {prefix}{key}: unknown key{hint}", field=f"{prefix}{key}")
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -432,7 +436,7 @@ def _mapping(value: Any, path: str, source: str) -> Mapping[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise RecipeError(f"{source}: {path}: expected a mapping of keys, got {_show(value)}")
+        raise RecipeError(f"{source}: {path}: expected a mapping of keys, got {_show(value)}", field=path)
     return value
 
 
@@ -451,7 +455,7 @@ def _typed(value: Any, hint: Any, path: str, source: str) -> Any:
             return value
         expected = "true or false"
     elif hint is int:
-        if _is_int(value):
+        if is_int(value):
             return value
         expected = "an integer"
     elif hint is float:
@@ -468,11 +472,8 @@ def _typed(value: Any, hint: Any, path: str, source: str) -> Any:
         expected = "a string"
     else:
         return value
-    raise RecipeError(f"{source}: {path}: expected {expected}, got {_show(value)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    raise RecipeError(f"{source}: {path}: expected {expected}, got {_show(value)}", field=path, expected=expected,
+                      got=_show(value))
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -615,4 +616,4 @@ def save_recipe(recipe: Recipe, path: Union[str, Path]) -> None:
 
 
 __all__ = ["RECIPE_VERSION", "Recipe", "RecipeError", "apply_overrides", "dump_recipe", "load_recipe",
-           "parse_recipe", "recipe_to_dict", "save_recipe"]
+           "parse_recipe", "recipe_to_dict", "save_recipe", "shipped_recipe"]

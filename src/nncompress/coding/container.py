@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from nncompress.atomic import atomic_open
 from nncompress.paths import open_input
+from nncompress.plain import is_int
 from nncompress.errors import (
     BadMagicError,
     ChecksumError,
@@ -189,7 +190,7 @@ def _check_sections(sections: Iterable[tuple[str, bytes]]) -> list[tuple[str, by
 def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
             ) -> tuple[bytes, list[bytes]]:
     """Everything before the data area, and the section blobs that follow it."""
-    if not _is_int(version) or not MIN_READ_VERSION <= version <= FORMAT_VERSION:
+    if not is_int(version) or not MIN_READ_VERSION <= version <= FORMAT_VERSION:
         raise FormatError(f"cannot write format version {version!r}; this writer knows {MIN_READ_VERSION}.."
                           f"{FORMAT_VERSION}")
     if not isinstance(header, Mapping):
@@ -238,10 +239,6 @@ def write_container(
 
 
 # ---------------------------------------------------------------------------- reading
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _reject_constant(name: str) -> Any:
@@ -312,7 +309,7 @@ def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     if "sections" not in obj or "data_bytes" not in obj:
         raise LayoutError("header lacks the 'sections' list or 'data_bytes' total")
     table, total = obj["sections"], obj["data_bytes"]
-    if not _is_int(total) or total < 0:
+    if not is_int(total) or total < 0:
         raise LayoutError(f"header 'data_bytes' is {total!r}, not a non-negative integer")
     if not isinstance(table, list):
         raise LayoutError(f"header 'sections' is a {type(table).__name__}, not a list")
@@ -329,9 +326,9 @@ def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
             raise LayoutError(f"section name {name!r} appears twice")
         seen.add(name)
         for key, v in (("offset", offset), ("length", length)):
-            if not _is_int(v) or v < 0:
+            if not is_int(v) or v < 0:
                 raise LayoutError(f"section {name!r} {key} is {v!r}, not a non-negative integer")
-        if not _is_int(crc) or not 0 <= crc <= _U32_MAX:
+        if not is_int(crc) or not 0 <= crc <= _U32_MAX:
             raise LayoutError(f"section {name!r} crc32 is {crc!r}, not an unsigned 32-bit integer")
         if offset < cursor:
             raise LayoutError(f"section {name!r} at offset {offset} overlaps the previous one (ends at {cursor})")

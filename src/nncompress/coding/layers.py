@@ -30,8 +30,6 @@ RAW_DTYPES = {**DTYPES, "int64": np.dtype("<i8")}
 F16_MIN_NORMAL = 6.103515625e-05
 F16_MAX = 65504.0
 REL_BITS_CANDIDATES = range(2, 13)
-#: a b-bit relative index is a Huffman symbol below 2**b, and Huffman alphabets end at 2**16
-MAX_REL_BITS = 16
 Sections = list[tuple[str, bytes]]
 
 

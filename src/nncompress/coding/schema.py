@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from nncompress.errors import ConfigError, DecodeLimitError, FormatError
+from nncompress.plain import is_int
 
 KIND = "nncompress-model"
 #: the model header's own keys (the container adds ``sections`` and ``data_bytes``)
@@ -26,6 +27,9 @@ QUANT_ITEMSIZE = {"int8": 1, "int16": 2}
 BOOK_ITEMSIZE = {"float32": 4, "float16": 2}
 #: a Huffman alphabet ends at 2**16, and a relative layout's index alphabet is K + 1
 MAX_CODEBOOK = 65535
+#: the widest codebook, in bits, whose 2**bits entries fit MAX_CODEBOOK: 15
+MAX_CODEBOOK_BITS = MAX_CODEBOOK.bit_length() - 1
+#: a b-bit relative index is a Huffman symbol below 2**b
 MAX_REL_BITS = 16
 #: numpy's and torch's dimension limits are larger; no layer needs more
 MAX_DIMS = 32
@@ -58,18 +62,14 @@ class TensorPlan:
     section_bytes: int
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _where(name: Any, key: str) -> str:
     return f"tensor {str(name)[:200]!r}: field {key!r}"
 
 
 def _int(entry: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     v = entry.get(key)
-    if not _is_int(v) or not lo <= v <= hi:
-        shown = repr(v)[:60] if not _is_int(v) or abs(v) < 10 ** 30 else "a huge number"
+    if not is_int(v) or not lo <= v <= hi:
+        shown = repr(v)[:60] if not is_int(v) or abs(v) < 10 ** 30 else "a huge number"
         raise FormatError(f"{_where(entry.get('name'), key)} is {shown}; it must be an integer in {lo}..{hi}")
     return v
 
@@ -94,7 +94,7 @@ def _keys(entry: Mapping[str, Any], required: frozenset[str] | set[str], optiona
 
 def check_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
     shape = entry.get("shape")
-    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and 0 <= d <= _U64 for d in shape):
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(is_int(d) and 0 <= d <= _U64 for d in shape):
         raise FormatError(f"{_where(entry.get('name'), 'shape')} is {repr(shape)[:80]}; it must be a list of at "
                           f"most {MAX_DIMS} integers >= 0")
     return tuple(shape)
@@ -185,7 +185,7 @@ def _quant(entry: Mapping[str, Any], shape: tuple[int, ...], section: int) -> No
     _keys(entry, _COMMON | {"dtype", "scales"})
     dtype = _choice(entry, "dtype", tuple(QUANT_ITEMSIZE))
     scales = entry.get("scales")
-    if not _is_int(scales) or scales not in quant_scales(shape):
+    if not is_int(scales) or scales not in quant_scales(shape):
         raise FormatError(f"{_where(name, 'scales')} is {repr(scales)[:60]}; for shape {list(shape)[:8]} it must be "
                           f"one of {list(quant_scales(shape))}")
     want = 4 * scales + math.prod(shape) * QUANT_ITEMSIZE[dtype]
@@ -199,10 +199,10 @@ def check_meta(meta: Any) -> None:
     if not isinstance(meta, dict):
         raise FormatError(f"header field 'meta' is a {type(meta).__name__}, not an object")
     dense = meta.get("dense_params", 0)
-    if not _is_int(dense) or dense < 0:
+    if not is_int(dense) or dense < 0:
         raise FormatError(f"header field 'meta.dense_params' is {repr(dense)[:60]}, not an integer >= 0")
     weights = meta.get("dense_weights", {})
-    if not isinstance(weights, dict) or not all(_is_int(v) and v >= 0 for v in weights.values()):
+    if not isinstance(weights, dict) or not all(is_int(v) and v >= 0 for v in weights.values()):
         raise FormatError("header field 'meta.dense_weights' must map layer names to integers >= 0")
     if "transform" in meta:
         _check_transform(meta["transform"])
@@ -279,7 +279,7 @@ def check_model_header(header: Mapping[str, Any], sections: Sequence[tuple[str, 
 def check_budget(plans: Sequence[TensorPlan], max_decoded_bytes: int, max_tensor_bytes: int) -> int:
     """The bytes the tensors decode to, or DecodeLimitError before anything is allocated."""
     for name, value in (("max_decoded_bytes", max_decoded_bytes), ("max_tensor_bytes", max_tensor_bytes)):
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             raise ConfigError(f"{name} must be an integer >= 0, not {value!r}")
     how = ("if you trust the file, raise the limit: --max-decoded-mb MB on the command line, or "
            "max_decoded_bytes= / max_tensor_bytes= in Python")

@@ -13,32 +13,25 @@ Everything is vectorised numpy: there is no Python loop per entry.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
-from nncompress.coding import huffman
+from nncompress.coding.schema import MAX_REL_BITS
 from nncompress.errors import FormatError
 
 __all__ = [
-    "best_bits",
-    "filler_fraction",
     "from_relative",
     "merge_values",
-    "relative_coded_size",
     "split_values",
     "to_relative",
 ]
-
-MAX_BITS = 16
 
 
 def _check_bits(bits: int) -> int:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
         raise ValueError(f"bits must be an int, got {type(bits).__name__}")
     b = int(bits)
-    if not 1 <= b <= MAX_BITS:
-        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {b}")
+    if not 1 <= b <= MAX_REL_BITS:
+        raise ValueError(f"bits must be in 1..{MAX_REL_BITS}, got {b}")
     return b
 
 
@@ -172,59 +165,3 @@ def split_values(values: np.ndarray, filler_symbol: int, *, rel: np.ndarray | No
     elif bits is not None:
         raise ValueError("bits needs rel to check against")
     return vals[~flags], flags
-
-
-def filler_fraction(positions: np.ndarray, bits: int) -> float:
-    """Share of stored entries that are fillers (0.0 when nothing is stored)."""
-    b = _check_bits(bits)
-    gaps = _gaps(positions)
-    fillers = int((gaps >> b).sum())
-    total = fillers + len(gaps)
-    return fillers / total if total else 0.0
-
-
-def _coded_size(gaps: np.ndarray, bits: int, alphabet_extra: int) -> tuple[int, int]:
-    m = 1 << bits
-    freq = np.bincount(gaps & (m - 1), minlength=m + alphabet_extra).astype(np.int64)
-    freq[m - 1] += int((gaps >> bits).sum())
-    return huffman.encoded_bits_from_freq(freq)
-
-
-def _check_extra(alphabet_extra: int) -> int:
-    if isinstance(alphabet_extra, bool) or not isinstance(alphabet_extra, (int, np.integer)) or alphabet_extra < 0:
-        raise ValueError(f"alphabet_extra must be a non-negative int, got {alphabet_extra!r}")
-    return int(alphabet_extra)
-
-
-def relative_coded_size(positions: np.ndarray, bits: int, alphabet_extra: int = 0) -> tuple[int, int]:
-    """(payload bits, table bytes) of the Huffman-coded relative-index stream.
-
-    Equals ``huffman.encoded_bits(to_relative(positions, bits)[0],
-    2**bits + alphabet_extra)`` but works from the histogram, without building
-    the stream. ``alphabet_extra`` counts symbols the caller reserves beyond
-    ``2**bits`` in that alphabet; it only affects table field widths.
-    """
-    return _coded_size(_gaps(positions), _check_bits(bits), _check_extra(alphabet_extra))
-
-
-def best_bits(positions: np.ndarray, candidates: Iterable[int] = range(2, 13), alphabet_extra: int = 0,
-              filler_cost_bits: float = 0.0) -> int:
-    """Relative-index width minimising the Huffman-coded size of that stream.
-
-    Size = payload bits + 8 * table bytes (see :func:`relative_coded_size`),
-    plus ``filler_cost_bits`` per filler to charge the filler's entry in the
-    value stream if wanted (0 by default: relative-index stream only). Ties go
-    to the narrower width.
-    """
-    widths = sorted({_check_bits(b) for b in candidates})
-    if not widths:
-        raise ValueError("candidates must name at least one bit width")
-    extra = _check_extra(alphabet_extra)
-    gaps = _gaps(positions)
-    best, best_size = widths[0], None
-    for b in widths:
-        payload, table = _coded_size(gaps, b, extra)
-        size = payload + 8 * table + filler_cost_bits * int((gaps >> b).sum())
-        if best_size is None or size < best_size:
-            best, best_size = b, size
-    return best

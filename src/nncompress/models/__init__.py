@@ -8,7 +8,7 @@ factory's ``{"factory": "module:name", "kwargs": dict}`` (the original sizes;
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from torch import nn
 
@@ -19,8 +19,6 @@ from nncompress.models.factory import (Trust, build_from_spec, factory_record, i
 from nncompress.models.fit import fit_shapes_
 from nncompress.models.lenet import LeNet5, LeNet300, DigitsMLP
 from nncompress.models.vgg import VGG11, VGG16
-
-ModelFactory = Callable[..., nn.Module]
 
 MODELS: dict[str, type[nn.Module]] = {
     "lenet300": LeNet300,

@@ -36,7 +36,7 @@ def resolve_groups(spec: str, layers: Mapping[str, nn.Module]) -> list[list[str]
             group = [p.strip() for p in part.split("+") if p.strip()]
             unknown = [g for g in group if g not in layers]
             if unknown:
-                raise ConfigError(f"groups: unknown layer(s) {unknown}; prunable layers are {names}")
+                raise ConfigError(f"groups: unknown layer(s) {unknown}; prunable layers are {names}", field="groups")
         group = [g for g in group if g not in seen]
         seen.update(group)
         if group:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompress.config import SHARE_INITS as INITS  # one list: the config checks what k-means accepts
+from nncompress.config import SHARE_INITS  # one list: the config checks what k-means accepts
 from nncompress.errors import ConfigError, ModelError
 
 #: ``auto`` keeps linear (Deep Compression's choice for accuracy: it keeps centroids on the
@@ -28,8 +28,8 @@ AUTO_ERROR_RATIO = 4.0
 
 def check_init(init: str) -> None:
     """Refuse an unknown initialisation before any work (or any layer) is touched."""
-    if init not in INITS:
-        raise ConfigError(f"k-means init must be one of {', '.join(INITS)}; got {init!r}")
+    if init not in SHARE_INITS:
+        raise ConfigError(f"k-means init must be one of {', '.join(SHARE_INITS)}; got {init!r}")
 
 
 def _as_values(values: np.ndarray) -> np.ndarray:

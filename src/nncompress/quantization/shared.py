@@ -18,18 +18,13 @@ from typing import Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from nncompress.coding.schema import MAX_CODEBOOK_BITS
 from nncompress.errors import ConfigError, ModelError
-from nncompress.layers import layer_kind
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization.kmeans import check_init, kmeans_1d
 
 log = logging.getLogger(__name__)
 
-# The file codes a codebook index and the filler mark as one Huffman symbol below 2**16,
-# so a codebook has at most 2**15 entries.
-MIN_BITS, MAX_BITS = 1, 15
-CONV_BITS, FC_BITS = 8, 5  # Deep Compression's defaults for AlexNet/VGG
-EMBEDDING_BITS = 5
 #: a codebook with more than this share of its 2**bits entries empty is worth a warning
 EMPTY_WARNING = 0.25
 #: A tensor keeping at least this share of its weights nonzero is shared as unpruned: a pretrained
@@ -107,22 +102,9 @@ def _check_bits(layers: Mapping[str, nn.Module], bits: Mapping[str, int]) -> Non
         raise ConfigError(f"bit widths given for unknown layer(s) {', '.join(unknown)}; "
                           f"layers are {', '.join(layers)}")
     for name, b in bits.items():
-        if isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS:
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_CODEBOOK_BITS:
             raise ConfigError(f"bits for layer {name!r} must be an integer in "
-                              f"{MIN_BITS}..{MAX_BITS}; got {b!r}")
-
-
-def default_bits(layers: Mapping[str, nn.Module]) -> dict[str, int]:
-    """8 bits for convolutions, 5 for fully connected layers (Deep Compression's choice), 5 for embeddings."""
-    widths = {"conv": CONV_BITS, "fc": FC_BITS, "embedding": EMBEDDING_BITS}
-    out: dict[str, int] = {}
-    for name, module in layers.items():
-        try:
-            out[name] = widths[layer_kind(module)]
-        except ConfigError:
-            raise ConfigError(f"no default bit width for layer {name!r} of type "
-                              f"{type(module).__name__}; give bits explicitly") from None
-    return out
+                              f"1..{MAX_CODEBOOK_BITS}; got {b!r}")
 
 
 def tied_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:

@@ -27,8 +27,8 @@ from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_
 from nncompress.models.factory import Trust
 from nncompress.paths import open_input
 
-FORMAT_KEY = "nncompress_checkpoint"
-FORMAT_VERSION = 1
+CHECKPOINT_KEY = "nncompress_checkpoint"
+CHECKPOINT_VERSION = 1
 STORAGES = ("auto", "dense", "csr")
 MAX_CSR_ELEMENTS = 2**30
 """Default bound on the dense elements all CSR weights of one checkpoint decode to (4 GiB of float32): a
@@ -161,7 +161,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
         else:
             dense[name] = tensor
             layout[name] = "dense"
-    payload = {FORMAT_KEY: FORMAT_VERSION, "arch": arch_record(model), "state": dense, "sparse": sparse,
+    payload = {CHECKPOINT_KEY: CHECKPOINT_VERSION, "arch": arch_record(model), "state": dense, "sparse": sparse,
                "meta": dict(meta or {})}
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
@@ -283,8 +283,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, max_elements: int = MAX_CSR
     raw = _read(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict")
-    if FORMAT_KEY in raw:
-        _check_version(raw[FORMAT_KEY], path)
+    if CHECKPOINT_KEY in raw:
+        _check_version(raw[CHECKPOINT_KEY], path)
         _check_fields(raw, path)
         state = {k: plain_tensor(k, v, path) for k, v in raw.get("state", {}).items()}
         budget = max_elements
@@ -313,9 +313,9 @@ def _check_version(version: Any, path: Path) -> None:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{path}: checkpoint version must be an integer >= 1, got {version!r} "
                               f"({type(version).__name__}): the file is damaged or was not written by nncompress")
-    if version > FORMAT_VERSION:
+    if version > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}; this one "
-                              f"reads up to {FORMAT_VERSION}); upgrade nncompress to read it")
+                              f"reads up to {CHECKPOINT_VERSION}); upgrade nncompress to read it")
 
 
 def plain_tensor(name: str, tensor: torch.Tensor, source: Path | str) -> torch.Tensor:
