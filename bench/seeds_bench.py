@@ -124,7 +124,7 @@ def table(work: Path, tag: str, models: list[str]) -> None:
              "checkpoint, every setting at its default. Drops are dense minus final test accuracy, in points "
              "(10,000 test images: one reading's standard error is about 0.15-0.2 points).", "",
              "| model | code | seeds | fewer nonzero min / median / max | seeds < 12x | prune drop min / median / max "
-             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median) "
+             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median, shared machine) "
              "| fine-tuning epochs (median) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (model, code), rs in sorted(groups.items()):
@@ -149,11 +149,6 @@ def table(work: Path, tag: str, models: list[str]) -> None:
         path = work / f"timing_{model}.json"
         if path.exists():
             lines += ["", _timing_line(model, json.loads(path.read_text()))]
-    pairs = _time_ratios(groups)
-    if pairs:
-        lines += ["", "Wall time of `prune` against `today`'s on the same seed (median of the per-seed ratios; "
-                  "runs shared the machine with others, so the epoch counts above are the steadier measure): " +
-                  ", ".join(f"{m} {c}: {v:.2f}x" for (m, c), v in pairs.items())]
     write_results(tag, meta, records, "\n".join(lines) + "\n")
 
 
@@ -172,19 +167,6 @@ def _timing_line(model: str, rows: list[dict[str, Any]], baseline: str = "today"
                          f"ratios {min(ratios):.2f}-{max(ratios):.2f})")
     return (f"Wall time of `prune` on {model}, interleaved with `{baseline}`'s on the same seeds "
             f"(`seeds_bench.py time`): " + "; ".join(parts))
-
-
-def _time_ratios(groups: dict[tuple[str, str], list[dict]], baseline: str = "today") -> dict[tuple[str, str], float]:
-    """Per model and code: the median over seeds of its `prune` wall time over ``baseline``'s on the same seed."""
-    out = {}
-    for (model, code), rs in sorted(groups.items()):
-        if code == baseline or (model, baseline) not in groups:
-            continue
-        base = {r["seed"]: r["prune"]["seconds"] for r in groups[(model, baseline)]}
-        ratios = [r["prune"]["seconds"] / base[r["seed"]] for r in rs if r["seed"] in base]
-        if ratios:
-            out[(model, code)] = statistics.median(ratios)
-    return out
 
 
 def main() -> None:
