@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -1,9 +1,7 @@
 """The ``quant`` codec (format version 4): uniform int8/int16 with per-channel scales."""
 from __future__ import annotations
 
-import json
 import struct
-import zlib
 
 import numpy as np
 import pytest

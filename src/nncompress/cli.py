@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from nncompress import __version__
 from nncompress.recipe import OBJECTIVES
-from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
+from nncompress.config import GROUP_PRESETS, PruneConfig, SensitivityConfig, TrainConfig
 from nncompress.errors import BadMagicError, ConfigError, NNCompressError, OutputError, PathError, ReportError
 from nncompress.jsonfile import load_json_file
 from nncompress.paths import check_input_file, check_output_file, check_output_folder, kind_of

@@ -12,7 +12,6 @@ import math
 import os
 import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
