@@ -163,8 +163,23 @@ def test_each_stage_fits_its_own_line() -> None:
     judge = StepJudge(_reading(0, 0.0), pooled=True)
     for kl, lost in ((0.002, 2), (0.004, 3)):  # convolutions: dear per nat of KL
         judge.judge(_reading(lost, kl))
-    judge.new_stage()
-    first = judge.judge(_reading(2, 0.01))  # the first reading of a stage stands alone ...
+    judge.new_stage(first=False)
+    first = judge.judge(_reading(2, 0.01))  # the first two readings of a later stage stand alone ...
     assert first.estimate == pytest.approx(0.2)
-    later = judge.judge(_reading(3, 0.014))  # ... then the stage's readings are pooled, the earlier stage's not
-    assert len(judge.dose.points) == 2 and later.estimate < 0.3
+    assert judge.judge(_reading(3, 0.012)).estimate == pytest.approx(0.3)
+    # ... then the stage's own line, with the drop it started from as its intercept
+    later = judge.judge(_reading(2, 0.014))
+    assert len(judge.dose.points) == 3 and 0.2 < later.estimate < 0.3
+
+
+def test_a_later_stages_line_keeps_the_drop_it_inherited() -> None:
+    from nncompress.train.evidence import DoseResponse
+    dose = DoseResponse(through_origin=False)
+    for kl, drop in [(0.010, 0.20), (0.012, 0.22), (0.014, 0.24), (0.016, 0.26)]:  # 0.1 inherited + 10/nat
+        dose.add(kl, drop, 0.15)
+    estimate, se = dose.estimate(0.016)
+    assert estimate == pytest.approx(0.26) and se < 0.15
+    through = DoseResponse()
+    for point in dose.points:
+        through.add(*point)
+    assert through.estimate(0.016)[0] > estimate + 0.015  # through the origin the inherited drop grows with the KL

@@ -242,7 +242,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             consolidated = as_reading(evaluate())
             record("consolidate", gi, 0, consolidated, True, t0, judge.judge(consolidated, after_pruning=False))
         params = [p for n in group for p in layers[n].parameters()]
-        judge.new_stage()
+        judge.new_stage(first=gi == 0)
         good = snapshot(model, masks), dict(q_now), judge.last_estimate
         q_good, q_bad, refined, si = 0.0, None, 0, 0
         while True:

@@ -6,13 +6,15 @@ is lower. With ``pooled`` decisions a step is judged on the drop estimated from
 every reading of the run (``train.evidence``); otherwise, or where a reading
 carries no per-example scores or KL, on its own drop.
 
-Each stage (group of layers) has its own fit: drop and KL are both measured from
-the dense model, so the line still goes through the origin, but how much drop a
-nat of KL carries depends on which layers are pruned and how they are
-fine-tuned (with distillation the fine-tuning holds the KL itself down): on
-LeNet-5, a nat cost 20-60 points while its convolutions were pruned and about
-20 while its fully connected layers were. Only readings taken right after a
-pruning step enter a fit. Fine-tuning
+Each stage (group of layers) has its own fit: how much drop a nat of KL carries
+depends on which layers are pruned and how they are fine-tuned (with
+distillation the fine-tuning holds the KL itself down): on LeNet-5, a nat cost
+20-60 points while its convolutions were pruned and about 10 while its fully
+connected layers were. The first stage starts from the dense model, so its line
+goes through the origin; a later stage starts from a model that already lost
+some of the score, so its line has an intercept of its own (and its first two
+readings stand alone). Only readings taken right after a pruning step enter a
+fit. Fine-tuning
 alone also moves the outputs away from the dense model's (the control run's two
 epochs: KL 0.013-0.015 on LeNet-300-100, with no drop), so the readings after a
 consolidating or the final fine-tune, which prune nothing, would read that drift
@@ -59,9 +61,9 @@ class StepJudge:
         else:
             self.examples = None
 
-    def new_stage(self) -> None:
-        """A new group of layers: its readings get a fit of their own."""
-        self.dose = DoseResponse()
+    def new_stage(self, first: bool) -> None:
+        """A new group of layers: its readings get a fit of their own (through the origin for the first)."""
+        self.dose = DoseResponse(through_origin=first)
 
     def judge(self, reading: Reading, after_pruning: bool = True) -> Judgement:
         """``after_pruning`` False: a reading after fine-tuning alone, recorded but not pooled."""

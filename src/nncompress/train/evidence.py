@@ -58,9 +58,13 @@ def paired_drop(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 
 @dataclass
 class DoseResponse:
-    """drop = beta x KL through the origin, fitted by weighted least squares over the run's readings."""
+    """drop = beta x KL, fitted by weighted least squares over the run's readings: through the origin
+    (``through_origin``: the readings start from the dense model), or with an intercept (a later stage
+    of pruning starts from a model that already lost some of the score; with fewer than three
+    readings such a line goes through them, so the estimate is the last reading)."""
 
     points: list[tuple[float, float, float]] = field(default_factory=list)  # (kl, drop, se)
+    through_origin: bool = True
 
     def add(self, kl: float, drop: float, se: float) -> None:
         if kl > 0 and math.isfinite(kl) and math.isfinite(drop) and se > 0:
@@ -68,11 +72,28 @@ class DoseResponse:
 
     def estimate(self, kl: float) -> Optional[tuple[float, float]]:
         """(estimated drop, its standard error) at ``kl``; None before any reading."""
+        if not self.through_origin:
+            return self._with_intercept(kl)
         den = sum(x * x / (s * s) for x, _, s in self.points)
         if den <= 0:
             return None
         beta = sum(x * d / (s * s) for x, d, s in self.points) / den
         return beta * kl, kl / math.sqrt(den)
+
+    def _with_intercept(self, kl: float) -> Optional[tuple[float, float]]:
+        if not self.points:
+            return None
+        if len(self.points) < 3:
+            return self.points[-1][1], self.points[-1][2]
+        w = [1 / (s * s) for _, _, s in self.points]
+        sw = sum(w)
+        mx = sum(wi * x for wi, (x, _, _) in zip(w, self.points)) / sw
+        md = sum(wi * d for wi, (_, d, _) in zip(w, self.points)) / sw
+        sxx = sum(wi * (x - mx) ** 2 for wi, (x, _, _) in zip(w, self.points))
+        if sxx <= 0:
+            return md, math.sqrt(1 / sw)
+        beta = sum(wi * (x - mx) * (d - md) for wi, (x, d, _) in zip(w, self.points)) / sxx
+        return md + beta * (kl - mx), math.sqrt(1 / sw + (kl - mx) ** 2 / sxx)
 
 
 class ValidationReader:
