@@ -21,6 +21,7 @@ demo: setup
 	$(VENV)/bin/nncompress demo --out runs/demo
 
 test: setup browser
+	$(PY) -m ruff check src tests bench examples
 	$(PY) -m pytest -q
 
 # Debian's chromium: the report test opens the HTML page in a real headless browser.

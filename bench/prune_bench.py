@@ -167,12 +167,15 @@ def markdown(results: list[dict], meta: dict, parts: list[dict] | None = None) -
                      f"{o['test_accuracy'] * 100:.2f} | {o['drop_points']:+.2f} | {o['kept_fraction'] * 100:.2f} % | "
                      f"{o['compression']:.1f}x | {p['test_accuracy'] * 100:.2f} | {p['drop_points']:+.2f} | "
                      f"{o['seconds']:.0f} | {p['seconds']:.0f} | {o['file_bytes']:,} | "
-                     f"{p['bytes_with_masks']['torch_save']:,} | {_recipe(o.get('finetune'))}{' (ours: earlier run, peer rerun)' if o.get('reused') else ''} |")
+                     f"{p['bytes_with_masks']['torch_save']:,} | {_recipe(o.get('finetune'))}"
+                     f"{' (ours: earlier run, peer rerun)' if o.get('reused') else ''} |")
     lines += ["", "Mean over seeds:", "", "| model | dense acc | ours drop | ours kept | fewer | peer drop | "
               "per-layer kept (ours) |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in results):
         rs = [r for r in results if r["model"] == name]
-        mean = lambda f: statistics.mean(f(r) for r in rs)  # noqa: E731
+
+        def mean(f, rows=rs):
+            return statistics.mean(f(r) for r in rows)
         per_layer = {k: statistics.mean(r["ours"]["kept_per_layer"][k] for r in rs)
                      for k in rs[0]["ours"]["kept_per_layer"]}
         lines.append(f"| {name} | {mean(lambda r: r['dense_test_accuracy']) * 100:.2f} | "

@@ -64,8 +64,9 @@ def one(seed: int, widths: list[int], epochs: int) -> dict:
               "--out", str(out), "--run-dir", str(run_dir))
     t2 = time.perf_counter()
     return {"seed": seed, "widths": widths, "dense_test_accuracy": res["dense_test_score"],
-            "test_accuracy": res["test_score"], "drop_points": res["test_drop_points"], "file_bytes": res["file_bytes"],
-            "dense_bytes": res["dense_bytes"], "ratio": res["ratio"], "finetune": (res.get("finetune") or {}).get("note"),
+            "test_accuracy": res["test_score"], "drop_points": res["test_drop_points"],
+            "file_bytes": res["file_bytes"], "dense_bytes": res["dense_bytes"], "ratio": res["ratio"],
+            "finetune": (res.get("finetune") or {}).get("note"),
             "totals": res["totals"], "stored_today": stored_today(base),
             "seconds": {"train": round(t1 - t0, 1), "compress": round(t2 - t1, 1)}}
 
@@ -76,7 +77,8 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`; every other "
              "setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; accuracy of the "
              "model decoded from the file.", "",
-             "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | fine-tuning |",
+             "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | "
+             "fine-tuning |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         st = r["stored_today"]

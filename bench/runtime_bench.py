@@ -29,6 +29,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -202,59 +203,65 @@ def run(quick: bool, repeats: int) -> tuple[list[dict[str, Any]], list[dict[str,
     for name, dense, shape, kept in models(quick):
         exported = onnx_bytes(dense, shape)
         for threads in sorted({1, all_threads}):
-            torch.set_num_threads(threads)
-            start = time.perf_counter()
-            runtime, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=shape)
-            load_s = time.perf_counter() - start
-            with without_numba():
-                mkl, mkl_plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=shape)
-            int8, _ = convert_(copy.deepcopy(dense), "dense", int8=True, batch_sizes=(1, 64), input_shape=shape)
-            ort_run = ort_session(exported, threads)
-            for batch in (1, 64):
-                x = torch.randn(batch, *shape)
-                xn = x.numpy()
-                t = medians({"dense": lambda: dense(x), "runtime": lambda: runtime(x), "mkl": lambda: mkl(x),
-                             "int8": lambda: int8(x), "ort": lambda: ort_run(xn)}, repeats)
-                for layer in plan.layers:
-                    if layer.density >= 1.0:
-                        continue
-                    choice = next(c for c in layer.choices if c.batch == batch)
-                    lx = torch.randn(choice.input_shape)
-                    before = dense.get_submodule(layer.name)
-                    kernels = layer_kernels(before, choice.positions)
-                    lt = medians({"dense": lambda: before(lx), **{k: (lambda m=m: m(lx)) for k, m in kernels.items()}},
-                                 repeats)
-                    layer_rows.append({"model": name, "threads": threads, "batch": batch, "layer": layer.name,
-                                       "kept": layer.density, "picked": choice.kernel,
-                                       "mkl_picked": next(c.kernel for c in mkl_plan.layer(layer.name).choices
-                                                          if c.batch == batch),
-                                       "dense_ms": lt["dense"] * 1e3,
-                                       "kernel_ms": {k: lt[k] * 1e3 for k in kernels},
-                                       "weight_bytes": {k: m.weight_bytes() for k, m in kernels.items()},
-                                       "dense_bytes": before.weight.nbytes,
-                                       "target": 0.7 / layer.density if layer.density <= 0.1 and batch == 64 else None})
-                rows.append({"model": name, "threads": threads, "batch": batch, "kept": kept,
-                             **{f"{k}_ms": v * 1e3 for k, v in t.items()},
-                             **{f"{k}_x": t["dense"] / v for k, v in t.items() if k != "dense"},
-                             "kernels": {c.name: next(k.kernel for k in c.choices if k.batch == batch)
-                                         for c in plan.layers},
-                             "mkl_kernels": {c.name: next(k.kernel for k in c.choices if k.batch == batch)
-                                             for c in mkl_plan.layers},
-                             "load_s": load_s, "numba_ready_s": plan.numba_ready_s,
-                             "dense_bytes": held_bytes(dense), "runtime_bytes": held_bytes(runtime),
-                             "int8_bytes": held_bytes(int8),
-                             "dense_read_bytes": sum(m.weight.nbytes for m in dense.modules()
-                                                     if isinstance(m, (nn.Linear, nn.Conv2d))),
-                             "runtime_read_bytes": read_bytes(dense, runtime, plan, batch)})
-                print(f"{name} t{threads} b{batch}: runtime {t['dense'] / t['runtime']:.2f}x mkl "
-                      f"{t['dense'] / t['mkl']:.2f}x int8 {t['dense'] / t['int8']:.2f}x "
-                      f"ort {t['dense'] / t['ort']:.2f}x", file=sys.stderr, flush=True)
-            del runtime, mkl, int8, ort_run
+            rows += run_threads(name, dense, shape, kept, exported, threads, repeats, layer_rows)
         del exported
     torch.set_num_threads(all_threads)
     extra = {"memory_bandwidth_gbs": memory_bandwidth_gbs(), "numba_ready": numba_ready_s(),
              "int8_accuracy": int8_accuracy()}
     return rows, layer_rows, extra
+
+
+def run_threads(name: str, dense: nn.Module, shape: tuple[int, ...], kept: dict[str, float], exported: bytes,
+                threads: int, repeats: int, layer_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model at ``threads`` threads: its rows per batch, and each pruned layer's kernels appended to
+    ``layer_rows``. The converted models live only in this call, so they are freed before the next one."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    runtime, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=shape)
+    load_s = time.perf_counter() - start
+    with without_numba():
+        mkl, mkl_plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=shape)
+    int8, _ = convert_(copy.deepcopy(dense), "dense", int8=True, batch_sizes=(1, 64), input_shape=shape)
+    ort_run = ort_session(exported, threads)
+    rows = []
+    for batch in (1, 64):
+        x = torch.randn(batch, *shape)
+        t = medians({"dense": partial(dense, x), "runtime": partial(runtime, x), "mkl": partial(mkl, x),
+                     "int8": partial(int8, x), "ort": partial(ort_run, x.numpy())}, repeats)
+        for layer in plan.layers:
+            if layer.density >= 1.0:
+                continue
+            choice = next(c for c in layer.choices if c.batch == batch)
+            lx = torch.randn(choice.input_shape)
+            before = dense.get_submodule(layer.name)
+            kernels = layer_kernels(before, choice.positions)
+            lt = medians({"dense": partial(before, lx), **{k: partial(m, lx) for k, m in kernels.items()}}, repeats)
+            layer_rows.append({"model": name, "threads": threads, "batch": batch, "layer": layer.name,
+                               "kept": layer.density, "picked": choice.kernel,
+                               "mkl_picked": next(c.kernel for c in mkl_plan.layer(layer.name).choices
+                                                  if c.batch == batch),
+                               "dense_ms": lt["dense"] * 1e3,
+                               "kernel_ms": {k: lt[k] * 1e3 for k in kernels},
+                               "weight_bytes": {k: m.weight_bytes() for k, m in kernels.items()},
+                               "dense_bytes": before.weight.nbytes,
+                               "target": 0.7 / layer.density if layer.density <= 0.1 and batch == 64 else None})
+        rows.append({"model": name, "threads": threads, "batch": batch, "kept": kept,
+                     **{f"{k}_ms": v * 1e3 for k, v in t.items()},
+                     **{f"{k}_x": t["dense"] / v for k, v in t.items() if k != "dense"},
+                     "kernels": {c.name: next(k.kernel for k in c.choices if k.batch == batch)
+                                 for c in plan.layers},
+                     "mkl_kernels": {c.name: next(k.kernel for k in c.choices if k.batch == batch)
+                                     for c in mkl_plan.layers},
+                     "load_s": load_s, "numba_ready_s": plan.numba_ready_s,
+                     "dense_bytes": held_bytes(dense), "runtime_bytes": held_bytes(runtime),
+                     "int8_bytes": held_bytes(int8),
+                     "dense_read_bytes": sum(m.weight.nbytes for m in dense.modules()
+                                             if isinstance(m, (nn.Linear, nn.Conv2d))),
+                     "runtime_read_bytes": read_bytes(dense, runtime, plan, batch)})
+        print(f"{name} t{threads} b{batch}: runtime {t['dense'] / t['runtime']:.2f}x mkl "
+              f"{t['dense'] / t['mkl']:.2f}x int8 {t['dense'] / t['int8']:.2f}x "
+              f"ort {t['dense'] / t['ort']:.2f}x", file=sys.stderr, flush=True)
+    return rows
 
 
 def _x(dense_ms: float, ms: Any) -> str:
@@ -274,7 +281,8 @@ def markdown(rows: list[dict[str, Any]], layer_rows: list[dict[str, Any]], meta:
              "has 2 cores shared with other jobs: rows at 2 threads wait for a descheduled thread now and then "
              "(the 10-600 ms dense times of small models), and where a row ran the very same modules for dense and "
              "runtime its distance from 1.00x is the run's noise.", "",
-             "| model | threads | batch | dense ms | runtime | MKL only | int8 (torch.ao) | onnxruntime | runtime kernels |",
+             "| model | threads | batch | dense ms | runtime | MKL only | int8 (torch.ao) | onnxruntime | "
+             "runtime kernels |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kernels = ", ".join(f"{k}={v}" for k, v in r["kernels"].items())
@@ -282,7 +290,8 @@ def markdown(rows: list[dict[str, Any]], layer_rows: list[dict[str, Any]], meta:
                      f"{r['mkl_x']:.2f}x | {r['int8_x']:.2f}x | {r['ort_x']:.2f}x | {kernels} |")
     lines += ["", "Per layer at batch 64, layers with at most 10 % kept (target: 0.7 x 1/density); each sparse kernel "
               "against the dense layer in the same rounds, and the kernel the runtime picked at load:", "",
-              "| model | threads | layer | kept | dense ms | MKL CSR | numba | numba codebook | target | picked | met |",
+              "| model | threads | layer | kept | dense ms | MKL CSR | numba | numba codebook | target | picked | "
+              "met |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in layer_rows:
         if r["target"]:

@@ -199,7 +199,8 @@ def main() -> None:
     for seed in args.seeds:
         for name, src in codes:
             rec = one(args.work, args.model, seed, name, Path(src))
-            print(f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop {rec['prune']['test_drop']:+.2f}"
+            print(f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop "
+                  f"{rec['prune']['test_drop']:+.2f}"
                   f", file {rec['compress']['ratio']:.1f}x drop {rec['compress'].get('test_drop', 0):+.2f}",
                   flush=True)
 

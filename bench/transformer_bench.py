@@ -103,7 +103,8 @@ def peers(encoder: SentenceEncoder, test: list, ref: torch.Tensor, fp32_bytes: i
     half = {k: v.half() if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
     model16 = copy.deepcopy(encoder)
     model16.load_state_dict({k: v.float() for k, v in half.items()})
-    rows.append({"method": "fp16 state dict (torch.save)", "file_bytes": saved_bytes(half), **quality(ref, embed(model16, test))})
+    rows.append({"method": "fp16 state dict (torch.save)", "file_bytes": saved_bytes(half),
+                 **quality(ref, embed(model16, test))})
     int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(encoder), {nn.Linear}, dtype=torch.qint8)
     rows.append({"method": "torch.ao dynamic int8 Linear (torch.save)", "file_bytes": saved_bytes(int8.state_dict()),
                  **quality(ref, embed(int8, test))})
@@ -171,7 +172,8 @@ def main() -> None:
                      ref, runs / "minilm_defaults.nnc", nnc.CompressConfig(prune=None)))
     rows.append(ours("nncompress, label-free defaults, no pruning, target stated: --share-tolerance 1 "
                      "(mean cosine at most 0.01 under the original's on validation)", encoder, data, ref,
-                     runs / "minilm_tolerance.nnc", nnc.CompressConfig(prune=None, share=nnc.ShareConfig(tolerance=1.0))))
+                     runs / "minilm_tolerance.nnc",
+                     nnc.CompressConfig(prune=None, share=nnc.ShareConfig(tolerance=1.0))))
     seven = nnc.ShareConfig(fc_bits=7, embedding_bits=7, embedding_init="linear", epochs=args.share_epochs)
     rows.append(ours("nncompress, no pruning, 7-bit Linear and embeddings, linear init", encoder, data, ref,
                      runs / "minilm_7bit.nnc", nnc.CompressConfig(prune=None, share=seven)))

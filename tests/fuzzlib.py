@@ -176,7 +176,8 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         e = rng.choice(shared)
         how = rng.choice(["f16", "f32", "plus", "minus", "dtype"])
         if how == "f16" and e["codebook_dtype"] == "float32":
-            e["codebook_dtype"], e["codebook_size"] = "float16", e["codebook_size"] * 2  # the same bytes, twice the entries
+            # the same bytes, twice the entries
+            e["codebook_dtype"], e["codebook_size"] = "float16", e["codebook_size"] * 2
         elif how == "f32" and e["codebook_dtype"] == "float16" and e["codebook_size"] % 2 == 0:
             e["codebook_dtype"], e["codebook_size"] = "float32", e["codebook_size"] // 2
         elif how == "plus":

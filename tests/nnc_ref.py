@@ -124,7 +124,7 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
         _need(longest == 0 and nbits == 0, "empty stream")
         return []
     _need(longest > 0 and counts[-1] > 0, "longest length has codes")
-    kraft = sum(c * 2 ** (longest - l) for l, c in enumerate(counts, 1))
+    kraft = sum(c * 2 ** (longest - length) for length, c in enumerate(counts, 1))
     _need(kraft == 2 ** longest or (k == 1 and longest == 1), "complete code")
     start = 0
     for c in counts:
@@ -134,17 +134,17 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
     _need(not any(bits.bits[nbits:]), "padding bits")
     bits.bits = bits.bits[:nbits]
     first, index, code, idx = {}, {}, 0, 0
-    for l, c in enumerate(counts, 1):
-        first[l], index[l] = code, idx
+    for length, c in enumerate(counts, 1):
+        first[length], index[length] = code, idx
         code, idx = (code + c) << 1, idx + c
     out = []
     for _ in range(n):
-        code, l = 0, 0
+        code, length = 0, 0
         while True:
-            code, l = (code << 1) | bits.take(), l + 1
-            _need(l <= longest, "no code matches")
-            if code - first[l] < counts[l - 1]:
-                out.append(syms[index[l] + code - first[l]])
+            code, length = (code << 1) | bits.take(), length + 1
+            _need(length <= longest, "no code matches")
+            if code - first[length] < counts[length - 1]:
+                out.append(syms[index[length] + code - first[length]])
                 break
     _need(bits.at == nbits, "bits left over")
     return out
@@ -172,7 +172,7 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
         vals = huffman(idx_data, k + 1)
         _need(len(rel) == len(vals) == e["entries"], "entries")
         where, c = [], -1
-        for r, v in zip(rel, vals):
+        for r, v in zip(rel, vals, strict=True):
             c += r + 1
             if v == k:
                 _need(r == 2 ** b - 1, "filler relative index")

@@ -227,7 +227,8 @@ def test_fashion_mnist_not_installed(trained: dict[str, Any], tmp_path: Path,
 
 
 @pytest.mark.parametrize("flag,value,fragment", [("--tolerance", "-1", "--tolerance must"),
-                                                  ("--q-step", "0", "--q-step must"), ("--probe-kl", "0", "--probe-kl must"),
+                                                  ("--q-step", "0", "--q-step must"),
+                                                  ("--probe-kl", "0", "--probe-kl must"),
                                                   ("--fallback-lr", "-0.5", "--fallback-lr must")])
 def test_prune_bad_option(trained: dict[str, Any], tmp_path: Path, flag: str, value: str, fragment: str) -> None:
     out = tmp_path / "p.pt"

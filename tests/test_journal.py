@@ -30,7 +30,7 @@ def _stop_after(task: str, count: int):
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def _train(digits, journal=None, progress=None):

@@ -35,7 +35,7 @@ def test_training_learns_and_is_deterministic(digits) -> None:
         fit(m, digits.train_x, digits.train_y, TrainConfig(epochs=4, batch_size=64), generator=gen)
         return m
     a, b = run(), run()
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert evaluate(a, digits.test_x, digits.test_y)[1] > 0.85
 

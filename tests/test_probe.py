@@ -76,7 +76,7 @@ def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained
     rb = prune_model(b, digits, dataclasses.replace(cfg, probe=False))
     assert ra.finetune["probe_kl"] is not None and not ra.finetune["fallback"]
     assert rb.finetune["probe_kl"] is None
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert [s.val_accuracy for s in ra.steps] == [s.val_accuracy for s in rb.steps]
 
 

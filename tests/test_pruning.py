@@ -85,8 +85,8 @@ def test_loop_rolls_back_to_last_step_within_tolerance() -> None:
 
     # dense 0.90; steps q=0.5, 1.0 ok; q=1.5 drops 2 points -> rollback; final keeps
     evaluate = _Scripted([0.90, 0.90, 0.899, 0.88, 0.899, 0.899])
-    cfg = PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0, refine_steps=0,
-                      control=False, remove_dead=False)
+    cfg = PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0,
+                      refine_steps=0, control=False, remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     stages = [(r.stage, r.accepted) for r in result.steps]
     assert stages == [("dense", True), ("step", True), ("step", True), ("step", False), ("final", True)]
@@ -119,8 +119,8 @@ def test_refinement_bisects_between_last_good_and_failed_q() -> None:
     model = build_model("lenet300")
     # dense; q=1.0 ok; q=2.0 fails; bisect 1.5 ok; bisect 1.75 fails -> keep 1.5; final
     evaluate = _Scripted([0.90, 0.90, 0.85, 0.899, 0.85, 0.899, 0.899])
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2, control=False,
-                      remove_dead=False)
+    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2,
+                      control=False, remove_dead=False)
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     tried = [r.q["fc1"] for r in result.steps if r.stage == "step"]
     assert tried == [1.0, 2.0, 1.5, 1.75]
@@ -162,7 +162,8 @@ def test_groups_freeze_the_other_layers() -> None:
         seen.append({id(p) for p in params})
 
     evaluate = _Scripted([0.9] * 20)
-    prune_(model, PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=0.5, groups="layer", control=False, remove_dead=False),
+    prune_(model, PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=0.5, groups="layer", control=False,
+                              remove_dead=False),
            finetune=finetune, evaluate=evaluate)
     everything = {id(p) for p in model.parameters()}
     stage = [{id(p) for p in layers[n].parameters()} for n in ("fc1", "fc2", "fc3")]
@@ -174,7 +175,8 @@ def test_layer_scale_multiplies_q_per_layer() -> None:
     model = build_model("lenet300")
     stds = {n: float(m.weight.detach().std()) for n, m in prunable_layers(model).items()}
     evaluate = _Scripted([0.9] * 10)
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, layer_scale={"fc1": 1.5, "fc3": 0.5}, remove_dead=False)
+    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, layer_scale={"fc1": 1.5, "fc3": 0.5},
+                      remove_dead=False)
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     assert result.q == {"fc1": 1.5, "fc2": 1.0, "fc3": 0.5}
     for name, layer in prunable_layers(model).items():
@@ -303,8 +305,8 @@ def test_even_budget_keeps_tolerance_for_later_stages(budget: str, accepted: lis
     # two stages (fc1 | fc2+fc3); dense 0.900; stage 0 step leaves 0.2 pt (over half of 0.3 with "even"),
     # stage 1 step leaves 0.25 pt (within the whole 0.3)
     evaluate = _Scripted([0.900, 0.898, 0.8975, 0.8975, 0.8975])
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, tolerance=0.3, recover_epochs=0, refine_steps=0,
-                      control=False, remove_dead=False, groups="fc1,fc2+fc3", budget=budget)
+    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, tolerance=0.3, recover_epochs=0,
+                      refine_steps=0, control=False, remove_dead=False, groups="fc1,fc2+fc3", budget=budget)
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     assert [r.accepted for r in result.steps if r.stage == "step"] == accepted
     assert (result.q["fc1"] == 1.0) == (budget == "greedy")

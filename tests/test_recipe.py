@@ -225,8 +225,8 @@ ERRORS = [
     ("share:\n  layers: {fc1: {bits: 4.0}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer, got 4.0"),
     ("data: 2024-13-45\n", "recipe.yaml: invalid YAML:"),
     ("data: 5\n", "recipe.yaml: data: expected fashion-mnist, digits, a folder path or package.module:function, got 5"),
-    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory package.module:name, got 'lenet6' "
-                        "(did you mean lenet5?)"),
+    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
+                        "package.module:name, got 'lenet6' (did you mean lenet5?)"),
     # out of range (the dataclass's check, re-raised with the key path)
     ("prune:\n  tolerance: -1\n", "recipe.yaml: prune.tolerance: expected a number of percentage points in "
                                   "[0, 100], got -1"),
@@ -241,15 +241,17 @@ ERRORS = [
      "recipe.yaml: share.init: expected one of ('auto', 'linear', 'density', 'random'), "
      "got 'kmeans++'"),
     ("coding:\n  rel_bits: 0\n", "recipe.yaml: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
-    ("coding:\n  raw_dtype: int8\n", "recipe.yaml: coding.raw_dtype: expected 'auto', 'float32' or 'float16', got 'int8'"),
+    ("coding:\n  raw_dtype: int8\n",
+     "recipe.yaml: coding.raw_dtype: expected 'auto', 'float32' or 'float16', got 'int8'"),
     ("coding:\n  rel_bits: 5\n  fc_bits: 5\n", "recipe.yaml: coding.fc_bits: unknown key (it belongs in "
                                                "share.fc_bits)"),
     ("seed: -1\n", "recipe.yaml: seed: expected an integer in 0..2**63-1, got -1"),
     # the file itself
     ("version: 2\n", "recipe.yaml: version: recipe version 2 is newer than this nncompress reads (up to 1)"),
     ("version: 0\n", "recipe.yaml: version: expected an integer >= 1, got 0"),
-    ("- train\n- prune\n", "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, normalize, objective, seed, "
-                           "train, sensitivity, prune, share, coding) at the top level, got a list"),
+    ("- train\n- prune\n", "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, "
+                           "normalize, objective, seed, train, sensitivity, prune, share, coding) at the top level, "
+                           "got a list"),
     ("lenet5\n", "recipe.yaml: expected a mapping of sections"),
     ("", "recipe.yaml: the recipe is empty"),
     ("train:\n  epochs: 3\n lr: 0.1\n", "recipe.yaml: line 3, column 2: invalid YAML:"),
@@ -286,7 +288,8 @@ def test_config_errors_carry_their_field(make, field: str, key: str | None, mess
 @pytest.mark.parametrize("data, field, message", [
     ({"prune": {"layers": {"features.0": {"q_scale": -2}}}}, "prune.layers.features.0.q_scale",
      "r: prune.layers.features.0.q_scale: expected a number > 0, got -2"),
-    ({"coding": {"rel_bits": 0}}, "coding.rel_bits", "r: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
+    ({"coding": {"rel_bits": 0}}, "coding.rel_bits",
+     "r: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
     ({"train": {"epochs": "3"}}, "train.epochs", "r: train.epochs: expected an integer, got '3'"),
     ({"seed": -1}, "seed", "r: seed: expected an integer in 0..2**63-1, got -1"),
     ({"prune": {"tolerence": 1}}, "prune.tolerence", "r: prune.tolerence: unknown key (did you mean tolerance?)"),
@@ -371,7 +374,8 @@ def test_override_layer_names_may_hold_dots_and_mappings_merge() -> None:
     ({"prune.enabled": "yes"}, "override: prune.enabled: expected true or false, got 'yes'"),
     ({"seed": True}, "override: seed: expected an integer, got True"),
     ({"seed.x": 1}, "override: seed.x: unknown key (seed is a value, not a section)"),
-    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory package.module:name, got 'vgg' (did you mean vgg16?)"),
+    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
+                       "package.module:name, got 'vgg' (did you mean vgg16?)"),
     ({"prune.layers.conv1.q_scale": 0}, "override: prune.layers.conv1.q_scale: expected a number > 0, got 0"),
     ({"train.seed": 1}, "override: train.seed: unknown key"),
     ({"": 1}, "override: '': expected a dotted key"),

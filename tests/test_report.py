@@ -72,8 +72,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:  # type: 
             m.weight.mul_(threshold_mask(m.weight, std_threshold(float(m.weight.std()), 1.0)))
     pruned = _weights(model)
     save_trained(model, digits, d / "pruned.pt", {})
-    summary = run_compress(d / "pruned.pt", "digits", d / "model.nnc", None, ShareConfig(batch_size=64, epochs=1, fc_bits=1,
-                                                                                   tolerance=0.0, max_bits=4),
+    summary = run_compress(d / "pruned.pt", "digits", d / "model.nnc", None,
+                           ShareConfig(batch_size=64, epochs=1, fc_bits=1, tolerance=0.0, max_bits=4),
                            splits=digits)
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     shared = _weights(load_model_file(d / "model.nnc")[0])

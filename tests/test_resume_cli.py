@@ -25,8 +25,8 @@ share: {epochs: 2, batch_size: 64}
 
 def _cmd(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("nncompress")
-    return [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else ["-m", "nncompress.cli"]),
-            "--quiet", *args]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "nncompress.cli"]
+    return [*command, "--quiet", *args]
 
 
 def _env() -> dict[str, str]:

@@ -94,7 +94,7 @@ def test_the_chooser_never_takes_a_kernel_slower_than_dense():
     for _ in range(20):
         table = {}
 
-        def cost(kernel, n):
+        def cost(kernel, n, table=table):
             return table.setdefault((kernel, n), rng.uniform(0.1, 2.0))
         _, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=(784,),
                            timer=fake_timer(cost))

@@ -113,7 +113,8 @@ def test_the_codebook_form_holds_fewer_bytes_and_only_for_shared_layers():
 
 
 def test_shared_layers_run_on_the_codebook_kernel_and_others_on_fp32_values():
-    model = nn.Sequential(masked_linear(32, 64, 0.2, shared=True), nn.ReLU(), masked_linear(600, 32, 0.2))  # 3,840 distinct values
+    # the unshared layer keeps 3,840 distinct values
+    model = nn.Sequential(masked_linear(32, 64, 0.2, shared=True), nn.ReLU(), masked_linear(600, 32, 0.2))
     _, plan = convert_(copy.deepcopy(model), "auto", batch_sizes=(1,), input_shape=(64,),
                        timer=lambda fn, *, kernel, positions: 1.0)
     assert set(plan.layers[0].choices[0].times_ms) == {"dense", "csr", "numba-shared"}

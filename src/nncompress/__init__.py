@@ -17,5 +17,5 @@ from nncompress.pruning import prune_  # noqa: E402
 from nncompress.quantization import share_weights_  # noqa: E402
 
 __all__ = ["CompressConfig", "CompressResult", "LayerTable", "NNCompressError", "PruneConfig", "SensitivityConfig",
-           "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "export", "layer_table", "load", "load_data",
-           "prune", "prune_", "record_factory", "share_weights_", "splits_from_loaders"]
+           "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "export", "layer_table", "load",
+           "load_data", "prune", "prune_", "record_factory", "share_weights_", "splits_from_loaders"]

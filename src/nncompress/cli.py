@@ -310,7 +310,8 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--share-exclude", "share.exclude", str, "layers left out of --share-select"),
     ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
                                                    "many surviving weights"),
-    ("--init", "share.init", str, "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
+    ("--init", "share.init", str,
+     "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
     ("--share-tolerance", "share.tolerance", float, "largest validation drop (points) sharing may add: widths "
                                                     "grow from --fc-bits/--conv-bits/--embedding-bits until it fits"),
     ("--max-bits", "share.max_bits", int, "widest codebook the --share-tolerance search may give a layer"),
@@ -618,8 +619,8 @@ def _decompress_export(args: argparse.Namespace) -> None:
     lines = [f"wrote {args.out}: {res.format}, {res.tensors} tensors, {res.file_bytes:,} bytes"
              + (f", {len(res.sparse_tensors)} stored sparse" if args.sparse else "")]
     if res.max_abs_diff is not None:
-        lines.append(f"onnxruntime against PyTorch on random inputs (batch {', '.join(map(str, res.checked_batches))}): "
-                     f"max abs difference {res.max_abs_diff:.3g}")
+        lines.append(f"onnxruntime against PyTorch on random inputs "
+                     f"(batch {', '.join(map(str, res.checked_batches))}): max abs difference {res.max_abs_diff:.3g}")
     _emit(args, res.to_dict(), lines)
 
 

@@ -233,7 +233,7 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float, uneven: boo
         flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=_comm_device())
         with _guard("averaging gradients"):
             _dist().all_reduce(flags)
-        for p, flag in zip(params, flags.tolist()):
+        for p, flag in zip(params, flags.tolist(), strict=True):
             if flag and p.grad is None:
                 p.grad = torch.zeros_like(p)
     grads = []

@@ -163,8 +163,9 @@ def _check_builtin_record(arch: Mapping[str, Any], state: Mapping[str, torch.Ten
                           f"is not the model's own record {str(probe.config())[:300]}")
     problem = state_mismatch(probe, state)
     if problem:
-        raise FormatError(f"the file's architecture record ('arch': {arch.get('name')!r} with {str(arch.get('config'))[:200]}) "
-                          f"does not match its tensors ({problem[:300]}): the file is damaged; pass the model to load it")
+        raise FormatError(f"the file's architecture record ('arch': {arch.get('name')!r} with "
+                          f"{str(arch.get('config'))[:200]}) does not match its tensors ({problem[:300]}): "
+                          "the file is damaged; pass the model to load it")
 
 
 def _section_sizes(box: Any) -> list[tuple[str, int]]:
@@ -215,11 +216,11 @@ def load_compressed(path: str | os.PathLike[str], *, max_decoded_bytes: Optional
         check_budget(plans, total if max_decoded_bytes is None else max_decoded_bytes,
                      tensor if max_tensor_bytes is None else max_tensor_bytes)
         state: dict[str, torch.Tensor] = {}
-        for entry, plan in zip(box.header["tensors"], plans):
+        for entry, plan in zip(box.header["tensors"], plans, strict=True):
             if plan.codec != "alias":
                 array = np.require(decode_tensor(entry, box.sections, box.version), requirements=["C", "W"])
                 state[plan.name] = torch.from_numpy(array)
-        for entry, plan in zip(box.header["tensors"], plans):
+        for entry, plan in zip(box.header["tensors"], plans, strict=True):
             if plan.codec == "alias":
                 state[plan.name] = state[entry["of"]]  # the same tensor object: tied weights stay tied
         state = {plan.name: state[plan.name] for plan in plans}  # in the file's order

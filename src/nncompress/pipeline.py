@@ -492,8 +492,9 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
                                      (f"mask:{n}", layer.mask)))], "the shared weights and codebooks")
     used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
     info = {"bit_search": {**search.to_dict(), "tolerance": tolerance}} if search else {}
-    return shared, {**info, "bits": bits, "codebook_used": used, "val_after_sharing": val_before, "val_after_centroid_tuning": val_after,
-                    "centroid_tuning_kept": kept, "centroid_tuning_diverged": diverged, "metric": objective.metric}
+    return shared, {**info, "bits": bits, "codebook_used": used, "val_after_sharing": val_before,
+                    "val_after_centroid_tuning": val_after, "centroid_tuning_kept": kept,
+                    "centroid_tuning_diverged": diverged, "metric": objective.metric}
 
 
 def run_compress(checkpoint: str | Path, data: str, out: str | Path, prune_cfg: Optional[PruneConfig],

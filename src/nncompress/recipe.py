@@ -82,8 +82,8 @@ _CODING_KEYS = list(CODING_FIELDS)
 class Recipe:
     """A whole compression run. ``sensitivity``/``prune`` are None when the recipe
     disables that stage; the sensitivity scan runs only when its section is there
-    (it changes the pruning: its per-layer q scales feed the pruner). The recipe's ``seed`` is written into every section that
-    has one, so one number fixes every source of randomness of the run."""
+    (it changes the pruning: its per-layer q scales feed the pruner). The recipe's ``seed`` is written into every
+    section that has one, so one number fixes every source of randomness of the run."""
 
     model: Optional[str] = None
     model_kwargs: Optional[Mapping[str, Any]] = None
@@ -286,7 +286,8 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     objective = mapping.get("objective", "auto")
     if objective not in OBJECTIVES:
         raise RecipeError(f"{source}: objective: expected one of {', '.join(OBJECTIVES)}, got {_show(objective)}"
-                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}", field="objective")
+                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}",
+                          field="objective")
     seed = mapping.get("seed", 0)
     if not is_int(seed):
         raise RecipeError(f"{source}: seed: expected an integer, got {_show(seed)}", field="seed")
@@ -444,7 +445,7 @@ def _typed(value: Any, hint: Any, path: str, source: str) -> Any:
     """Check a value against a dataclass field's annotation; unknown annotations
     (``Any``) pass through to the dataclass's own check."""
     origin = typing.get_origin(hint)
-    if origin is Union or (hasattr(types, "UnionType") and origin is getattr(types, "UnionType")):
+    if origin is Union or origin is types.UnionType:  # Optional[X] or X | None
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None

@@ -121,7 +121,7 @@ def code_lengths(freq: np.ndarray) -> np.ndarray:
         return lengths
     f = freq[used]
     while True:
-        code = canonical_huffman({int(s): int(c) for s, c in zip(used, f)})[0]
+        code = canonical_huffman({int(s): int(c) for s, c in zip(used, f, strict=True)})[0]
         ls = np.fromiter((len(code[int(s)]) for s in used), dtype=np.int64, count=len(used))
         if ls.max() <= MAX_CODE_LEN:
             lengths[used] = ls
@@ -282,7 +282,7 @@ def _check_table(counts: np.ndarray, syms: np.ndarray, a: int, n: int, bits: int
     if kraft != 1 << n_len and not (len(syms) == 1 and n_len == 1):
         raise FormatError("Huffman table does not describe a complete prefix code")
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         if np.any(np.diff(syms[lo:hi]) <= 0):
             raise FormatError("Huffman table symbols are not in canonical order")
     lens = np.repeat(np.arange(1, n_len + 1), counts)

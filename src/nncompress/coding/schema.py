@@ -82,12 +82,13 @@ def _choice(entry: Mapping[str, Any], key: str, allowed: Sequence[str]) -> str:
     return v
 
 
-def _keys(entry: Mapping[str, Any], required: frozenset[str] | set[str], optional: frozenset[str] | set[str] = frozenset()
-          ) -> None:
+def _keys(entry: Mapping[str, Any], required: frozenset[str] | set[str],
+          optional: frozenset[str] | set[str] = frozenset()) -> None:
     missing = sorted(set(required) - set(entry))
     extra = sorted(set(entry) - set(required) - set(optional))
     if missing or extra:
-        what = [f"lacks {missing}"] * bool(missing) + [f"has unknown key(s) {[k[:40] for k in extra[:5]]}"] * bool(extra)
+        what = [f"lacks {missing}"] * bool(missing) + \
+            [f"has unknown key(s) {[k[:40] for k in extra[:5]]}"] * bool(extra)
         raise FormatError(f"tensor {str(entry.get('name'))[:200]!r}: its {entry.get('codec')!r} entry "
                           f"{' and '.join(what)}")
 
@@ -269,7 +270,7 @@ def check_model_header(header: Mapping[str, Any], sections: Sequence[tuple[str, 
             "the sections do not stand in the order of the tensors"
         raise FormatError(f"{what}; each stored tensor has exactly one section, in 'tensors' order")
     shapes = {p.name: p.shape for p in plans if p.codec != "alias"}
-    for p, entry in zip(plans, tensors):
+    for p, entry in zip(plans, tensors, strict=True):
         if p.codec == "alias" and shapes.get(entry["of"]) != p.shape:
             raise FormatError(f"tensor {p.name[:200]!r} is an alias of {entry['of'][:200]!r}, which is not a stored "
                               "tensor of the file with the same shape")

@@ -76,5 +76,6 @@ def from_record(record: dict[str, Any], *, trust_factory: Trust = False) -> nn.M
         raise ModelError(f"architecture record for {name!r} is invalid: {str(exc)[:300]}") from exc
 
 
-__all__ = ["MODELS", "Trust", "factory_record", "build_model", "arch_record", "from_record", "record_factory", "fit_shapes_",
-           "trusted_factory", "is_factory_record", "plain_kwargs", "remember", "LeNet300", "LeNet5", "DigitsMLP"]
+__all__ = ["MODELS", "Trust", "factory_record", "build_model", "arch_record", "from_record", "record_factory",
+           "fit_shapes_", "trusted_factory", "is_factory_record", "plain_kwargs", "remember", "LeNet300", "LeNet5",
+           "DigitsMLP"]

@@ -22,7 +22,7 @@ def _smaller(stored: tuple[int, ...], built: tuple[int, ...], free: tuple[int, .
     """Whether ``stored`` equals ``built`` except for some ``free`` dims, which may only shrink (to >= 1)."""
     if len(stored) != len(built):
         return False
-    return all(s == b or (i in free and 1 <= s < b) for i, (s, b) in enumerate(zip(stored, built)))
+    return all(s == b or (i in free and 1 <= s < b) for i, (s, b) in enumerate(zip(stored, built, strict=True)))
 
 
 def _plan(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> Optional[tuple[dict[str, int], bool, bool]]:

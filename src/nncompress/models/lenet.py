@@ -38,7 +38,7 @@ class _MLP(nn.Sequential):
         n_hidden = len(sizes) - 2
         rates = _dropouts(dropout, n_hidden)
         layers: "OrderedDict[str, nn.Module]" = OrderedDict(flatten=nn.Flatten())
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
             if i > 1 and rates[i - 2] > 0:
                 layers[f"drop{i - 1}"] = nn.Dropout(rates[i - 2])
             layers[f"fc{i}"] = nn.Linear(n_in, n_out)

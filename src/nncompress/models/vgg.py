@@ -64,7 +64,7 @@ class VGG(nn.Sequential):
         layers["avgpool"] = nn.AdaptiveAvgPool2d(pool)
         layers["flatten"] = nn.Flatten()
         n_in = channels * pool * pool
-        for i, (width, rate) in enumerate(zip(widths, rates), start=1):
+        for i, (width, rate) in enumerate(zip(widths, rates, strict=True), start=1):
             layers[f"fc{i}"] = nn.Linear(n_in, width)
             layers[f"relu_fc{i}"] = nn.ReLU(inplace=True)
             layers[f"drop{i}"] = nn.Dropout(rate)

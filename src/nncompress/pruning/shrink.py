@@ -138,7 +138,7 @@ def _links(model: nn.Sequential) -> tuple[list[_Link], dict[str, str]]:
     items = list(model.named_children())
     idx = [i for i, (_, m) in enumerate(items) if isinstance(m, _LAYERS)]
     links, declined = [], {}
-    for ia, ib in zip(idx[:-1], idx[1:]):
+    for ia, ib in zip(idx[:-1], idx[1:], strict=True):
         link = _link(items, ia, ib)
         if isinstance(link, str):
             declined[items[ia][0]] = link

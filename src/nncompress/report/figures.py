@@ -40,7 +40,7 @@ def histogram_grid(stages: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> byt
         drawn = [rec for rec in recs if rec and sum(rec["counts"]) > 0]  # an all-pruned layer has no range
         lo = min((rec["edges"][0] for rec in drawn), default=-1.0)
         hi = max((rec["edges"][-1] for rec in drawn), default=1.0)
-        for c, (stage, rec) in enumerate(zip(cols, recs)):
+        for c, (stage, rec) in enumerate(zip(cols, recs, strict=True)):
             ax = axes[r][c]
             if r == 0:
                 ax.set_title(STAGE_TITLES.get(stage, stage), fontsize=10, fontweight="bold")
@@ -117,11 +117,11 @@ def steps_png(steps: Sequence[Mapping[str, Any]], metric: Metric = ACCURACY) -> 
                 pts = [(i, ys[i]) for i, s in enumerate(steps)
                        if str(s.get("stage", "step")) == stage and bool(s["accepted"]) == accepted]
                 if pts:
-                    xs, vs = zip(*pts)
+                    xs, vs = zip(*pts, strict=True)
                     ax.scatter(xs, vs, marker=marker, s=42 if accepted else 60, color=color, zorder=3,
                                linewidths=None if accepted else 2)
         ax.grid(alpha=0.3)
-    dense = [a for s, a in zip(steps, acc) if s.get("stage") == "dense"]
+    dense = [a for s, a in zip(steps, acc, strict=True) if s.get("stage") == "dense"]
     if dense:
         top.axhline(dense[0], color="grey", linestyle="--", linewidth=1, zorder=0)
     groups = [s.get("group") for s in steps]

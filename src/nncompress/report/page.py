@@ -71,7 +71,8 @@ def field(summary: Mapping[str, Any], key: str) -> Cell:
     value: Any = summary
     for part in key.split("."):
         value = value[int(part)] if isinstance(value, list) else value.get(part)
-    return Cell(format_field(key, value, Metric.of(summary)), key, value, num=isinstance(value, (int, float)) and not isinstance(value, bool))
+    return Cell(format_field(key, value, Metric.of(summary)), key, value,
+                num=isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _num(text: str) -> Cell:
@@ -242,8 +243,8 @@ def _steps(doc: Doc, run: RunData) -> None:
             f"{len(run.steps)} records, {accepted} accepted, {len(run.steps) - accepted} rejected.")
     rows = [[_num(str(i)), str(r.get("stage", "")), _num(str(r.get("group", ""))), _num(str(r.get("step", ""))),
              _num(_percent(float(r["overall_density"]))), _num(metric.value(metric.shown(float(r["val_accuracy"])))),
-             *(_num(metric.drop(float(r[key])).removesuffix(" pts"))
-               if isinstance(r.get(key), (int, float)) else DASH for key in ("drop_points", "drop_se", "estimated_drop")),
+             *(_num(metric.drop(float(r[key])).removesuffix(" pts")) if isinstance(r.get(key), (int, float)) else DASH
+               for key in ("drop_points", "drop_se", "estimated_drop")),
              "yes" if r["accepted"] else "no",
              _num(f"{float(r['seconds']):.1f} s") if isinstance(r.get("seconds"), (int, float)) else DASH]
             for i, r in enumerate(run.steps)]

@@ -74,7 +74,7 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (name, w) in zip(axes.flat, weights.items()):
+    for ax, (name, w) in zip(axes.flat, weights.items(), strict=False):  # the grid may hold more axes than weights
         values = w.ravel()
         if nonzero_only:
             values = values[values != 0]
@@ -111,7 +111,7 @@ def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, f
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, points in curves.items():
-        qs, accs = zip(*points)
+        qs, accs = zip(*points, strict=True)
         ax.plot(qs, [a * scale for a in accs], marker="o", markersize=3, label=name)
     ax.axhline(base * scale, color="grey", linestyle="--", linewidth=1, label="dense")
     ax.set_xlabel("q (threshold = q x std of the layer's weights)")

@@ -10,9 +10,9 @@ _BITS = ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
     """Columns as wide as their widest cell, two spaces apart; the first ``left`` columns
     left-aligned (names), the rest right-aligned (numbers)."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     return [GAP.join(f"{cell:<{w}}" if i < left else f"{cell:>{w}}" for i, (cell, w) in
-                     enumerate(zip(map(str, line), widths))).rstrip() for line in (header, *rows)]
+                     enumerate(zip(map(str, line), widths, strict=True))).rstrip() for line in (header, *rows)]
 
 
 def _bits(r: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -42,7 +43,7 @@ def benchmark(dense: nn.Module, runtime: nn.Module, plan: RuntimePlan, input_sha
     batches = []
     for batch in batch_sizes:
         x = torch.randn((batch, *input_shape), generator=generator)
-        batches.append({"batch": int(batch), **_row(*paired_medians(lambda: dense(x), lambda: runtime(x), repeats))})
+        batches.append({"batch": int(batch), **_row(*paired_medians(partial(dense, x), partial(runtime, x), repeats))})
     layers = []
     for layer in plan.layers:
         before, after = dense.get_submodule(layer.name), runtime.get_submodule(layer.name)
@@ -50,7 +51,7 @@ def benchmark(dense: nn.Module, runtime: nn.Module, plan: RuntimePlan, input_sha
             x = torch.randn(choice.input_shape, generator=generator)
             layers.append({"layer": layer.name, "kind": layer.kind, "shape": layer.shape,
                            "kept": round(layer.density, 5), "batch": choice.batch, "kernel": choice.kernel,
-                           **_row(*paired_medians(lambda: before(x), lambda: after(x), repeats))})
+                           **_row(*paired_medians(partial(before, x), partial(after, x), repeats))})
     return {"threads": plan.threads, "runtime": plan.mode, "int8": plan.int8, "batches": batches, "layers": layers,
             "dense_bytes": held_bytes(dense), "runtime_bytes": held_bytes(runtime)}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -136,7 +137,7 @@ def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]
         if mode == "sparse" or len(candidates) == 1:
             pick = preferred
         else:
-            result = choose({key: (lambda k=kernel: k(x)) for key, kernel in candidates.items()}, base_name,
+            result = choose({key: partial(kernel, x) for key, kernel in candidates.items()}, base_name,
                             timer, n, margin=margin)
             pick, times = result.pick, result.median_s
         routes.append((n, pick))

@@ -87,12 +87,12 @@ class DoseResponse:
             return self.points[-1][1], self.points[-1][2]
         w = [1 / (s * s) for _, _, s in self.points]
         sw = sum(w)
-        mx = sum(wi * x for wi, (x, _, _) in zip(w, self.points)) / sw
-        md = sum(wi * d for wi, (_, d, _) in zip(w, self.points)) / sw
-        sxx = sum(wi * (x - mx) ** 2 for wi, (x, _, _) in zip(w, self.points))
+        mx = sum(wi * x for wi, (x, _, _) in zip(w, self.points, strict=True)) / sw
+        md = sum(wi * d for wi, (_, d, _) in zip(w, self.points, strict=True)) / sw
+        sxx = sum(wi * (x - mx) ** 2 for wi, (x, _, _) in zip(w, self.points, strict=True))
         if sxx <= 0:
             return md, math.sqrt(1 / sw)
-        beta = sum(wi * (x - mx) * (d - md) for wi, (x, d, _) in zip(w, self.points)) / sxx
+        beta = sum(wi * (x - mx) * (d - md) for wi, (x, d, _) in zip(w, self.points, strict=True)) / sxx
         return md + beta * (kl - mx), math.sqrt(1 / sw + (kl - mx) ** 2 / sxx)
 
 

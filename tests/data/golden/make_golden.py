@@ -67,7 +67,7 @@ def mlp_file() -> tuple[bytes, dict[str, np.ndarray]]:
     rng = np.random.default_rng(5)
     sizes = [16, 12, 8, 4]
     parts = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), 1):
         parts.append(encode_shared(f"fc{i}.weight", _shared(rng, (n_out, n_in), n_out * n_in // 3, 4)))
         parts.append(encode_raw(f"fc{i}.bias", rng.standard_normal(n_out).astype(np.float32)))
     tensors = [e for e, _ in parts]
@@ -109,7 +109,8 @@ def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
              encode_raw("fc.bias", rng.standard_normal(6).astype(np.float32), "float32")]
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
-    return dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 4), _expected(parts, tensors, 4)
+    blob = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 4)
+    return blob, _expected(parts, tensors, 4)
 
 
 GOLDEN = {"v3_layouts": layouts_file, "v3_mlp": mlp_file, "v2_relative": v2_file, "v4_quant": v4_quant_file}
