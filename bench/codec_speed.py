@@ -42,7 +42,7 @@ def vgg16(density: float, seed: int = 0) -> list[tuple[str, SharedTensor, np.nda
     return layers
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     tracemalloc.start()
     t0 = time.perf_counter()
     out = fn()
@@ -52,7 +52,7 @@ def timed(fn):  # noqa: ANN001, ANN201
     return out, seconds, peak
 
 
-def encode(layers) -> bytes:  # noqa: ANN001
+def encode(layers) -> bytes:
     entries, sections = [], []
     for name, t, bias in layers:
         e, s = encode_shared(f"{name}.weight", t)
@@ -72,7 +72,7 @@ def decode(blob: bytes) -> int:
     return total
 
 
-def zstd_same(layers) -> tuple[int, float, float]:  # noqa: ANN001
+def zstd_same(layers) -> tuple[int, float, float]:
     import zstandard
     raw = io.BytesIO()
     for _, t, bias in layers:

@@ -47,7 +47,7 @@ def stored_today(state: dict) -> dict[str, int]:
             "zstd_19": len(zstandard.ZstdCompressor(level=19).compress(raw))}
 
 
-def one(model_name: str, seed: int, splits, variant: str = "") -> dict:  # noqa: ANN001
+def one(model_name: str, seed: int, splits, variant: str = "") -> dict:
     base = RUNS / f"base_{model_name}_s{seed}.pt"
     pruned = RUNS / f"pruned_{model_name}_s{seed}{variant}.pt"
     if not pruned.exists():

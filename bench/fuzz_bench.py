@@ -28,8 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from benchlib import run_meta, write_results  # noqa: E402
-import fuzzlib  # noqa: E402
+from benchlib import run_meta, write_results
+import fuzzlib
 
 SLOW_S = 5.0
 MEMORY_MB = 1024

@@ -36,7 +36,7 @@ RUNS = HERE / "runs"
 RESULTS = HERE / "results"
 
 
-def baseline(model_name: str, seed: int, splits) -> Path:  # noqa: ANN001
+def baseline(model_name: str, seed: int, splits) -> Path:
     """The dense model, trained exactly as `nncompress train` does (cached)."""
     path = RUNS / f"base_{model_name}_s{seed}.pt"
     if not path.exists():
@@ -69,7 +69,7 @@ def saved_bytes(state: dict) -> dict[str, int]:
     return out
 
 
-def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: int, cfg: PruneConfig) -> dict:  # noqa: ANN001
+def peer(base_path: Path, splits, density: float, step_epochs: int, iterations: int, cfg: PruneConfig) -> dict:
     """torch's global L1 pruning to the same overall density, iteratively, same epoch budget and the
     same fine-tuning recipe (rate, and distillation from the dense model when ours used it)."""
     model = load_checkpoint(base_path).build_model()
@@ -108,7 +108,7 @@ def reused_run(out: Path) -> tuple[dict, list[dict]]:
     return s, steps
 
 
-def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: str = "",  # noqa: ANN001
+def one(model_name: str, seed: int, splits, recipe: str | None = None, variant: str = "",
         reuse: bool = False) -> dict:
     base = baseline(model_name, seed, splits)
     cfg = PruneConfig(seed=seed)

@@ -38,11 +38,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import run_meta, write_results  # noqa: E402
+from benchlib import run_meta, write_results
 
-from nncompress.models import LeNet5, LeNet300  # noqa: E402
-from nncompress.runtime import Routed, SparseConv, SparseLinear, blocked, convert_, held_bytes  # noqa: E402
-from nncompress.runtime.csr import block_width  # noqa: E402
+from nncompress.models import LeNet5, LeNet300
+from nncompress.runtime import Routed, SparseConv, SparseLinear, blocked, convert_, held_bytes
+from nncompress.runtime.csr import block_width
 
 warnings.filterwarnings("ignore")
 

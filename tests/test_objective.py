@@ -52,7 +52,7 @@ def _token_splits(seed: int = 0) -> Splits:
     return splits_from_loaders(batches(8), batches(4), batches(3), name="tokens")
 
 
-def test_token_ids_without_labels_are_pruned_and_shared_by_cosine_distillation(caplog) -> None:  # noqa: ANN001
+def test_token_ids_without_labels_are_pruned_and_shared_by_cosine_distillation(caplog) -> None:
     torch.manual_seed(0)
     model, splits = TokenEncoder(), _token_splits()
     assert splits.train_x["input_ids"].dtype == torch.int64 and splits.train_y is None
@@ -103,7 +103,7 @@ def _float_splits(n_val: int = 60) -> Splits:
     return splits_from_loaders(make(200), make(n_val), make(60), name="points")
 
 
-def test_logits_without_labels_distil_by_kl_scored_by_agreement(tmp_path, caplog) -> None:  # noqa: ANN001
+def test_logits_without_labels_distil_by_kl_scored_by_agreement(tmp_path, caplog) -> None:
     torch.manual_seed(0)
     model, splits = LogitNet(), _float_splits()
     objective = resolve_objective(None, model, splits)
@@ -172,7 +172,7 @@ def test_a_user_metric_lower_is_better_drives_the_pruner() -> None:
     assert direct == pytest.approx(-result.val_accuracy)
 
 
-def test_a_user_loss_replaces_cross_entropy(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_a_user_loss_replaces_cross_entropy(digits, trained_mlp) -> None:
     calls = []
 
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -185,7 +185,7 @@ def test_a_user_loss_replaces_cross_entropy(digits, trained_mlp) -> None:  # noq
     assert calls and calls[0] == torch.int64  # the labels were the target
 
 
-def test_classification_is_the_default_with_labels_and_refused_without(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_classification_is_the_default_with_labels_and_refused_without(digits, trained_mlp) -> None:
     assert isinstance(resolve_objective(None, trained_mlp(), digits), Classification)
     with pytest.raises(ConfigError, match="needs labels"):
         resolve_objective("classification", TokenEncoder(), _token_splits())
@@ -203,7 +203,7 @@ def test_classification_is_the_default_with_labels_and_refused_without(digits, t
     (1.0, 1000, 0.999, "leaves 1 wrong example"),
     (0.3, 10_000, 0.5, "below one standard error"),
 ])
-def test_the_resolution_warning(tolerance: float, n: int, p: float, fragment) -> None:  # noqa: ANN001
+def test_the_resolution_warning(tolerance: float, n: int, p: float, fragment) -> None:
     text = resolution_warning(Classification(), tolerance, n, p)
     if fragment is None:
         assert text is None

@@ -15,11 +15,11 @@ from nncompress.pruning.iterative import pruning_groups
 from nncompress.train.probe import choose_finetune
 
 
-def _choose(model, digits, cfg):  # noqa: ANN001, ANN202
+def _choose(model, digits, cfg):
     return choose_finetune(model, digits.train_x, digits.train_y, digits.val_x, digits.val_y, cfg)
 
 
-def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp) -> None:
     gentle = PruneConfig(lr=1e-4, epochs_per_step=1)
     cfg, choice = _choose(trained_mlp(), digits, gentle)
     assert cfg == gentle and not choice.fallback
@@ -32,13 +32,13 @@ def test_a_gentle_rate_is_kept_and_a_violent_one_falls_back(digits, trained_mlp)
     assert "too far, so the fallback" in choice.to_dict()["note"]
 
 
-def test_a_rate_that_diverges_falls_back_instead_of_failing(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_a_rate_that_diverges_falls_back_instead_of_failing(digits, trained_mlp) -> None:
     cfg, choice = _choose(trained_mlp(), digits, PruneConfig(lr=1e6, epochs_per_step=1, fallback_lr=0.01))
     assert choice.fallback and choice.probe_diverged and cfg.lr == 0.01
     assert choice.probe_kl is None and "diverged" in choice.to_dict()["note"]
 
 
-def test_the_kl_threshold_decides(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_the_kl_threshold_decides(digits, trained_mlp) -> None:
     base = PruneConfig(lr=0.05, epochs_per_step=1, tolerance=100.0)
     _, measured = _choose(trained_mlp(), digits, base)
     assert measured.probe_kl > 0
@@ -48,7 +48,7 @@ def test_the_kl_threshold_decides(digits, trained_mlp) -> None:  # noqa: ANN001
     assert strict.probe_kl == loose.probe_kl == measured.probe_kl  # the probe itself is deterministic
 
 
-def test_the_probe_leaves_model_and_random_streams_alone(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_the_probe_leaves_model_and_random_streams_alone(digits, trained_mlp) -> None:
     model = trained_mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(123)
@@ -59,14 +59,14 @@ def test_the_probe_leaves_model_and_random_streams_alone(digits, trained_mlp) ->
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_without_probe_nothing_is_trained(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_without_probe_nothing_is_trained(digits, trained_mlp) -> None:
     cfg = PruneConfig(lr=3.0, probe=False)
     out, choice = _choose(trained_mlp(), digits, cfg)
     assert out == cfg and not choice.fallback and choice.probe_val_accuracy is None
     assert "no probe" in choice.describe()
 
 
-def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained_mlp) -> None:
     """Same masks and weights with and without the probe when it keeps the rate: its
     training runs on a copy, with its own generator."""
     cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.0, epochs_per_step=1, recover_epochs=0, refine_steps=0,
@@ -87,12 +87,12 @@ def test_bad_probe_options_are_refused(field: str, value: object) -> None:
         PruneConfig(**{field: value})
 
 
-def test_the_fallback_never_raises_the_rate(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_the_fallback_never_raises_the_rate(digits, trained_mlp) -> None:
     cfg, choice = _choose(trained_mlp(), digits, PruneConfig(lr=0.005, epochs_per_step=1, probe_kl=1e-12))
     assert choice.fallback and (cfg.lr, cfg.distill) == (0.005, 0.9)
 
 
-def test_bad_input_is_refused_before_the_probe_trains(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_bad_input_is_refused_before_the_probe_trains(digits, trained_mlp) -> None:
     tasks: list[str] = []
     model = trained_mlp()
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_bad_input_is_refused_before_the_probe_trains(digits, trained_mlp) -> No
     assert tasks == []
 
 
-def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp) -> None:  # noqa: ANN001
+def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp) -> None:
     """fc3 (640 of 17,024 weights) is a real layer: the error must say why it is left out."""
     model = trained_mlp()
     with pytest.raises(ConfigError, match="min_layer_share"):
@@ -113,7 +113,7 @@ def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp)
     assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.0)) == [["fc3", "fc1"], ["fc2"]]
 
 
-def test_a_recipe_is_checked_by_the_pruner_s_own_rules_before_training(trained_mlp) -> None:  # noqa: ANN001
+def test_a_recipe_is_checked_by_the_pruner_s_own_rules_before_training(trained_mlp) -> None:
     from nncompress.pipeline import check_layer_names
     from nncompress.recipe import parse_recipe
     recipe = parse_recipe({"prune": {"groups": "fc3", "min_layer_share": 0.05}})

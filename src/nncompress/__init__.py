@@ -7,14 +7,14 @@
 """
 __version__ = "0.1.0"
 
-from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress, export, layer_table,  # noqa: E402
+from nncompress.api import (CompressConfig, CompressResult, LayerTable, compress, export, layer_table,
                             load, prune)
-from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig  # noqa: E402
-from nncompress.data import Splits, load_data, splits_from_loaders  # noqa: E402
-from nncompress.errors import NNCompressError  # noqa: E402
-from nncompress.models import record_factory  # noqa: E402
-from nncompress.pruning import prune_  # noqa: E402
-from nncompress.quantization import share_weights_  # noqa: E402
+from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
+from nncompress.data import Splits, load_data, splits_from_loaders
+from nncompress.errors import NNCompressError
+from nncompress.models import record_factory
+from nncompress.pruning import prune_
+from nncompress.quantization import share_weights_
 
 __all__ = ["CompressConfig", "CompressResult", "LayerTable", "NNCompressError", "PruneConfig", "SensitivityConfig",
            "ShareConfig", "Splits", "TrainConfig", "__version__", "compress", "export", "layer_table", "load",

@@ -338,7 +338,7 @@ def on_main(fn: Callable[[], T]) -> T:
                 header, payload = {"kind": "bytes"}, bytes(result)
             else:
                 header, payload = {"kind": "json"}, json.dumps(result).encode()
-        except Exception as exc:  # noqa: BLE001 - told to the others, then raised here as it is
+        except Exception as exc:
             failure = exc
             header = {"kind": "error", "type": type(exc).__name__, "message": str(exc),
                       "ours": isinstance(exc, NNCompressError)}

@@ -86,7 +86,7 @@ def _call(factory: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> nn.
         model = factory(**kwargs)
     except (ModelError, ConfigError):
         raise
-    except Exception as exc:  # noqa: BLE001 - a user's factory may fail in any way; say which and how
+    except Exception as exc:
         raise ModelError(f"model factory {spec!r} failed with kwargs {kwargs}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module: "

@@ -227,7 +227,7 @@ def _torch_load(path: Path, handle: Any) -> Any:
             f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)); "
             "nncompress never unpickles code from a file: re-save it with torch.save(model.state_dict(), path)"
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - torch's reader fails on garbage in many ways (KeyError, IndexError...)
+    except Exception as exc:
         raise _unreadable(path, exc) from exc
 
 

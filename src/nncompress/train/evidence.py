@@ -122,7 +122,7 @@ class ValidationReader:
         with torch.no_grad():
             return self.objective.outputs(model, to_device(take(self.inputs, part), model_device(model))).cpu()
 
-    def _batches(self, model: nn.Module):  # noqa: ANN202 - a generator of output tensors
+    def _batches(self, model: nn.Module):
         training = model.training
         model.eval()
         try:

@@ -143,7 +143,7 @@ class Journal:
             return 0, []
         try:
             saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged entry is retrained, never trusted
+        except Exception as exc:
             log.warning("saved state %s is unreadable (%s); training call %d again", path, exc, call)
             return 0, []
         if (saved.get("before") != self._current[1] or saved.get("task") != task or saved.get("epochs") != epochs
