@@ -1,6 +1,6 @@
 """VGG-11 and VGG-16 with BatchNorm, ImageNet-shaped, for any input from 28x28 up.
 
-The seed's second experiment pruned VGG on ImageNet; these let that workload
+The original experiments' second workload pruned VGG on ImageNet; these let that workload
 run as a recipe on the data at hand. The classifier keeps ImageNet's form
 (an adaptive average pool to 7x7, then 25088-4096-4096-classes, dropout 0.5),
 so VGG-16 has its 138 M parameters whatever the input size; pools round up
