@@ -442,7 +442,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         val_before = objective.score(model, splits.val_x, splits.val_y)
     else:
         paired = cfg.tolerance is None  # the budget's reading carries its noise; a stated tolerance is read as is
-        reader = ValidationReader(objective, splits.val_x, splits.val_y, model)
+        reader = ValidationReader(objective, splits.val_x, splits.val_y, model, with_kl=False)  # SE only, no fit
         reference = reader.read(model)
         readings: list[Reading] = []
 

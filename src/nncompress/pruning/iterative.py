@@ -53,6 +53,11 @@ class StepRecord:
     estimated_drop: Optional[float] = None  # the drop estimated from every reading so far: what was judged
     kl: Optional[float] = None              # mean KL(dense || model) of the validation outputs, nats
 
+    @property
+    def judged_drop(self) -> float:
+        """The figure held to the tolerance: the pooled estimate where there is one, else the reading's drop."""
+        return self.drop_points if self.estimated_drop is None else self.estimated_drop
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -123,15 +128,11 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
         finetune(list(model.parameters()), cfg.epochs_per_step, reapply)
         reading = as_reading(evaluate())
         rec = record("target", 0, step, reading, True, t0)
-        if _decisive(rec) > cfg.tolerance:
+        if rec.judged_drop > cfg.tolerance:
             log.info("target step %d/%d (density %.4f): validation drop %.2f points, over the tolerance; "
-                     "continuing", step, len(goals), goal, _decisive(rec))
+                     "continuing", step, len(goals), goal, rec.judged_drop)
         on_step(step, len(goals), reading.score)
     return len(goals)
-
-
-def _decisive(rec: StepRecord) -> float:
-    return rec.drop_points if rec.estimated_drop is None else rec.estimated_drop
 
 
 def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
@@ -276,10 +277,10 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     final = record("final", len(groups), 0, reading, None, t0, judge.judge_final(reading))
     if cfg.target_density is not None and not final.accepted:
         log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
-                    final.overall_density, _decisive(final), cfg.tolerance)
+                    final.overall_density, final.judged_drop, cfg.tolerance)
     report(progress, "prune", total, total, density=overall_density(masks), val=reading.score)
     result.val_accuracy = reading.score
-    result.final_drop = _decisive(final)
+    result.final_drop = final.judged_drop
     result.q = dict(q_now)
     if cfg.remove_dead:
         result.shrink = remove_dead_neurons_(model)

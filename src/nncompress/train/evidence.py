@@ -101,14 +101,15 @@ class ValidationReader:
 
     The per-example scores come from ``Objective.example_scores``; where the
     metric is not a mean over examples (a user's batch metric), or the run is
-    spread over several processes, a reading is the plain score."""
+    spread over several processes, a reading is the plain score. ``with_kl`` False: no KL (no pooled fit
+    will read it), so the dense model's outputs are not kept."""
 
     def __init__(self, objective: Objective, inputs: Inputs, labels: Optional[torch.Tensor], dense: nn.Module,
-                 batch_size: int = EVAL_BATCH) -> None:
+                 batch_size: int = EVAL_BATCH, *, with_kl: bool = True) -> None:
         self.objective, self.inputs, self.labels, self.batch_size = objective, inputs, labels, batch_size
         self.paired = not distributed.active()
         self.dense_log_probs: Optional[torch.Tensor] = None
-        if self.paired and objective.kl_probe:
+        if self.paired and with_kl and objective.kl_probe:
             self.dense_log_probs = self._log_probs_if_small(dense)
 
     def _log_probs_if_small(self, dense: nn.Module) -> Optional[torch.Tensor]:
