@@ -197,3 +197,24 @@ def test_a_version_2_model_file_is_still_read(tmp_path) -> None:
     box = load_compressed(tmp_path / "v2.nnc")
     assert np.array_equal(box.state["fc.weight"].numpy(), t.dense())
     assert torch.equal(box.state["fc.bias"], torch.ones(30))
+
+
+@pytest.mark.parametrize("density", [1e-4, 0.003, 0.08, 0.6])
+def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float) -> None:
+    """The width is chosen from histograms; each width's figure must be what coding the two
+    streams at that width gives, fillers (gaps past 2**bits, and past 2**12 too) included."""
+    from nncompress.coding.layers import StreamSizes, _streams
+    rng = np.random.default_rng(int(density * 1e4))
+    size = 300_000
+    positions = np.flatnonzero(rng.random(size) < density)
+    k = 23
+    t = SharedTensor((size,), positions, rng.integers(0, k, len(positions)), np.linspace(-1, 1, k, dtype=np.float32))
+    sizes = StreamSizes(t, 13)
+    for bits in range(1, 14):
+        rel, values = _streams(t, bits)
+        coded = 8 * (len(huffman.encode(rel, 2 ** bits)) + len(huffman.encode(values, k + 1)))
+        assert coded - 16 < sizes.coded_bits(bits) <= coded, bits  # exact bits; the blobs round each to bytes
+    with pytest.raises(ValueError):
+        sizes.coded_bits(14)
+    with pytest.raises(ValueError):
+        StreamSizes(t, 17)

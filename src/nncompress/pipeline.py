@@ -31,6 +31,7 @@ from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, Train
 from nncompress.data import Splits, load_data
 from nncompress.data.datasets import transform_record
 from nncompress.data.batches import call_model, count, describe, pick_output, take
+from nncompress.memory import release_freed
 from nncompress.errors import CheckpointError, ConfigError, ModelError
 from nncompress.imports import import_object, is_import_spec
 from nncompress.models import Trust, arch_record, build_model, is_factory_record
@@ -49,6 +50,7 @@ from nncompress.report.plots import figures_available, sensitivity_plot, weight_
 from nncompress.rundir import RunDir
 from nncompress.train import fit, set_seed
 from nncompress.train.loop import Teacher
+from nncompress.train.rollback import Rollback
 from nncompress.train.objective import Objective, ObjectiveSpec, resolution_warning, resolve_objective
 from nncompress.train.evidence import Reading, ValidationReader, paired_drop
 from nncompress.train.probe import choose_finetune
@@ -119,7 +121,10 @@ def load_model_file(path: str | Path, model: Optional[nn.Module] = None, *, trus
     is needed only for files that record no architecture; a recorded factory
     that is not an nn.Module class is called only when ``trust_factory`` names it."""
     file = read_model_file(path)
-    return file.build_model(model, trust_factory=trust_factory), dict(file.meta)
+    built, meta = file.build_model(model, trust_factory=trust_factory), dict(file.meta)
+    del file  # the state it read is in the model now
+    release_freed()
+    return built, meta
 
 
 def data_kwargs(spec: str, splits: Splits, kwargs: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
@@ -463,7 +468,7 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
         bits = search.bits
         # the search's last reading is of the model as it stands (signed back to the metric's direction)
         val_before = objective.signed(readings[-1].score)
-    saved = copy.deepcopy(model.state_dict()), {n: s.codebook.clone() for n, s in shared.items()}
+    saved = Rollback(model, {n: s.codebook for n, s in shared.items()})
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)
     if journal is not None:
@@ -483,9 +488,9 @@ def share_model(model: nn.Module, splits: Splits, cfg: ShareConfig, progress: Op
     val_after = None if diverged else objective.score(model, splits.val_x, splits.val_y)
     kept = val_after is not None and objective.signed(val_after) >= objective.signed(val_before)
     if not kept:
-        model.load_state_dict(saved[0])
-        for name, layer in shared.items():
-            layer.codebook.copy_(saved[1][name])
+        codebooks = {n: s.codebook for n, s in shared.items()}
+        saved.restore_(model, codebooks)  # into the codebook tensors themselves
+    saved.close()
     distributed.check_identical([*distributed.model_tensors(model),
                                  *(item for n, layer in shared.items() for item in (
                                      (f"codebook:{n}", layer.codebook), (f"indices:{n}", layer.indices),
@@ -585,6 +590,7 @@ def compress_model(model: nn.Module, source_meta: dict[str, Any], splits: Splits
         save_compressed(out, model, shared, meta=meta, rel_bits=share_cfg.rel_bits,
                         raw_dtype=share_cfg.raw_dtype, codebook_dtype=share_cfg.codebook_dtype, quantized=quantized,
                         progress=progress)
+        shared.clear()  # masks and indices are in the file now; decoding it needs their memory
         t3 = time.perf_counter()
         decoded = load_compressed(out, max_decoded_bytes=2 ** 62, max_tensor_bytes=2 ** 62)  # written here: no limit
         # the file records the factory this very model was built from: calling it again needs no more trust

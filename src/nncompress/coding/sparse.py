@@ -20,6 +20,7 @@ from nncompress.errors import FormatError
 
 __all__ = [
     "from_relative",
+    "gaps",
     "merge_values",
     "split_values",
     "to_relative",
@@ -39,7 +40,7 @@ def _rel_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def _gaps(positions: np.ndarray) -> np.ndarray:
+def gaps(positions: np.ndarray) -> np.ndarray:
     """Zeros skipped before each position; ValueError unless sorted, unique, >= 0."""
     pos = np.asarray(positions)
     if pos.ndim != 1:
@@ -51,10 +52,10 @@ def _gaps(positions: np.ndarray) -> np.ndarray:
     pos = pos.astype(np.int64, copy=False)
     if pos[0] < 0:
         raise ValueError(f"positions must be non-negative, got {int(pos[0])}")
-    gaps = np.diff(pos, prepend=-1) - 1
-    if np.any(gaps < 0):
+    skipped = np.diff(pos, prepend=-1) - 1
+    if np.any(skipped < 0):
         raise ValueError("positions must be strictly increasing (sorted, no duplicates)")
-    return gaps
+    return skipped
 
 
 def to_relative(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,13 +67,13 @@ def to_relative(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
     negative positions, or ``bits`` outside 1..16.
     """
     b = _check_bits(bits)
-    gaps = _gaps(positions)
+    skipped = gaps(positions)
     m = 1 << b
-    fillers = gaps >> b
+    fillers = skipped >> b
     real_at = np.cumsum(fillers + 1) - 1  # index of each real entry in the output
     total = int(real_at[-1]) + 1 if len(real_at) else 0
     rel = np.full(total, m - 1, dtype=_rel_dtype(b))
-    rel[real_at] = gaps & (m - 1)
+    rel[real_at] = skipped & (m - 1)
     is_filler = np.ones(total, dtype=bool)
     is_filler[real_at] = False
     return rel, is_filler

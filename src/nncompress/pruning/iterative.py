@@ -13,17 +13,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional, Union
 
-import torch
 from torch import nn
 
+from nncompress.chunked import all_finite
 from nncompress.config import PruneConfig
 from nncompress.errors import ConfigError, ModelError
 from nncompress.progress import ProgressFn, report
-from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, restore_,
-                                      snapshot)
+from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, packing_masks,
+                                      restore_, snapshot)
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.judge import Judgement, StepJudge
-from nncompress.pruning.masks import prunable_layers, std_threshold, threshold_mask
+from nncompress.pruning.masks import count_kept, prunable_layers, std_threshold, threshold_mask
 from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
 from nncompress.pruning.target import density_steps, masked_density, q_for_density
@@ -85,7 +85,7 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     layers = prunable_layers(model, cfg.select, cfg.exclude)
     if not layers:
         raise ConfigError(f"select {cfg.select!r} (exclude {cfg.exclude!r}) selects no layer of the model to prune")
-    bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
+    bad = [n for n, m in layers.items() if not all_finite(m.weight)]
     if bad:
         raise ModelError(f"weights of {', '.join(bad)} contain NaN or Inf: fix or retrain the model before pruning")
     unknown = sorted(set(cfg.layer_scale) - set(layers))
@@ -108,8 +108,7 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
     fine-tuned; every step is kept, whatever validation says (it is recorded)."""
     layers = prunable_layers(model, cfg.select, cfg.exclude)
     scaled = {n: stds[n] * cfg.layer_scale.get(n, 1.0) for n in selected}
-    chosen = {n: masks[n] for n in selected}
-    start = masked_density({n: layers[n].weight for n in selected}, chosen, scaled, 0.0)
+    start = masked_density({n: layers[n].weight for n in selected}, masks, scaled, 0.0)
     goals = density_steps(start, float(cfg.target_density), cfg.target_steps)
     if not goals:
         log.warning("the selected layers already keep %.4f of their weights, no more than the target density "
@@ -117,11 +116,10 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
     for step, goal in enumerate(goals, 1):
         t0 = time.perf_counter()
         weights = {n: layers[n].weight for n in selected}
-        q = q_for_density(weights, chosen, scaled, goal)
+        q = q_for_density(weights, masks, scaled, goal)
         for n in selected:
             q_now[n] = q * cfg.layer_scale.get(n, 1.0)
             masks[n] &= threshold_mask(layers[n].weight, std_threshold(stds[n], q_now[n]))
-            chosen[n] = masks[n]
         reapply()
         if kept_fraction is not None:
             adjust_dropout_(model, rates, kept_fraction())
@@ -156,12 +154,13 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}
     masks = initial_masks(layers)
+    finetune = packing_masks(finetune, layers, masks)
     rates = original_rates(model)
-    start_kept = {n: max(1, int(m.sum())) for n, m in masks.items()}
+    start_kept = {n: max(1, count_kept(m)) for n, m in masks.items()}
 
     def kept_fraction() -> dict[str, float]:
         """C_ir / C_io: connections now over connections when this run started."""
-        return {n: int(m.sum()) / start_kept[n] for n, m in masks.items()}
+        return {n: count_kept(m) / start_kept[n] for n, m in masks.items()}
     qs = q_schedule(cfg.q0, cfg.q_step, cfg.q_max)
     total = len(groups) * (len(qs) + cfg.refine_steps) + 1
     tick = 0

@@ -50,7 +50,8 @@ def sensitivity_scan(model: nn.Module, qs: Sequence[float], evaluate: Callable[[
                 mask = threshold_mask(original, std_threshold(std, q))
                 with torch.no_grad():
                     layer.weight.copy_(original * mask)
-                rows.append(SensitivityRow(name, float(q), float(mask.float().mean()), evaluate()))
+                kept = int(torch.count_nonzero(mask)) / max(1, mask.numel())
+                rows.append(SensitivityRow(name, float(q), kept, evaluate()))
                 done += 1
                 report(progress, "sensitivity", done, total, layer=name, q=q)
         finally:

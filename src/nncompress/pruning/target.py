@@ -7,6 +7,7 @@ from typing import Mapping
 import torch
 
 from nncompress.errors import ConfigError
+from nncompress.pruning.masks import count_kept
 
 
 def density_steps(start: float, target: float, steps: int) -> list[float]:
@@ -26,7 +27,7 @@ def density_steps(start: float, target: float, steps: int) -> list[float]:
 def masked_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
                    scaled_std: Mapping[str, float], q: float) -> float:
     """Fraction of all weights kept by ``mask & (|w| >= q x scaled_std)``."""
-    kept = sum(int((masks[n] & (w.abs() >= q * scaled_std[n])).sum()) for n, w in weights.items())
+    kept = sum(count_kept(masks[n], w, q * scaled_std[n]) for n, w in weights.items())
     return kept / max(1, sum(w.numel() for w in weights.values()))
 
 
@@ -37,7 +38,7 @@ def q_for_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch
     the weights; ``scaled_std`` is each layer's std times its layer scale."""
     if masked_density(weights, masks, scaled_std, 0.0) <= density:
         return 0.0
-    ratios = [float(w.abs().max()) / s for n, w in weights.items() if (s := scaled_std[n]) > 0]
+    ratios = [max(-float(w.min()), float(w.max())) / s for n, w in weights.items() if (s := scaled_std[n]) > 0]
     lo, hi = 0.0, max(ratios, default=0.0) * (1 + 1e-6) + 1e-12
     for _ in range(iterations):
         mid = (lo + hi) / 2

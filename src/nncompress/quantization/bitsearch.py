@@ -96,14 +96,15 @@ def fit_bits_(layers: Mapping[str, nn.Module], bits: Mapping[str, int], init: Un
             break
         # a layer with no more weights than entries is exact already (an empty cluster is not:
         # linear init leaves some on heavy-tailed weights, which need the width most)
-        growable = {n: s for n, s in shared.items() if widths[n] < caps[n] and int(s.mask.sum()) > 2 ** widths[n]}
+        growable = {n: s for n, s in shared.items()
+                    if widths[n] < caps[n] and int(torch.count_nonzero(s.mask)) > 2 ** widths[n]}
         if not growable:
             break
         parts = {}
         for done, (name, layer) in enumerate(growable.items(), 1):
             parts[name] = current - _drop_without(name, layer, originals[name], drop)
             report(progress, "bit search", done, len(growable), round=round_no, layer=name)
-        sizes = {n: int(s.mask.sum()) for n, s in growable.items()}
+        sizes = {n: int(torch.count_nonzero(s.mask)) for n, s in growable.items()}
         raised = choose_raises(parts, sizes, current - tolerance)
         with torch.no_grad():
             for name in raised:

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from nncompress.chunked import all_finite
 from nncompress.coding.schema import MAX_CODEBOOK_BITS
 from nncompress.errors import ConfigError, ModelError
 from nncompress.progress import ProgressFn, report
@@ -65,7 +66,7 @@ class SharedLayer:
                 f"mask must be a bool tensor of the weight's shape {tuple(weight.shape)}; "
                 f"got {self.mask.dtype} {tuple(self.mask.shape)}"
             )
-        kept = int(self.mask.sum())
+        kept = int(torch.count_nonzero(self.mask))
         if self.indices.dtype != torch.int64 or self.indices.shape != (kept,):
             raise ConfigError(
                 f"indices must be int64 with one entry per kept weight ({kept}); "
@@ -144,7 +145,7 @@ def share_weights_(
         check_init(chosen)
     _check_bits(layers, bits)
     for name, module in layers.items():
-        if not torch.isfinite(_weight(module, name)).all():
+        if not all_finite(_weight(module, name)):
             raise ModelError(f"layer {name!r} has NaN or Inf weights; they cannot be shared")
     tied = tied_layers(layers)
     for name, first in tied.items():
@@ -156,7 +157,7 @@ def share_weights_(
             continue
         weight = module.weight
         mask = weight.detach() != 0
-        if mask.numel() and mask.sum() >= UNPRUNED_ABOVE * mask.numel():
+        if mask.numel() and int(torch.count_nonzero(mask)) >= UNPRUNED_ABOVE * mask.numel():
             mask = torch.ones_like(mask)  # a handful of exact zeros in a trained tensor is not pruning
         values = weight.detach()[mask].to(torch.float32).cpu().numpy()
         k = min(2 ** bits[name], values.size)
@@ -182,7 +183,7 @@ def share_weights_(
 def warn_empty_codebooks(shared: Mapping[str, SharedLayer]) -> None:
     """Empty clusters cost no bytes (they are not stored), but they are resolution not used."""
     sparse_books = [f"{name} {layer.codebook.numel()}/{layer.capacity}" for name, layer in shared.items()
-                    if int(layer.mask.sum()) > layer.capacity
+                    if int(torch.count_nonzero(layer.mask)) > layer.capacity
                     and layer.codebook.numel() < (1 - EMPTY_WARNING) * layer.capacity]
     if sparse_books:
         log.warning("k-means left more than %d%% of the codebook empty in %d layer(s) (%s; used/allowed): "

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nncompress.atomic import atomic_open
+from nncompress.chunked import all_finite
 from nncompress.coding.csr import CSR, csr_bytes, from_csr, to_csr
 from nncompress.errors import CheckpointError, FormatError, ModelError
 from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record, remember, trusted_factory
@@ -76,7 +77,8 @@ def _materialises_from_state(model: nn.Module) -> bool:
 
 def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, trust_factory: Trust = False,
                     source: str = "the file", error: type[Exception] = CheckpointError) -> nn.Module:
-    """A model of the recorded architecture, shaped to take ``state`` (load it next).
+    """A model of the recorded architecture, shaped to take ``state`` (load it next, with
+    ``load_state``: the model may still be on the meta device, to take the state's tensors).
 
     A factory runs on the meta device first (no memory) and what it builds is
     checked against the stored tensors, so a record that does not describe
@@ -108,13 +110,18 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
 def _from_probe(probe: nn.Module, state: Mapping[str, torch.Tensor], error: type[Exception], message: str
                 ) -> Optional[nn.Module]:
     """A meta-device ``probe`` fitted to ``state`` and checked against it (``message``, with
-    ``{problem}`` filled in, when it does not match); allocated on the CPU when the state
-    covers every tensor it holds, else None (it must be built for real)."""
+    ``{problem}`` filled in, when it does not match), when the state covers every tensor it
+    holds (load the state next), else None (it must be built for real)."""
     fit_shapes_(probe, state)
     problem = state_mismatch(probe, state)
     if problem:
         raise error(message.replace("{problem}", problem))
-    return probe.to_empty(device="cpu") if _materialises_from_state(probe) else None
+    if not _materialises_from_state(probe):
+        return None
+    tied = len(list(probe.named_parameters(remove_duplicate=False))) != len(list(probe.named_parameters()))
+    # untied, it stays on the meta device: ``load_state`` then hands it the state's own tensors (no second
+    # copy of the weights while loading); tied weights are allocated, so they stay one parameter
+    return probe.to_empty(device="cpu") if tied else probe
 
 
 def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
@@ -169,7 +176,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
 
 def nonfinite(state: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or Inf (each caller picks its error type)."""
-    return [str(k) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return [str(k) for k, v in state.items() if not all_finite(v)]
 
 
 def check_finite(state: Mapping[str, torch.Tensor]) -> None:
@@ -409,4 +416,23 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError(f"checkpoint tensor(s) {', '.join(cast[:6])} are not floating point but the model's "
                               "are: nncompress does not dequantize; dequantize them (or save the float weights) "
                               "and load again")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    # a model on the meta device (``model_for_state``) takes the state's tensors themselves
+    assign = any(t.is_meta for t in own.values())
+    converted = {k: v.to(own[k].dtype) for k, v in state.items()}
+    if assign:
+        converted = _owned(converted)
+    model.load_state_dict(converted, assign=assign)
+
+
+def _owned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every tensor made the sole, contiguous user of its memory: a model that
+    takes them as its parameters must not find two sharing bytes (a file may store views of
+    one storage, or an expanded tensor), or training one would write the other."""
+    out, seen = {}, set()
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        alone = (v.is_contiguous() and v.storage_offset() == 0 and ptr not in seen
+                 and v.untyped_storage().nbytes() == v.numel() * v.element_size())
+        out[k] = v if alone else v.clone(memory_format=torch.contiguous_format)
+        seen.add(out[k].untyped_storage().data_ptr())
+    return out

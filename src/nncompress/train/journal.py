@@ -171,7 +171,8 @@ class Journal:
         call, before, task, epochs, settings = self._current
         entry = {"before": before, "task": task, "epochs": epochs, "settings": settings, "epoch": epoch,
                  "losses": list(losses),
-                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                 # saved before anything can change it, so no copy (a second model in memory) is needed
+                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                  # a finished call is only ever loaded, never continued: no optimizer state needed
                  "opt": opt.state_dict() if opt is not None and epoch < epochs else None,
                  "generator": generator.get_state(),

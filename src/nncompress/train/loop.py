@@ -31,8 +31,10 @@ from nncompress import distributed
 from nncompress.config import TrainConfig
 from nncompress.data.batches import Inputs, OutputFn, count, model_device, model_outputs, take, to_device
 from nncompress.errors import ModelError
+from nncompress.memory import release_freed
 from nncompress.progress import ProgressFn, report
 from nncompress.train.objective import Objective, default_objective
+from nncompress.train.sgd import InPlaceSGD
 
 if TYPE_CHECKING:
     from nncompress.train.journal import Journal
@@ -111,8 +113,8 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
     if cfg.epochs == 0 or (not trainable and after_step is None):
         return []
     gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                          weight_decay=cfg.weight_decay) if trainable else None
+    opt = InPlaceSGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                     weight_decay=cfg.weight_decay) if trainable else None
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     chosen = {id(p) for p in trainable}
@@ -120,7 +122,9 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
+    in_backward: list = []
     device = model_device(model)
+    release_freed()  # what the caller freed before training (a state dict, bool masks) leaves the peak
     model.train()
     try:
         start = 0
@@ -134,6 +138,10 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         step = start * steps_per_epoch
         ranks = distributed.world_size() if distributed.active() else 1
         reduced = [p for p in model.parameters() if p.requires_grad] if ranks > 1 else []
+        # one process: each layer is updated as soon as its gradient is ready (one gradient held at a
+        # time); under torchrun the step waits for the gradients averaged over the ranks
+        if opt is not None and ranks == 1:
+            in_backward = opt.step_in_backward()
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(n, generator=gen)
             running = 0.0
@@ -143,6 +151,9 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                 idx = order[i:i + cfg.batch_size]
                 mine = distributed.shard(idx) if ranks > 1 else idx
                 model.zero_grad(set_to_none=True)
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = _lr_at(cfg, step, total)
                 if len(mine):
                     inputs = to_device(take(x, mine), device)
                     target = y[mine].to(device) if y is not None else None
@@ -151,9 +162,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                     running += loss.item() * len(mine)
                 if ranks > 1:
                     distributed.average_gradients(reduced, len(mine) / len(idx), uneven=len(idx) < ranks)
-                if opt is not None:
-                    for group in opt.param_groups:
-                        group["lr"] = _lr_at(cfg, step, total)
+                if opt is not None and not in_backward:
                     opt.step()
                 if after_step is not None:
                     after_step()
@@ -170,6 +179,10 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                 journal.epoch_done(epoch + 1, model, opt, gen, losses)
             report(progress, task, epoch + 1, cfg.epochs, loss=losses[-1])
     finally:
+        for handle in in_backward:
+            handle.remove()
+        for p in trainable:  # the last step's gradients are never read again: give their memory back
+            p.grad = None
         for p in frozen:
             p.requires_grad_(True)
         model.eval()

@@ -4,8 +4,8 @@ A converged net can sit where the default fine-tuning rate throws it to another
 point: with nothing pruned, two epochs at lr 0.05 move LeNet-5's validation
 outputs by a mean KL divergence of 0.031-0.033 nats (and its accuracy by up to
 0.4 points either way), against 0.013-0.015 for LeNet-300-100. The pruner would
-then judge that jump instead of the pruning. So a copy of the dense model gets
-one pruning step's worth of fine-tuning first; when that alone moves the
+then judge that jump instead of the pruning. So the dense model gets one
+pruning step's worth of fine-tuning first (and is rolled back after); when that alone moves the
 outputs by more than ``probe_kl`` or costs more than the tolerance, the pruning
 fine-tunes at the fallback rate with distillation from the dense model.
 
@@ -35,6 +35,7 @@ from nncompress.pruning.schedule import drop_points
 from nncompress.train.evidence import Reading, ValidationReader, paired_drop
 from nncompress.train.loop import Teacher, fit, model_device
 from nncompress.train.objective import Classification, Objective
+from nncompress.train.rollback import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +100,22 @@ def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.T
     reader = reader or ValidationReader(objective, val_x, val_y, model)
     dense_reading = reader.read(model)
     dense = dense_reading.score
-    trial = copy.deepcopy(model)
     teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
         if cfg.distill > 0 and objective.uses_teacher_term else None
-    device = model_device(model)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
-        gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
-        try:
-            fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
-                task="probe", teacher=teacher, objective=objective)
-            diverged = False
-        except ModelError:  # the loss went to NaN/Inf: the clearest case for the fallback
-            diverged = True
+    # the trial tunes the model itself and is rolled back after (a copy would hold the model twice while
+    # it trains; the rollback copy of a large model waits on disk)
+    saved, trial = Rollback(model), model
+    try:
+        diverged, trial_reading = _trial(trial, train_x, train_y, cfg, progress, teacher, objective, reader)
+    finally:
+        saved.restore_(model)
+        saved.close()
     kl = None
     if diverged:
         probed = None
         unstable = True
     else:
-        trial_reading = reader.read(trial)
+        assert trial_reading is not None
         probed = trial_reading.score
         kl = None if trial_reading.kl is None else round(trial_reading.kl, 6)
         unstable = (kl is not None and kl > cfg.probe_kl) or _costs_too_much(dense_reading, trial_reading, cfg)
@@ -129,3 +127,20 @@ def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.T
                             metric=objective.metric)
     log.info("%s", choice.describe())
     return cfg, choice
+
+
+def _trial(trial: nn.Module, train_x: Inputs, train_y: Optional[torch.Tensor], cfg: PruneConfig,
+           progress: Optional[ProgressFn], teacher: Optional[Teacher], objective: Objective,
+           reader: ValidationReader) -> tuple[bool, Optional[Reading]]:
+    """One step's fine-tuning at the configured rate: (diverged, the validation reading after)."""
+    device = model_device(trial)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
+        gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
+        try:
+            fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
+                task="probe", teacher=teacher, objective=objective)
+            diverged = False
+        except ModelError:  # the loss went to NaN/Inf: the clearest case for the fallback
+            diverged = True
+    return diverged, None if diverged else reader.read(trial)
