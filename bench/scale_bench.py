@@ -6,6 +6,8 @@ to a target density, fine-tuned on a few synthetic batches); share (k-means, 5 b
 Linear and 8 for convolutions) and code the file; decode it. Each stage runs in a fresh
 process, so its peak resident memory (``ru_maxrss``) is its own; the table gives it beside
 the process's memory after importing torch and as a multiple of the model's fp32 bytes.
+With ``--procs 2`` the prune and compress stages run as two ranks under torchrun (gloo),
+each rank's peak reported; build and decode stay one process.
 Writes bench/results/<tag>.{json,md}.
 """
 from __future__ import annotations
@@ -41,11 +43,13 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
     """Run one stage in this process and return its figures."""
     import torch
     import nncompress as nnc
+    from nncompress import distributed
     from nncompress.models import build_model
     from nncompress.pipeline import load_model_file
     from nncompress.train.checkpoint import save_checkpoint
     torch.set_num_threads(args.threads)
     base_rss = _rss_mb()
+    distributed.init_from_env(device="cpu")
     t0 = time.perf_counter()
     info: dict = {}
     if name == "build":
@@ -58,7 +62,8 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
         cfg = nnc.PruneConfig(target_density=args.density, target_steps=1, epochs_per_step=1, final_epochs=0,
                               batch_size=args.batch, probe=False, control=False, remove_dead=False)
         model, result = nnc.prune(model, _data(args.images, args.batch), cfg, inplace=True)
-        save_checkpoint(work / "pruned.pt", model, meta={"data": "synthetic", "pruned": True})
+        if distributed.is_main():
+            save_checkpoint(work / "pruned.pt", model, meta={"data": "synthetic", "pruned": True})
         info["density"] = result.steps[-1].overall_density
     elif name == "compress":
         model = load_model_file(work / "pruned.pt")[0]
@@ -71,7 +76,25 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
         model = nnc.load(work / "vgg16.nnc")
         info["params"] = sum(p.numel() for p in model.parameters())
     return {"stage": name, "seconds": round(time.perf_counter() - t0, 2), "base_rss_mb": round(base_rss),
-            "peak_rss_mb": round(_rss_mb()), **info}
+            "peak_rss_mb": round(_rss_mb()), "rank": distributed.rank(), **info}
+
+
+def _run_stage(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    """One stage in fresh processes (two ranks under torchrun for prune and compress with
+    --procs 2); each process's figures come back through a file of its own."""
+    procs = args.procs if name in ("prune", "compress") else 1
+    for old in work.glob(f"{name}.rank*.json"):
+        old.unlink()
+    cmd = [sys.executable, __file__, "--stage", name, *sys.argv[1:]]
+    if procs > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               __file__, "--stage", name, *sys.argv[1:]]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode:
+        print(out.stderr[-3000:], file=sys.stderr)
+        return [{"stage": name, "procs": procs, "error": out.stderr.strip().splitlines()[-1:]}]
+    rows = [json.loads(p.read_text()) for p in sorted(work.glob(f"{name}.rank*.json"))]
+    return [{**r, "procs": procs} for r in rows]
 
 
 def main() -> None:
@@ -82,39 +105,40 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default="scale_bench")
+    parser.add_argument("--procs", type=int, default=1, help="ranks under torchrun for prune and compress")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.stage:
-        print(json.dumps(stage(args.stage, work, args)))
+        row = stage(args.stage, work, args)
+        (work / f"{args.stage}.rank{row['rank']}.json").write_text(json.dumps(row))
         return
     from benchlib import run_meta, write_results
-    rows = []
+    rows: list[dict] = []
     for name in ("build", "prune", "compress", "decode"):
-        cmd = [sys.executable, __file__, "--stage", name, *sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        if out.returncode:
-            rows.append({"stage": name, "error": out.stderr.strip().splitlines()[-1:]})
-            print(out.stderr[-3000:], file=sys.stderr)
-            break
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows += _run_stage(name, args, work)
         print(rows[-1], flush=True)
+        if "error" in rows[-1]:
+            break
     fp32_mb = 4 * rows[0].get("params", 0) / 2 ** 20
     for r in rows:
         if "peak_rss_mb" in r:
             r["peak_over_model"] = round((r["peak_rss_mb"] - r["base_rss_mb"]) / fp32_mb, 2)
     meta = run_meta("scale_bench.py", fp32_mb=round(fp32_mb), density=args.density, images=args.images,
                     batch=args.batch)
-    lines = ["# VGG-16 (138 M parameters) through every stage, one process per stage", "",
-             f"`{meta['command']}` on {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}, "
-             f"{meta['date']}. Model fp32: {fp32_mb:,.0f} MiB. Random weights, synthetic {SHAPE} inputs.", "",
-             "| stage | seconds | peak RSS MiB | after import MiB | (peak - import) / model fp32 | notes |",
-             "|---|---|---|---|---|---|"]
+    how = "one process per stage" if args.procs == 1 else f"prune and compress as {args.procs} ranks under torchrun"
+    lines = [f"# VGG-16 (138 M parameters) through every stage, {how}", "",
+             f"`{meta['command']}` on {meta['machine']}, {args.threads} threads per process, torch {meta['torch']}, "
+             f"{meta['date']}. Model fp32: {fp32_mb:,.0f} MiB. Random weights, synthetic {SHAPE} inputs. Each "
+             "stage runs in fresh processes; peak RSS is each process's own (`ru_maxrss`).", "",
+             "| stage | rank | seconds | peak RSS MiB | after import MiB | (peak - import) / model fp32 | notes |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         notes = {k: v for k, v in r.items() if k not in ("stage", "seconds", "peak_rss_mb", "base_rss_mb",
-                                                           "peak_over_model")}
-        lines.append(f"| {r['stage']} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | "
+                                                           "peak_over_model", "rank", "procs")}
+        rank = f"{r.get('rank', 0)} of {r.get('procs', 1)}"
+        lines.append(f"| {r['stage']} | {rank} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | "
                      f"{r.get('base_rss_mb', '')} | {r.get('peak_over_model', '')} | {json.dumps(notes)} |")
     write_results(args.tag, meta, rows, "\n".join(lines) + "\n")
 

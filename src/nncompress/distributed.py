@@ -212,6 +212,10 @@ def _sum_in_place(tensors: Sequence[torch.Tensor], what: str) -> None:
     """All-reduce (sum) ``tensors`` in place, a bucket of them at a time."""
     dist, device = _dist(), _comm_device()
     for bucket in _buckets(tensors):
+        if len(bucket) == 1 and bucket[0].is_contiguous() and bucket[0].device == device:
+            with _guard(what):  # a tensor of a bucket's size or more: reduced where it lies, not copied
+                dist.all_reduce(bucket[0])
+            continue
         flat = torch.cat([t.reshape(-1) for t in bucket]).to(device)
         with _guard(what):
             dist.all_reduce(flat)
