@@ -179,7 +179,8 @@ def test_a_recorded_model_takes_the_files_tensors_without_a_second_copy(tmp_path
     save_checkpoint(tmp_path / "m.pt", model)
     loaded, _ = load_model_file(tmp_path / "m.pt")
     assert all(not t.is_meta for t in loaded.state_dict().values())
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     assert all(p.requires_grad for p in loaded.parameters())
     ptrs = [p.untyped_storage().data_ptr() for p in loaded.parameters()]
     assert len(set(ptrs)) == len(ptrs)
