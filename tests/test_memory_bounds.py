@@ -196,3 +196,58 @@ def test_tensors_that_share_memory_in_a_file_are_separate_parameters(tmp_path) -
     ptrs = [t.untyped_storage().data_ptr() for t in owned.values()]
     assert len(set(ptrs)) == 4 and all(t.is_contiguous() for t in owned.values())
     assert owned["d"] is state["d"] and all(torch.equal(owned[k], state[k]) for k in state)
+
+
+class _Tokens(nn.Module):
+    """A Linear on 3-D inputs (batch, tokens, features) and one without a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(6, 40)
+        self.down = nn.Linear(40, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x.view(len(x), 2, 6)))).mean(1)
+
+
+@pytest.mark.parametrize("make", [_net, _Tokens])
+def test_stepping_large_linears_by_rows_is_stepping_them_whole(monkeypatch, make) -> None:
+    from nncompress.config import TrainConfig
+    from nncompress.train import rowstep
+    from nncompress.train.loop import fit
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 12, generator=gen), torch.randint(0, 3, (96,), generator=gen)
+    cfg = TrainConfig(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=16)
+    models = []
+    calls = []
+    update_rows = InPlaceSGD.update_rows
+    monkeypatch.setattr(InPlaceSGD, "update_rows", lambda self, *a: calls.append(1) or update_rows(self, *a))
+    for limit in (2**62, 1):
+        monkeypatch.setattr(rowstep, "ROW_STEP_BYTES", limit)
+        monkeypatch.setattr(rowstep, "BLOCK_BYTES", 7 * 12 * 4)  # blocks of 7 rows: several, the last one short
+        torch.manual_seed(0)
+        model = make()
+        fit(model, x, y, cfg, generator=torch.Generator().manual_seed(1))
+        models.append(model)
+        assert all("forward" not in vars(m) for m in model.modules())  # the class's forward is back
+    for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+    linears = [m for m in models[1].modules() if isinstance(m, nn.Linear)]
+    blocks = sum(-(-m.out_features // max(1, rowstep.BLOCK_BYTES // (4 * m.in_features))) for m in linears)
+    assert blocks > len(linears) and len(calls) == 2 * 6 * blocks  # 2 epochs of 6 batches, every block each step
+
+
+def test_a_row_stepped_weight_never_holds_a_whole_gradient(monkeypatch) -> None:
+    from nncompress.train import rowstep
+    monkeypatch.setattr(rowstep, "ROW_STEP_BYTES", 1)
+    model = _net()
+    opt = InPlaceSGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    seen = []
+    with rowstep.row_stepped(model, opt) as chosen:
+        assert chosen == {id(model[0].weight), id(model[3].weight)}
+        before = model[0].weight.detach().clone()
+        loss = nn.functional.cross_entropy(model(torch.randn(8, 12)), torch.randint(0, 3, (8,)))
+        loss.backward()
+        seen = [model[0].weight.grad, model[3].weight.grad]
+        assert not torch.equal(before, model[0].weight)  # stepped inside backward
+    assert seen == [None, None] and model[0].bias.grad is not None

@@ -17,6 +17,7 @@ global RNG state are made equal on every rank after it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -34,6 +35,7 @@ from nncompress.errors import ModelError
 from nncompress.memory import release_freed
 from nncompress.progress import ProgressFn, report
 from nncompress.train.objective import Objective, default_objective
+from nncompress.train.rowstep import row_stepped
 from nncompress.train.sgd import InPlaceSGD
 
 if TYPE_CHECKING:
@@ -123,6 +125,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         p.requires_grad_(False)
     losses: list[float] = []
     in_backward: list = []
+    hooks = contextlib.ExitStack()
     device = model_device(model)
     release_freed()  # what the caller freed before training (a state dict, bool masks) leaves the peak
     model.train()
@@ -142,6 +145,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         # time); under torchrun the step waits for the gradients averaged over the ranks
         if opt is not None and ranks == 1:
             in_backward = opt.step_in_backward()
+            hooks.enter_context(row_stepped(model, opt))  # the largest Linear layers: a block of rows at a time
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(n, generator=gen)
             running = 0.0
@@ -179,6 +183,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                 journal.epoch_done(epoch + 1, model, opt, gen, losses)
             report(progress, task, epoch + 1, cfg.epochs, loss=losses[-1])
     finally:
+        hooks.close()
         for handle in in_backward:
             handle.remove()
         for p in trainable:  # the last step's gradients are never read again: give their memory back

@@ -61,6 +61,27 @@ class InPlaceSGD(torch.optim.Optimizer):
                 grad = buf
         p.add_(grad, alpha=-group["lr"])
 
+    @torch.no_grad()
+    def update_rows(self, p: torch.Tensor, rows: slice, grad: torch.Tensor) -> None:
+        """The step of rows ``rows`` of ``p`` from their gradient ``grad`` (which it overwrites):
+        what ``step()`` does to those rows, for a layer whose whole gradient is never held. The
+        momentum buffer starts at zero, so its first update is the gradient itself, as in ``step()``."""
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        momentum, decay = group["momentum"], group["weight_decay"]
+        if decay:
+            grad.add_(p[rows], alpha=decay)
+        if momentum:
+            state = self.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"][rows]
+            buf.mul_(momentum).add_(grad)
+            if group["nesterov"]:
+                grad.add_(buf, alpha=momentum)
+            else:
+                grad = buf
+        p[rows].add_(grad, alpha=-group["lr"])
+
     def step_in_backward(self) -> list[RemovableHandle]:
         """Update each parameter as soon as backward has its gradient, then drop the gradient:
         only one layer's gradient is held at a time, not the whole model's. ``step()`` must
