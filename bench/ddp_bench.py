@@ -87,10 +87,11 @@ def main() -> None:
                      f"{r['file_bytes']:,} | {100 * r['test_accuracy']:.2f} | {r['test_drop_points']:+.2f} | "
                      f"{r['training_calls']} |")
     one, two = rows.values()
-    lines += ["", f"Two ranks took {two['wall_seconds'] / one['wall_seconds']:.2f}x the wall time of one. Each rank "
-              "does half of every batch, and every step adds one gradient all-reduce over gloo; on two cores "
-              "shared with other work the difference is within this machine's noise. Ratio and drop differ as two "
-              "seeds would: BatchNorm sees half batches and dropout draws other masks on two ranks."]
+    lines += ["", f"Two ranks took {two['wall_seconds'] / one['wall_seconds']:.2f}x the wall time of one "
+              f"(one run of each; an epoch of the base training took {train_s / max(1, args.train_epochs):.0f} s "
+              "on one thread, start-up included). Each rank does half of every batch, and every step adds one "
+              "gradient all-reduce over gloo. Ratio and drop differ as two seeds would: BatchNorm sees half "
+              "batches and dropout draws other masks on two ranks."]
     (OUT / "ddp_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
