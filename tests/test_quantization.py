@@ -438,3 +438,21 @@ def test_a_few_exact_zeros_do_not_make_a_tensor_pruned() -> None:
         pruned.weight[:, :10] = 0.0  # 10 % pruned: that is pruning
     shared = share_weights_({"fc": pruned}, {"fc": 4}, init="linear")
     assert int(shared["fc"].mask.sum()) == 3600 and int((pruned.weight == 0).sum()) == 400
+
+
+@pytest.mark.parametrize("init", ["linear", "density", "auto"])
+def test_kmeans_in_chunks_is_kmeans_in_one_pass(monkeypatch: pytest.MonkeyPatch, init: str) -> None:
+    """Large layers are clustered a chunk at a time (bounded memory): the same codebook and
+    labels, bit for bit, as one pass; chunks of 7 put runs of equal values across their edges."""
+    from nncompress.quantization import kmeans
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.standard_t(3, 5000), np.round(rng.normal(size=3000), 2)]).astype(np.float32)
+    whole = kmeans.kmeans_1d(values, 32, init)
+    few = kmeans.kmeans_1d(values[:40].round(0), 32, init)  # fewer distinct values than k
+    monkeypatch.setattr(kmeans, "CHUNK", 7)
+    chunked = kmeans.kmeans_1d(values, 32, init)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
+    few_chunked = kmeans.kmeans_1d(values[:40].round(0), 32, init)
+    assert np.array_equal(few[0], few_chunked[0]) and np.array_equal(few[1], few_chunked[1])
+    assert kmeans.squared_error(values, *whole) == pytest.approx(
+        float(np.sum((values.astype(np.float64) - whole[0][whole[1]].astype(np.float64)) ** 2)), rel=1e-12)

@@ -9,6 +9,11 @@ over them. The final assignment in the caller's order is one
 ``np.searchsorted`` of the values on the midpoints (O(n log k)) and the final
 centroids one ``np.bincount``, so the codebook returned is exactly the mean of
 the values labelled with it.
+
+Memory stays bounded on layers of a hundred million weights: the sorted copy is
+float32, and the float64 prefix sums and the final assignment are made a chunk
+at a time (each running sum carried into the next chunk, so the result is the
+same bit for bit as one pass); no per-value temporary is wider than a chunk.
 """
 from __future__ import annotations
 
@@ -64,22 +69,65 @@ def _initial_centroids(sorted_vals: np.ndarray, k: int, init: str, seed: int) ->
     return np.sort(rng.choice(distinct, size=k, replace=False)).astype(np.float64)
 
 
+#: values per chunk of the passes that need a float64 or int64 temporary (32 MB each)
+CHUNK = 1 << 22
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, CHUNK)
+
+
+def _centred_prefix(s: np.ndarray, centre: float) -> np.ndarray:
+    """``[0, cumsum(s - centre)]`` in float64, a chunk at a time: each chunk's sum starts from
+    the last one's total (cumsum adds in order), so it equals one whole-array cumsum."""
+    prefix = np.empty(s.size + 1, dtype=np.float64)
+    prefix[0] = 0.0
+    for a in _chunks(s.size):
+        part = prefix[a:a + min(CHUNK, s.size - a) + 1]  # starts at the running total
+        part[1:] = s[a:a + len(part) - 1]
+        part[1:] -= centre
+        np.cumsum(part, out=part)
+    return prefix
+
+
+def _count_at_most(s: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How many of the float32 values ``s`` (ascending) are <= each float64 point. Each point
+    is first taken down to the float32 at or below it, which keeps every count exact and lets
+    numpy search ``s`` as it is (float64 points would have it copy ``s`` to float64)."""
+    p32 = points.astype(np.float32)
+    over = p32.astype(np.float64) > points
+    p32[over] = np.nextafter(p32[over], np.float32(-np.inf))
+    return np.searchsorted(s, p32, side="right")
+
+
+def _distinct(s: np.ndarray, limit: int) -> tuple[int, np.ndarray | None]:
+    """The number of distinct values of ascending ``s`` and, when at most ``limit``, the values."""
+    count, found = 0, []
+    for a in _chunks(s.size):
+        part = s[a:a + CHUNK + 1]  # one value of overlap: a run across chunks counts once
+        new = np.flatnonzero(part[1:] != part[:-1]) + 1
+        if a == 0:
+            new = np.concatenate(([0], new))
+        count += len(new)
+        if count <= limit:
+            found.append(part[new])
+    return count, (np.concatenate(found) if count <= limit else None)
+
+
 def _lloyd_sorted(
     s: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float
 ) -> np.ndarray:
-    """Lloyd iterations on ascending values ``s``; returns ascending centroids."""
+    """Lloyd iterations on ascending float32 values ``s``; returns ascending centroids."""
     n = s.size
     centre = float(s[n // 2])  # prefix sums of centred values lose less precision
-    prefix = np.empty(n + 1, dtype=np.float64)
-    prefix[0] = 0.0
-    np.cumsum(s - centre, out=prefix[1:])
-    span = float(s[-1] - s[0])
+    prefix = _centred_prefix(s, centre)
+    span = float(s[-1]) - float(s[0])
     c = centroids
     prev: np.ndarray | None = None
     for _ in range(max_iter):
         mids = 0.5 * (c[:-1] + c[1:])
         # A value on a midpoint goes to the lower cluster, as in the final assignment.
-        bounds = np.concatenate(([0], np.searchsorted(s, mids, side="right"), [n]))
+        bounds = np.concatenate(([0], _count_at_most(s, mids), [n]))
         if prev is not None and np.array_equal(bounds, prev):
             break  # same clusters as last time: the centroids cannot move
         counts = bounds[1:] - bounds[:-1]
@@ -126,16 +174,13 @@ def kmeans_1d(
     if v32.size == 0:
         return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
 
-    s = np.sort(v32).astype(np.float64)
-    is_new = np.empty(s.size, dtype=bool)
-    is_new[0] = True
-    np.not_equal(s[1:], s[:-1], out=is_new[1:])
-    n_distinct = int(np.count_nonzero(is_new))
-    if n_distinct <= k:
-        distinct = s[is_new].astype(np.float32)
-        labels = np.searchsorted(distinct, v32).astype(np.int64)
+    s = np.sort(v32)
+    distinct = _distinct(s, k)[1]
+    if distinct is not None:
+        labels = np.empty(v32.size, dtype=np.int64)
+        for a in _chunks(v32.size):
+            labels[a:a + CHUNK] = np.searchsorted(distinct, v32[a:a + CHUNK])
         return distinct, labels
-    del is_new
 
     if init == "auto":
         codebook, labels, _ = _auto(v32, s, k, seed, int(max_iter), float(tol))
@@ -145,8 +190,15 @@ def kmeans_1d(
 
 def squared_error(values: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> float:
     """Sum of squared quantisation errors, in float64."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    return float(np.sum((v - np.asarray(codebook, dtype=np.float64)[labels]) ** 2))
+    v = np.asarray(values).reshape(-1)
+    book = np.asarray(codebook, dtype=np.float64)
+    if v.size <= CHUNK:  # one pass (numpy's pairwise sum), as it always was for layers this size
+        return float(np.sum((v.astype(np.float64) - book[labels]) ** 2))
+    total = 0.0
+    for a in _chunks(v.size):
+        err = v[a:a + CHUNK].astype(np.float64) - book[labels[a:a + CHUNK]]
+        total += float(np.sum(err * err))
+    return total
 
 
 def _auto(v32: np.ndarray, s: np.ndarray, k: int, seed: int, max_iter: int,
@@ -168,24 +220,31 @@ def choose_init(values: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 10
                 tol: float = 1e-7) -> str:
     """The init ``auto`` takes for these values ("linear" or "density")."""
     v32 = _as_values(values)
-    s = np.sort(v32).astype(np.float64)
-    if v32.size == 0 or np.unique(s).size <= k:
+    s = np.sort(v32)
+    if v32.size == 0 or _distinct(s, k)[1] is not None:
         return "linear"
     return _auto(v32, s, int(k), seed, int(max_iter), float(tol))[2]
 
 
 def _assign(v32: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Final labels in the caller's order, and the codebook as the exact means, empty clusters dropped."""
-    v64 = v32.astype(np.float64)
-    labels = np.searchsorted(0.5 * (c[:-1] + c[1:]), v64, side="left").astype(np.int64)
-    counts = np.bincount(labels, minlength=c.size)
-    sums = np.bincount(labels, weights=v64, minlength=c.size)
+    mids = 0.5 * (c[:-1] + c[1:])
+    labels = np.empty(v32.size, dtype=np.int64)
+    counts = np.zeros(c.size, dtype=np.int64)
+    sums = np.zeros(c.size, dtype=np.float64)
+    for a in _chunks(v32.size):
+        v64 = v32[a:a + CHUNK].astype(np.float64)
+        part = labels[a:a + CHUNK]
+        part[:] = np.searchsorted(mids, v64, side="left")
+        counts += np.bincount(part, minlength=c.size)
+        sums += np.bincount(part, weights=v64, minlength=c.size)
     used = counts > 0
     codebook = (sums[used] / counts[used]).astype(np.float32)
     remap = np.cumsum(used) - 1
-    labels = remap[labels]
     # Two float64 centroids may round to one float32 value: merge them.
     if codebook.size > 1 and np.any(codebook[1:] <= codebook[:-1]):
         codebook, inverse = np.unique(codebook, return_inverse=True)
-        labels = inverse.reshape(-1)[labels].astype(np.int64)
+        remap = inverse.reshape(-1)[remap]
+    for a in _chunks(v32.size):
+        labels[a:a + CHUNK] = remap[labels[a:a + CHUNK]]
     return codebook, labels
