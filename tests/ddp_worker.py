@@ -7,7 +7,8 @@ ends with to OUT_DIR/rank{R}.pt (what the test compares) and passes compress_mod
 output file and a run folder of its own name, so a rank other than 0 that wrote anything
 would leave a file behind. MODE "mismatch": rank 1 holds one weight that differs;
 check_identical must stop both ranks, which write the error to OUT_DIR/error{R}.txt.
-MODE "fit": a net without dropout trained on the split batches, saved to OUT_DIR/fit{R}.pt.
+MODE "fit": a net without dropout trained on the split batches, saved to OUT_DIR/fit{R}.pt;
+"fit_rows" the same with its Linear layers stepped by rows and a last batch smaller than the ranks.
 """
 from __future__ import annotations
 
@@ -73,11 +74,27 @@ def run_fit(out: Path, rank: int) -> None:
     torch.save({**model.state_dict(), "losses": torch.tensor(losses, dtype=torch.float64)}, out / f"fit{rank}.pt")
 
 
+def run_fit_rows(out: Path, rank: int) -> None:
+    """As ``fit``, every Linear stepped by rows inside backward (each block averaged over the ranks),
+    on 101 examples in batches of 50: the last batch has one example, so one rank has none and that
+    step is taken after backward."""
+    from torch import nn
+    from nncompress.train import fit, rowstep
+    rowstep.ROW_STEP_BYTES, rowstep.BLOCK_BYTES = 1, 7 * 64 * 4
+    splits = load_data("digits")
+    gen = set_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    losses = fit(model, splits.train_x[:101], splits.train_y[:101], TrainConfig(epochs=3, lr=0.05, batch_size=50),
+                 generator=gen)
+    torch.save({**model.state_dict(), "losses": torch.tensor(losses, dtype=torch.float64)}, out / f"fit{rank}.pt")
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     import os
     started = distributed.init_from_env()
-    {"prune": run_prune, "mismatch": run_mismatch, "fit": run_fit}[mode](out, distributed.rank())
+    {"prune": run_prune, "mismatch": run_mismatch, "fit": run_fit, "fit_rows": run_fit_rows}[mode](
+        out, distributed.rank())
     if started:  # as the command line leaves: together, without tearing gloo down
         distributed.barrier()
         sys.stdout.flush()

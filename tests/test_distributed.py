@@ -76,10 +76,12 @@ def _on_two_ranks_and_one(tmp_path: Path, job: str) -> None:
 
 
 @pytest.mark.slow
-def test_split_batches_follow_the_single_process_trajectory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["fit", "fit_rows"])
+def test_split_batches_follow_the_single_process_trajectory(tmp_path: Path, mode: str) -> None:
     """Without dropout or BatchNorm, averaging the two halves' gradients (weighted by their
-    sizes) is the whole batch's gradient: the weights match one process up to rounding."""
-    _on_two_ranks_and_one(tmp_path, "fit")
+    sizes) is the whole batch's gradient: the weights match one process up to rounding, whether
+    each layer steps inside backward or (a rank without examples) all step after it."""
+    _on_two_ranks_and_one(tmp_path, mode)
     r0, r1 = torch.load(tmp_path / "fit0.pt"), torch.load(tmp_path / "fit1.pt")
     single = torch.load(tmp_path / "one" / "fit0.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # bit for bit the same on both ranks

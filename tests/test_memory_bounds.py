@@ -12,7 +12,7 @@ from torch import nn
 from nncompress.errors import ModelError
 from nncompress.train import rollback
 from nncompress.train.rollback import Rollback
-from nncompress.train.sgd import InPlaceSGD
+from nncompress.train.sgd import BackwardStep, InPlaceSGD
 
 
 def _net() -> nn.Module:
@@ -121,7 +121,7 @@ def test_stepping_in_backward_is_stepping_after_it() -> None:
     ours, theirs = _net(), _net()
     kwargs = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
     a, b = InPlaceSGD(ours.parameters(), **kwargs), InPlaceSGD(theirs.parameters(), **kwargs)
-    handles = a.step_in_backward()
+    handles = a.step_in_backward(BackwardStep())
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
         x, y = torch.randn(8, 12, generator=gen), torch.randint(0, 3, (8,), generator=gen)
@@ -243,7 +243,7 @@ def test_a_row_stepped_weight_never_holds_a_whole_gradient(monkeypatch) -> None:
     model = _net()
     opt = InPlaceSGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     seen = []
-    with rowstep.row_stepped(model, opt) as chosen:
+    with rowstep.row_stepped(model, opt, BackwardStep()) as chosen:
         assert chosen == {id(model[0].weight), id(model[3].weight)}
         before = model[0].weight.detach().clone()
         loss = nn.functional.cross_entropy(model(torch.randn(8, 12)), torch.randint(0, 3, (8,)))

@@ -226,6 +226,17 @@ def _sum_in_place(tensors: Sequence[torch.Tensor], what: str) -> None:
 
 
 @torch.no_grad()
+def average_gradient(grad: torch.Tensor, weight: float) -> None:
+    """One gradient (or a block of one) replaced by the sum over the ranks of ``weight`` x its
+    local value, where it lies: for steps taken inside backward, one layer at a time, every
+    rank reducing the same tensors in the same order."""
+    if not active():
+        return
+    grad.mul_(weight)
+    _sum_in_place([grad], "averaging gradients")
+
+
+@torch.no_grad()
 def average_gradients(params: Sequence[nn.Parameter], weight: float, uneven: bool = False) -> None:
     """Replace each gradient by the sum over the ranks of ``weight`` x its local value: with
     ``weight`` = local examples / batch examples this is the gradient of the whole batch's mean

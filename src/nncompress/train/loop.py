@@ -36,7 +36,7 @@ from nncompress.memory import release_freed
 from nncompress.progress import ProgressFn, report
 from nncompress.train.objective import Objective, default_objective
 from nncompress.train.rowstep import row_stepped
-from nncompress.train.sgd import InPlaceSGD
+from nncompress.train.sgd import BackwardStep, InPlaceSGD
 
 if TYPE_CHECKING:
     from nncompress.train.journal import Journal
@@ -125,6 +125,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         p.requires_grad_(False)
     losses: list[float] = []
     in_backward: list = []
+    opt_params: list[nn.Parameter] = []
     hooks = contextlib.ExitStack()
     device = model_device(model)
     release_freed()  # what the caller freed before training (a state dict, bool masks) leaves the peak
@@ -141,11 +142,15 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
         step = start * steps_per_epoch
         ranks = distributed.world_size() if distributed.active() else 1
         reduced = [p for p in model.parameters() if p.requires_grad] if ranks > 1 else []
-        # one process: each layer is updated as soon as its gradient is ready (one gradient held at a
-        # time); under torchrun the step waits for the gradients averaged over the ranks
-        if opt is not None and ranks == 1:
-            in_backward = opt.step_in_backward()
-            hooks.enter_context(row_stepped(model, opt))  # the largest Linear layers: a block of rows at a time
+        # each layer is updated as soon as its gradient is ready (averaged over the ranks under torchrun),
+        # so one gradient is held at a time; the largest Linear layers, a block of rows at a time
+        gate = BackwardStep(distributed.average_gradient if ranks > 1 else None)
+        if opt is not None:
+            in_backward = opt.step_in_backward(gate)
+            hooks.enter_context(row_stepped(model, opt, gate))
+            opt_params = [p for g in opt.param_groups for p in g["params"]]
+            stepped = {id(p) for p in opt_params}
+            reduced = [p for p in reduced if id(p) not in stepped]  # what the optimizer does not own
         for epoch in range(start, cfg.epochs):
             order = torch.randperm(n, generator=gen)
             running = 0.0
@@ -158,6 +163,8 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                 if opt is not None:
                     for group in opt.param_groups:
                         group["lr"] = _lr_at(cfg, step, total)
+                uneven = len(idx) < ranks  # a rank without examples runs no backward
+                gate.on, gate.share = not uneven, len(mine) / len(idx)
                 if len(mine):
                     inputs = to_device(take(x, mine), device)
                     target = y[mine].to(device) if y is not None else None
@@ -165,8 +172,9 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                     loss.backward()
                     running += loss.item() * len(mine)
                 if ranks > 1:
-                    distributed.average_gradients(reduced, len(mine) / len(idx), uneven=len(idx) < ranks)
-                if opt is not None and not in_backward:
+                    owned = reduced if not uneven or opt is None else reduced + opt_params
+                    distributed.average_gradients(owned, gate.share, uneven=uneven)
+                if opt is not None and uneven:
                     opt.step()
                 if after_step is not None:
                     after_step()

@@ -6,7 +6,8 @@ model: fine-tuning it holds the weights, the momentum and that gradient. Here th
 gradient of such a layer is never formed: backward computes it a block of output rows at a
 time (``gy[:, rows]^T @ x``) and hands each block to the optimizer, which updates those rows
 and lets the block go. Only the weight's own gradient is treated so; the input's and the
-bias's flow on as usual. One process only: under torchrun gradients are averaged first.
+bias's flow on as usual. Under torchrun each block is averaged over the ranks before it is
+applied (``BackwardStep``); a step taken after backward uses the plain layer.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncompress.train.sgd import InPlaceSGD
+from nncompress.train.sgd import BackwardStep, InPlaceSGD
 
 __all__ = ["ROW_STEP_BYTES", "BLOCK_BYTES", "row_stepped"]
 
@@ -52,16 +53,16 @@ class _RowStepped(torch.autograd.Function):
         return gx, None, gb, None
 
 
-def _stepped_forward(module: nn.Linear, stepper: Stepper) -> Callable[[torch.Tensor], torch.Tensor]:
+def _stepped_forward(module: nn.Linear, stepper: Stepper, gate: BackwardStep) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() or not module.weight.requires_grad:
+        if not gate.on or not torch.is_grad_enabled() or not module.weight.requires_grad:
             return F.linear(x, module.weight, module.bias)
         return _RowStepped.apply(x, module.weight, module.bias, stepper)
     return forward
 
 
 @contextlib.contextmanager
-def row_stepped(model: nn.Module, opt: InPlaceSGD) -> Iterator[set[int]]:
+def row_stepped(model: nn.Module, opt: InPlaceSGD, gate: BackwardStep) -> Iterator[set[int]]:
     """While open, every Linear of ``model`` whose weight ``opt`` trains and which holds
     ``ROW_STEP_BYTES`` or more is stepped by rows in backward; yields the ids of those weights
     (which then never get a ``.grad``: leave them out of ``step_in_backward``). A weight
@@ -80,7 +81,7 @@ def row_stepped(model: nn.Module, opt: InPlaceSGD) -> Iterator[set[int]]:
               and ms[0].weight.numel() * ms[0].weight.element_size() >= ROW_STEP_BYTES]
     before = {id(m): m.__dict__.get("forward") for m in chosen}
     for m in chosen:
-        m.forward = _stepped_forward(m, _stepper(opt, m.weight))  # type: ignore[method-assign]
+        m.forward = _stepped_forward(m, _stepper(opt, m.weight, gate), gate)  # type: ignore[method-assign]
     try:
         yield {id(m.weight) for m in chosen}
     finally:
@@ -91,5 +92,8 @@ def row_stepped(model: nn.Module, opt: InPlaceSGD) -> Iterator[set[int]]:
                 m.forward = before[id(m)]  # type: ignore[method-assign]
 
 
-def _stepper(opt: InPlaceSGD, weight: torch.Tensor) -> Stepper:
-    return lambda rows, grad: opt.update_rows(weight, rows, grad)
+def _stepper(opt: InPlaceSGD, weight: torch.Tensor, gate: BackwardStep) -> Stepper:
+    def step(rows: slice, grad: torch.Tensor) -> None:
+        gate.prepare(grad)  # under torchrun: this block averaged over the ranks first
+        opt.update_rows(weight, rows, grad)
+    return step

@@ -10,7 +10,7 @@ is torch's (``momentum_buffer`` per parameter), so saved runs load either way.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch.utils.hooks import RemovableHandle
@@ -82,14 +82,34 @@ class InPlaceSGD(torch.optim.Optimizer):
                 grad = buf
         p[rows].add_(grad, alpha=-group["lr"])
 
-    def step_in_backward(self) -> list[RemovableHandle]:
+    def step_in_backward(self, gate: "BackwardStep") -> list[RemovableHandle]:
         """Update each parameter as soon as backward has its gradient, then drop the gradient:
-        only one layer's gradient is held at a time, not the whole model's. ``step()`` must
-        then not be called; the learning rate is read when each hook runs, so set it before
-        ``backward()``. Returns the hook handles (``remove()`` them when training ends)."""
+        only one layer's gradient is held at a time, not the whole model's. While ``gate.on``
+        ``step()`` must not be called; the learning rate is read when each hook runs, so set it
+        before ``backward()``. Returns the hook handles (``remove()`` them when training ends)."""
         owner = {id(p): group for group in self.param_groups for p in group["params"]}
 
         def hook(p: torch.Tensor) -> None:
+            if not gate.on or p.grad is None:
+                return
+            gate.prepare(p.grad)
             self._update(p, owner[id(p)])
             p.grad = None
         return [p.register_post_accumulate_grad_hook(hook) for group in self.param_groups for p in group["params"]]
+
+
+class BackwardStep:
+    """Whether this step's parameters are updated inside backward (``on``) and what is done to
+    each gradient first (``prepare``: under torchrun, averaging it over the ranks, scaled by
+    this rank's share of the batch). Every rank must run backward for a step taken inside it,
+    since each gradient's average is a collective the ranks make in the same order; a batch
+    smaller than the number of ranks leaves one without examples, so it steps after backward."""
+
+    def __init__(self, reduce: Optional[Callable[[torch.Tensor, float], None]] = None) -> None:
+        self.on = True
+        self.share = 1.0
+        self._reduce = reduce
+
+    def prepare(self, grad: torch.Tensor) -> None:
+        if self._reduce is not None:
+            self._reduce(grad, self.share)
