@@ -98,24 +98,6 @@ def test_rollback_refuses_a_model_that_changed_shape() -> None:
         saved.restore_(other)
 
 
-def test_pruning_with_the_copy_on_disk_is_pruning_in_memory(monkeypatch, digits, trained_mlp) -> None:
-    """The whole loop, rollbacks included, with every copy spilled: the same masks and weights."""
-    from nncompress.config import PruneConfig
-    from nncompress.pipeline import prune_model
-    cfg = PruneConfig(q0=0.5, q_step=0.75, q_max=2.75, tolerance=0.5, epochs_per_step=1, final_epochs=1,
-                      lr=0.02, batch_size=64, recover_epochs=0, refine_steps=1)
-    results = []
-    for limit in (rollback.SPILL_BYTES, 0):
-        monkeypatch.setattr(rollback, "SPILL_BYTES", limit)
-        model = trained_mlp()
-        result = prune_model(model, digits, cfg)
-        results.append((result, model.state_dict()))
-    (a, sa), (b, sb) = results
-    assert [r.accepted for r in a.steps] == [r.accepted for r in b.steps]
-    assert not all(r.accepted for r in a.steps if r.stage == "step"), "the run should roll back at least once"
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_stepping_in_backward_is_stepping_after_it() -> None:
     """One gradient at a time, the same weights bit for bit."""
     ours, theirs = _net(), _net()
@@ -152,22 +134,35 @@ def test_packed_masks_zero_what_bool_masks_zero(monkeypatch) -> None:
     assert all(torch.equal(back[n], masks[n]) for n in masks)
 
 
-def test_pruning_with_packed_masks_is_pruning_with_bool_masks(monkeypatch, digits, trained_mlp) -> None:
+def _prune_twice(monkeypatch, digits, trained_mlp, module, name: str, recover_epochs: int, refine_steps: int):
+    """The same pruning run with ``module.name`` at its default and at 0 (the other path taken
+    for everything): its records, masks and final state, both times."""
     from nncompress.config import PruneConfig
     from nncompress.pipeline import prune_model
-    from nncompress.pruning import apply
-    cfg = PruneConfig(q0=0.5, q_step=0.75, q_max=2.0, tolerance=0.5, epochs_per_step=1, final_epochs=1,
-                      lr=0.02, batch_size=64, recover_epochs=1, refine_steps=0)
-    results = []
-    for limit in (apply.PACK_BYTES, 0):
-        monkeypatch.setattr(apply, "PACK_BYTES", limit)
+    cfg = PruneConfig(q0=0.5, q_step=0.75, q_max=2.75, tolerance=0.5, epochs_per_step=1, final_epochs=1,
+                      lr=0.02, batch_size=64, recover_epochs=recover_epochs, refine_steps=refine_steps)
+    runs = []
+    for limit in (getattr(module, name), 0):
+        monkeypatch.setattr(module, name, limit)
         model = trained_mlp()
         result = prune_model(model, digits, cfg)
-        results.append((result, model.state_dict()))
-    (a, sa), (b, sb) = results
-    assert [r.density for r in a.steps] == [r.density for r in b.steps]
+        runs.append((result, model.state_dict()))
+    (a, sa), (b, sb) = runs
+    assert [(r.accepted, r.density) for r in a.steps] == [(r.accepted, r.density) for r in b.steps]
     assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    return a
+
+
+def test_pruning_with_the_copy_on_disk_is_pruning_in_memory(monkeypatch, digits, trained_mlp) -> None:
+    """The whole loop, rollbacks included, with every copy spilled: the same masks and weights."""
+    result = _prune_twice(monkeypatch, digits, trained_mlp, rollback, "SPILL_BYTES", 0, 1)
+    assert not all(r.accepted for r in result.steps if r.stage == "step"), "the run should roll back at least once"
+
+
+def test_pruning_with_packed_masks_is_pruning_with_bool_masks(monkeypatch, digits, trained_mlp) -> None:
+    from nncompress.pruning import apply
+    _prune_twice(monkeypatch, digits, trained_mlp, apply, "PACK_BYTES", 1, 0)
 
 
 def test_a_recorded_model_takes_the_files_tensors_without_a_second_copy(tmp_path) -> None:
