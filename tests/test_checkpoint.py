@@ -514,3 +514,18 @@ def test_lone_or_mismatched_prune_halves_are_not_folded(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=r"fc1\.weight_mask has shape \(3, 3\)"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_model_for_state_takes_any_mapping_as_the_record() -> None:
+    """``model_for_state`` is typed for a Mapping: a read-only record of a built-in model rebuilds it."""
+    from types import MappingProxyType
+
+    from nncompress.models import arch_record
+    from nncompress.train.checkpoint import model_for_state
+
+    model = mlp(1)
+    record = MappingProxyType(arch_record(model))
+    rebuilt = model_for_state(record, model.state_dict())
+    load_state(rebuilt, model.state_dict())
+    assert type(rebuilt) is type(model)
+    assert_same_weights(rebuilt, model)

@@ -187,7 +187,8 @@ def load(path: Union[str, Path], model: Optional[nn.Module] = None, *, runtime: 
     net, meta = load_model_file(path, model)
     net, plan = convert_(net, runtime, batch_sizes=batch_sizes, input_shape=shape or recorded_shape(meta),
                          int8=int8, threads=threads)
-    net.nncompress_runtime = plan
+    # any value is stored; torch annotates Module.__setattr__ for tensors and modules only
+    net.nncompress_runtime = plan  # type: ignore[assignment]
     return net
 
 
@@ -202,6 +203,7 @@ def export(source: Union[str, Path, nn.Module], out: Union[str, Path], *, model:
     if fmt is None:
         raise ConfigError(f"cannot tell the export format of {out}: name it .onnx or .safetensors")
     shape = check_shape(input_shape)
+    meta: dict[str, Any]
     if isinstance(source, nn.Module):
         net, meta = source.eval(), {}
     elif fmt == "safetensors" and model is None:

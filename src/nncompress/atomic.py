@@ -19,8 +19,9 @@ from nncompress.errors import OutputError
 from nncompress.paths import refuse_special_target
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_HINTS = {errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again",
-          errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again"}
+_HINTS: dict[Optional[int], str] = {
+    errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again",
+    errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again"}
 
 
 @contextmanager

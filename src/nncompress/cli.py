@@ -15,7 +15,7 @@ import stat
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from nncompress import __version__
 from nncompress.recipe import OBJECTIVES
@@ -724,7 +724,7 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error of ours."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"nncompress: error: {message} (see {self.prog} --help)\n")
 
 

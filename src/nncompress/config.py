@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TypeVar
 
 from nncompress.coding.schema import MAX_CODEBOOK_BITS, MAX_REL_BITS
 from nncompress.errors import ConfigError
@@ -59,13 +59,20 @@ def _check_optimizer(lr: Any, momentum: Any, weight_decay: Any, batch_size: Any)
     _require(_positive_int(batch_size), "batch_size", "an integer >= 1", batch_size)
 
 
+_C = TypeVar("_C", bound="_Config")
+
+
+@dataclass(frozen=True)
 class _Config:
+    """Base of the frozen config dataclasses (a dataclass without fields, so ``asdict`` and
+    ``fields`` accept it)."""
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):  # type: ignore[no-untyped-def]
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    def from_dict(cls: type[_C], data: Mapping[str, Any]) -> _C:
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} keys {unknown}; expected some of {sorted(known)}")

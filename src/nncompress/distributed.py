@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, cast
 
 import torch
 from torch import nn
@@ -368,7 +368,7 @@ def on_main(fn: Callable[[], T]) -> T:
     data = broadcast_bytes(payload if is_main() else None)
     if is_main():
         return result
-    return data if head["kind"] == "bytes" else json.loads(data.decode())  # type: ignore[return-value]
+    return cast(T, data) if head["kind"] == "bytes" else json.loads(data.decode())  # bytes: rank 0's T was bytes
 
 
 # -- checks ----------------------------------------------------------------------
@@ -377,7 +377,7 @@ def _digest(t: torch.Tensor) -> int:
     flat = t.detach().cpu().contiguous().reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    raw = flat.view(torch.uint8).numpy() if flat.numel() else b""
+    raw = flat.view(torch.uint8).numpy().data if flat.numel() else b""
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little", signed=True)
 
 

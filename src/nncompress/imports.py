@@ -12,12 +12,12 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 from nncompress.errors import ConfigError
 
 
-def is_import_spec(spec: str) -> bool:
+def is_import_spec(spec: object) -> TypeGuard[str]:
     """Whether ``spec`` names an object in a module (``a.b:c`` or ``file.py:c``), not a built-in name."""
     return isinstance(spec, str) and ":" in spec and not spec.startswith(":") and not spec.endswith(":")
 

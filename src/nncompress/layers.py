@@ -13,6 +13,8 @@ from torch import nn
 from nncompress.errors import ConfigError
 
 COMPRESSIBLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+#: The type of a layer in ``COMPRESSIBLE``: each holds a ``weight`` tensor.
+Compressible = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Embedding
 KINDS = ("fc", "conv", "embedding")
 
 
@@ -27,7 +29,7 @@ def layer_kind(module: nn.Module) -> str:
     raise ConfigError(f"{type(module).__name__} is not a compressible layer (Linear, Conv1d/2d/3d, Embedding)")
 
 
-def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
+def compressible_layers(model: nn.Module) -> dict[str, Compressible]:
     """Every compressible layer by qualified name, in registration order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, COMPRESSIBLE)}
 
@@ -47,7 +49,7 @@ def _matches(token: str, name: str, module: nn.Module) -> bool:
     return type(module).__name__ == token or fnmatchcase(name, token)
 
 
-def _pick(layers: dict[str, nn.Module], spec: str, what: str) -> set[str]:
+def _pick(layers: dict[str, Compressible], spec: str, what: str) -> set[str]:
     """Names matched by ``spec``. A kind or ``all`` may match nothing (a model without
     convolutions still takes the default "fc,conv"); a class name or a glob that
     matches nothing is a typo and raises."""
@@ -62,7 +64,7 @@ def _pick(layers: dict[str, nn.Module], spec: str, what: str) -> set[str]:
     return picked
 
 
-def select_layers(model: nn.Module, spec: str, exclude: str = "", *, what: str = "layers") -> dict[str, nn.Module]:
+def select_layers(model: nn.Module, spec: str, exclude: str = "", *, what: str = "layers") -> dict[str, Compressible]:
     """The compressible layers ``spec`` names, minus those ``exclude`` names, in registration order.
 
     Both are comma-separated tokens: a kind (``fc``, ``conv``, ``embedding``), a class

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _trim() -> Optional[Callable[[int], int]]:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim  # type: ignore[no-any-return]
+        return libc.malloc_trim
     except (OSError, AttributeError):
         return None
 

@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional, cast
 
 import numpy as np
 import torch
@@ -19,12 +19,12 @@ from torch import nn
 
 from nncompress.coding.container import (DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header,
                                          write_container)
-from nncompress.coding.layers import (SharedTensor, decode_tensor, encode_quant, encode_raw, encode_shared,
+from nncompress.coding.layers import (Sections, SharedTensor, decode_tensor, encode_quant, encode_raw, encode_shared,
                                       shared_layout, split_shared)
 from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES, KIND, check_budget,
                                       check_model_header)
 from nncompress.errors import ConfigError, FormatError, ModelError
-from nncompress.models import arch_record, fit_shapes_, from_record, is_factory_record
+from nncompress.models import Builtin, arch_record, fit_shapes_, from_record, is_factory_record
 from nncompress.models.factory import Trust
 from nncompress.paths import open_input
 from nncompress.progress import ProgressFn, report
@@ -87,6 +87,7 @@ def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapp
     sections: list[tuple[str, bytes]] = []
     state = model.state_dict()
     aliases = tied_keys(model, state, by_weight)
+    secs: Sections
     for done, (key, tensor) in enumerate(state.items(), 1):
         if key in aliases:
             entry, secs = {"name": key, "codec": "alias", "of": aliases[key], "shape": list(tensor.shape)}, []
@@ -155,7 +156,7 @@ def _check_builtin_record(arch: Mapping[str, Any], state: Mapping[str, torch.Ten
     the decoded tensors, so sizes the weights do not bear out never reach an allocator."""
     try:
         with torch.device("meta"):
-            probe = from_record(dict(arch))
+            probe = cast(Builtin, from_record(dict(arch)))  # not a factory record: one of MODELS
     except ModelError as exc:
         raise FormatError(f"the file's architecture record ('arch') is invalid: {exc}") from None
     if probe.config() != arch["config"]:  # exactly what a writer records: no "300" for 300

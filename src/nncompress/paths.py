@@ -9,10 +9,11 @@ outputs are checked before any work starts.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Optional
 
 from nncompress.errors import NNCompressError, PathError
 
@@ -72,7 +73,7 @@ def check_input_file(path: str | os.PathLike[str], what: Optional[str] = None, e
 
 
 def open_input(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError,
-               limit: Optional[int] = None) -> BinaryIO:
+               limit: Optional[int] = None) -> io.BufferedReader:
     """Open a regular file for reading; refuse a FIFO or device (the open cannot block: O_NONBLOCK, and the
     open handle is checked again, so a file swapped after the first check is caught) and, with ``limit``,
     a file larger than ``limit`` bytes."""

@@ -15,10 +15,11 @@ import inspect
 import json
 import math
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypeGuard
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from nncompress.progress import ProgressFn
 from nncompress.pruning import PruneResult, StepRecord, prunable_layers, prune_
 from nncompress.pruning.iterative import pruning_groups
 from nncompress.pruning.apply import count_parameters
-from nncompress.layers import compressible_layers, layer_kind, select_layers
+from nncompress.layers import Compressible, compressible_layers, layer_kind, select_layers
 from nncompress.pruning.schedule import q_schedule
 from nncompress.quantization import CentroidTuner, SharedLayer, share_weights_, unshared_parameters
 from nncompress.quantization.bitsearch import fit_bits_
@@ -103,7 +104,7 @@ def metrics(model: nn.Module, splits: Splits, split: str = "test",
     return out
 
 
-def read_model_file(path: str | Path) -> "Checkpoint | Compressed":
+def read_model_file(path: str | os.PathLike[str]) -> "Checkpoint | Compressed":
     """A checkpoint or a compressed ``.nnc`` file, read and checked once; both give ``arch``,
     ``meta`` and ``build_model``."""
     return load_compressed(path) if is_compressed(path) else load_checkpoint(path)
@@ -412,7 +413,7 @@ def _codebook_bits(bits: int, nonzero: int, min_members: int) -> int:
     return bits
 
 
-def quantized_layers(model: nn.Module, cfg: ShareConfig) -> dict[str, nn.Module]:
+def quantized_layers(model: nn.Module, cfg: ShareConfig) -> dict[str, Compressible]:
     """The layers ``cfg.quantize`` names: stored uniformly quantised, not shared."""
     return select_layers(model, cfg.quantize, what="quantize layers") if cfg.quantize else {}
 
@@ -522,17 +523,22 @@ def _histograms(model: nn.Module, nonzero_only: bool) -> dict[str, Any]:
     return histogram_record(_weights(model), nonzero_only=nonzero_only)
 
 
+def _finite_number(v: object) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _sharing_budget(pruned: Optional[PruneResult], prune_cfg: Optional[PruneConfig],
                     source_meta: Mapping[str, Any]) -> Optional[dict[str, float]]:
     """The whole file's tolerance and what pruning spent of it (here, or as the pruned checkpoint
     records); the rest is weight sharing's. None where no pruning tolerance is known."""
+    tolerance: object
+    spent: object
     if pruned is not None and prune_cfg is not None:
         tolerance, spent = prune_cfg.tolerance, pruned.final_drop
     else:
         tolerance = (source_meta.get("prune") or {}).get("tolerance") if source_meta.get("pruned") else None
         spent = source_meta.get("prune_drop")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in (tolerance, spent)):
+    if not (_finite_number(tolerance) and _finite_number(spent)):
         return None
     return {"tolerance": float(tolerance), "pruning": round(float(spent), 4),
             "sharing": round(max(0.0, float(tolerance) - float(spent)), 4)}
@@ -648,11 +654,14 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
         started["model_weights_sha256"] = fingerprint(model)
     if run.resume:
         run.check_same_run(started)
-    splits = splits or load_data(recipe.data, normalize=recipe.normalize)
+    if splits is None:
+        assert recipe.data is not None  # refused above
+        splits = load_data(recipe.data, normalize=recipe.normalize)
     source_meta: dict[str, Any] = {}
     if model is not None:
         check_fits(model, splits, "the model")
     elif checkpoint is None:
+        assert recipe.model is not None  # refused above
         set_seed(recipe.seed)  # the initial weights too
         model = model_for_data(recipe.model, splits, recipe.model_kwargs)
     else:
@@ -680,7 +689,7 @@ def run_recipe(recipe: "Recipe", run: RunDir, *, checkpoint: Optional[str | Path
 
 def check_layer_names(recipe: "Recipe", model: nn.Module) -> None:
     """Every layer a recipe names must be one its section selects (pruned or shared)."""
-    named: list[tuple[str, Iterable[str], dict[str, nn.Module], str]] = [
+    named: list[tuple[str, Iterable[str], dict[str, Compressible], str]] = [
         ("share.layers", recipe.share.layer_bits,
          select_layers(model, recipe.share.select, recipe.share.exclude, what="share.select"), "shared")]
     if recipe.prune is not None:

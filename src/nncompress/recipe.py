@@ -18,6 +18,7 @@ import difflib
 import os
 from importlib import resources
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -52,7 +53,7 @@ class _Section:
     """How one recipe section maps onto a config dataclass."""
 
     name: str
-    cls: type
+    cls: type[Any]  # one of the config dataclasses, read through fields() and getattr
     hidden: tuple[str, ...] = ()  # fields set elsewhere (the seed, the coding section)
     switch: bool = False  # has `enabled: bool`
     absent_enabled: bool = True  # whether a recipe without this section runs the stage
@@ -227,11 +228,11 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 
 def _parse_toml(text: str, source: str) -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise RecipeError(f"{source}: reading TOML needs Python 3.11+ or `pip install tomli`; "
                               "or write the recipe in YAML") from None
@@ -297,7 +298,7 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     for key, value in coding.items():
         _known(key, _CODING_KEYS, "coding.", source)
         coding_kwargs[key] = _typed(value, _hints(ShareConfig)[key], f"coding.{key}", source)
-    configs = {sec.name: _section(sec, mapping.get(sec.name), seed, source,
+    configs: dict[str, Any] = {sec.name: _section(sec, mapping.get(sec.name), seed, source,
                                   coding_kwargs if sec.name == "share" else {})
                if sec.name in mapping or sec.absent_enabled else None
                for sec in SECTIONS}
@@ -331,6 +332,7 @@ def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str
         if key == "enabled":
             enabled = _typed(value, bool, path, source)
         elif key == "layers":
+            assert sec.layer_field is not None and sec.layer_key is not None  # keys() offers "layers" only then
             kwargs[sec.layer_field] = _layers(value, path, sec.layer_key, typing.get_args(hints[sec.layer_field])[1],
                                               source)
         else:

@@ -23,8 +23,8 @@ from nncompress.coding import huffman, schema
 from nncompress.coding.sparse import from_relative, gaps, merge_values, split_values, to_relative
 from nncompress.errors import ConfigError, FormatError, VersionError
 
-DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-RAW_DTYPES = {**DTYPES, "int64": np.dtype("<i8")}
+DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+RAW_DTYPES: dict[str, np.dtype[Any]] = {**DTYPES, "int64": np.dtype("<i8")}
 #: float16's normal range: a centroid of 0 or a magnitude in it rounds with relative error
 #: <= 2**-11, far below the spread of the weights one centroid stands for.
 F16_MIN_NORMAL = 6.103515625e-05
@@ -222,8 +222,8 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
 
     def huffman_layout() -> tuple[dict[str, Any], Sections]:
         if dense:
-            values = huffman.encode(np.asarray(t.indices), max(1, k))
-            return {**base, "positions": "all", "positions_bytes": 0}, [(name, codebook.tobytes() + values)]
+            coded = huffman.encode(np.asarray(t.indices), max(1, k))
+            return {**base, "positions": "all", "positions_bytes": 0}, [(name, codebook.tobytes() + coded)]
         rel, values = _streams(t, bits)
         positions = huffman.encode(rel, 2 ** bits)
         entry = {**base, "rel_bits": bits, "entries": int(len(rel)), "positions_bytes": len(positions)}
@@ -293,7 +293,7 @@ def encode_raw(name: str, array: np.ndarray, dtype: str = "auto") -> tuple[dict[
 
 #: largest magnitude of a ``quant`` value: symmetric ranges, so zero (a pruned weight) is exact
 QUANT_MAX = {"int8": 127, "int16": 32767}
-QUANT_DTYPES = {"int8": np.dtype("<i1"), "int16": np.dtype("<i2")}
+QUANT_DTYPES: dict[str, np.dtype[Any]] = {"int8": np.dtype("<i1"), "int16": np.dtype("<i2")}
 
 
 def encode_quant(name: str, array: np.ndarray, dtype: str = "int8") -> tuple[dict[str, Any], Sections]:

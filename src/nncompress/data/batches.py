@@ -21,7 +21,7 @@ tensor; the label-free objective's "auto" rule reads it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -138,7 +138,7 @@ def concat(parts: Sequence[Inputs], what: str) -> Inputs:
                             f"{describe(part)}); pad every batch to one fixed length (e.g. a tokenizer's "
                             "padding='max_length', max_length=N) so the examples can be held as one tensor")
     if isinstance(parts[0], torch.Tensor):
-        return torch.cat(list(parts))
+        return torch.cat(cast(list[torch.Tensor], list(parts)))  # every part has batch 0's structure
     if isinstance(parts[0], Mapping):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return tuple(torch.cat([p[j] for p in parts]) for j in range(len(parts[0])))

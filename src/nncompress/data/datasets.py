@@ -120,7 +120,7 @@ def _normalize_kind(normalize: Normalize) -> tuple[str, Optional[tuple[float, fl
             raise ConfigError(f"normalize {dict(normalize)}: a mapping needs exactly the keys 'mean' and 'std'")
         normalize = (normalize["mean"], normalize["std"])
     try:
-        mean, std = (float(v) for v in normalize)  # type: ignore[union-attr]
+        mean, std = (float(v) for v in normalize)
     except (TypeError, ValueError):
         raise ConfigError(f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)}, "
                           "a (mean, std) pair or {'mean': ..., 'std': ...}") from None

@@ -11,7 +11,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -65,18 +65,26 @@ def read_idx(path: str | Path) -> np.ndarray:
             ) from exc
 
 
-def _read_exact(stream: BinaryIO, buf: memoryview) -> int:
+class _Stream(Protocol):
+    """What the reader needs of a file or of a gzip stream over one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> Optional[int]: ...
+
+
+def _read_exact(stream: _Stream, buf: memoryview) -> int:
     """Fill ``buf`` from ``stream``; the number of bytes read (short only at the end of the stream)."""
     done = 0
     while done < len(buf):
-        n = stream.readinto(buf[done:])  # type: ignore[attr-defined]
+        n = stream.readinto(buf[done:])
         if not n:
             break
         done += n
     return done
 
 
-def _read_payload(path: Path, stream: BinaryIO, plain_size: int | None, gzip_size: int | None) -> np.ndarray:
+def _read_payload(path: Path, stream: _Stream, plain_size: int | None, gzip_size: int | None) -> np.ndarray:
     head = stream.read(4)
     if len(head) < 4:
         raise DataError(f"{path}: truncated header: {len(head)} bytes, an IDX file needs at least 4")
@@ -113,7 +121,7 @@ def _read_payload(path: Path, stream: BinaryIO, plain_size: int | None, gzip_siz
             "can hold: the file is damaged or not an IDX file"
         )
     payload = np.empty(count, dtype=dtype)
-    got = _read_exact(stream, memoryview(payload.view(np.uint8)))
+    got = _read_exact(stream, payload.view(np.uint8).data)
     if got < expected:
         _wrong_length(path, got, expected, dims)
     trailing = len(stream.read(TRAILING_WINDOW + 1))

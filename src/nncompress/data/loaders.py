@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -109,7 +109,8 @@ def _read(loader: Iterable[Any], which: str, labels: Labels) -> tuple[Inputs, Op
     with_labels = sum(y is not None for y in ys)
     if 0 < with_labels < len(ys):
         raise DataError(f"{which} loader: {with_labels} of {len(ys)} batches carry labels; all or none must")
-    return concat(xs, f"{which} loader"), (torch.cat(ys) if with_labels else None)  # type: ignore[arg-type]
+    # with labels, every batch carries them (checked above)
+    return concat(xs, f"{which} loader"), (torch.cat(cast(list[torch.Tensor], ys)) if with_labels else None)
 
 
 def _input_shape(x: Inputs) -> Any:
@@ -143,7 +144,7 @@ def _assemble(parts: dict[str, tuple[Inputs, Optional[torch.Tensor]]], name: str
     labelled = all(has.values())
     if not labelled and num_classes is not None:
         raise ConfigError("num_classes given, but the batches carry no labels")
-    classes = _classes([y for _, y in parts.values()], num_classes) if labelled else None  # type: ignore[misc]
+    classes = _classes(cast(list[torch.Tensor], [y for _, y in parts.values()]), num_classes) if labelled else None
     (tx, ty), (vx, vy), (sx, sy) = parts["train"], parts["val"], parts["test"]
     if test_is_val:
         log.warning("%s: no test split; every 'test' figure is measured on the validation split, which also made "

@@ -8,7 +8,7 @@ factory's ``{"factory": "module:name", "kwargs": dict}`` (the original sizes;
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
@@ -20,7 +20,10 @@ from nncompress.models.fit import fit_shapes_
 from nncompress.models.lenet import LeNet5, LeNet300, DigitsMLP
 from nncompress.models.vgg import VGG11, VGG16
 
-MODELS: dict[str, type[nn.Module]] = {
+#: A built-in model: each has a ``default`` classmethod and a ``config()`` that rebuilds it.
+Builtin = Union[LeNet300, LeNet5, DigitsMLP, VGG11, VGG16]
+
+MODELS: dict[str, type[Builtin]] = {
     "lenet300": LeNet300,
     "lenet5": LeNet5,
     "mlp": DigitsMLP,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, TypeGuard, Union
 
 from torch import nn
 
@@ -106,7 +106,7 @@ def build_from_spec(spec: str, kwargs: Optional[Mapping[str, Any]] = None) -> nn
     return model
 
 
-def is_factory_record(record: Any) -> bool:
+def is_factory_record(record: Any) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(record, Mapping) and "factory" in record
 
 

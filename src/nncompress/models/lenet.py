@@ -49,9 +49,9 @@ class _MLP(nn.Sequential):
     def config(self) -> dict[str, Any]:
         modules = list(self)
         linears = [i for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
-        sizes = [modules[linears[0]].in_features] + [modules[i].out_features for i in linears]
-        rates = [float(modules[i - 1].p) if isinstance(modules[i - 1], nn.Dropout) else 0.0
-                 for i in linears[1:]]
+        fcs = [m for m in modules if isinstance(m, nn.Linear)]
+        sizes = [fcs[0].in_features] + [m.out_features for m in fcs]
+        rates = [float(m.p) if isinstance(m := modules[i - 1], nn.Dropout) else 0.0 for i in linears[1:]]
         return {"sizes": sizes, "dropout": rates}
 
 
@@ -77,6 +77,12 @@ class DigitsMLP(_MLP):
 class LeNet5(nn.Sequential):
     """LeNet-5 as in Caffe's example: conv 20@5x5, pool, conv 50@5x5, pool,
     fc 800->500, ReLU, fc 500->10 (no activation between the convolutions)."""
+
+    # the named children, as ``nn.Sequential`` exposes them
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    fc1: nn.Linear
+    fc2: nn.Linear
 
     def __init__(self, in_channels: int = 1, image: int = 28, channels: Sequence[int] = (20, 50),
                  hidden: int = 500, classes: int = 10) -> None:

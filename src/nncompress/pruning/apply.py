@@ -7,7 +7,7 @@ is left on the model for a checkpoint to pick up.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -15,19 +15,20 @@ import torch
 from torch import nn
 
 from nncompress.chunked import chunks
+from nncompress.layers import Compressible
 from nncompress.pruning.masks import count_kept
 from nncompress.train.rollback import Rollback
 
 Masks = dict[str, torch.Tensor]
 
 
-def initial_masks(layers: Mapping[str, nn.Module]) -> Masks:
+def initial_masks(layers: Mapping[str, Compressible]) -> Masks:
     """Masks that keep every weight not already zero (so a pruned model stays pruned)."""
     return {name: m.weight.detach() != 0 for name, m in layers.items()}
 
 
 @torch.no_grad()
-def apply_masks_(layers: Mapping[str, nn.Module], masks: Masks) -> None:
+def apply_masks_(layers: Mapping[str, Compressible], masks: Masks) -> None:
     """Zero the pruned weights, a chunk at a time (``mul_`` by a bool mask widens it to float)."""
     for name, mask in masks.items():
         weight = layers[name].weight
@@ -84,7 +85,7 @@ class PackedMasks:
         return torch.from_numpy(bits).to(device)
 
     @torch.no_grad()
-    def apply_(self, layers: Mapping[str, nn.Module]) -> None:
+    def apply_(self, layers: Mapping[str, Compressible]) -> None:
         """``apply_masks_`` from the packed bits."""
         for name in self.bits:
             flat = layers[name].weight.view(-1)
@@ -102,12 +103,14 @@ class PackedMasks:
         return out
 
 
-def packing_masks(finetune: Callable[[list, int, Callable[[], None]], None], layers: Mapping[str, nn.Module],
-                  masks: Masks) -> Callable[[list, int, Callable[[], None]], None]:
+_Finetune = Callable[[Iterable[nn.Parameter], int, Callable[[], None]], None]
+
+
+def packing_masks(finetune: _Finetune, layers: Mapping[str, Compressible], masks: Masks) -> _Finetune:
     """``finetune`` that holds ``masks`` packed while it trains, when they are ``PACK_BYTES``
     or more and every masked weight is contiguous; the dict gets equal bool masks back after."""
 
-    def tune(params: list, epochs: int, after_step: Callable[[], None]) -> None:
+    def tune(params: Iterable[nn.Parameter], epochs: int, after_step: Callable[[], None]) -> None:
         size = sum(m.numel() for m in masks.values())
         if size < PACK_BYTES or not all(layers[n].weight.is_contiguous() for n in masks):
             finetune(params, epochs, after_step)

@@ -109,6 +109,7 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
     layers = prunable_layers(model, cfg.select, cfg.exclude)
     scaled = {n: stds[n] * cfg.layer_scale.get(n, 1.0) for n in selected}
     start = masked_density({n: layers[n].weight for n in selected}, masks, scaled, 0.0)
+    assert cfg.target_density is not None  # the caller steps to a target only when one is set
     goals = density_steps(start, float(cfg.target_density), cfg.target_steps)
     if not goals:
         log.warning("the selected layers already keep %.4f of their weights, no more than the target density "

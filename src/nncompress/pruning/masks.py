@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nncompress.chunked import chunks
-from nncompress.layers import layer_kind, select_layers
+from nncompress.layers import Compressible, layer_kind, select_layers
 
 __all__ = ["PRUNABLE", "DEFAULT_PRUNE_LAYERS", "count_kept", "layer_kind", "prunable_layers",
            "std_threshold", "threshold_mask"]
@@ -17,7 +17,7 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 DEFAULT_PRUNE_LAYERS = "fc,conv"
 
 
-def prunable_layers(model: nn.Module, spec: str = DEFAULT_PRUNE_LAYERS, exclude: str = "") -> dict[str, nn.Module]:
+def prunable_layers(model: nn.Module, spec: str = DEFAULT_PRUNE_LAYERS, exclude: str = "") -> dict[str, Compressible]:
     """The layers a pruner works on, by qualified name, in registration order:
     by default every Linear and convolution (see ``nncompress.layers.select_layers``)."""
     return select_layers(model, spec, exclude, what="prune layers")

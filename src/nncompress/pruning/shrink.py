@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -36,12 +36,17 @@ _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GE
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LAYERS = (nn.Linear, *_CONV)
-_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+_BN: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d,
+                                                nn.Conv3d: nn.BatchNorm3d}
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
               nn.AdaptiveMaxPool3d)
 _AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 _BatchNorm = Union[nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d]
+_Conv = Union[nn.Conv1d, nn.Conv2d, nn.Conv3d]
+_Layer = Union[nn.Linear, _Conv]
+_AvgPool = Union[nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d]
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,15 @@ class _Link:
     pad_note: str = ""     # b pads with zeros, so only a zero channel folds into its bias
 
 
-def _units(m: nn.Module) -> int:
+def _units(m: _Layer) -> int:
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
-def _fan_in(m: nn.Module) -> int:
+def _fan_in(m: _Layer) -> int:
     return m.in_features if isinstance(m, nn.Linear) else m.in_channels
 
 
-def _zero_padded(m: nn.Module) -> bool:
+def _zero_padded(m: _Conv) -> bool:
     """Whether convolution ``m`` pads its input with zeros somewhere."""
     if m.padding_mode != "zeros":
         return False  # reflect/replicate/circular padding of a constant map is that constant
@@ -83,7 +88,7 @@ def _zero_padded(m: nn.Module) -> bool:
     return any(p != 0 for p in m.padding)
 
 
-def _avg_pool_keeps_constants(m: nn.Module) -> bool:
+def _avg_pool_keeps_constants(m: _AvgPool) -> bool:
     padding = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return m.divisor_override is None and (not m.count_include_pad or all(p == 0 for p in padding))
 
@@ -91,9 +96,10 @@ def _avg_pool_keeps_constants(m: nn.Module) -> bool:
 def _link(items: list[tuple[str, nn.Module]], ia: int, ib: int) -> Union[_Link, str]:
     """How units of layer ``ia`` reach layer ``ib``, or why that cannot be followed exactly."""
     (a, la), (b, lb) = items[ia], items[ib]
-    for name, m in ((a, la), (b, lb)):
-        if isinstance(m, _CONV) and m.groups != 1:
-            return (f"{name} is a grouped convolution (groups={m.groups}): removing channels of {a} would "
+    assert isinstance(la, _LAYERS) and isinstance(lb, _LAYERS)  # _links passes the indices of layers only
+    for name, layer in ((a, la), (b, lb)):
+        if isinstance(layer, _CONV) and layer.groups != 1:
+            return (f"{name} is a grouped convolution (groups={layer.groups}): removing channels of {a} would "
                     "unbalance its groups")
     conv_a = isinstance(la, _CONV)
     flattened, pool_note, pad_note = False, "", ""
@@ -148,7 +154,7 @@ def _links(model: nn.Sequential) -> tuple[list[_Link], dict[str, str]]:
 
 
 def _batchnorm_constant(m: _BatchNorm, v: torch.Tensor) -> torch.Tensor:
-    if m.running_mean is not None:
+    if m.running_mean is not None and m.running_var is not None:  # both or neither (track_running_stats)
         v = (v - m.running_mean) / torch.sqrt(m.running_var + m.eps)
     else:
         v = torch.zeros_like(v)  # batch statistics: a constant channel is its own mean
@@ -158,7 +164,7 @@ def _batchnorm_constant(m: _BatchNorm, v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _constants(link: _Link, la: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _constants(link: _Link, la: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
     """What each unit of ``a`` outputs when it has no inputs, as it reaches ``b``,
     and whether that output is still one constant there."""
     units = _units(la)
@@ -167,7 +173,7 @@ def _constants(link: _Link, la: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     for _, m in link.between:
         if isinstance(m, _ELEMENTWISE + (nn.PReLU,)):
             v = m(v.clone())
-        elif isinstance(m, tuple(_BN.values())):
+        elif isinstance(m, _BNS):
             v = _batchnorm_constant(m, v)
         elif isinstance(m, _AVG_POOLS) and not _avg_pool_keeps_constants(m):
             constant &= v == 0  # only a zero channel stays uniform when zeros are averaged in
@@ -192,27 +198,28 @@ def _slice_batchnorm_(m: _BatchNorm, keep: torch.Tensor) -> None:
     m.num_features = int(keep.sum())
 
 
-def _slice_out(m: nn.Module, keep: torch.Tensor) -> nn.Module:
+def _slice_out(m: _Layer, keep: torch.Tensor) -> _Layer:
     w = m.weight.detach()[keep]
     b = m.bias.detach()[keep] if m.bias is not None else None
     return _rebuild(m, w, b)
 
 
-def _slice_in(m: nn.Module, keep_cols: torch.Tensor) -> nn.Module:
+def _slice_in(m: _Layer, keep_cols: torch.Tensor) -> _Layer:
     return _rebuild(m, m.weight.detach()[:, keep_cols], m.bias.detach() if m.bias is not None else None)
 
 
-def _rebuild(m: nn.Module, w: torch.Tensor, b: Optional[torch.Tensor]) -> nn.Module:
+def _rebuild(m: _Layer, w: torch.Tensor, b: Optional[torch.Tensor]) -> _Layer:
     if isinstance(m, nn.Linear):
-        new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        new: _Layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     else:
-        new = type(m)(w.shape[1], w.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
-                      dilation=m.dilation, groups=1, bias=b is not None, padding_mode=m.padding_mode)
+        conv: Callable[..., _Conv] = type(m)  # takes back the tuples it stores (kernel_size, stride...)
+        new = conv(w.shape[1], w.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
+                   dilation=m.dilation, groups=1, bias=b is not None, padding_mode=m.padding_mode)
     new = new.to(device=w.device, dtype=w.dtype)
     new.train(m.training)
     with torch.no_grad():
         new.weight.copy_(w)
-        if b is not None:
+        if b is not None and new.bias is not None:  # new has a bias exactly when b is given
             new.bias.copy_(b)
     return new
 
@@ -248,7 +255,7 @@ def _shrink_link(model: nn.Sequential, link: _Link, notes: dict[str, str]) -> in
     keep_cols = torch.zeros(lb.weight.shape[1], dtype=torch.bool)
     keep_cols[cols[keep].flatten()] = True
     for _, m in link.between:
-        if isinstance(m, tuple(_BN.values())):  # only ever before a Flatten: see _link
+        if isinstance(m, _BNS):  # only ever before a Flatten: see _link
             _slice_batchnorm_(m, keep)
     setattr(model, link.a, _slice_out(la, keep))
     setattr(model, link.b, _slice_in(lb, keep_cols))

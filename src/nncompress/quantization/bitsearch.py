@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Union
 
 import torch
-from torch import nn
 
+from nncompress.layers import Compressible
 from nncompress.progress import ProgressFn, report
 from nncompress.quantization.shared import SharedLayer, share_weights_, warn_empty_codebooks
 
@@ -44,7 +44,7 @@ class BitSearch:
 
 def _drop_without(name: str, layer: SharedLayer, original: torch.Tensor, drop: Callable[[], float]) -> float:
     """The drop with ``name`` restored to its unshared weights (the shared values are put back after)."""
-    weight = layer.module.weight
+    weight = layer.weight
     with torch.no_grad():
         weight.copy_(original)
     try:
@@ -69,7 +69,7 @@ def choose_raises(parts: Mapping[str, float], sizes: Mapping[str, int], excess: 
     return chosen or list(parts)
 
 
-def fit_bits_(layers: Mapping[str, nn.Module], bits: Mapping[str, int], init: Union[str, Mapping[str, str]],
+def fit_bits_(layers: Mapping[str, Compressible], bits: Mapping[str, int], init: Union[str, Mapping[str, str]],
               drop: Callable[[], float], tolerance: float, *, max_bits: Union[int, Mapping[str, int]] = 10,
               seed: int = 0, progress: Optional[ProgressFn] = None,
               noise: Optional[Callable[[], float]] = None) -> tuple[dict[str, SharedLayer], BitSearch]:

@@ -58,6 +58,11 @@ class SharedLayer:
     codebook: torch.Tensor
     capacity: int = 0  # the codebook entries k-means was allowed (2**bits); 0 when unknown
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The layer's weight tensor (``module.weight``, checked to be a tensor)."""
+        return _weight(self.module, type(self.module).__name__)
+
     def __post_init__(self) -> None:
         # Catch a mismatched triple here, not as a silent wrong weight later.
         weight = _weight(self.module, type(self.module).__name__)
@@ -81,7 +86,7 @@ class SharedLayer:
     @torch.no_grad()
     def weights(self) -> torch.Tensor:
         """The dense weight this layer stands for: zeros, and codebook values at kept positions."""
-        weight = self.module.weight
+        weight = self.weight
         dense = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
         dense[self.mask] = self.codebook[self.indices].to(weight.dtype)
         return dense
@@ -89,7 +94,7 @@ class SharedLayer:
     @torch.no_grad()
     def apply_(self) -> None:
         """Write ``weights()`` into the layer's existing weight tensor (optimizers keep their handle)."""
-        weight = self.module.weight
+        weight = self.weight
         weight.masked_fill_(~self.mask, 0.0)
         weight[self.mask] = self.codebook[self.indices].to(weight.dtype)
 
@@ -155,7 +160,7 @@ def share_weights_(
     for done, (name, module) in enumerate(layers.items(), 1):
         if name in tied:
             continue
-        weight = module.weight
+        weight = _weight(module, name)
         mask = weight.detach() != 0
         if mask.numel() and int(torch.count_nonzero(mask)) >= UNPRUNED_ABOVE * mask.numel():
             mask = torch.ones_like(mask)  # a handful of exact zeros in a trained tensor is not pruning
@@ -235,7 +240,7 @@ class CentroidTuner:
         momentum = self.momentum if momentum is None else momentum
         _check_lr(lr, momentum)
         for name, layer in self.shared.items():
-            weight = layer.module.weight
+            weight = layer.weight
             grad = weight.grad
             if grad is not None and grad.is_sparse:  # nn.Embedding(sparse=True)
                 grad = grad.to_dense()

@@ -159,7 +159,7 @@ class Doc:
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Inline]], foot: Sequence[Sequence[Inline]] = (),
               collapsed: str = "") -> None:
         """A table; numeric columns align right. ``collapsed`` folds it (HTML) under that summary line."""
-        nums = [any(isinstance(r[i], Cell) and r[i].num for r in [*rows, *foot]) for i in range(len(header))]
+        nums = [any(isinstance(c := r[i], Cell) and c.num for r in [*rows, *foot]) for i in range(len(header))]
         cls = lambda i: ' class="num"' if nums[i] else ""  # noqa: E731
 
         def tr(row: Sequence[Inline]) -> str:

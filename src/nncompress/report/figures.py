@@ -19,7 +19,7 @@ STEP_COLORS = {"dense": "#222222", "control": "#8c8c8c", "consolidate": "#8e5ab5
                "recover": "#d08a1e", "final": "#3f8f4f"}
 
 
-def _finish(fig) -> bytes:  # type: ignore[no-untyped-def]
+def _finish(fig) -> bytes:
     data = png_bytes(fig)
     _pyplot().close(fig)
     return data

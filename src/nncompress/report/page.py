@@ -175,7 +175,7 @@ def _layers(doc: Doc, s: Mapping[str, Any]) -> None:
         f"{sum(int(r.get('bytes', 0)) for r in layers):,} B")
     payload_n = s.get("payload_bytes", sum(int(r.get("bytes", 0)) for r in layers))
     dense_rows = sum(int(r.get("dense_bytes", 4 * r.get("weights", 0))) for r in layers)
-    foot = [["all tensors", "", _num(f"{weights:,}"), _num(_percent(kept / max(1, weights))),
+    foot: list[list[Inline]] = [["all tensors", "", _num(f"{weights:,}"), _num(_percent(kept / max(1, weights))),
              mean_bits("weight_bits_fixed"), mean_bits("weight_bits_huffman"), mean_bits("index_bits_fixed"),
              mean_bits("index_bits_huffman"), payload, _num(f"{dense_rows / max(1, payload_n):.1f}\u00d7")],
             ["whole file", "", "", "", "", "", "", "", field(s, "file_bytes"), field(s, "ratio")]]

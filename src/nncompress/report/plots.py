@@ -43,21 +43,21 @@ def _skipped(path: str | Path) -> bool:
     return True
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
 
 
-def png_bytes(fig) -> bytes:  # type: ignore[no-untyped-def]
+def png_bytes(fig) -> bytes:
     """The figure as PNG bytes in the house resolution (the report embeds them)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
 
-def _save(fig, path: str | Path) -> None:  # type: ignore[no-untyped-def]
+def _save(fig, path: str | Path) -> None:
     data = png_bytes(fig)
     with atomic_open(path, "wb") as handle:
         handle.write(data)
@@ -104,7 +104,7 @@ def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, flo
     return True
 
 
-def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], *,  # type: ignore[no-untyped-def]
+def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], *,
                        ylabel: str = "validation accuracy (%)", scale: float = 100.0):
     """The sensitivity figure, unsaved: the CLI writes it to a file, the report embeds it.
     Scores are multiplied by ``scale`` (100: fractions shown in %)."""

@@ -50,13 +50,15 @@ def kernels() -> Optional[ModuleType]:
             if "NUMBA_THREADING_LAYER" not in os.environ:
                 # numba's OpenMP layer spins waiting workers: on cores shared with other work a kernel took
                 # 30x longer; the workqueue's threads sleep. A layer the user names is kept.
-                numba.config.THREADING_LAYER = "workqueue"
+                # (numba.config's settings are made from the environment at import, not declared)
+                numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
             from nncompress.runtime import nbkernels
+            mod: Optional[ModuleType] = nbkernels
         except ImportError as exc:
             log.info("numba is not installed (%s): sparse layers run on torch's CSR (MKL), which is slower; "
                      "pip install 'nncompress[runtime]' for the numba kernels", exc)
-            nbkernels = None
-        _KERNELS["mod"] = nbkernels
+            mod = None
+        _KERNELS["mod"] = mod
     return _KERNELS["mod"]
 
 
@@ -67,13 +69,13 @@ def available() -> bool:
 def set_threads() -> int:
     """numba's worker count follows torch's (``torch.set_num_threads``), within numba's pool size."""
     import numba
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)
     return want
 
 
-def _call(pair: tuple, parallel: bool, *args: object) -> None:  # type: ignore[type-arg]
+def _call(pair: tuple, parallel: bool, *args: object) -> None:
     if not parallel:
         pair[0](*args)
         return
@@ -188,11 +190,11 @@ def part_bytes(parts: dict[str, torch.Tensor]) -> int:
 def warm_up() -> float:
     """Seconds to make every kernel ready: compiling them, or loading numba's cache of them (fast after the
     first run on a machine). The runtime calls it once when it first builds a numba kernel."""
-    if kernels() is None or _READY:
+    mod = kernels()
+    if mod is None or _READY:
         return 0.0
     start = time.perf_counter()
     matrix = torch.tensor([[0.5, 0.0, -1.0], [0.0, 0.0, 0.5]])
-    mod = kernels()
     x1, x3, y1, y3 = np.ones(3, np.float32), np.ones((1, 3, 2), np.float32), np.zeros(2, np.float32), \
         np.zeros((1, 2, 2), np.float32)
     for shared in (False, True):

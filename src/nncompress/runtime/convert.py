@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ from nncompress.runtime.timing import Timer, default_timer
 log = logging.getLogger(__name__)
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+#: The type of a layer in ``LAYERS``.
+Layer = Union[nn.Linear, nn.Conv1d, nn.Conv2d]
 
 
 def check_options(mode: str, batch_sizes: Sequence[int], threads: Optional[int]) -> list[int]:
@@ -47,7 +49,7 @@ def check_options(mode: str, batch_sizes: Sequence[int], threads: Optional[int])
     return sorted(set(sizes))
 
 
-def input_shapes(model: nn.Module, layers: dict[str, nn.Module], batch_sizes: Sequence[int],
+def input_shapes(model: nn.Module, layers: Mapping[str, nn.Module], batch_sizes: Sequence[int],
                  input_shape: Optional[Sequence[int]]) -> dict[str, dict[int, tuple[int, ...]]]:
     """Per layer and batch size, the shape of the input it receives: from one forward pass on zeros of
     ``(batch, *input_shape)``, else (no shape known) ``(batch, in_features)`` for Linear layers only."""
@@ -79,18 +81,18 @@ def input_shapes(model: nn.Module, layers: dict[str, nn.Module], batch_sizes: Se
     return seen
 
 
-def _columns(layer: nn.Module) -> int:
+def _columns(layer: Layer) -> int:
     """Columns of the layer's weight matrix as the sparse kernel multiplies it."""
     if isinstance(layer, nn.Linear):
         return layer.in_features
     return layer.in_channels * math.prod(layer.kernel_size)
 
 
-def _sparse_kernel(layer: nn.Module, width: int, engine: str = "mkl") -> nn.Module:
+def _sparse_kernel(layer: Layer, width: int, engine: str = "mkl") -> nn.Module:
     return SparseLinear(layer, width, engine) if isinstance(layer, nn.Linear) else SparseConv(layer, width, engine)
 
 
-def numba_engines(layer: nn.Module) -> list[str]:
+def numba_engines(layer: Layer) -> list[str]:
     """The numba kernel for ``layer``: none without numba or for non-float32 weights; the codebook form where
     the layer has at most 256 distinct nonzero values (k-means sharing leaves that): as fast, half the bytes."""
     if layer.weight.dtype != torch.float32 or not blocked.available():
@@ -98,14 +100,14 @@ def numba_engines(layer: nn.Module) -> list[str]:
     return ["numba-shared"] if blocked.codebook(layer.weight.detach()) is not None else ["numba"]
 
 
-def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]], mode: str, int8: bool,
+def convert_layer(name: str, layer: Layer, shapes: dict[int, tuple[int, ...]], mode: str, int8: bool,
                   timer: Timer, margin: float = MARGIN) -> tuple[Optional[nn.Module], LayerChoice]:
     """The module to put in ``layer``'s place (None: keep it) and what was chosen."""
     kept = density(layer)
     choice = LayerChoice(name, type(layer).__name__, list(layer.weight.shape), kept)
     linear = isinstance(layer, nn.Linear)
     base_name = "int8" if int8 and linear else "dense"
-    base = int8_linear(layer) if base_name == "int8" else layer
+    base = int8_linear(layer) if base_name == "int8" and isinstance(layer, nn.Linear) else layer
     sparse_ok = mode != "dense" and kept < 1.0 and (linear or sparse_conv_supported(layer))
     notes = []
     if int8 and not linear:
@@ -149,7 +151,7 @@ def convert_layer(name: str, layer: nn.Module, shapes: dict[int, tuple[int, ...]
         return None, choice
     if len(picked) == 1:
         return built[picked.pop()], choice
-    in_features = layer.in_features if linear else layer.in_channels
+    in_features = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
     return Routed({k: built[k] for k in picked}, routes, in_features), choice
 
 
@@ -169,7 +171,7 @@ def convert_(model: nn.Module, mode: str = "auto", *, batch_sizes: Sequence[int]
         plan.numba_ready_s = round(blocked.warm_up(), 3)
     if mode == "dense" and not int8:
         return model, plan
-    layers = {name: m for name, m in model.named_modules() if type(m) in LAYERS}
+    layers = {name: cast(Layer, m) for name, m in model.named_modules() if type(m) in LAYERS}
     shapes = input_shapes(model, layers, sizes, input_shape)
     clock: Timer = timer or default_timer
     for name, layer in layers.items():

@@ -148,6 +148,7 @@ def _export_proto(model: nn.Module, example: torch.Tensor) -> Any:
         batch = torch.export.Dim("batch")
         program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=["input"],
                                     output_names=["output"], dynamic_shapes=({0: batch},))
+        assert program is not None  # the dynamo exporter returns its program
         return program.model_proto
     except Exception as exc:  # the dynamo exporter fails on some models the TorchScript exporter takes
         log.info("dynamo ONNX export failed (%s); trying the TorchScript exporter", exc)
@@ -155,7 +156,8 @@ def _export_proto(model: nn.Module, example: torch.Tensor) -> Any:
         import onnx
         buffer = io.BytesIO()
         try:
-            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["input"],
+            # the TorchScript exporter writes to a file object too; torch annotates the argument as a path
+            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["input"],  # type: ignore[arg-type]
                               output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
         except Exception as second:
             raise ModelError(f"torch.onnx.export cannot export this model: {exc}; the TorchScript exporter: "

@@ -8,6 +8,8 @@ MKL), ``"numba"`` (column-blocked CSR with 16-bit indices, ``blocked.py``) and
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional, TypeGuard, Union
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,9 @@ from torch import nn
 from nncompress.errors import ConfigError
 from nncompress.runtime import blocked
 from nncompress.runtime.csr import csr_blocks, csr_bytes, csr_matmul
+
+if TYPE_CHECKING:
+    from nncompress.runtime.routed import Routed
 
 ENGINES = ("mkl", "numba", "numba-shared")
 
@@ -25,6 +30,8 @@ class _CsrHolder(nn.Module):
 
     engine = "mkl"
     n_blocks = 0
+    part_names: list[str]  # set with the numba engines
+    bias_col: Optional[torch.Tensor]  # a buffer, registered by the subclasses
 
     def _set_matrix(self, matrix: torch.Tensor, width: int, engine: str) -> None:
         if engine not in ENGINES:
@@ -93,7 +100,7 @@ class SparseLinear(_CsrHolder):
                 f"width={self.width}")
 
 
-def sparse_conv_supported(conv: nn.Module) -> bool:
+def sparse_conv_supported(conv: nn.Module) -> TypeGuard[Union[nn.Conv1d, nn.Conv2d]]:
     """Conv1d/Conv2d with zero padding given as numbers: what unfold (im2col) computes exactly."""
     return (type(conv) in (nn.Conv1d, nn.Conv2d) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str))
@@ -157,14 +164,14 @@ class SparseConv(_CsrHolder):
                 f"width={self.width}")
 
 
-def positions(x: torch.Tensor, layer: nn.Module) -> int:
+def positions(x: torch.Tensor, layer: Union[nn.Linear, nn.Conv1d, nn.Conv2d, Routed]) -> int:
     """How many input vectors a call multiplies (rows of a Linear, pixels x batch of a conv): what a
     kernel's speed depends on, and what a routed layer picks its kernel by."""
-    channels = layer.in_features if hasattr(layer, "in_features") else layer.in_channels
+    channels = layer.in_channels if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else layer.in_features
     return max(1, x.numel() // max(1, channels))
 
 
-def density(layer: nn.Module) -> float:
+def density(layer: Union[nn.Linear, nn.Conv1d, nn.Conv2d]) -> float:
     """Fraction of a layer's weights that are nonzero."""
     weight = layer.weight.detach()
     return float(torch.count_nonzero(weight)) / max(1, weight.numel())

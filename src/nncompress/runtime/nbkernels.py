@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 FAST = {"contract"}
 
 
-def _jit(fn, parallel: bool):  # type: ignore[no-untyped-def]
+def _jit(fn, parallel: bool):
     """Compile ``fn`` (lazily, at its first call) with an on-disk cache; numba refuses ``cache=True`` at
     decoration when no cache folder is writable (neither NUMBA_CACHE_DIR, nor ``__pycache__`` beside this
     file, nor the user's cache folder), and then the kernel compiles on every start instead."""
@@ -37,7 +37,7 @@ def _jit(fn, parallel: bool):  # type: ignore[no-untyped-def]
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 
-def _spmv(indptr, starts, indices, values, x, y):  # type: ignore[no-untyped-def]
+def _spmv(indptr, starts, indices, values, x, y):
     """y[r] += sum_k values[k] * x[starts[b] + indices[k]] over the nonzeros of row r in every block b."""
     n_rows = indptr.shape[1] - 1
     for b in range(indptr.shape[0]):
@@ -61,7 +61,7 @@ def _spmv(indptr, starts, indices, values, x, y):  # type: ignore[no-untyped-def
             y[r] += (a0 + a1) + (a2 + a3)
 
 
-def _spmv_shared(indptr, starts, indices, codes, book, x, y):  # type: ignore[no-untyped-def]
+def _spmv_shared(indptr, starts, indices, codes, book, x, y):
     """``_spmv`` with each value looked up in a codebook: ``book[codes[k]]``."""
     n_rows = indptr.shape[1] - 1
     for b in range(indptr.shape[0]):
@@ -85,7 +85,7 @@ def _spmv_shared(indptr, starts, indices, codes, book, x, y):  # type: ignore[no
             y[r] += (a0 + a1) + (a2 + a3)
 
 
-def _spmm(indptr, starts, indices, values, x3, y3):  # type: ignore[no-untyped-def]
+def _spmm(indptr, starts, indices, values, x3, y3):
     """y3[c, r, :] += sum_k values[k] * x3[c, starts[b] + indices[k], :] for each chunk c of input vectors
     (``x3`` is (chunks, columns, n)); per chunk and block, all rows in parallel. Indexing whole 2-D chunks
     from 0 matters: an offset range into a wider array stopped LLVM from vectorising the inner loop."""
@@ -119,7 +119,7 @@ def _spmm(indptr, starts, indices, values, x3, y3):  # type: ignore[no-untyped-d
                     k += 1
 
 
-def _spmm_shared(indptr, starts, indices, codes, book, x3, y3):  # type: ignore[no-untyped-def]
+def _spmm_shared(indptr, starts, indices, codes, book, x3, y3):
     """``_spmm`` with each value looked up in a codebook."""
     n_rows = indptr.shape[1] - 1
     n = x3.shape[2]

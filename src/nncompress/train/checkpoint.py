@@ -129,13 +129,13 @@ def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor
     """A built-in model of the record, built on the meta device first and checked against ``state``: a
     record asking for huge sizes costs nothing unless the stored tensors have them too."""
     with torch.device("meta"):
-        probe = from_record(arch)  # type: ignore[arg-type]
+        probe = from_record(dict(arch))  # from_record takes a dict; a Mapping is copied into one
     built = _from_probe(probe, state, error, f"{source} records the model {arch.get('name')!r} with config "
                         f"{arch.get('config')}, but it does not match the stored weights ({{problem}}): the file is "
                         "damaged; pass a matching model to load it")
     if built is not None:
         return built
-    model = from_record(arch)  # type: ignore[arg-type]
+    model = from_record(dict(arch))
     fit_shapes_(model, state)
     return model
 

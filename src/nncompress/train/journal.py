@@ -27,7 +27,7 @@ import io
 import logging
 import random
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 import torch
@@ -58,7 +58,8 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    # the legacy tuple: numpy's global generator is a Mersenne Twister
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {"torch": torch.get_rng_state(), "cuda": cuda, "python": repr(random.getstate()),
             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),

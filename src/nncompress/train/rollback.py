@@ -9,9 +9,10 @@ the operating system frees it when the copy is dropped or the process dies; it l
 """
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
-from typing import IO, Mapping, MutableMapping, Optional
+from typing import Mapping, MutableMapping, Optional
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ class Rollback:
         self._kinds = {k: (t.dtype, t.shape) for k, t in tensors.items()}
         self._layout: dict[str, tuple[int, int]] = {}
         self._copies: dict[str, torch.Tensor] = {}
-        self._file: Optional[IO[bytes]] = None
+        self._file: Optional[io.BufferedRandom] = None
         if not self.spilled:
             self._copies = {k: v.detach().clone() for k, v in tensors.items()}
             return
@@ -54,7 +55,7 @@ class Rollback:
         offset = 0
         for key, t in tensors.items():
             data = _bytes_of(t)
-            self._file.write(memoryview(data.numpy()))
+            self._file.write(data.numpy().data)
             self._layout[key] = (offset, data.numel())
             offset += data.numel()
         self._file.flush()
@@ -70,7 +71,7 @@ class Rollback:
         self._file.seek(offset)
         direct = target.device.type == "cpu" and target.is_contiguous()
         buffer = target.detach().reshape(-1).view(torch.uint8) if direct else torch.empty(nbytes, dtype=torch.uint8)
-        if self._file.readinto(memoryview(buffer.numpy())) != nbytes:
+        if self._file.readinto(buffer.numpy().data) != nbytes:
             raise ModelError("the rollback copy's temporary file was cut short; the run cannot roll back")
         if not direct:
             with torch.no_grad():

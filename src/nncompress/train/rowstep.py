@@ -32,7 +32,7 @@ Stepper = Callable[[slice, torch.Tensor], None]
 
 class _RowStepped(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 stepper: Stepper) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stepper = stepper
@@ -40,7 +40,7 @@ class _RowStepped(torch.autograd.Function):
         return F.linear(x, weight, bias)
 
     @staticmethod
-    def backward(ctx, gy: torch.Tensor) -> tuple:  # type: ignore[override]
+    def backward(ctx, gy: torch.Tensor) -> tuple:
         x, weight = ctx.saved_tensors
         gx = gy @ weight if ctx.needs_input_grad[0] else None  # before any row of the weight moves
         gb = gy.reshape(-1, gy.shape[-1]).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -80,16 +80,17 @@ def row_stepped(model: nn.Module, opt: InPlaceSGD, gate: BackwardStep) -> Iterat
               if len(ms) == 1 and uses.get(pid) == 1 and pid in trained and ms[0].weight.dim() == 2
               and ms[0].weight.numel() * ms[0].weight.element_size() >= ROW_STEP_BYTES]
     before = {id(m): m.__dict__.get("forward") for m in chosen}
-    for m in chosen:
-        m.forward = _stepped_forward(m, _stepper(opt, m.weight, gate), gate)  # type: ignore[method-assign]
+    for m in chosen:  # an instance attribute shadows the class's forward (mypy sees a method assigned)
+        m.forward = _stepped_forward(m, _stepper(opt, m.weight, gate), gate)  # type: ignore[method-assign, assignment]
     try:
         yield {id(m.weight) for m in chosen}
     finally:
         for m in chosen:
-            if before[id(m)] is None:
+            own = before[id(m)]
+            if own is None:
                 del m.forward  # the class's forward again
             else:
-                m.forward = before[id(m)]  # type: ignore[method-assign]
+                m.forward = own  # type: ignore[method-assign]
 
 
 def _stepper(opt: InPlaceSGD, weight: torch.Tensor, gate: BackwardStep) -> Stepper:

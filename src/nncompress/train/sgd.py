@@ -31,6 +31,7 @@ class InPlaceSGD(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
                                   "weight_decay": weight_decay})
 
+    # narrower than Optimizer.step on purpose: a closure is refused, not evaluated
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         if closure is not None:
