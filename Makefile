@@ -22,6 +22,7 @@ demo: setup
 
 test: setup browser
 	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 

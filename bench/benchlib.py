@@ -1,4 +1,5 @@
 """What every benchmark writes: the run's circumstances, and its results as JSON plus Markdown."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_meta(script: str, **extra: Any) -> dict[str, Any]:
     """The command, machine, threads, torch version and date of this run, plus ``extra``."""
-    return {"command": f"python bench/{script} " + " ".join(sys.argv[1:]), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            **extra}
+    return {
+        "command": f"python bench/{script} " + " ".join(sys.argv[1:]),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        **extra,
+    }
 
 
 def write_results(tag: str, meta: dict[str, Any], results: list[dict[str, Any]], markdown: str) -> None:

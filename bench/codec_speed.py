@@ -3,6 +3,7 @@ random weights): encode and decode seconds, MB/s of dense fp32 equivalent,
 peak memory (tracemalloc); beside it, zstd of the same sparse arrays (values +
 int32 flat positions) in the same run. Writes bench/results/codec_speed.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,21 @@ from nncompress.coding.container import dumps, loads
 from nncompress.coding.layers import SharedTensor, decode_tensor, encode_raw, encode_shared
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONV = [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256), (512, 256),
-        (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+CONV = [
+    (64, 3),
+    (64, 64),
+    (128, 64),
+    (128, 128),
+    (256, 128),
+    (256, 256),
+    (256, 256),
+    (512, 256),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 FC = [(4096, 25088), (4096, 4096), (1000, 4096)]
 
 
@@ -35,7 +49,7 @@ def vgg16(density: float, seed: int = 0) -> list[tuple[str, SharedTensor, np.nda
         size = int(np.prod(shape))
         keep = rng.random(size) < density
         positions = np.flatnonzero(keep)
-        k = 2 ** bits
+        k = 2**bits
         # bell-shaped index use, as k-means on real weights gives
         indices = np.clip(rng.normal(k / 2, k / 6, len(positions)), 0, k - 1).astype(np.int64)
         codebook = np.sort(rng.normal(0, 0.05, k)).astype(np.float32)
@@ -82,6 +96,7 @@ def decode(blob: bytes) -> int:
 
 def zstd_same(layers, repeats: int) -> tuple[int, float, float]:
     import zstandard
+
     raw = io.BytesIO()
     for _, t, bias in layers:
         raw.write(t.codebook[t.indices].astype(np.float32).tobytes())
@@ -112,30 +127,46 @@ def main() -> None:
     if n != params:
         raise SystemExit(f"decoded {n} values, expected {params}")
     z_bytes, z_enc, z_dec = zstd_same(layers, args.repeats)
-    res = {"params": params, "kept": kept, "dense_mb": dense_mb, "file_bytes": len(blob), "repeats": args.repeats,
-           "encode_s": round(enc_s, 3), "decode_s": round(dec_s, 3),
-           "encode_mb_s": round(dense_mb / enc_s, 1), "decode_mb_s": round(dense_mb / dec_s, 1),
-           "encode_peak_mb": round(enc_peak / 1e6, 1), "decode_peak_mb": round(dec_peak / 1e6, 1),
-           "encode_peak_over_model": round(enc_peak / 1e6 / dense_mb, 2),
-           "decode_peak_over_model": round(dec_peak / 1e6 / dense_mb, 2),
-           "zstd3_bytes": z_bytes, "zstd3_encode_s": round(z_enc, 3), "zstd3_decode_s": round(z_dec, 3),
-           "machine": f"{platform.machine()}", "command": "python bench/codec_speed.py " + " ".join(sys.argv[1:]),
-           "date": time.strftime("%Y-%m-%d")}
+    res = {
+        "params": params,
+        "kept": kept,
+        "dense_mb": dense_mb,
+        "file_bytes": len(blob),
+        "repeats": args.repeats,
+        "encode_s": round(enc_s, 3),
+        "decode_s": round(dec_s, 3),
+        "encode_mb_s": round(dense_mb / enc_s, 1),
+        "decode_mb_s": round(dense_mb / dec_s, 1),
+        "encode_peak_mb": round(enc_peak / 1e6, 1),
+        "decode_peak_mb": round(dec_peak / 1e6, 1),
+        "encode_peak_over_model": round(enc_peak / 1e6 / dense_mb, 2),
+        "decode_peak_over_model": round(dec_peak / 1e6 / dense_mb, 2),
+        "zstd3_bytes": z_bytes,
+        "zstd3_encode_s": round(z_enc, 3),
+        "zstd3_decode_s": round(z_dec, 3),
+        "machine": f"{platform.machine()}",
+        "command": "python bench/codec_speed.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "codec_speed.json").write_text(json.dumps(res, indent=2))
-    md = ["# Codec speed: VGG-16-sized model (138 M parameters, 8 % kept, random weights)", "",
-          f"`{res['command']}`, {res['machine']}, {res['date']}. Median of {args.repeats} runs each, "
-          "in one process; peak memory from one more run under tracemalloc (numpy buffers included), "
-          f"beside the model's {dense_mb:,.0f} MB of dense fp32.", "",
-          "| | bytes | encode s | decode s | encode MB/s (dense fp32) | decode MB/s | peak MB enc / dec "
-          "| peak / model enc / dec |",
-          "|---|---|---|---|---|---|---|---|",
-          f"| nncompress .nnc | {len(blob):,} | {res['encode_s']} | {res['decode_s']} | {res['encode_mb_s']} | "
-          f"{res['decode_mb_s']} | {res['encode_peak_mb']} / {res['decode_peak_mb']} | "
-          f"{res['encode_peak_over_model']} / {res['decode_peak_over_model']} |",
-          f"| zstd -3 of values + int32 positions | {z_bytes:,} | {res['zstd3_encode_s']} | "
-          f"{res['zstd3_decode_s']} | {round(dense_mb / max(z_enc, 1e-9), 1)} | "
-          f"{round(dense_mb / max(z_dec, 1e-9), 1)} | - | - |"]
+    md = [
+        "# Codec speed: VGG-16-sized model (138 M parameters, 8 % kept, random weights)",
+        "",
+        f"`{res['command']}`, {res['machine']}, {res['date']}. Median of {args.repeats} runs each, "
+        "in one process; peak memory from one more run under tracemalloc (numpy buffers included), "
+        f"beside the model's {dense_mb:,.0f} MB of dense fp32.",
+        "",
+        "| | bytes | encode s | decode s | encode MB/s (dense fp32) | decode MB/s | peak MB enc / dec "
+        "| peak / model enc / dec |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| nncompress .nnc | {len(blob):,} | {res['encode_s']} | {res['decode_s']} | {res['encode_mb_s']} | "
+        f"{res['decode_mb_s']} | {res['encode_peak_mb']} / {res['decode_peak_mb']} | "
+        f"{res['encode_peak_over_model']} / {res['decode_peak_over_model']} |",
+        f"| zstd -3 of values + int32 positions | {z_bytes:,} | {res['zstd3_encode_s']} | "
+        f"{res['zstd3_decode_s']} | {round(dense_mb / max(z_enc, 1e-9), 1)} | "
+        f"{round(dense_mb / max(z_dec, 1e-9), 1)} | - | - |",
+    ]
     (RESULTS / "codec_speed.md").write_text("\n".join(md) + "\n")
     sys.stderr.write("\n".join(md) + "\n")
 

@@ -7,6 +7,7 @@ bench/prune_bench.py wrote for the same model and seed: `nncompress compress`
 runs exactly that pruning first, so it is reused rather than recomputed.
 Writes bench/results/compress_bench.{json,md}. Never run by the tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,15 @@ PUBLISHED = {  # MNIST figures: Deep Compression (Han 2016), soft weight-sharing
 def stored_today(state: dict) -> dict[str, int]:
     """torch.save of the pruned state dict, and that file gzipped / zstd'd."""
     import zstandard
+
     buf = io.BytesIO()
     torch.save(state, buf)
     raw = buf.getvalue()
-    return {"torch_save": len(raw), "gzip_9": len(gzip.compress(raw, 9)),
-            "zstd_19": len(zstandard.ZstdCompressor(level=19).compress(raw))}
+    return {
+        "torch_save": len(raw),
+        "gzip_9": len(gzip.compress(raw, 9)),
+        "zstd_19": len(zstandard.ZstdCompressor(level=19).compress(raw)),
+    }
 
 
 def one(model_name: str, seed: int, splits, variant: str = "") -> dict:
@@ -63,49 +68,83 @@ def one(model_name: str, seed: int, splits, variant: str = "") -> dict:
     acc = metrics(decoded, splits)["accuracy"]  # measured again, on a fresh decode of the file
     file_bytes = out.stat().st_size
     pruned_state = load_checkpoint(pruned).build_model().state_dict()
-    return {"model": model_name, "seed": seed, "dense_params": dense_params, "dense_bytes": 4 * dense_params,
-            "dense_test_accuracy": dense_acc, "test_accuracy": acc,
-            "drop_points": round((dense_acc - acc) * 100, 4), "file_bytes": file_bytes,
-            "ratio": 4 * dense_params / file_bytes, "seconds": round(seconds, 1), "stage_seconds": res["seconds"],
-            "layers": res["layers"], "stored_today": stored_today(pruned_state)}
+    return {
+        "model": model_name,
+        "seed": seed,
+        "dense_params": dense_params,
+        "dense_bytes": 4 * dense_params,
+        "dense_test_accuracy": dense_acc,
+        "test_accuracy": acc,
+        "drop_points": round((dense_acc - acc) * 100, 4),
+        "file_bytes": file_bytes,
+        "ratio": 4 * dense_params / file_bytes,
+        "seconds": round(seconds, 1),
+        "stage_seconds": res["seconds"],
+        "layers": res["layers"],
+        "stored_today": stored_today(pruned_state),
+    }
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    lines = ["# Compression benchmark: Fashion-MNIST, whole file", "",
-             f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}.", "",
-             "| model | seed | dense acc | decoded acc | drop | file B | ratio | torch.save | gzip | zstd |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Compression benchmark: Fashion-MNIST, whole file",
+        "",
+        f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}.",
+        "",
+        "| model | seed | dense acc | decoded acc | drop | file B | ratio | torch.save | gzip | zstd |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         t = r["stored_today"]
-        lines.append(f"| {r['model']} | {r['seed']} | {r['dense_test_accuracy'] * 100:.2f} | "
-                     f"{r['test_accuracy'] * 100:.2f} | {r['drop_points']:+.2f} | {r['file_bytes']:,} | "
-                     f"{r['ratio']:.1f}x | {t['torch_save']:,} | {t['gzip_9']:,} | {t['zstd_19']:,} |")
-    lines += ["", "| model | mean ratio (ours) | mean drop | Deep Compression (MNIST) | soft weight-sharing (MNIST) |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {r['dense_test_accuracy'] * 100:.2f} | "
+            f"{r['test_accuracy'] * 100:.2f} | {r['drop_points']:+.2f} | {r['file_bytes']:,} | "
+            f"{r['ratio']:.1f}x | {t['torch_save']:,} | {t['gzip_9']:,} | {t['zstd_19']:,} |"
+        )
+    lines += [
+        "",
+        "| model | mean ratio (ours) | mean drop | Deep Compression (MNIST) | soft weight-sharing (MNIST) |",
+        "|---|---|---|---|---|",
+    ]
     for name in dict.fromkeys(r["model"] for r in results):
         rs = [r for r in results if r["model"] == name]
-        lines.append(f"| {name} | {statistics.mean(r['ratio'] for r in rs):.1f}x | "
-                     f"{statistics.mean(r['drop_points'] for r in rs):+.2f} pt | "
-                     f"{PUBLISHED[name]['deep_compression']}x | {PUBLISHED[name]['soft_weight_sharing']}x |")
-    lines += ["", "Ratio = dense fp32 parameter bytes of the unpruned model / bytes of the whole .nnc file "
-              "(headers included). Accuracy is measured on the model decoded from the file. "
-              "torch.save/gzip/zstd: the same pruned model's state dict stored the usual way. "
-              "Huffman bits are the coded stream's bytes in the file per kept weight, its code table and "
-              "checksum included, so a layer of a hundred weights can pay more than the fixed width.", "",
-              "Per-layer table, seed 0:", ""]
+        lines.append(
+            f"| {name} | {statistics.mean(r['ratio'] for r in rs):.1f}x | "
+            f"{statistics.mean(r['drop_points'] for r in rs):+.2f} pt | "
+            f"{PUBLISHED[name]['deep_compression']}x | {PUBLISHED[name]['soft_weight_sharing']}x |"
+        )
+    lines += [
+        "",
+        "Ratio = dense fp32 parameter bytes of the unpruned model / bytes of the whole .nnc file "
+        "(headers included). Accuracy is measured on the model decoded from the file. "
+        "torch.save/gzip/zstd: the same pruned model's state dict stored the usual way. "
+        "Huffman bits are the coded stream's bytes in the file per kept weight, its code table and "
+        "checksum included, so a layer of a hundred weights can pay more than the fixed width.",
+        "",
+        "Per-layer table, seed 0:",
+        "",
+    ]
     for r in results:
         if r["seed"] != results[0]["seed"]:
             continue
-        lines += [f"**{r['model']}**", "", "| tensor | weights | kept | w bits (fixed/Huffman) | "
-                  "index bits (fixed/Huffman) | bytes | ratio |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{r['model']}**",
+            "",
+            "| tensor | weights | kept | w bits (fixed/Huffman) | index bits (fixed/Huffman) | bytes | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in r["layers"]:
             if row["codec"] == "shared":
-                bits = (f"{row['weight_bits_fixed']} / {row['weight_bits_huffman']:.2f} | "
-                        f"{row['index_bits_fixed']} / {row['index_bits_huffman']:.2f}")
+                bits = (
+                    f"{row['weight_bits_fixed']} / {row['weight_bits_huffman']:.2f} | "
+                    f"{row['index_bits_fixed']} / {row['index_bits_huffman']:.2f}"
+                )
             else:
                 bits = "raw fp32 | -"
-            lines.append(f"| {row['tensor']} | {row['weights']:,} | {row['kept'] * 100:.1f} % | {bits} | "
-                         f"{row['bytes']:,} | {row['ratio']:.1f}x |")
+            lines.append(
+                f"| {row['tensor']} | {row['weights']:,} | {row['kept'] * 100:.1f} % | {bits} | "
+                f"{row['bytes']:,} | {row['ratio']:.1f}x |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -121,14 +160,21 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
-        merged = {"meta": parts[0]["meta"], "parts": [p["meta"] for p in parts],
-                  "results": [r for p in parts for r in p["results"]]}
+        merged = {
+            "meta": parts[0]["meta"],
+            "parts": [p["meta"] for p in parts],
+            "results": [r for p in parts for r in p["results"]],
+        }
         (RESULTS / f"{args.tag}.json").write_text(json.dumps(merged, indent=2))
         (RESULTS / f"{args.tag}.md").write_text(markdown(merged["results"], merged["meta"]))
         return
     splits = load_data("fashion-mnist")
-    meta = {"command": "python bench/compress_bench.py " + " ".join(sys.argv[1:]), "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "command": "python bench/compress_bench.py " + " ".join(sys.argv[1:]),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     results = []
     for name in args.models:
         for seed in args.seeds:

@@ -13,6 +13,7 @@ case of the last four kinds is saved under tests/data/fuzz_regressions/.
     python bench/fuzz_bench.py --cases 300000 --minutes 30   # stop early, record the real count
 Writes bench/results/fuzz_bench.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,13 @@ import fuzzlib
 SLOW_S = 5.0
 MEMORY_MB = 1024
 #: the worker's address-space cap: a runaway allocation fails there instead of taking the machine
-ADDRESS_LIMIT = 8 * 2 ** 30
+ADDRESS_LIMIT = 8 * 2**30
 
 
 def _worker(conn: Any) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_LIMIT, ADDRESS_LIMIT))
     import nncompress.modelfile  # noqa: F401 - imported before the baseline is taken
+
     seeds = fuzzlib.seeds()
     fuzzlib.run_case(seeds[sorted(seeds)[0]])
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -108,14 +110,27 @@ def campaign(cases: int, start: int, minutes: float, timeout: float) -> dict[str
             counts[kind] += 1
             _, _, data = fuzzlib.make_case(seeds, n)
             path = fuzzlib.save_regression(data, f"{kind}_{what}")
-            bad[kind].append({"case": n, "what": what, "detail": detail, "seconds": round(seconds, 2),
-                              "grown_mb": round(grown, 1), "file": path.name})
+            bad[kind].append(
+                {
+                    "case": n,
+                    "what": what,
+                    "detail": detail,
+                    "seconds": round(seconds, 2),
+                    "grown_mb": round(grown, 1),
+                    "file": path.name,
+                }
+            )
         if done % 5000 == 0:
             sys.stderr.write(f"{done} cases, {time.time() - t0:.0f} s: {dict(counts)}\n")
     worker.conn.send(None)
     worker.stop()
-    return {"cases": done, "first_case": start, "seconds": round(time.time() - t0, 1), "counts": dict(counts),
-            "failures": {k: v[:50] for k, v in bad.items()}}
+    return {
+        "cases": done,
+        "first_case": start,
+        "seconds": round(time.time() - t0, 1),
+        "counts": dict(counts),
+        "failures": {k: v[:50] for k, v in bad.items()},
+    }
 
 
 def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
@@ -124,32 +139,48 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
     damage = sum(v for k, v in c.items() if k.startswith("damage:"))
     rows = [("lie", "typed"), ("lie", "accepted"), ("damage", "typed"), ("damage", "unchanged")]
     lines = [
-        "# Fuzzing the .nnc reader: lies with valid checksums, and damage", "",
+        "# Fuzzing the .nnc reader: lies with valid checksums, and damage",
+        "",
         f"`{meta['command']}`, {meta['machine']}, {meta['date']}, one worker process. "
         f"{res['cases']:,} decodes (cases {res['first_case']:,} to {res['first_case'] + res['cases'] - 1:,}): "
-        f"{lies:,} lies, {damage:,} damaged files, in {res['seconds'] / 60:.1f} minutes.", "",
+        f"{lies:,} lies, {damage:,} damaged files, in {res['seconds'] / 60:.1f} minutes.",
+        "",
         "Each file is read as every command reads one: header only (`inspect`), then decode, per-layer table "
         "and, where the file records an architecture, `build_model`. An accepted file is decoded again by the "
         "independent reader in tests/nnc_ref.py and must give the same weights bit for bit. A damaged file "
         "is *unchanged* when the damage left its bytes as they were (a bit flipped twice, zeros over zeros). "
         "An accepted lie is a file that is still valid (a 16000 x 16000 all-zero tensor within the default "
         "limits, a version 3 file relabelled 2 that uses nothing of version 3, 63 levels of nesting) or an edit "
-        "that changed nothing; each was decoded by both readers to the same weights.", "",
-        "| family | outcome | files |", "|---|---|---|",
-        *[f"| {f} | {o} | {c.get(f'{f}:{o}', 0):,} |" for f, o in rows], "",
-        "| failure (target 0) | files |", "|---|---|",
+        "that changed nothing; each was decoded by both readers to the same weights.",
+        "",
+        "| family | outcome | files |",
+        "|---|---|---|",
+        *[f"| {f} | {o} | {c.get(f'{f}:{o}', 0):,} |" for f, o in rows],
+        "",
+        "| failure (target 0) | files |",
+        "|---|---|",
         f"| foreign exception (not an nncompress error) | {c.get('foreign', 0)} |",
         f"| accepted, but weights differ from the independent reader's (or it refuses the file) | "
         f"{c.get('mismatch', 0)} |",
         f"| damaged file accepted (its bytes changed) | {c.get('undetected', 0)} |",
         f"| decode over {SLOW_S:.0f} s | {c.get('slow', 0) + c.get('hang', 0)} |",
-        f"| peak memory grew by over {MEMORY_MB} MB | {c.get('memory', 0)} |", "",
+        f"| peak memory grew by over {MEMORY_MB} MB | {c.get('memory', 0)} |",
+        "",
     ]
-    lines += ["Every failure a run of this campaign has found is kept in tests/data/fuzz_regressions/ (its README "
-              "says what each was) and read again by the test suite.", ""]
+    lines += [
+        "Every failure a run of this campaign has found is kept in tests/data/fuzz_regressions/ (its README "
+        "says what each was) and read again by the test suite.",
+        "",
+    ]
     for kind, items in res["failures"].items():
-        lines += [f"## {kind}", ""] + [f"- case {i['case']} ({i['what']}): {i['detail']} -> "
-                                       f"tests/data/fuzz_regressions/{i['file']}" for i in items[:20]] + [""]
+        lines += (
+            [f"## {kind}", ""]
+            + [
+                f"- case {i['case']} ({i['what']}): {i['detail']} -> tests/data/fuzz_regressions/{i['file']}"
+                for i in items[:20]
+            ]
+            + [""]
+        )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ Reported per seed: the dense test accuracy, the accuracy of the model decoded fr
 same dense model stores today: ``torch.save`` of its state dict, and float16 + gzip of it.
 Writes bench/results/<tag>.{json,md}. Never run by the tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def stored_today(checkpoint: Path) -> dict[str, int]:
     """The dense state dict as people store it: torch.save, and float16 + gzip."""
     state = torch.load(checkpoint, weights_only=True)["state"]
     out = {}
-    for name, tensors in (("torch_save_fp32", state),
-                          ("fp16_gzip", {k: v.half() if v.is_floating_point() else v for k, v in state.items()})):
+    for name, tensors in (
+        ("torch_save_fp32", state),
+        ("fp16_gzip", {k: v.half() if v.is_floating_point() else v for k, v in state.items()}),
+    ):
         buf = io.BytesIO()
         torch.save(tensors, buf)
         out[name] = len(buf.getvalue()) if name.startswith("torch") else len(gzip.compress(buf.getvalue(), 9))
@@ -57,38 +60,80 @@ def one(seed: int, widths: list[int], epochs: int) -> dict:
     kwargs = json.dumps({"widths": widths})
     t0 = time.perf_counter()
     if not base.exists():
-        cli("train", "--model", MODEL, "--model-kwargs", kwargs, "--data", "fashion-mnist", "--epochs", str(epochs),
-            "--seed", str(seed), "--out", str(base))
+        cli(
+            "train",
+            "--model",
+            MODEL,
+            "--model-kwargs",
+            kwargs,
+            "--data",
+            "fashion-mnist",
+            "--epochs",
+            str(epochs),
+            "--seed",
+            str(seed),
+            "--out",
+            str(base),
+        )
     t1 = time.perf_counter()
-    res = cli("compress", str(base), "--model", MODEL, "--data", "fashion-mnist", "--seed", str(seed),
-              "--out", str(out), "--run-dir", str(run_dir))
+    res = cli(
+        "compress",
+        str(base),
+        "--model",
+        MODEL,
+        "--data",
+        "fashion-mnist",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+    )
     t2 = time.perf_counter()
-    return {"seed": seed, "widths": widths, "dense_test_accuracy": res["dense_test_score"],
-            "test_accuracy": res["test_score"], "drop_points": res["test_drop_points"],
-            "file_bytes": res["file_bytes"], "dense_bytes": res["dense_bytes"], "ratio": res["ratio"],
-            "finetune": (res.get("finetune") or {}).get("note"),
-            "totals": res["totals"], "stored_today": stored_today(base),
-            "seconds": {"train": round(t1 - t0, 1), "compress": round(t2 - t1, 1)}}
+    return {
+        "seed": seed,
+        "widths": widths,
+        "dense_test_accuracy": res["dense_test_score"],
+        "test_accuracy": res["test_score"],
+        "drop_points": res["test_drop_points"],
+        "file_bytes": res["file_bytes"],
+        "dense_bytes": res["dense_bytes"],
+        "ratio": res["ratio"],
+        "finetune": (res.get("finetune") or {}).get("note"),
+        "totals": res["totals"],
+        "stored_today": stored_today(base),
+        "seconds": {"train": round(t1 - t0, 1), "compress": round(t2 - t1, 1)},
+    }
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    lines = ["# A user's model through the CLI: small ResNet with BatchNorm, Fashion-MNIST", "",
-             f"`{meta['command']}` on {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.", "",
-             f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`; every other "
-             "setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; accuracy of the "
-             "model decoded from the file.", "",
-             "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | "
-             "fine-tuning |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# A user's model through the CLI: small ResNet with BatchNorm, Fashion-MNIST",
+        "",
+        f"`{meta['command']}` on {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
+        "",
+        f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`; every other "
+        "setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; accuracy of the "
+        "model decoded from the file.",
+        "",
+        "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | fine-tuning |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         st = r["stored_today"]
-        lines.append(f"| {r['seed']} | {100 * r['dense_test_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
-                     f"{r['drop_points']:+.2f} | {r['file_bytes']:,} | {r['ratio']:.1f}x | {st['torch_save_fp32']:,} | "
-                     f"{st['fp16_gzip']:,} ({r['dense_bytes'] / st['fp16_gzip']:.1f}x) | {r['finetune']} |")
+        lines.append(
+            f"| {r['seed']} | {100 * r['dense_test_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
+            f"{r['drop_points']:+.2f} | {r['file_bytes']:,} | {r['ratio']:.1f}x | {st['torch_save_fp32']:,} | "
+            f"{st['fp16_gzip']:,} ({r['dense_bytes'] / st['fp16_gzip']:.1f}x) | {r['finetune']} |"
+        )
     if len(results) > 1:
         drops, ratios = [r["drop_points"] for r in results], [r["ratio"] for r in results]
-        lines += ["", f"Median ratio {statistics.median(ratios):.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f}); "
-                      f"mean drop {statistics.mean(drops):+.2f} pt (min {min(drops):+.2f}, max {max(drops):+.2f})."]
+        lines += [
+            "",
+            f"Median ratio {statistics.median(ratios):.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f}); "
+            f"mean drop {statistics.mean(drops):+.2f} pt (min {min(drops):+.2f}, max {max(drops):+.2f}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,6 +147,7 @@ def main() -> None:
     results = [one(seed, args.widths, args.epochs) for seed in args.seeds]
     meta = run_meta("resnet_bench.py")
     write_results(args.tag, meta, results, markdown(results, meta))
+
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ With ``--procs 2`` the prune and compress stages run as two ranks under torchrun
 each rank's peak reported; build and decode stay one process.
 Writes bench/results/<tag>.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,12 @@ def _rss_mb() -> float:
 
 def _data(n: int, batch: int):
     import torch
+
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch, *SHAPE, generator=gen), torch.randint(0, 1000, (batch,), generator=gen))
-               for _ in range(max(1, n // batch))]
+    batches = [
+        (torch.randn(batch, *SHAPE, generator=gen), torch.randint(0, 1000, (batch,), generator=gen))
+        for _ in range(max(1, n // batch))
+    ]
     return batches, batches[:1], batches[:1]
 
 
@@ -47,6 +51,7 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
     from nncompress.models import build_model
     from nncompress.pipeline import load_model_file
     from nncompress.train.checkpoint import save_checkpoint
+
     torch.set_num_threads(args.threads)
     base_rss = _rss_mb()
     distributed.init_from_env(device="cpu")
@@ -59,8 +64,16 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
         info["params"] = sum(p.numel() for p in model.parameters())
     elif name == "prune":
         model = load_model_file(work / "dense.pt")[0]
-        cfg = nnc.PruneConfig(target_density=args.density, target_steps=1, epochs_per_step=1, final_epochs=0,
-                              batch_size=args.batch, probe=False, control=False, remove_dead=False)
+        cfg = nnc.PruneConfig(
+            target_density=args.density,
+            target_steps=1,
+            epochs_per_step=1,
+            final_epochs=0,
+            batch_size=args.batch,
+            probe=False,
+            control=False,
+            remove_dead=False,
+        )
         model, result = nnc.prune(model, _data(args.images, args.batch), cfg, inplace=True)
         if distributed.is_main():
             save_checkpoint(work / "pruned.pt", model, meta={"data": "synthetic", "pruned": True})
@@ -68,15 +81,25 @@ def stage(name: str, work: Path, args: argparse.Namespace) -> dict:
     elif name == "compress":
         model = load_model_file(work / "pruned.pt")[0]
         share = nnc.ShareConfig(epochs=0, batch_size=args.batch)
-        result = nnc.compress(model, _data(args.batch, args.batch), work / "vgg16.nnc",
-                              nnc.CompressConfig(prune=None, share=share), inplace=True)
-        info.update(file_bytes=result.file_bytes, ratio=round(result.ratio, 2),
-                    stage_seconds=result.summary["seconds"])
+        result = nnc.compress(
+            model,
+            _data(args.batch, args.batch),
+            work / "vgg16.nnc",
+            nnc.CompressConfig(prune=None, share=share),
+            inplace=True,
+        )
+        info.update(file_bytes=result.file_bytes, ratio=round(result.ratio, 2), stage_seconds=result.summary["seconds"])
     elif name == "decode":
         model = nnc.load(work / "vgg16.nnc")
         info["params"] = sum(p.numel() for p in model.parameters())
-    return {"stage": name, "seconds": round(time.perf_counter() - t0, 2), "base_rss_mb": round(base_rss),
-            "peak_rss_mb": round(_rss_mb()), "rank": distributed.rank(), **info}
+    return {
+        "stage": name,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "base_rss_mb": round(base_rss),
+        "peak_rss_mb": round(_rss_mb()),
+        "rank": distributed.rank(),
+        **info,
+    }
 
 
 def _run_stage(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
@@ -87,8 +110,17 @@ def _run_stage(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         old.unlink()
     cmd = [sys.executable, __file__, "--stage", name, *sys.argv[1:]]
     if procs > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-               __file__, "--stage", name, *sys.argv[1:]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={procs}",
+            __file__,
+            "--stage",
+            name,
+            *sys.argv[1:],
+        ]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode:
         print(out.stderr[-3000:], file=sys.stderr)
@@ -115,31 +147,42 @@ def main() -> None:
         (work / f"{args.stage}.rank{row['rank']}.json").write_text(json.dumps(row))
         return
     from benchlib import run_meta, write_results
+
     rows: list[dict] = []
     for name in ("build", "prune", "compress", "decode"):
         rows += _run_stage(name, args, work)
         print(rows[-1], flush=True)
         if "error" in rows[-1]:
             break
-    fp32_mb = 4 * rows[0].get("params", 0) / 2 ** 20
+    fp32_mb = 4 * rows[0].get("params", 0) / 2**20
     for r in rows:
         if "peak_rss_mb" in r:
             r["peak_over_model"] = round((r["peak_rss_mb"] - r["base_rss_mb"]) / fp32_mb, 2)
-    meta = run_meta("scale_bench.py", fp32_mb=round(fp32_mb), density=args.density, images=args.images,
-                    batch=args.batch)
+    meta = run_meta(
+        "scale_bench.py", fp32_mb=round(fp32_mb), density=args.density, images=args.images, batch=args.batch
+    )
     how = "one process per stage" if args.procs == 1 else f"prune and compress as {args.procs} ranks under torchrun"
-    lines = [f"# VGG-16 (138 M parameters) through every stage, {how}", "",
-             f"`{meta['command']}` on {meta['machine']}, {args.threads} threads per process, torch {meta['torch']}, "
-             f"{meta['date']}. Model fp32: {fp32_mb:,.0f} MiB. Random weights, synthetic {SHAPE} inputs. Each "
-             "stage runs in fresh processes; peak RSS is each process's own (`ru_maxrss`).", "",
-             "| stage | rank | seconds | peak RSS MiB | after import MiB | (peak - import) / model fp32 | notes |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# VGG-16 (138 M parameters) through every stage, {how}",
+        "",
+        f"`{meta['command']}` on {meta['machine']}, {args.threads} threads per process, torch {meta['torch']}, "
+        f"{meta['date']}. Model fp32: {fp32_mb:,.0f} MiB. Random weights, synthetic {SHAPE} inputs. Each "
+        "stage runs in fresh processes; peak RSS is each process's own (`ru_maxrss`).",
+        "",
+        "| stage | rank | seconds | peak RSS MiB | after import MiB | (peak - import) / model fp32 | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        notes = {k: v for k, v in r.items() if k not in ("stage", "seconds", "peak_rss_mb", "base_rss_mb",
-                                                           "peak_over_model", "rank", "procs")}
+        notes = {
+            k: v
+            for k, v in r.items()
+            if k not in ("stage", "seconds", "peak_rss_mb", "base_rss_mb", "peak_over_model", "rank", "procs")
+        }
         rank = f"{r.get('rank', 0)} of {r.get('procs', 1)}"
-        lines.append(f"| {r['stage']} | {rank} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | "
-                     f"{r.get('base_rss_mb', '')} | {r.get('peak_over_model', '')} | {json.dumps(notes)} |")
+        lines.append(
+            f"| {r['stage']} | {rank} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | "
+            f"{r.get('base_rss_mb', '')} | {r.get('peak_over_model', '')} | {json.dumps(notes)} |"
+        )
     write_results(args.tag, meta, rows, "\n".join(lines) + "\n")
 
 

@@ -13,6 +13,7 @@ reused); `time` runs `prune` of each code on the same seeds, interleaved, for a
 wall-time ratio that shared-machine load cannot tilt; `table` writes
 bench/results/<tag>.{json,md}. Never run by the tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def cli(src: Path, *args: str) -> tuple[dict[str, Any], float]:
     """Run `nncompress ARGS --json` from source tree ``src``; (its JSON, wall seconds)."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "nncompress", *args, "--json", "--quiet"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nncompress", *args, "--json", "--quiet"], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"nncompress {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -62,16 +64,33 @@ def one(work: Path, model: str, seed: int, code: str, src: Path) -> dict[str, An
     prune, prune_s = cli(src, "prune", str(dense), "--data", DATA, "--seed", str(seed), "--out", str(pruned))
     comp, comp_s = cli(src, "compress", str(pruned), "--data", DATA, "--seed", str(seed), "--out", str(nnc))
     dense_acc = prune["dense"]["test_accuracy"] if "test_accuracy" in prune.get("dense", {}) else None
-    record = {"model": model, "seed": seed, "code": code, "dense_test_accuracy": dense_acc,
-              "prune": {"fewer": prune["compression"], "kept": prune["kept_fraction"],
-                        "test_drop": prune["test_drop_points"], "seconds": round(prune_s, 1),
-                        "finetune": prune.get("finetune", {}).get("note")},
-              "compress": {"ratio": comp["ratio"], "file_bytes": comp["file_bytes"],
-                           "test_accuracy": comp["test_accuracy"], "seconds": round(comp_s, 1),
-                           "bit_search": comp.get("bit_search")},
-              "steps": [json.loads(line) for line in (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl")
-                        .read_text().splitlines() if line.strip()]
-              if (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl").exists() else []}
+    record = {
+        "model": model,
+        "seed": seed,
+        "code": code,
+        "dense_test_accuracy": dense_acc,
+        "prune": {
+            "fewer": prune["compression"],
+            "kept": prune["kept_fraction"],
+            "test_drop": prune["test_drop_points"],
+            "seconds": round(prune_s, 1),
+            "finetune": prune.get("finetune", {}).get("note"),
+        },
+        "compress": {
+            "ratio": comp["ratio"],
+            "file_bytes": comp["file_bytes"],
+            "test_accuracy": comp["test_accuracy"],
+            "seconds": round(comp_s, 1),
+            "bit_search": comp.get("bit_search"),
+        },
+        "steps": [
+            json.loads(line)
+            for line in (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        if (pruned.parent / f"{pruned.stem}_prune" / "steps.jsonl").exists()
+        else [],
+    }
     if dense_acc is not None:
         record["compress"]["test_drop"] = round((dense_acc - comp["test_accuracy"]) * 100, 2)
     out.write_text(json.dumps(record, indent=1))
@@ -98,8 +117,17 @@ def timing(work: Path, model: str, seeds: list[int], codes: list[list[str]], rep
             for name, src in order:
                 out = work / "timing" / f"{model}_s{seed}_{name}.pt"
                 out.parent.mkdir(exist_ok=True)
-                _, seconds = cli(Path(src), "prune", str(base(work, model, seed)), "--data", DATA, "--seed", str(seed),
-                                 "--out", str(out))
+                _, seconds = cli(
+                    Path(src),
+                    "prune",
+                    str(base(work, model, seed)),
+                    "--data",
+                    DATA,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out),
+                )
                 rows.append({"seed": seed, "code": name, "seconds": round(seconds, 2)})
                 print(f"{model} s{seed} {name}: prune {seconds:.1f} s", flush=True)
                 path.write_text(json.dumps(rows, indent=1))
@@ -110,41 +138,55 @@ def spread(values: list[float]) -> str:
 
 
 def table(work: Path, tag: str, models: list[str]) -> None:
-    records = [r for p in sorted(work.glob("*_s*_*.json"))
-               if (r := json.loads(p.read_text()))["model"] in models or not models]
+    records = [
+        r for p in sorted(work.glob("*_s*_*.json")) if (r := json.loads(p.read_text()))["model"] in models or not models
+    ]
     if not records:
         raise SystemExit(f"no results in {work}: run `run` first")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["model"], r["code"]), []).append(r)
     meta = run_meta("seeds_bench.py")
-    lines = ["# Fresh seeds with the CLI defaults: prune and compress", "",
-             f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}. "
-             "Each seed: `nncompress train --seed S`, `nncompress prune` and `nncompress compress` of the pruned "
-             "checkpoint, every setting at its default. Drops are dense minus final test accuracy, in points "
-             "(10,000 test images: one reading's standard error is about 0.15-0.2 points).", "",
-             "| model | code | seeds | fewer nonzero min / median / max | seeds < 12x | prune drop min / median / max "
-             "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median, shared machine) "
-             "| fine-tuning epochs (median) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Fresh seeds with the CLI defaults: prune and compress",
+        "",
+        f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['date']}. "
+        "Each seed: `nncompress train --seed S`, `nncompress prune` and `nncompress compress` of the pruned "
+        "checkpoint, every setting at its default. Drops are dense minus final test accuracy, in points "
+        "(10,000 test images: one reading's standard error is about 0.15-0.2 points).",
+        "",
+        "| model | code | seeds | fewer nonzero min / median / max | seeds < 12x | prune drop min / median / max "
+        "| mean | seeds > 0.6 | file ratio mean (min) | file drop mean (max) | prune s (median, shared machine) "
+        "| fine-tuning epochs (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (model, code), rs in sorted(groups.items()):
         fewer = [r["prune"]["fewer"] for r in rs]
         drop = [r["prune"]["test_drop"] for r in rs]
         ratio = [r["compress"]["ratio"] for r in rs]
         fdrop = [r["compress"].get("test_drop", float("nan")) for r in rs]
         secs = [r["prune"]["seconds"] for r in rs]
-        lines.append(f"| {model} | {code} | {len(rs)} | {spread(fewer)} | {sum(f < 12 for f in fewer)} | "
-                     f"{spread(drop)} | {statistics.mean(drop):+.2f} | {sum(d > 0.6 for d in drop)} | "
-                     f"{statistics.mean(ratio):.1f}x ({min(ratio):.1f}x) | {statistics.mean(fdrop):+.2f} "
-                     f"({max(fdrop):+.2f}) | {statistics.median(secs):.0f} | "
-                     f"{statistics.median(epochs(r) for r in rs):.0f} |")
-    lines += ["", "Per seed:", "", "| model | seed | code | dense test | fewer | prune drop | file ratio | file drop | "
-              "prune s | fine-tuning |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {model} | {code} | {len(rs)} | {spread(fewer)} | {sum(f < 12 for f in fewer)} | "
+            f"{spread(drop)} | {statistics.mean(drop):+.2f} | {sum(d > 0.6 for d in drop)} | "
+            f"{statistics.mean(ratio):.1f}x ({min(ratio):.1f}x) | {statistics.mean(fdrop):+.2f} "
+            f"({max(fdrop):+.2f}) | {statistics.median(secs):.0f} | "
+            f"{statistics.median(epochs(r) for r in rs):.0f} |"
+        )
+    lines += [
+        "",
+        "Per seed:",
+        "",
+        "| model | seed | code | dense test | fewer | prune drop | file ratio | file drop | prune s | fine-tuning |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(records, key=lambda r: (r["model"], r["seed"], r["code"])):
         p, c = r["prune"], r["compress"]
-        lines.append(f"| {r['model']} | {r['seed']} | {r['code']} | {r['dense_test_accuracy'] * 100:.2f} | "
-                     f"{p['fewer']:.1f}x | {p['test_drop']:+.2f} | {c['ratio']:.1f}x | {c.get('test_drop', 0):+.2f} | "
-                     f"{p['seconds']:.0f} | {(p['finetune'] or '')[:60]} |")
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {r['code']} | {r['dense_test_accuracy'] * 100:.2f} | "
+            f"{p['fewer']:.1f}x | {p['test_drop']:+.2f} | {c['ratio']:.1f}x | {c.get('test_drop', 0):+.2f} | "
+            f"{p['seconds']:.0f} | {(p['finetune'] or '')[:60]} |"
+        )
     for model in sorted({m for m, _ in groups}):
         path = work / f"timing_{model}.json"
         if path.exists():
@@ -159,14 +201,21 @@ def _timing_line(model: str, rows: list[dict[str, Any]], baseline: str = "today"
         by.setdefault((r["code"], r["seed"]), []).append(r["seconds"])
     parts = []
     for code in sorted({c for c, _ in by} - {baseline}):
-        ratios = [statistics.median(v) / statistics.median(by[(baseline, s)]) for (c, s), v in by.items()
-                  if c == code and (baseline, s) in by]
+        ratios = [
+            statistics.median(v) / statistics.median(by[(baseline, s)])
+            for (c, s), v in by.items()
+            if c == code and (baseline, s) in by
+        ]
         if ratios:
             runs = sum(len(v) for (c, _), v in by.items() if c in (code, baseline))
-            parts.append(f"{code}: {statistics.median(ratios):.2f}x (seeds {len(ratios)}, runs {runs}, per-seed "
-                         f"ratios {min(ratios):.2f}-{max(ratios):.2f})")
-    return (f"Wall time of `prune` on {model}, interleaved with `{baseline}`'s on the same seeds "
-            f"(`seeds_bench.py time`): " + "; ".join(parts))
+            parts.append(
+                f"{code}: {statistics.median(ratios):.2f}x (seeds {len(ratios)}, runs {runs}, per-seed "
+                f"ratios {min(ratios):.2f}-{max(ratios):.2f})"
+            )
+    return (
+        f"Wall time of `prune` on {model}, interleaved with `{baseline}`'s on the same seeds "
+        f"(`seeds_bench.py time`): " + "; ".join(parts)
+    )
 
 
 def main() -> None:
@@ -199,10 +248,12 @@ def main() -> None:
     for seed in args.seeds:
         for name, src in codes:
             rec = one(args.work, args.model, seed, name, Path(src))
-            print(f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop "
-                  f"{rec['prune']['test_drop']:+.2f}"
-                  f", file {rec['compress']['ratio']:.1f}x drop {rec['compress'].get('test_drop', 0):+.2f}",
-                  flush=True)
+            print(
+                f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop "
+                f"{rec['prune']['test_drop']:+.2f}"
+                f", file {rec['compress']['ratio']:.1f}x drop {rec['compress'].get('test_drop', 0):+.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import path, e.g. ``--model examples/small_resnet.py:small_resnet`` from the
 repository root: the class ``SmallResNet`` is rebuilt from a file's record
 without asking, the function ``small_resnet`` only when named again.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,8 +26,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -37,14 +37,16 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """Stem conv, ``blocks`` BasicBlocks per stage, global average pool, classifier."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64),
-                 blocks: int = 1) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64), blocks: int = 1
+    ) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths or any(w < 1 for w in widths) or blocks < 1:
             raise ValueError(f"need widths >= 1 and blocks >= 1, got widths={widths}, blocks={blocks}")
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages: list[nn.Module] = []
         c_in = widths[0]
         for i, width in enumerate(widths):

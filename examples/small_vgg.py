@@ -1,7 +1,8 @@
 """A small VGG-style network with BatchNorm for 28x28 inputs (the DDP benchmark's model).
 
-    nncompress train --model examples/small_vgg.py:small_vgg --data fashion-mnist --out base.pt
+nncompress train --model examples/small_vgg.py:small_vgg --data fashion-mnist --out base.pt
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -14,6 +15,15 @@ def small_vgg(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> nn
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    return nn.Sequential(*block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
-                         *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(2 * w * 7 * 7, 8 * w), nn.ReLU(), nn.Linear(8 * w, num_classes))
+    return nn.Sequential(
+        *block(in_channels, w),
+        *block(w, w),
+        nn.MaxPool2d(2),
+        *block(w, 2 * w),
+        *block(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * w * 7 * 7, 8 * w),
+        nn.ReLU(),
+        nn.Linear(8 * w, num_classes),
+    )

@@ -1,4 +1,5 @@
 """Shared tiny, seeded data and models (the embedded scikit-learn digits)."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,10 @@ def _trained_mlp_state(digits: Splits) -> dict:
 @pytest.fixture
 def trained_mlp(digits: Splits, _trained_mlp_state: dict) -> Callable[[], nn.Module]:
     """A factory: each call gives a fresh copy of one MLP trained once per session."""
+
     def make() -> nn.Module:
         model = build_model("mlp", digits.input_shape, digits.num_classes)
         model.load_state_dict(_trained_mlp_state)
         return model.eval()
+
     return make

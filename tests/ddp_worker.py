@@ -10,6 +10,7 @@ check_identical must stop both ranks, which write the error to OUT_DIR/error{R}.
 MODE "fit": a net without dropout trained on the split batches, saved to OUT_DIR/fit{R}.pt;
 "fit_rows" the same with its Linear layers stepped by rows and a last batch smaller than the ranks.
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,8 +41,7 @@ def run_prune(out: Path, rank: int) -> None:
     result = prune_model(model, splits, PRUNE)
     saved.update({f"pruned.{k}": v.clone() for k, v in model.state_dict().items()})
     saved.update({f"mask.{k}": v.clone() for k, v in result.masks.items()})
-    summary = compress_model(model, {}, splits, out / f"model{rank}.nnc", None, SHARE,
-                             run=RunDir(out / f"run{rank}"))
+    summary = compress_model(model, {}, splits, out / f"model{rank}.nnc", None, SHARE, run=RunDir(out / f"run{rank}"))
     saved.update({f"shared.{k}": v.clone() for k, v in model.state_dict().items()})
     saved["val_trained"] = torch.tensor(trained["val"]["accuracy"], dtype=torch.float64)
     saved["val_pruned"] = torch.tensor(result.val_accuracy, dtype=torch.float64)
@@ -67,6 +67,7 @@ def run_fit(out: Path, rank: int) -> None:
     """A net without dropout or BatchNorm: the split batch must follow the single-process trajectory."""
     from torch import nn
     from nncompress.train import fit
+
     splits = load_data("digits")
     gen = set_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -80,21 +81,25 @@ def run_fit_rows(out: Path, rank: int) -> None:
     step is taken after backward."""
     from torch import nn
     from nncompress.train import fit, rowstep
+
     rowstep.ROW_STEP_BYTES, rowstep.BLOCK_BYTES = 1, 7 * 64 * 4
     splits = load_data("digits")
     gen = set_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    losses = fit(model, splits.train_x[:101], splits.train_y[:101], TrainConfig(epochs=3, lr=0.05, batch_size=50),
-                 generator=gen)
+    losses = fit(
+        model, splits.train_x[:101], splits.train_y[:101], TrainConfig(epochs=3, lr=0.05, batch_size=50), generator=gen
+    )
     torch.save({**model.state_dict(), "losses": torch.tensor(losses, dtype=torch.float64)}, out / f"fit{rank}.pt")
 
 
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     import os
+
     started = distributed.init_from_env()
     {"prune": run_prune, "mismatch": run_mismatch, "fit": run_fit, "fit_rows": run_fit_rows}[mode](
-        out, distributed.rank())
+        out, distributed.rank()
+    )
     if started:  # as the command line leaves: together, without tearing gloo down
         distributed.barrier()
         sys.stdout.flush()

@@ -12,6 +12,7 @@ decoded again by the independent reader (``nnc_ref``), and any difference betwee
 two is a *mismatch* (weights other than what the header's claims give). Used by
 tests/test_fuzz.py (bounded, hypothesis) and bench/fuzz_bench.py (at length).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,7 @@ import nnc_ref
 GOLDEN = Path(__file__).parent / "data" / "golden"
 REGRESSIONS = Path(__file__).parent / "data" / "fuzz_regressions"
 MAGIC = b"\x89NNC\r\n\x1a\n"
-HUGE = [-1, 0, 1, 3, 2 ** 31, 2 ** 32 + 1, 2 ** 40, 2 ** 53 + 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64, 10 ** 400, 20000,
-        100000, -(2 ** 63) - 1]
+HUGE = [-1, 0, 1, 3, 2**31, 2**32 + 1, 2**40, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**400, 20000, 100000, -(2**63) - 1]
 ODD = ["x", "", [1], [], {}, {"a": 1}, None, True, False, 1.5, -0.0, 1e308, "float32", [[[[1]]]], "\udc80"]
 
 
@@ -43,9 +43,9 @@ ODD = ["x", "", [1], [], {}, {"a": 1}, None, True, False, 1.5, -0.0, 1e308, "flo
 def parse(data: bytes) -> tuple[int, dict, list[tuple[str, bytes]]]:
     """(version, header without the container's keys, sections in order) of a well-formed file."""
     version, hlen = struct.unpack_from("<II", data, 8)
-    full = json.loads(data[16:16 + hlen])
+    full = json.loads(data[16 : 16 + hlen])
     base = 20 + hlen
-    sections = [(r["name"], data[base + r["offset"]:base + r["offset"] + r["length"]]) for r in full["sections"]]
+    sections = [(r["name"], data[base + r["offset"] : base + r["offset"] + r["length"]]) for r in full["sections"]]
     return version, {k: v for k, v in full.items() if k not in ("sections", "data_bytes")}, sections
 
 
@@ -56,15 +56,24 @@ def header_text(full: dict, nest: int = 0) -> bytes:
     return text.encode("ascii")
 
 
-def build(header: dict, sections: list[tuple[str, bytes]], version: int = 3, nest: int = 0,
-          table: Optional[list[dict]] = None, data_bytes: Optional[int] = None) -> bytes:
+def build(
+    header: dict,
+    sections: list[tuple[str, bytes]],
+    version: int = 3,
+    nest: int = 0,
+    table: Optional[list[dict]] = None,
+    data_bytes: Optional[int] = None,
+) -> bytes:
     """A file with every checksum valid, whatever the header claims."""
     rows, offset = [], 0
     for name, blob in sections:
         rows.append({"name": name, "offset": offset, "length": len(blob), "crc32": zlib.crc32(blob)})
         offset += len(blob)
-    full = {**header, "sections": rows if table is None else table,
-            "data_bytes": offset if data_bytes is None else data_bytes}
+    full = {
+        **header,
+        "sections": rows if table is None else table,
+        "data_bytes": offset if data_bytes is None else data_bytes,
+    }
     text = header_text(full, nest)
     body = struct.pack("<II", version, len(text)) + text
     return MAGIC + body + struct.pack("<I", zlib.crc32(body)) + b"".join(b for _, b in sections)
@@ -94,13 +103,13 @@ def reblob(blob: bytes, rng: random.Random) -> bytes:
     elif field == "longest":
         body[1] = rng.choice([0, 1, 31, 32, 255, max(0, body[1] - 1), body[1] + 1])
     elif field == "alphabet":
-        struct.pack_into("<I", body, 2, rng.choice([0, 1, 2, 255, 256, 257, 65535, 65536, 65537, 2 ** 32 - 1]))
+        struct.pack_into("<I", body, 2, rng.choice([0, 1, 2, 255, 256, 257, 65535, 65536, 65537, 2**32 - 1]))
     elif field == "n":
         n = struct.unpack_from("<Q", body, 6)[0]
-        struct.pack_into("<Q", body, 6, rng.choice([0, n + 1, max(0, n - 1), n * 2, 2 ** 40, 2 ** 64 - 1]))
+        struct.pack_into("<Q", body, 6, rng.choice([0, n + 1, max(0, n - 1), n * 2, 2**40, 2**64 - 1]))
     elif field == "bits":
         b = struct.unpack_from("<Q", body, 14)[0]
-        struct.pack_into("<Q", body, 14, rng.choice([0, b + 1, max(0, b - 1), b + 8, 2 ** 40, 2 ** 64 - 1]))
+        struct.pack_into("<Q", body, 14, rng.choice([0, b + 1, max(0, b - 1), b + 8, 2**40, 2**64 - 1]))
     elif len(body) > 22:
         at = rng.randrange(22, len(body))
         body[at] = rng.randrange(256)
@@ -140,8 +149,24 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     version, header, sections = parse(data)
     header = json.loads(json.dumps(header))
     sections = list(sections)
-    kind = rng.choice(["type", "number", "shape", "codebook", "layout", "sections", "nesting", "arch", "meta",
-                       "tensors", "blob", "keys", "version", "bomb"])
+    kind = rng.choice(
+        [
+            "type",
+            "number",
+            "shape",
+            "codebook",
+            "layout",
+            "sections",
+            "nesting",
+            "arch",
+            "meta",
+            "tensors",
+            "blob",
+            "keys",
+            "version",
+            "bomb",
+        ]
+    )
     tensors = header["tensors"]
     entry = rng.choice(tensors)
     shared = _shared_entries(header)
@@ -160,13 +185,13 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
             i = rng.randrange(len(shape))
             shape[i] = shape[i] * rng.choice([2, 3, 1000, 20000]) + rng.choice([0, 1])
         elif how == "append":
-            shape.append(rng.choice([1, 2, 2 ** 40]))
+            shape.append(rng.choice([1, 2, 2**40]))
         elif how == "drop" and shape:
             shape.pop()
         elif how == "negative" and shape:
             shape[0] = -shape[0] - 1
         elif how == "bomb":
-            shape = rng.choice([[20000, 20000], [2 ** 40], [2 ** 31, 2 ** 31], [65536] * 4, [1] * 40])
+            shape = rng.choice([[20000, 20000], [2**40], [2**31, 2**31], [65536] * 4, [1] * 40])
         elif how == "swap":
             shape.reverse()
         else:
@@ -216,26 +241,46 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         header["meta"]["deep"] = "__NEST__"
         nest = rng.choice([63, 65, 1000, 100000])
     elif kind == "arch":
-        header["arch"] = rng.choice([
-            {"name": "mlp", "config": {"sizes": [16, 100000, 8, 4], "dropout": [0.0, 0.0]}},
-            {"name": "mlp", "config": {"sizes": [16, 10 ** 400, 8, 4], "dropout": [0.0, 0.0]}},
-            {"name": "mlp", "config": {"sizes": [16, "12", 8, 4], "dropout": [0.0, 0.0]}},
-            {"name": "mlp", "config": {"sizes": [16, 12, 8, 4], "dropout": 0.0}},
-            {"name": "mlp", "config": {"sizes": [16, 2 ** 62, 8, 4], "dropout": [0.0, 0.0]}},
-            {"name": "lenet5", "config": {"in_channels": 1, "image": 10 ** 6, "channels": [20, 50], "hidden": 500,
-                                          "classes": 10}},
-            {"name": "nope", "config": {}}, {"name": ["mlp"], "config": {}}, {"name": "mlp", "config": []},
-            {"factory": "os:system", "kwargs": {"command": "echo pwned"}},
-            {"factory": "torch.nn:Linear", "kwargs": {"in_features": 100000, "out_features": 100000}},
-            {"factory": "torch.nn:Linear", "kwargs": {"in_features": 10 ** 30, "out_features": 2}},
-            {"factory": ["x"], "kwargs": {}}, {"factory": "torch.nn:Linear", "kwargs": []}, "mlp", [1], 5,
-        ])
+        header["arch"] = rng.choice(
+            [
+                {"name": "mlp", "config": {"sizes": [16, 100000, 8, 4], "dropout": [0.0, 0.0]}},
+                {"name": "mlp", "config": {"sizes": [16, 10**400, 8, 4], "dropout": [0.0, 0.0]}},
+                {"name": "mlp", "config": {"sizes": [16, "12", 8, 4], "dropout": [0.0, 0.0]}},
+                {"name": "mlp", "config": {"sizes": [16, 12, 8, 4], "dropout": 0.0}},
+                {"name": "mlp", "config": {"sizes": [16, 2**62, 8, 4], "dropout": [0.0, 0.0]}},
+                {
+                    "name": "lenet5",
+                    "config": {"in_channels": 1, "image": 10**6, "channels": [20, 50], "hidden": 500, "classes": 10},
+                },
+                {"name": "nope", "config": {}},
+                {"name": ["mlp"], "config": {}},
+                {"name": "mlp", "config": []},
+                {"factory": "os:system", "kwargs": {"command": "echo pwned"}},
+                {"factory": "torch.nn:Linear", "kwargs": {"in_features": 100000, "out_features": 100000}},
+                {"factory": "torch.nn:Linear", "kwargs": {"in_features": 10**30, "out_features": 2}},
+                {"factory": ["x"], "kwargs": {}},
+                {"factory": "torch.nn:Linear", "kwargs": []},
+                "mlp",
+                [1],
+                5,
+            ]
+        )
     elif kind == "meta":
-        header["meta"] = rng.choice([
-            {"dense_params": 10 ** 400}, {"dense_params": -1}, {"dense_params": "1"}, {"dense_weights": []},
-            {"dense_weights": {"fc1": 1.5}}, {"transform": {"normalize": "explicit", "mean": 0.1, "std": 0.0}},
-            {"transform": "unit"}, {"transform": {"normalize": "other"}}, [], None, "meta",
-        ])
+        header["meta"] = rng.choice(
+            [
+                {"dense_params": 10**400},
+                {"dense_params": -1},
+                {"dense_params": "1"},
+                {"dense_weights": []},
+                {"dense_weights": {"fc1": 1.5}},
+                {"transform": {"normalize": "explicit", "mean": 0.1, "std": 0.0}},
+                {"transform": "unit"},
+                {"transform": {"normalize": "other"}},
+                [],
+                None,
+                "meta",
+            ]
+        )
     elif kind == "tensors":
         how = rng.choice(["dup", "drop", "reorder", "alias", "codec", "notdict", "name"])
         if how == "dup":
@@ -245,9 +290,12 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         elif how == "reorder":
             rng.shuffle(tensors)
         elif how == "alias":
-            lie_entry = {"name": rng.choice(["a", tensors[0]["name"]]), "codec": "alias",
-                         "of": rng.choice([t["name"] for t in tensors] + ["missing"]),
-                         "shape": rng.choice([[1], tensors[-1]["shape"]])}
+            lie_entry = {
+                "name": rng.choice(["a", tensors[0]["name"]]),
+                "codec": "alias",
+                "of": rng.choice([t["name"] for t in tensors] + ["missing"]),
+                "shape": rng.choice([[1], tensors[-1]["shape"]]),
+            }
             entry.clear()
             entry.update(lie_entry)
         elif how == "codec":
@@ -272,10 +320,17 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     elif kind == "version":
         version = 2 if version == 3 else 3
     else:  # a decompression bomb: a tiny file, one huge all-zero shared tensor
-        bomb = {"name": "bomb.weight", "codec": "shared", "shape": rng.choice([[20000, 20000], [16000, 16000],
-                                                                                [2 ** 40], [4096, 4096]]),
-                "codebook_size": 0, "codebook_dtype": "float16", "nonzero": 0, "positions_bytes": 26,
-                "rel_bits": 4, "entries": 0}
+        bomb = {
+            "name": "bomb.weight",
+            "codec": "shared",
+            "shape": rng.choice([[20000, 20000], [16000, 16000], [2**40], [4096, 4096]]),
+            "codebook_size": 0,
+            "codebook_dtype": "float16",
+            "nonzero": 0,
+            "positions_bytes": 26,
+            "rel_bits": 4,
+            "entries": 0,
+        }
         empty = [struct.pack("<BBIQQ", 1, 0, a, 0, 0) for a in (16, 1)]
         blob = b"".join(p + struct.pack("<I", zlib.crc32(p)) for p in empty)
         header = {"kind": "nncompress-model", "arch": None, "meta": {}, "tensors": [bomb]}
@@ -292,16 +347,16 @@ def damage(data: bytes, rng: random.Random) -> tuple[str, bytes]:
             at = rng.randrange(len(out) * 8)
             out[at // 8] ^= 1 << (at % 8)
     elif kind == "truncate":
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     elif kind == "overwrite":
         at = rng.randrange(len(out))
         span = rng.randrange(1, 64)
-        out[at:at + span] = bytes(rng.randrange(256) for _ in range(min(span, len(out) - at)))
+        out[at : at + span] = bytes(rng.randrange(256) for _ in range(min(span, len(out) - at)))
     elif kind == "append":
         out += bytes(rng.randrange(256) for _ in range(rng.choice([1, 4, 100])))
     else:
         at = rng.randrange(len(out))
-        out[at:at + rng.randrange(1, 32)] = b"\x00" * len(out[at:at + 31])
+        out[at : at + rng.randrange(1, 32)] = b"\x00" * len(out[at : at + 31])
     return kind, bytes(out)
 
 
@@ -326,7 +381,7 @@ def make_case(seed_files: dict[str, bytes], n: int) -> tuple[str, str, bytes]:
 
 @dataclass
 class Outcome:
-    verdict: str          # "typed", "accepted", "foreign", "mismatch"
+    verdict: str  # "typed", "accepted", "foreign", "mismatch"
     detail: str = ""
     seconds: float = 0.0
 
@@ -341,7 +396,7 @@ def _same(main: dict, ref: dict) -> bool:
             return False
         a, b = a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)
         step = 1 << 22
-        if any(not np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step)):
+        if any(not np.array_equal(a[i : i + step], b[i : i + step]) for i in range(0, len(a), step)):
             return False
     return True
 
@@ -350,6 +405,7 @@ def run_case(data: bytes, folder: Optional[str] = None) -> Outcome:
     """Read ``data`` as every command does; classify what happened (see the module docstring)."""
     from nncompress.errors import NNCompressError
     from nncompress.modelfile import layer_table, load_compressed, read_compressed_header
+
     start = time.perf_counter()
     handle, path = tempfile.mkstemp(suffix=".nnc", dir=folder)
     try:
@@ -366,8 +422,7 @@ def run_case(data: bytes, folder: Optional[str] = None) -> Outcome:
             if box.header.get("arch"):
                 box.build_model()
         except NNCompressError as exc:
-            return Outcome("typed", f"{stage}: {type(exc).__name__}: {str(exc)[:200]}",
-                           time.perf_counter() - start)
+            return Outcome("typed", f"{stage}: {type(exc).__name__}: {str(exc)[:200]}", time.perf_counter() - start)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -375,8 +430,9 @@ def run_case(data: bytes, folder: Optional[str] = None) -> Outcome:
         try:
             ref = nnc_ref.decode(data)
         except nnc_ref.RefError as exc:
-            return Outcome("mismatch", f"accepted, but the spec's reader refuses it: {exc}",
-                           time.perf_counter() - start)
+            return Outcome(
+                "mismatch", f"accepted, but the spec's reader refuses it: {exc}", time.perf_counter() - start
+            )
         if not _same(box.state, ref):
             return Outcome("mismatch", "the two readers decode different weights", time.perf_counter() - start)
         return Outcome("accepted", "", time.perf_counter() - start)

@@ -6,6 +6,7 @@ the spec says a reader MUST make. The conformance tests hold the main reader to 
 must decode the same files to the same weights, so a rule only one of them follows shows.
 Slow on purpose (a Python loop per bit): it is meant for small test files.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,9 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _need(len(data) >= 16, "short prefix")
     version, hlen = struct.unpack_from("<II", data, 8)
     _need(version in (2, 3, 4), f"version {version}")
-    _need(2 <= hlen <= 64 * 2 ** 20 and len(data) >= 20 + hlen, "header length")
-    _need(zlib.crc32(data[8:16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
-    text = data[16:16 + hlen]
+    _need(2 <= hlen <= 64 * 2**20 and len(data) >= 20 + hlen, "header length")
+    _need(zlib.crc32(data[8 : 16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
+    text = data[16 : 16 + hlen]
     try:
         header = json.loads(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -54,7 +55,7 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _check_numbers(header, 0)
     table, total = header.get("sections"), header.get("data_bytes")
     _need(isinstance(table, list), "sections list")
-    total = _int(total, 0, 2 ** 63 - 1, "data_bytes")
+    total = _int(total, 0, 2**63 - 1, "data_bytes")
     _need(len(data) == 20 + hlen + total, "file length")
     base, cursor, out, order = 20 + hlen, 0, {}, []
     for row in table:
@@ -63,8 +64,8 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
         _need(isinstance(name, str) and name != "" and name not in out, "section name")
         _need(_int(row["offset"], 0, total, "offset") == cursor, "sections tile")
         length = _int(row["length"], 0, total - cursor, "length")
-        blob = data[base + cursor:base + cursor + length]
-        _need(zlib.crc32(blob) == _int(row["crc32"], 0, 2 ** 32 - 1, "crc32"), "section crc")
+        blob = data[base + cursor : base + cursor + length]
+        _need(zlib.crc32(blob) == _int(row["crc32"], 0, 2**32 - 1, "crc32"), "section crc")
         out[name] = blob
         order.append(name)
         cursor += length
@@ -75,7 +76,7 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
 def _check_numbers(value: Any, depth: int) -> None:
     _need(depth <= 64, "nesting")
     if type(value) is int:
-        _need(-2 ** 63 <= value < 2 ** 63, "integer range")
+        _need(-(2**63) <= value < 2**63, "integer range")
     elif isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -112,12 +113,12 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
     sw = 1 if a <= 256 else 2
     at = 22
     _need(len(blob) >= at + longest * cw, "short table")
-    counts = [int.from_bytes(blob[at + i * cw:at + (i + 1) * cw], "little") for i in range(longest)]
+    counts = [int.from_bytes(blob[at + i * cw : at + (i + 1) * cw], "little") for i in range(longest)]
     at += longest * cw
     k = sum(counts)
     _need(k <= a, "more codes than symbols")
     _need(len(blob) == at + k * sw + (nbits + 7) // 8 + 4, "blob length")
-    syms = [int.from_bytes(blob[at + i * sw:at + (i + 1) * sw], "little") for i in range(k)]
+    syms = [int.from_bytes(blob[at + i * sw : at + (i + 1) * sw], "little") for i in range(k)]
     at += k * sw
     _need(all(s < a for s in syms) and len(set(syms)) == k, "table symbols")
     if n == 0:
@@ -125,12 +126,12 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
         return []
     _need(longest > 0 and counts[-1] > 0, "longest length has codes")
     kraft = sum(c * 2 ** (longest - length) for length, c in enumerate(counts, 1))
-    _need(kraft == 2 ** longest or (k == 1 and longest == 1), "complete code")
+    _need(kraft == 2**longest or (k == 1 and longest == 1), "complete code")
     start = 0
     for c in counts:
-        _need(syms[start:start + c] == sorted(syms[start:start + c]), "canonical order")
+        _need(syms[start : start + c] == sorted(syms[start : start + c]), "canonical order")
         start += c
-    bits = _Bits(blob[at:at + (nbits + 7) // 8])
+    bits = _Bits(blob[at : at + (nbits + 7) // 8])
     _need(not any(bits.bits[nbits:]), "padding bits")
     bits.bits = bits.bits[:nbits]
     first, index, code, idx = {}, {}, 0, 0
@@ -152,30 +153,38 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
 
 def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
     pos_kind, idx_kind = e.get("positions"), e.get("indices")
-    layouts = {(None, None): {"rel_bits", "entries"}, ("all", None): {"positions"},
-               ("all", "packed"): {"positions", "indices"}, ("bitmap", "packed"): {"positions", "indices"}}
+    layouts = {
+        (None, None): {"rel_bits", "entries"},
+        ("all", None): {"positions"},
+        ("all", "packed"): {"positions", "indices"},
+        ("bitmap", "packed"): {"positions", "indices"},
+    }
     _need((pos_kind, idx_kind) in layouts and (version >= 3 or pos_kind is None), "layout")
-    _need(set(e) == {"name", "codec", "shape", "codebook_size", "codebook_dtype", "nonzero", "positions_bytes"}
-          | layouts[(pos_kind, idx_kind)], "shared keys")
+    _need(
+        set(e)
+        == {"name", "codec", "shape", "codebook_size", "codebook_dtype", "nonzero", "positions_bytes"}
+        | layouts[(pos_kind, idx_kind)],
+        "shared keys",
+    )
     k = _int(e["codebook_size"], 0, 65535, "codebook_size")
     _need(e["codebook_dtype"] in ("float32", "float16"), "codebook_dtype")
     item = 4 if e["codebook_dtype"] == "float32" else 2
     n = _int(e["nonzero"], 0, size, "nonzero")
     p = _int(e["positions_bytes"], 0, len(data), "positions_bytes")
     _need(k * item + p <= len(data), "codebook and positions fit")
-    book = np.frombuffer(data[:k * item], dtype="<f4" if item == 4 else "<f2").astype(np.float32)
+    book = np.frombuffer(data[: k * item], dtype="<f4" if item == 4 else "<f2").astype(np.float32)
     _need(bool(np.all(np.isfinite(book))), "finite codebook")
-    pos_data, idx_data = data[k * item:k * item + p], data[k * item + p:]
+    pos_data, idx_data = data[k * item : k * item + p], data[k * item + p :]
     if pos_kind is None:
         b = _int(e["rel_bits"], 1, 16, "rel_bits")
-        rel = huffman(pos_data, 2 ** b)
+        rel = huffman(pos_data, 2**b)
         vals = huffman(idx_data, k + 1)
         _need(len(rel) == len(vals) == e["entries"], "entries")
         where, c = [], -1
         for r, v in zip(rel, vals, strict=True):
             c += r + 1
             if v == k:
-                _need(r == 2 ** b - 1, "filler relative index")
+                _need(r == 2**b - 1, "filler relative index")
             else:
                 where.append((c, v))
         _need(not vals or vals[-1] != k, "last entry is a filler")
@@ -194,8 +203,8 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
             w = max(0, k - 1).bit_length()
             _need(len(idx_data) == (len(positions) * w + 7) // 8, "packed bytes")
             flat = np.unpackbits(np.frombuffer(idx_data, dtype=np.uint8)).tolist()
-            _need(not any(flat[len(positions) * w:]), "packed padding")
-            indices = [int("".join(map(str, flat[i * w:(i + 1) * w])) or "0", 2) for i in range(len(positions))]
+            _need(not any(flat[len(positions) * w :]), "packed padding")
+            indices = [int("".join(map(str, flat[i * w : (i + 1) * w])) or "0", 2) for i in range(len(positions))]
         else:
             indices = huffman(idx_data, max(1, k))
         _need(len(indices) == len(positions), "one index per position")
@@ -215,9 +224,9 @@ def _quant(e: dict, data: bytes, shape: list, size: int) -> np.ndarray:
     allowed = {1} if not shape or shape[0] <= 1 else {1, shape[0]}
     _need(type(rows) is int and rows in allowed, "quant scale count")
     _need(len(data) == 4 * rows + width * size, "quant length")
-    scales = np.frombuffer(data[:4 * rows], dtype="<f4").astype(np.float64)
+    scales = np.frombuffer(data[: 4 * rows], dtype="<f4").astype(np.float64)
     _need(bool(np.all(np.isfinite(scales)) and np.all(scales >= 0)), "quant scales")
-    q = np.frombuffer(data[4 * rows:], dtype="<i1" if width == 1 else "<i2").astype(np.int64).reshape(rows, -1)
+    q = np.frombuffer(data[4 * rows :], dtype="<i1" if width == 1 else "<i2").astype(np.int64).reshape(rows, -1)
     _need(bool(np.all(np.abs(q) <= limit)), "quant range")
     _need(not bool(np.any((scales == 0)[:, None] & (q != 0))), "zero scale, zero values")
     # float32 product, as the format defines it
@@ -235,16 +244,39 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
     dw = meta.get("dense_weights", {})
     _need(isinstance(dw, dict) and all(type(v) is int and v >= 0 for v in dw.values()), "dense_weights")
     t = meta.get("transform", {"normalize": "none"})
-    _need(isinstance(t, dict) and ((sorted(t) == ["normalize"] and isinstance(t["normalize"], str)
-                                    and t["normalize"] != "explicit")
-                                   or (sorted(t) == ["mean", "normalize", "std"] and t["normalize"] == "explicit"
-                                       and all(type(t[k]) in (int, float) for k in ("mean", "std")) and t["std"] > 0)),
-          "transform")
+    _need(
+        isinstance(t, dict)
+        and (
+            (sorted(t) == ["normalize"] and isinstance(t["normalize"], str) and t["normalize"] != "explicit")
+            or (
+                sorted(t) == ["mean", "normalize", "std"]
+                and t["normalize"] == "explicit"
+                and all(type(t[k]) in (int, float) for k in ("mean", "std"))
+                and t["std"] > 0
+            )
+        ),
+        "transform",
+    )
     arch = header["arch"]
-    _need(arch is None or (isinstance(arch, dict) and (
-        (sorted(arch) == ["config", "name"] and isinstance(arch["name"], str) and isinstance(arch["config"], dict))
-        or (sorted(arch) == ["factory", "kwargs"] and isinstance(arch["factory"], str)
-            and isinstance(arch["kwargs"], dict)))), "arch")
+    _need(
+        arch is None
+        or (
+            isinstance(arch, dict)
+            and (
+                (
+                    sorted(arch) == ["config", "name"]
+                    and isinstance(arch["name"], str)
+                    and isinstance(arch["config"], dict)
+                )
+                or (
+                    sorted(arch) == ["factory", "kwargs"]
+                    and isinstance(arch["factory"], str)
+                    and isinstance(arch["kwargs"], dict)
+                )
+            )
+        ),
+        "arch",
+    )
     tensors = header["tensors"]
     _need(isinstance(tensors, list), "tensors")
     out: dict[str, np.ndarray] = {}
@@ -265,8 +297,10 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
         data_ = sections[e["name"]]
         stored.append(e["name"])
         if codec == "raw":
-            _need(set(e) - {"nonzero"} == {"name", "codec", "shape", "dtype"}
-                  and ("nonzero" not in e or version >= 3), "raw keys")
+            _need(
+                set(e) - {"nonzero"} == {"name", "codec", "shape", "dtype"} and ("nonzero" not in e or version >= 3),
+                "raw keys",
+            )
             dt = {"float32": "<f4", "float16": "<f2", "int64": "<i8"}.get(e["dtype"])
             _need(dt is not None, "raw dtype")
             if "nonzero" in e:

@@ -1,4 +1,5 @@
 """The front door: `import nncompress as nnc`, keyword options, dataclass results, no mutation."""
+
 from __future__ import annotations
 
 import copy
@@ -10,17 +11,32 @@ import nncompress as nnc
 from nncompress.errors import ConfigError
 from nncompress.progress import Progress
 
-QUICK = nnc.PruneConfig(q0=1.0, q_step=0.5, q_max=1.5, tolerance=3.0, epochs_per_step=1, final_epochs=1,
-                        recover_epochs=0, refine_steps=0, lr=0.02, batch_size=64, probe=False)
+QUICK = nnc.PruneConfig(
+    q0=1.0,
+    q_step=0.5,
+    q_max=1.5,
+    tolerance=3.0,
+    epochs_per_step=1,
+    final_epochs=1,
+    recover_epochs=0,
+    refine_steps=0,
+    lr=0.02,
+    batch_size=64,
+    probe=False,
+)
 
 
 def test_compress_leaves_the_callers_model_alone_and_returns_a_table(tmp_path, digits, trained_mlp) -> None:
     model = trained_mlp()
     before = copy.deepcopy(model.state_dict())
     events: list[Progress] = []
-    result = nnc.compress(model, digits, tmp_path / "m.nnc",
-                          nnc.CompressConfig(prune=QUICK, share=nnc.ShareConfig(epochs=1, batch_size=64)),
-                          progress=events.append)
+    result = nnc.compress(
+        model,
+        digits,
+        tmp_path / "m.nnc",
+        nnc.CompressConfig(prune=QUICK, share=nnc.ShareConfig(epochs=1, batch_size=64)),
+        progress=events.append,
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not mutated
     assert result.path.stat().st_size == result.file_bytes
     assert result.ratio == pytest.approx(result.table.dense_bytes / result.file_bytes)
@@ -30,6 +46,7 @@ def test_compress_leaves_the_callers_model_alone_and_returns_a_table(tmp_path, d
     assert {e.task for e in events} >= {"prune", "k-means", "coding"}
     # the returned model is the file's: its test accuracy is the one reported
     from nncompress.pipeline import metrics
+
     assert metrics(result.model, digits)["accuracy"] == pytest.approx(result.score_after)
     reloaded = nnc.load(result.path)  # a built-in model comes back from the file alone
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in result.model.state_dict().items())
@@ -58,14 +75,27 @@ def test_run_recipe_takes_a_model_in_memory_and_resume_checks_it(tmp_path, digit
     from nncompress.rundir import RunDir
     from nncompress.train.journal import RunStateError
     from nncompress.pipeline import metrics
-    recipe = parse_recipe({"data": "digits", "prune": {"q0": 1.0, "q_max": 1.0, "epochs_per_step": 1,
-                                                       "final_epochs": 1, "recover_epochs": 0, "refine_steps": 0,
-                                                       "probe": False, "tolerance": 5.0, "batch_size": 64},
-                           "share": {"epochs": 0}})
+
+    recipe = parse_recipe(
+        {
+            "data": "digits",
+            "prune": {
+                "q0": 1.0,
+                "q_max": 1.0,
+                "epochs_per_step": 1,
+                "final_epochs": 1,
+                "recover_epochs": 0,
+                "refine_steps": 0,
+                "probe": False,
+                "tolerance": 5.0,
+                "batch_size": 64,
+            },
+            "share": {"epochs": 0},
+        }
+    )
     summary = run_recipe(recipe, RunDir(tmp_path / "run"), model=trained_mlp(), splits=digits)
     assert (tmp_path / "run" / "model.nnc").is_file() and not (tmp_path / "run" / "base.pt").exists()  # not trained
-    assert summary["dense_test_score"] == pytest.approx(
-        metrics(trained_mlp(), digits)["accuracy"])
+    assert summary["dense_test_score"] == pytest.approx(metrics(trained_mlp(), digits)["accuracy"])
     (tmp_path / "run" / "summary.json").unlink()  # as if it had been interrupted
     other = trained_mlp()
     with torch.no_grad():
@@ -84,9 +114,11 @@ class TinyNet(torch.nn.Sequential):
 def test_compress_keeps_the_factory_record_of_the_callers_model(tmp_path, digits) -> None:
     """The copy compress works on still records how to rebuild the model, so the file does too."""
     model = nnc.record_factory(TinyNet(hidden=12), "test_api:TinyNet", {"hidden": 12})
-    result = nnc.compress(model, digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=None, share=nnc.ShareConfig(
-        epochs=0)))
+    result = nnc.compress(
+        model, digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=None, share=nnc.ShareConfig(epochs=0))
+    )
     from nncompress.modelfile import load_compressed
+
     assert load_compressed(result.path).header["arch"] == {"factory": "test_api:TinyNet", "kwargs": {"hidden": 12}}
     assert isinstance(nnc.load(result.path), TinyNet)  # an installed nn.Module class: rebuilt from the file alone
 
@@ -94,9 +126,37 @@ def test_compress_keeps_the_factory_record_of_the_callers_model(tmp_path, digits
 def test_load_refuses_a_fifo_instead_of_blocking(tmp_path) -> None:
     import os
     from nncompress.errors import PathError
+
     fifo = tmp_path / "m.nnc"
     os.mkfifo(fifo)
     with pytest.raises(PathError, match="FIFO"):  # an open of a FIFO would wait for a writer forever
         nnc.load(fifo)
     with pytest.raises(PathError, match="FIFO"):
         nnc.layer_table(fifo)
+
+
+def test_the_public_verbs_examples_run(tmp_path) -> None:
+    """Every public verb's docstring example, run as written (``path``: a file compress wrote)."""
+    import doctest
+
+    import nncompress as nnc
+    from nncompress import api
+    from nncompress.models import build_model
+
+    torch.manual_seed(0)
+    data = nnc.load_data("digits")
+    quick = nnc.CompressConfig(
+        prune=nnc.PruneConfig(q_max=1.0, epochs_per_step=1, final_epochs=0, probe=False),
+        share=nnc.ShareConfig(epochs=0),
+    )
+    nnc.compress(build_model("mlp", data.input_shape, data.num_classes), data, tmp_path / "m.nnc", quick)
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tested = []
+    for name in ("compress", "prune", "load", "export", "layer_table"):
+        for test in finder.find(getattr(api, name), name, globs={"path": tmp_path / "m.nnc"}):
+            assert test.examples, f"{name} has no example"
+            runner.run(test)
+            tested.append(name)
+    assert sorted(tested) == sorted(["compress", "prune", "load", "export", "layer_table"])
+    assert runner.failures == 0

@@ -1,4 +1,5 @@
 """Inputs of any structure: slicing, joining, calling a model, picking its output; data from anywhere."""
+
 from __future__ import annotations
 
 import textwrap
@@ -16,8 +17,10 @@ from nncompress.errors import ConfigError, DataError, ModelError
 
 def _tokens(n: int, length: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"input_ids": torch.randint(0, 50, (n, length), generator=g),
-            "attention_mask": torch.ones(n, length, dtype=torch.int64)}
+    return {
+        "input_ids": torch.randint(0, 50, (n, length), generator=g),
+        "attention_mask": torch.ones(n, length, dtype=torch.int64),
+    }
 
 
 def test_take_and_to_device_keep_structure_and_dtypes() -> None:
@@ -52,13 +55,16 @@ class Returns(nn.Module):
         return self.make(self.lin(x))
 
 
-@pytest.mark.parametrize("make, source", [
-    (lambda y: y, "tensor"),
-    (lambda y: SimpleNamespace(logits=y, last_hidden_state=y + 1), "logits"),
-    (lambda y: {"last_hidden_state": y, "pooler_output": y + 1}, "last_hidden_state"),
-    (lambda y: {"pooler_output": y, "other": 1}, "pooler_output"),
-    (lambda y: (y, y + 1), "tensor"),
-])
+@pytest.mark.parametrize(
+    "make, source",
+    [
+        (lambda y: y, "tensor"),
+        (lambda y: SimpleNamespace(logits=y, last_hidden_state=y + 1), "logits"),
+        (lambda y: {"last_hidden_state": y, "pooler_output": y + 1}, "last_hidden_state"),
+        (lambda y: {"pooler_output": y, "other": 1}, "pooler_output"),
+        (lambda y: (y, y + 1), "tensor"),
+    ],
+)
 def test_the_judged_output_follows_the_documented_rule(make, source: str) -> None:
     model = Returns(make)
     x = torch.randn(2, 4)
@@ -142,7 +148,9 @@ def _write_module(tmp_path, body: str):
 
 
 def test_a_module_function_returning_loaders(tmp_path, monkeypatch) -> None:
-    _write_module(tmp_path, """
+    _write_module(
+        tmp_path,
+        """
         import torch
         def loaders():
             g = torch.Generator().manual_seed(0)
@@ -152,7 +160,8 @@ def test_a_module_function_returning_loaders(tmp_path, monkeypatch) -> None:
             return [torch.arange(40.0).reshape(40, 1)[i:i + 10] for i in range(0, 40, 10)]
         def nothing():
             return 3
-    """)
+    """,
+    )
     monkeypatch.chdir(tmp_path)
     splits = load_data("userdata:loaders")
     assert splits.sizes() == {"train": 16, "val": 6, "test": 4} and splits.train_y is None

@@ -1,4 +1,5 @@
 """Codebook widths chosen by measurement (quantization/bitsearch.py)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -37,6 +38,7 @@ def _cosine_drop(net: nn.Module, x: torch.Tensor) -> Callable[[], float]:
     def drop() -> float:
         with torch.no_grad():
             return float(100 * (1 - nn.functional.cosine_similarity(net(x), reference, dim=1).mean()))
+
     return drop
 
 
@@ -49,6 +51,7 @@ def test_fit_bits_widens_until_the_drop_fits_and_leaves_consistent_layers() -> N
     net_copy, _ = _net()
     shared_at_start = {"0": net_copy[0], "2": net_copy[2], "4": net_copy[4]}
     from nncompress.quantization import share_weights_
+
     share_weights_(shared_at_start, start)
     with torch.no_grad():
         start_drop = float(100 * (1 - nn.functional.cosine_similarity(net_copy(x), reference, dim=1).mean()))
@@ -89,11 +92,11 @@ def test_a_drop_within_its_noise_buys_no_wider_codebook() -> None:
     layers = {"0": net[0], "2": net[2], "4": net[4]}
     drop = _cosine_drop(net, x)
     # the same 1-bit start: far over a zero tolerance, but not when the reading is that noisy
-    _, quiet = fit_bits_(layers, {n: 1 for n in layers}, "linear", drop, tolerance=0.0, max_bits=3,
-                         noise=lambda: 1e6)
+    _, quiet = fit_bits_(layers, {n: 1 for n in layers}, "linear", drop, tolerance=0.0, max_bits=3, noise=lambda: 1e6)
     assert quiet.met and len(quiet.rounds) == 1 and set(quiet.bits.values()) == {1}
     net, x = _net()
     layers = {"0": net[0], "2": net[2], "4": net[4]}
-    _, noisy = fit_bits_(layers, {n: 1 for n in layers}, "linear", _cosine_drop(net, x), tolerance=0.0,
-                         max_bits=3, noise=lambda: 0.0)
+    _, noisy = fit_bits_(
+        layers, {n: 1 for n in layers}, "linear", _cosine_drop(net, x), tolerance=0.0, max_bits=3, noise=lambda: 0.0
+    )
     assert len(noisy.rounds) > 1 and max(noisy.bits.values()) > 1

@@ -1,4 +1,5 @@
 """Tests for nncompress.train.checkpoint (safe, CSR-aware checkpoints) and nncompress.coding.csr."""
+
 from __future__ import annotations
 
 import os
@@ -99,7 +100,10 @@ def test_csr_storage_forced_and_bad_storage_name(tmp_path: Path) -> None:
     model = mlp()
     layout = save_checkpoint(tmp_path / "c.pt", model, storage="csr")
     assert {k: v for k, v in layout.items() if k.endswith("weight")} == {
-        "fc1.weight": "csr", "fc2.weight": "csr", "fc3.weight": "csr"}
+        "fc1.weight": "csr",
+        "fc2.weight": "csr",
+        "fc3.weight": "csr",
+    }
     assert_same_weights(load_checkpoint(tmp_path / "c.pt").build_model(), model)
     with pytest.raises(CheckpointError, match="storage must be one of"):
         save_checkpoint(tmp_path / "x.pt", model, storage="zip")
@@ -108,6 +112,7 @@ def test_csr_storage_forced_and_bad_storage_name(tmp_path: Path) -> None:
 
 def test_torch_prune_reparametrisation_is_not_written(tmp_path: Path) -> None:
     import torch.nn.utils.prune as tprune
+
     model = mlp()
     tprune.l1_unstructured(model.fc1, "weight", amount=0.9)
     expected = model.fc1.weight.detach().clone()
@@ -204,8 +209,16 @@ def test_random_bytes_and_missing_file(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "trunc.pt")
 
 
-@pytest.mark.parametrize("payload", [b"hello world\n" * 10, b"PK\x03\x04" + b"\x00" * 60, b"\x80\x02}q\x00.",
-                                     b"\x80\x02]q\x00(K\x01e", b"\x80\x02X\x03\x00\x00\x00abcq\x01h\x05."])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"hello world\n" * 10,
+        b"PK\x03\x04" + b"\x00" * 60,
+        b"\x80\x02}q\x00.",
+        b"\x80\x02]q\x00(K\x01e",
+        b"\x80\x02X\x03\x00\x00\x00abcq\x01h\x05.",
+    ],
+)
 def test_any_garbage_is_a_checkpoint_error(tmp_path: Path, payload: bytes) -> None:
     # torch's reader fails on garbage with KeyError, IndexError, ...: the user must see one of ours
     (tmp_path / "x.pt").write_bytes(payload)
@@ -279,8 +292,7 @@ def test_load_state_missing_and_unexpected_keys() -> None:
 
 def test_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.pt"
-    torch.save({"nncompress_checkpoint": 99, "arch": None, "state": mlp().state_dict(), "sparse": {},
-                "meta": {}}, path)
+    torch.save({"nncompress_checkpoint": 99, "arch": None, "state": mlp().state_dict(), "sparse": {}, "meta": {}}, path)
     with pytest.raises(CheckpointError, match="newer") as info:
         load_checkpoint(path)
     assert "99" in str(info.value)
@@ -288,9 +300,22 @@ def test_newer_version_is_refused(tmp_path: Path) -> None:
 
 def test_malformed_sparse_entry(tmp_path: Path) -> None:
     path = tmp_path / "bad.pt"
-    torch.save({"nncompress_checkpoint": 1, "state": {}, "meta": {},
-                "sparse": {"fc1.weight": {"values": torch.ones(3), "col_indices": torch.tensor([0, 1, 9]),
-                                          "crow_indices": torch.tensor([0, 1, 3]), "shape": [2, 4]}}}, path)
+    torch.save(
+        {
+            "nncompress_checkpoint": 1,
+            "state": {},
+            "meta": {},
+            "sparse": {
+                "fc1.weight": {
+                    "values": torch.ones(3),
+                    "col_indices": torch.tensor([0, 1, 9]),
+                    "crow_indices": torch.tensor([0, 1, 3]),
+                    "shape": [2, 4],
+                }
+            },
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match="sparse weight fc1.weight is malformed"):
         load_checkpoint(path)
 
@@ -379,8 +404,9 @@ def test_csr_index_dtypes() -> None:
     assert many.crow_indices.dtype == np.int32
 
 
-@pytest.mark.parametrize("shape,density", [((7, 13), 0.3), ((6, 3, 5, 5), 0.1), ((2, 40000), 0.01),
-                                           ((2, 20000), 1.0), ((5, 5), 0.0)])
+@pytest.mark.parametrize(
+    "shape,density", [((7, 13), 0.3), ((6, 3, 5, 5), 0.1), ((2, 40000), 0.01), ((2, 20000), 1.0), ((5, 5), 0.0)]
+)
 def test_csr_bytes_matches_nbytes(shape: tuple[int, ...], density: float) -> None:
     a = sparse_array(shape, density)
     assert csr_bytes(a) == to_csr(a).nbytes
@@ -392,29 +418,37 @@ def _good() -> CSR:
     return to_csr(np.array([[0, 2, 0], [0, 0, 0], [3, 0, 4]], dtype=np.float32))
 
 
-@pytest.mark.parametrize("change", [
-    {"crow_indices": np.array([0, 1, 3])},           # wrong length
-    {"crow_indices": np.array([1, 1, 1, 3])},        # does not start at 0
-    {"crow_indices": np.array([0, 2, 1, 3])},        # decreasing
-    {"crow_indices": np.array([0, 1, 1, 2])},        # last != nnz
-    {"col_indices": np.array([1, 0, 3])},            # column out of range
-    {"col_indices": np.array([1, -1, 2])},           # negative column
-    {"values": np.array([2, 3], dtype=np.float32)},  # values/indices length mismatch
-    {"shape": (4, 3)},                               # rows disagree with crow
-    {"col_indices": np.array([1, 0, 0])},            # a repeated column in one row would drop a value
-    {"col_indices": np.array([1, 2, 0])},            # columns out of order within a row
-    {"col_indices": np.array([1.0, 0.0, 2.0])},      # float indices would be truncated
-    {"crow_indices": np.array([0.0, 1.0, 1.0, 3.0])},
-    {"shape": (-3, 3)},
-    {"shape": (3, True)},
-    {"shape": ("3", 3)},
-    {"shape": ()},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"crow_indices": np.array([0, 1, 3])},  # wrong length
+        {"crow_indices": np.array([1, 1, 1, 3])},  # does not start at 0
+        {"crow_indices": np.array([0, 2, 1, 3])},  # decreasing
+        {"crow_indices": np.array([0, 1, 1, 2])},  # last != nnz
+        {"col_indices": np.array([1, 0, 3])},  # column out of range
+        {"col_indices": np.array([1, -1, 2])},  # negative column
+        {"values": np.array([2, 3], dtype=np.float32)},  # values/indices length mismatch
+        {"shape": (4, 3)},  # rows disagree with crow
+        {"col_indices": np.array([1, 0, 0])},  # a repeated column in one row would drop a value
+        {"col_indices": np.array([1, 2, 0])},  # columns out of order within a row
+        {"col_indices": np.array([1.0, 0.0, 2.0])},  # float indices would be truncated
+        {"crow_indices": np.array([0.0, 1.0, 1.0, 3.0])},
+        {"shape": (-3, 3)},
+        {"shape": (3, True)},
+        {"shape": ("3", 3)},
+        {"shape": ()},
+    ],
+)
 def test_from_csr_rejects_inconsistent_arrays(change: dict) -> None:
     good = _good()
     np.testing.assert_array_equal(from_csr(good), [[0, 2, 0], [0, 0, 0], [3, 0, 4]])
-    parts = {"values": good.values, "col_indices": good.col_indices, "crow_indices": good.crow_indices,
-             "shape": good.shape, **change}
+    parts = {
+        "values": good.values,
+        "col_indices": good.col_indices,
+        "crow_indices": good.crow_indices,
+        "shape": good.shape,
+        **change,
+    }
     with pytest.raises(FormatError, match="CSR arrays are inconsistent"):
         from_csr(CSR(**parts))
 
@@ -422,15 +456,19 @@ def test_from_csr_rejects_inconsistent_arrays(change: dict) -> None:
 # ---------------------------------------------------------------- malformed files, foreign dtypes, prune masks
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("state", [1, 2], "field 'state' must be a dict, not a list"),
-    ("meta", "x", "field 'meta' must be a dict, not a str"),
-    ("sparse", [1], "field 'sparse' must be a dict, not a list"),
-    ("state", {"fc1.weight": 3}, "bad entries 'fc1.weight'"),
-    ("state", {7: torch.zeros(1)}, "bad entries 7"),
-])
-def test_malformed_fields_of_our_checkpoint_name_the_field(tmp_path: Path, field: str, value: object,
-                                                           fragment: str) -> None:
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("state", [1, 2], "field 'state' must be a dict, not a list"),
+        ("meta", "x", "field 'meta' must be a dict, not a str"),
+        ("sparse", [1], "field 'sparse' must be a dict, not a list"),
+        ("state", {"fc1.weight": 3}, "bad entries 'fc1.weight'"),
+        ("state", {7: torch.zeros(1)}, "bad entries 7"),
+    ],
+)
+def test_malformed_fields_of_our_checkpoint_name_the_field(
+    tmp_path: Path, field: str, value: object, fragment: str
+) -> None:
     path = tmp_path / "m.pt"
     save_checkpoint(path, mlp())
     raw = torch.load(path, weights_only=True)
@@ -441,8 +479,9 @@ def test_malformed_fields_of_our_checkpoint_name_the_field(tmp_path: Path, field
     assert str(path) in str(info.value) and "save the model again" in str(info.value)
 
 
-@pytest.mark.parametrize("payload", [b'{"fc1.weight": [1, 2]}', b"# README\nnot a model\n",
-                                     b"\x89PNG\r\n\x1a\n" + b"\x00" * 64])
+@pytest.mark.parametrize(
+    "payload", [b'{"fc1.weight": [1, 2]}', b"# README\nnot a model\n", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64]
+)
 def test_unreadable_file_message_carries_no_unsafe_torch_advice(tmp_path: Path, payload: bytes) -> None:
     (tmp_path / "x.pt").write_bytes(payload)
     with pytest.raises(CheckpointError) as info:
@@ -461,6 +500,7 @@ def test_empty_file_says_it_is_empty(tmp_path: Path) -> None:
 
 def test_torch_protocol_warning_does_not_reach_the_user(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
     import pickle
+
     (tmp_path / "p4.pt").write_bytes(pickle.dumps({"fc1.weight": [1.0]}, protocol=4))
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "p4.pt")
@@ -479,6 +519,7 @@ def test_integer_weights_are_refused_not_cast(tmp_path: Path, dtype: torch.dtype
 def test_integer_buffers_that_are_integer_in_the_model_still_load() -> None:
     def net() -> nn.Module:
         return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+
     source = net()
     source[1].num_batches_tracked.fill_(12)
     target = net()
@@ -488,6 +529,7 @@ def test_integer_buffers_that_are_integer_in_the_model_still_load() -> None:
 
 def test_state_dict_saved_with_torch_prune_masks_loads_folded(tmp_path: Path) -> None:
     import torch.nn.utils.prune as tprune
+
     model = mlp()
     tprune.l1_unstructured(model.fc1, "weight", amount=0.8)
     tprune.l1_unstructured(model.fc2, "weight", amount=0.5)

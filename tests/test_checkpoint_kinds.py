@@ -1,5 +1,6 @@
 """Checkpoints from the wild hold every tensor kind torch can save: each one loads correctly or is refused
 with a CheckpointError that says what it is; our own CSR weights and versions are checked before use."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ REFUSED: list[tuple[str, Callable[[], torch.Tensor], str]] = [
 
 @pytest.mark.parametrize("name,make,words", REFUSED, ids=[r[0] for r in REFUSED])
 @pytest.mark.parametrize("ours", [False, True], ids=["state-dict", "nncompress"])
-def test_unsupported_tensor_kinds_are_refused_by_name(tmp_path: Path, name: str, make: Callable[[], Any],
-                                                     words: str, ours: bool) -> None:
+def test_unsupported_tensor_kinds_are_refused_by_name(
+    tmp_path: Path, name: str, make: Callable[[], Any], words: str, ours: bool
+) -> None:
     tensor = make()
     state = {"fc1.weight": tensor}
     torch.save({"nncompress_checkpoint": 1, "state": state} if ours else state, tmp_path / "x.pt")
@@ -83,8 +85,13 @@ def test_a_newer_version_says_so(tmp_path: Path) -> None:
 
 def _sparse_file(path: Path, **change: Any) -> None:
     """Our checkpoint of one 2x3 CSR weight [[0, 2, 0], [3, 0, 4]], with fields replaced by ``change``."""
-    parts = {"values": torch.tensor([2.0, 3.0, 4.0]), "col_indices": torch.tensor([1, 0, 2], dtype=torch.int16),
-             "crow_indices": torch.tensor([0, 1, 3], dtype=torch.int16), "shape": [2, 3], **change}
+    parts = {
+        "values": torch.tensor([2.0, 3.0, 4.0]),
+        "col_indices": torch.tensor([1, 0, 2], dtype=torch.int16),
+        "crow_indices": torch.tensor([0, 1, 3], dtype=torch.int16),
+        "shape": [2, 3],
+        **change,
+    }
     torch.save({"nncompress_checkpoint": 1, "state": {}, "sparse": {"w.weight": parts}}, path)
 
 
@@ -94,27 +101,30 @@ def test_a_good_sparse_weight_loads(tmp_path: Path) -> None:
     assert torch.equal(got, torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 4.0]]))
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"col_indices": torch.tensor([1, 0, 0])}, "strictly increasing"),  # a repeat: one of 3, 4 would be lost
-    ({"col_indices": torch.tensor([1, 2, 0])}, "strictly increasing"),
-    ({"col_indices": torch.tensor([1, 0, 3])}, "must lie in 0..2"),
-    ({"crow_indices": torch.tensor([1, 1, 3])}, "row pointers"),
-    ({"crow_indices": torch.tensor([0, 2, 1])}, "row pointers"),
-    ({"col_indices": torch.tensor([1.0, 0.0, 2.0])}, "col_indices must be integers"),
-    ({"values": torch.tensor([2, 3, 4])}, "values must be floating point"),
-    ({"values": torch.ones(3, 1)}, "one-dimensional"),
-    ({"values": [2.0, 3.0, 4.0]}, "values is a list, not a tensor"),
-    ({"values": torch.eye(3).to_sparse()}, "sparse_coo layout"),
-    ({"shape": [-2, 3]}, "non-negative integers"),
-    ({"shape": ["2", 3]}, "non-negative integers"),
-    ({"shape": [True, 3]}, "non-negative integers"),
-    ({"shape": [2.0, 3]}, "non-negative integers"),
-    ({"shape": "2x3"}, "non-negative integers"),
-    ({"shape": [2, 3, 1]}, None),  # a rank-3 view of the same matrix is fine
-    ({"shape": [2, 10**12]}, "more than the"),  # checked before anything is allocated
-    ({"shape": [10**30, 3]}, "more than the"),
-    ({"extra": 1}, "expected an object with"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"col_indices": torch.tensor([1, 0, 0])}, "strictly increasing"),  # a repeat: one of 3, 4 would be lost
+        ({"col_indices": torch.tensor([1, 2, 0])}, "strictly increasing"),
+        ({"col_indices": torch.tensor([1, 0, 3])}, "must lie in 0..2"),
+        ({"crow_indices": torch.tensor([1, 1, 3])}, "row pointers"),
+        ({"crow_indices": torch.tensor([0, 2, 1])}, "row pointers"),
+        ({"col_indices": torch.tensor([1.0, 0.0, 2.0])}, "col_indices must be integers"),
+        ({"values": torch.tensor([2, 3, 4])}, "values must be floating point"),
+        ({"values": torch.ones(3, 1)}, "one-dimensional"),
+        ({"values": [2.0, 3.0, 4.0]}, "values is a list, not a tensor"),
+        ({"values": torch.eye(3).to_sparse()}, "sparse_coo layout"),
+        ({"shape": [-2, 3]}, "non-negative integers"),
+        ({"shape": ["2", 3]}, "non-negative integers"),
+        ({"shape": [True, 3]}, "non-negative integers"),
+        ({"shape": [2.0, 3]}, "non-negative integers"),
+        ({"shape": "2x3"}, "non-negative integers"),
+        ({"shape": [2, 3, 1]}, None),  # a rank-3 view of the same matrix is fine
+        ({"shape": [2, 10**12]}, "more than the"),  # checked before anything is allocated
+        ({"shape": [10**30, 3]}, "more than the"),
+        ({"extra": 1}, "expected an object with"),
+    ],
+)
 def test_sparse_weights_are_checked_before_use(tmp_path: Path, change: dict[str, Any], words: str | None) -> None:
     _sparse_file(tmp_path / "s.pt", **change)
     if words is None:
@@ -136,8 +146,9 @@ def test_the_csr_bound_counts_all_sparse_weights_and_can_be_raised(tmp_path: Pat
         load_checkpoint(tmp_path / "m.pt", max_elements=40 * 30)
 
 
-def test_a_builtin_record_asking_for_a_giant_model_costs_nothing(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_builtin_record_asking_for_a_giant_model_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = mlp()
     save_checkpoint(tmp_path / "m.pt", model)
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -176,8 +187,7 @@ def _as_if_saved_on(device: str, src: Path, dst: Path) -> None:
             data = zin.read(info.filename)
             if info.filename.endswith("data.pkl"):
                 assert data.count(b"X\x03\x00\x00\x00cpu") >= 1
-                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X" + len(device).to_bytes(4, "little")
-                                    + device.encode())
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X" + len(device).to_bytes(4, "little") + device.encode())
             zout.writestr(info, data)
 
 

@@ -1,4 +1,5 @@
 """Tests for the ``nncompress`` command line: in-process through ``main`` and once as a real process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,15 +47,15 @@ def assert_one_line_error(rc: int, out: str, err: str, *fragments: str) -> str:
 def write_idx(path: Path, arr: np.ndarray) -> None:
     """uint8 IDX file: magic 0x00000803 (images) or 0x00000801 (labels), big-endian dims, payload."""
     assert arr.dtype == np.uint8
-    path.write_bytes(struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-                     + arr.tobytes())
+    path.write_bytes(struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("cli") / "base.pt"
-    rc, out, err = run_main(["--quiet", "train", "--model", "mlp", "--data", "digits", "--epochs", "3",
-                             "--out", str(path), "--json"])
+    rc, out, err = run_main(
+        ["--quiet", "train", "--model", "mlp", "--data", "digits", "--epochs", "3", "--out", str(path), "--json"]
+    )
     return {"path": path, "rc": rc, "out": out, "err": err}
 
 
@@ -68,9 +69,25 @@ def dense_eval(trained: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def pruned(trained: dict[str, Any]) -> dict[str, Any]:
     path = trained["path"].parent / "pruned.pt"
-    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(path),
-                             "--epochs-per-step", "1", "--final-epochs", "1", "--q-max", "1.0",
-                             "--tolerance", "100", "--json"])
+    rc, out, err = run_main(
+        [
+            "prune",
+            str(trained["path"]),
+            "--data",
+            "digits",
+            "--out",
+            str(path),
+            "--epochs-per-step",
+            "1",
+            "--final-epochs",
+            "1",
+            "--q-max",
+            "1.0",
+            "--tolerance",
+            "100",
+            "--json",
+        ]
+    )
     return {"path": path, "rc": rc, "out": out, "err": err}
 
 
@@ -122,25 +139,55 @@ def test_evaluate_human_output(trained: dict[str, Any], capsys: pytest.CaptureFi
 def test_quiet_after_the_subcommand_hides_progress(trained: dict[str, Any]) -> None:
     rc, out, err = run_main(["evaluate", str(trained["path"]), "--data", "digits", "--quiet"])
     assert rc == 0 and "accuracy" in out and err == ""
-    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--quiet", "--q-max", "0.5",
-                             "--epochs-per-step", "1", "--final-epochs", "0", "--out",
-                             str(trained["path"].parent / "quiet.pt")])
+    rc, out, err = run_main(
+        [
+            "prune",
+            str(trained["path"]),
+            "--data",
+            "digits",
+            "--quiet",
+            "--q-max",
+            "0.5",
+            "--epochs-per-step",
+            "1",
+            "--final-epochs",
+            "0",
+            "--out",
+            str(trained["path"].parent / "quiet.pt"),
+        ]
+    )
     assert rc == 0 and err == "" and "fewer nonzero weights" in out
 
 
 def test_progress_bars_go_to_stderr(trained: dict[str, Any], tmp_path: Path) -> None:
-    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--q-max", "0.5",
-                             "--epochs-per-step", "1", "--final-epochs", "1", "--out", str(tmp_path / "p.pt")])
+    rc, out, err = run_main(
+        [
+            "prune",
+            str(trained["path"]),
+            "--data",
+            "digits",
+            "--q-max",
+            "0.5",
+            "--epochs-per-step",
+            "1",
+            "--final-epochs",
+            "1",
+            "--out",
+            str(tmp_path / "p.pt"),
+        ]
+    )
     # stderr here is not a terminal: plain lines, no bars (tests/test_output.py has the bars)
     assert rc == 0 and "prune: " in err and "fine-tune: " in err and "\r" not in err
     assert "prune: " not in out
 
 
-def test_sensitivity_writes_csv_and_plot(trained: dict[str, Any], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_sensitivity_writes_csv_and_plot(
+    trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_dir = tmp_path / "sens"
-    rc = main(["sensitivity", str(trained["path"]), "--data", "digits", "--out", str(out_dir), "--q-max", "1.0",
-               "--json"])
+    rc = main(
+        ["sensitivity", str(trained["path"]), "--data", "digits", "--out", str(out_dir), "--q-max", "1.0", "--json"]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     res = json.loads(captured.out)
@@ -190,8 +237,9 @@ def test_prune_outputs(pruned: dict[str, Any], dense_eval: dict[str, Any]) -> No
     assert probe["probe_kl"] is not None and probe["lr"] in (0.05, 0.02) and probe["note"]
 
 
-def test_evaluate_pruned_has_fewer_nonzero(pruned: dict[str, Any], dense_eval: dict[str, Any],
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_pruned_has_fewer_nonzero(
+    pruned: dict[str, Any], dense_eval: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert pruned["rc"] == 0, pruned["err"]
     rc = main(["evaluate", str(pruned["path"]), "--data", "digits", "--json"])
     captured = capsys.readouterr()
@@ -207,41 +255,65 @@ def test_evaluate_pruned_has_fewer_nonzero(pruned: dict[str, Any], dense_eval: d
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pt"
-    line = assert_one_line_error(*run_main(["evaluate", str(missing), "--data", "digits", "--json"]),
-                                 "does not exist")
+    line = assert_one_line_error(*run_main(["evaluate", str(missing), "--data", "digits", "--json"]), "does not exist")
     assert str(missing) in line
 
 
 def test_data_folder_without_files(trained: dict[str, Any], tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(*run_main(["evaluate", str(trained["path"]), "--data", str(empty)]),
-                          "missing data file", IDX_FILES[0])
+    assert_one_line_error(
+        *run_main(["evaluate", str(trained["path"]), "--data", str(empty)]), "missing data file", IDX_FILES[0]
+    )
 
 
-def test_fashion_mnist_not_installed(trained: dict[str, Any], tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_mnist_not_installed(trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path / "not-there"))
-    assert_one_line_error(*run_main(["evaluate", str(trained["path"]), "--data", "fashion-mnist"]),
-                          "apt-get install -y dataset-fashion-mnist", str(tmp_path / "not-there"))
+    assert_one_line_error(
+        *run_main(["evaluate", str(trained["path"]), "--data", "fashion-mnist"]),
+        "apt-get install -y dataset-fashion-mnist",
+        str(tmp_path / "not-there"),
+    )
 
 
-@pytest.mark.parametrize("flag,value,fragment", [("--tolerance", "-1", "--tolerance must"),
-                                                  ("--q-step", "0", "--q-step must"),
-                                                  ("--probe-kl", "0", "--probe-kl must"),
-                                                  ("--fallback-lr", "-0.5", "--fallback-lr must")])
+@pytest.mark.parametrize(
+    "flag,value,fragment",
+    [
+        ("--tolerance", "-1", "--tolerance must"),
+        ("--q-step", "0", "--q-step must"),
+        ("--probe-kl", "0", "--probe-kl must"),
+        ("--fallback-lr", "-0.5", "--fallback-lr must"),
+    ],
+)
 def test_prune_bad_option(trained: dict[str, Any], tmp_path: Path, flag: str, value: str, fragment: str) -> None:
     out = tmp_path / "p.pt"
-    line = assert_one_line_error(*run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out),
-                                            flag, value]), fragment)
+    line = assert_one_line_error(
+        *run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out), flag, value]), fragment
+    )
     assert f"got {float(value)!r}" in line
     assert not out.exists()
 
 
 def test_prune_without_probe_says_so(trained: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "p.pt"
-    rc, stdout, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(out), "--no-probe",
-                                "--epochs-per-step", "1", "--final-epochs", "0", "--q-max", "0.5", "--quiet"])
+    rc, stdout, err = run_main(
+        [
+            "prune",
+            str(trained["path"]),
+            "--data",
+            "digits",
+            "--out",
+            str(out),
+            "--no-probe",
+            "--epochs-per-step",
+            "1",
+            "--final-epochs",
+            "0",
+            "--q-max",
+            "0.5",
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     assert "fine-tuned at lr 0.05, distillation 0 (no probe)" in stdout
 
@@ -249,8 +321,9 @@ def test_prune_without_probe_says_so(trained: dict[str, Any], tmp_path: Path) ->
 def test_whole_pickled_model(tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     torch.save(build_model("mlp", (1, 8, 8), 10), path)
-    assert_one_line_error(*run_main(["evaluate", str(path), "--data", "digits"]),
-                          "pickled Python objects", "state_dict")
+    assert_one_line_error(
+        *run_main(["evaluate", str(path), "--data", "digits"]), "pickled Python objects", "state_dict"
+    )
 
 
 def test_model_does_not_accept_input_shape(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -261,8 +334,9 @@ def test_model_does_not_accept_input_shape(trained: dict[str, Any], tmp_path: Pa
         write_idx(folder / name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     for name, n in ((IDX_FILES[1], 20), (IDX_FILES[3], 10)):
         write_idx(folder / name, (np.arange(n) % 10).astype(np.uint8))
-    assert_one_line_error(*run_main(["evaluate", str(trained["path"]), "--data", str(folder)]),
-                          "does not accept", "(1, 28, 28)")
+    assert_one_line_error(
+        *run_main(["evaluate", str(trained["path"]), "--data", str(folder)]), "does not accept", "(1, 28, 28)"
+    )
 
 
 def test_bare_state_dict_needs_model_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -277,8 +351,9 @@ def test_subprocess_exit_status(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("nncompress")
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "nncompress.cli"]
     missing = tmp_path / "missing.pt"
-    proc = subprocess.run([*cmd, "evaluate", str(missing), "--data", "digits"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [*cmd, "evaluate", str(missing), "--data", "digits"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
@@ -316,13 +391,15 @@ def test_lenet5_on_digits_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_negative_max_drop_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
-    rc, out, err = run_main(["prune", str(trained["path"]), "--data", "digits", "--out", str(tmp_path / "p.pt"),
-                             "--max-drop", "-3"])
+    rc, out, err = run_main(
+        ["prune", str(trained["path"]), "--data", "digits", "--out", str(tmp_path / "p.pt"), "--max-drop", "-3"]
+    )
     assert_one_line_error(rc, out, err, "max_drop")
 
 
 def test_outputs_get_the_usual_file_mode(trained: dict[str, Any]) -> None:
     import os
+
     umask = os.umask(0)
     os.umask(umask)
     assert trained["path"].stat().st_mode & 0o777 == 0o666 & ~umask
@@ -347,8 +424,9 @@ def _save_as_if_on_gpu(obj: Any, path: Path) -> None:
         _AS_IF_ON_GPU[0] = False
 
 
-def test_gpu_saved_checkpoints_load_on_the_cpu(trained: dict[str, Any], dense_eval: dict[str, Any],
-                                               tmp_path: Path) -> None:
+def test_gpu_saved_checkpoints_load_on_the_cpu(
+    trained: dict[str, Any], dense_eval: dict[str, Any], tmp_path: Path
+) -> None:
     gpu = tmp_path / "gpu.pt"
     _save_as_if_on_gpu(torch.load(trained["path"], weights_only=True), gpu)
     if not torch.cuda.is_available():  # the file really names CUDA storages: unmapped, it would not load here
@@ -359,8 +437,9 @@ def test_gpu_saved_checkpoints_load_on_the_cpu(trained: dict[str, Any], dense_ev
     assert json.loads(out)["accuracy"] == dense_eval["accuracy"]
     whole = tmp_path / "whole.pt"  # a whole pickled model is still refused unread, wherever it was saved
     _save_as_if_on_gpu(build_model("mlp", (1, 8, 8), 10), whole)
-    assert_one_line_error(*run_main(["evaluate", str(whole), "--data", "digits"]), "pickled Python objects",
-                          "state_dict")
+    assert_one_line_error(
+        *run_main(["evaluate", str(whole), "--data", "digits"]), "pickled Python objects", "state_dict"
+    )
 
 
 @pytest.mark.slow
@@ -369,15 +448,25 @@ def test_demo_runs_the_whole_chain(tmp_path: Path) -> None:
     assert rc == 0, err
     assert "fewer nonzero weights" in out and "decoded file" in out
     (run,) = tmp_path.iterdir()
-    for name in ("base.pt", "model.nnc", "sensitivity.csv", "steps.jsonl", "summary.json", "recipe.yaml",
-                 "environment.json", "histograms.json", "report.html", "report.md"):
+    for name in (
+        "base.pt",
+        "model.nnc",
+        "sensitivity.csv",
+        "steps.jsonl",
+        "summary.json",
+        "recipe.yaml",
+        "environment.json",
+        "histograms.json",
+        "report.html",
+        "report.md",
+    ):
         assert (run / name).stat().st_size > 0
     assert str(run / "report.html") in out.splitlines()[-1]
     from nncompress.recipe import load_recipe
-    assert load_recipe(run / "recipe.yaml") == load_recipe(Path(__file__).resolve().parents[1] / "recipes" /
-                                                            "mlp-digits.yaml")  # the recipe the README shows
+
+    assert load_recipe(run / "recipe.yaml") == load_recipe(
+        Path(__file__).resolve().parents[1] / "recipes" / "mlp-digits.yaml"
+    )  # the recipe the README shows
     rc, out, err = run_main(["--quiet", "demo", "--out", str(tmp_path)])  # a second demo gets its own folder
     assert rc == 0, err
     assert len(list(tmp_path.iterdir())) == 2
-
-

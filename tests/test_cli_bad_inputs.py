@@ -1,5 +1,6 @@
 """A fast subset of bench/cli_bad_inputs.py: hostile inputs and special outputs end in one line, exit 1,
 before any work, leaving nothing behind (in-process; a real process only for the file-size limit)."""
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,16 @@ from nncompress.modelfile import save_compressed
 from nncompress.train.checkpoint import save_checkpoint
 from test_cli import assert_one_line_error, run_main
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/proc/self").is_dir(),
-                                reason="needs FIFOs and /proc")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "mkfifo") or not Path("/proc/self").is_dir(), reason="needs FIFOs and /proc"
+)
 DATA = ["--data", "digits"]
 
 
 @pytest.fixture(autouse=True)
 def no_hang() -> Iterator[None]:
     """A FIFO opened for reading blocks: fail the test instead of the suite."""
+
     def stop(signum: int, frame: Any) -> None:
         raise TimeoutError("the command blocked")
 
@@ -52,8 +55,10 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
-    return {str(p.relative_to(root)): (os.lstat(p).st_mode, os.lstat(p).st_ino, os.lstat(p).st_mtime_ns)
-            for p in root.rglob("*")}
+    return {
+        str(p.relative_to(root)): (os.lstat(p).st_mode, os.lstat(p).st_ino, os.lstat(p).st_mtime_ns)
+        for p in root.rglob("*")
+    }
 
 
 def _refused(root: Path, argv: list[str], *fragments: str) -> str:
@@ -64,19 +69,32 @@ def _refused(root: Path, argv: list[str], *fragments: str) -> str:
     return line
 
 
-@pytest.mark.parametrize("argv", [
-    ["evaluate", "{}", *DATA], ["prune", "{}", *DATA, "--out", "p.pt"], ["sensitivity", "{}", *DATA, "--out", "s"],
-    ["compress", "{}", *DATA, "--run-dir", "run"], ["inspect", "{}"], ["decompress", "{}", "--out", "d.pt"]],
-    ids=lambda a: a[0])
-@pytest.mark.parametrize("given,words", [("pipe", "is a FIFO"), ("/dev/zero", "is a character device"),
-                                         ("/proc/self/environ", "in /proc, a kernel file system")],
-                         ids=["fifo", "dev-zero", "proc"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "{}", *DATA],
+        ["prune", "{}", *DATA, "--out", "p.pt"],
+        ["sensitivity", "{}", *DATA, "--out", "s"],
+        ["compress", "{}", *DATA, "--run-dir", "run"],
+        ["inspect", "{}"],
+        ["decompress", "{}", "--out", "d.pt"],
+    ],
+    ids=lambda a: a[0],
+)
+@pytest.mark.parametrize(
+    "given,words",
+    [
+        ("pipe", "is a FIFO"),
+        ("/dev/zero", "is a character device"),
+        ("/proc/self/environ", "in /proc, a kernel file system"),
+    ],
+    ids=["fifo", "dev-zero", "proc"],
+)
 def test_special_inputs_are_refused_unread(work: Path, argv: list[str], given: str, words: str) -> None:
     _refused(work, [a.replace("{}", given) for a in argv], given, words)
 
 
-@pytest.mark.parametrize("flag,given", [("--recipe", "pipe"), ("--recipe", "/dev/zero"),
-                                        ("--sensitivity", "pipe")])
+@pytest.mark.parametrize("flag,given", [("--recipe", "pipe"), ("--recipe", "/dev/zero"), ("--sensitivity", "pipe")])
 def test_special_recipe_and_sensitivity_inputs_are_refused(work: Path, flag: str, given: str) -> None:
     _refused(work, ["compress", "base.pt", *DATA, flag, given, "--run-dir", "run"], given, "not a regular file")
 
@@ -96,8 +114,12 @@ def _char_device(root: Path) -> str:
     return "nulldev"
 
 
-OUT_COMMANDS = [["decompress", "base.nnc"], ["train", "--model", "mlp", *DATA, "--epochs", "1"],
-                ["prune", "base.pt", *DATA], ["compress", "base.pt", *DATA, "--run-dir", "run"]]
+OUT_COMMANDS = [
+    ["decompress", "base.nnc"],
+    ["train", "--model", "mlp", *DATA, "--epochs", "1"],
+    ["prune", "base.pt", *DATA],
+    ["compress", "base.pt", *DATA, "--run-dir", "run"],
+]
 
 
 @pytest.mark.parametrize("argv", OUT_COMMANDS, ids=lambda a: a[0])
@@ -115,19 +137,25 @@ def test_outputs_never_replace_a_device_or_fifo(work: Path, argv: list[str]) -> 
 
 @pytest.mark.parametrize("argv", OUT_COMMANDS, ids=lambda a: a[0])
 @pytest.mark.parametrize("out", ["/proc/x.pt", "/sys/x.pt", "afile/x.pt"])
-def test_outputs_that_cannot_be_written_are_refused_before_any_folder_is_made(work: Path, argv: list[str],
-                                                                              out: str) -> None:
+def test_outputs_that_cannot_be_written_are_refused_before_any_folder_is_made(
+    work: Path, argv: list[str], out: str
+) -> None:
     _refused(work, [*argv, "--out", out], out)
     assert not Path("runs").exists() and not (work / "run").exists()
 
 
-@pytest.mark.parametrize("argv", [["compress", "base.pt", *DATA, "--run-dir", "/proc/run"],
-                                  ["compress", "base.pt", *DATA, "--run-dir", "afile"],
-                                  ["compress", "base.pt", *DATA, "--run-dir", "run", "--report", "/proc/r.html"],
-                                  ["sensitivity", "base.pt", *DATA, "--out", "/proc/sens"],
-                                  ["demo", "--out", "/proc/demo"],
-                                  ["prune", "base.pt", *DATA, "--out", "p.pt", "--log-dir", "/proc/logs"]],
-                         ids=["run-dir-proc", "run-dir-file", "report-proc", "sensitivity", "demo", "log-dir"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compress", "base.pt", *DATA, "--run-dir", "/proc/run"],
+        ["compress", "base.pt", *DATA, "--run-dir", "afile"],
+        ["compress", "base.pt", *DATA, "--run-dir", "run", "--report", "/proc/r.html"],
+        ["sensitivity", "base.pt", *DATA, "--out", "/proc/sens"],
+        ["demo", "--out", "/proc/demo"],
+        ["prune", "base.pt", *DATA, "--out", "p.pt", "--log-dir", "/proc/logs"],
+    ],
+    ids=["run-dir-proc", "run-dir-file", "report-proc", "sensitivity", "demo", "log-dir"],
+)
 def test_output_folders_are_checked_up_front(work: Path, argv: list[str]) -> None:
     _refused(work, argv)
 
@@ -150,21 +178,30 @@ def test_a_full_disk_ends_decompress_in_one_line_and_leaves_nothing(work: Path) 
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     before = _tree(work)
-    done = subprocess.run([sys.executable, "-m", "nncompress", "--quiet", "decompress", "base.nnc", "--out",
-                           "dense.pt"], cwd=work, env=env, capture_output=True, text=True, timeout=120,
-                          preexec_fn=small_files)
+    done = subprocess.run(
+        [sys.executable, "-m", "nncompress", "--quiet", "decompress", "base.nnc", "--out", "dense.pt"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nncompress: error: cannot write dense.pt: File too large"), \
+    assert len(lines) == 1 and lines[0].startswith("nncompress: error: cannot write dense.pt: File too large"), (
         done.stderr
+    )
     assert _tree(work) == before  # the temporary file is gone
 
 
-def test_a_disk_filling_up_mid_compress_is_one_line_with_the_resume_command(work: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_disk_filling_up_mid_compress_is_one_line_with_the_resume_command(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     import nncompress.train.journal as journal_module
+
     real = torch.save
 
     def full(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:  # half an entry, then no space
@@ -172,10 +209,29 @@ def test_a_disk_filling_up_mid_compress_is_one_line_with_the_resume_command(work
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(journal_module.torch, "save", full)
-    rc, out, err = run_main(["--quiet", "compress", "base.pt", *DATA, "--skip-prune", "--share-epochs", "1",
-                             "--run-dir", "run", "--out", "m.nnc"])
+    rc, out, err = run_main(
+        [
+            "--quiet",
+            "compress",
+            "base.pt",
+            *DATA,
+            "--skip-prune",
+            "--share-epochs",
+            "1",
+            "--run-dir",
+            "run",
+            "--out",
+            "m.nnc",
+        ]
+    )
     monkeypatch.setattr(journal_module.torch, "save", real)
-    line = assert_one_line_error(rc, out, err, "No space left on device", "free some space",
-                                 "continue with: nncompress compress --resume --run-dir")
+    line = assert_one_line_error(
+        rc,
+        out,
+        err,
+        "No space left on device",
+        "free some space",
+        "continue with: nncompress compress --resume --run-dir",
+    )
     assert "Traceback" not in err and ".tmp" not in line
     assert not list(work.rglob(".*.tmp")) and not (work / "m.nnc").exists()

@@ -1,5 +1,6 @@
 """The command line never overwrites what it reads, nor one of its own outputs with another, and says so
 in one line before any work; plus the path-related messages (wrong kind of file, temp names)."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,26 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A one-epoch checkpoint and a finished compress run of it (no pruning, no centroid tuning: quick)."""
     root = tmp_path_factory.mktemp("paths")
     ckpt, nnc, run = root / "base.pt", root / "base.nnc", root / "run"
-    rc, _, err = run_main(["--quiet", "train", "--model", "mlp", "--data", "digits", "--epochs", "1",
-                           "--out", str(ckpt)])
+    rc, _, err = run_main(
+        ["--quiet", "train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", str(ckpt)]
+    )
     assert rc == 0, err
-    rc, _, err = run_main(["--quiet", "compress", str(ckpt), "--data", "digits", "--skip-prune", "--share-epochs",
-                           "0", "--run-dir", str(run), "--out", str(nnc)])
+    rc, _, err = run_main(
+        [
+            "--quiet",
+            "compress",
+            str(ckpt),
+            "--data",
+            "digits",
+            "--skip-prune",
+            "--share-epochs",
+            "0",
+            "--run-dir",
+            str(run),
+            "--out",
+            str(nnc),
+        ]
+    )
     assert rc == 0, err
     return {"ckpt": ckpt, "nnc": nnc, "run": run}
 
@@ -53,14 +69,19 @@ def test_decompress_onto_its_input_is_refused(files: dict[str, Path], tmp_path: 
 
 
 @pytest.mark.parametrize("command", ["prune", "compress"])
-def test_out_onto_the_checkpoint_is_refused(files: dict[str, Path], tmp_path: Path, command: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_onto_the_checkpoint_is_refused(
+    files: dict[str, Path], tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     before = _copy(files["ckpt"], tmp_path / "m.pt")
     os.symlink("m.pt", tmp_path / "link.pt")
     for out in ("m.pt", "./m.pt", "link.pt"):  # the same file however it is spelled
-        _refused([command, "m.pt", "--data", "digits", "--out", out], f"--out {out}", "the checkpoint m.pt",
-                 "pick another --out")
+        _refused(
+            [command, "m.pt", "--data", "digits", "--out", out],
+            f"--out {out}",
+            "the checkpoint m.pt",
+            "pick another --out",
+        )
     assert (tmp_path / "m.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.pt", "m.pt"]  # no runs/, no m_prune/
 
@@ -80,8 +101,11 @@ def test_train_out_onto_a_data_file_is_refused(tmp_path: Path) -> None:
 def test_sensitivity_out_onto_the_checkpoint_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
     ckpt = tmp_path / "sensitivity.csv"  # an odd name, but the scan would write its table over it
     before = _copy(files["ckpt"], ckpt)
-    _refused(["sensitivity", str(ckpt), "--data", "digits", "--out", str(tmp_path)], "its sensitivity.csv",
-             f"the checkpoint {ckpt}")
+    _refused(
+        ["sensitivity", str(ckpt), "--data", "digits", "--out", str(tmp_path)],
+        "its sensitivity.csv",
+        f"the checkpoint {ckpt}",
+    )
     assert ckpt.read_bytes() == before
 
 
@@ -90,13 +114,52 @@ def test_sensitivity_out_onto_the_checkpoint_is_refused(files: dict[str, Path], 
 
 def test_compress_report_onto_out_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
     run, out = tmp_path / "r5", tmp_path / "r5.html"  # an odd name for the .nnc, but the only one a report takes
-    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run), "--out", str(out),
-              "--report", str(out)], f"--report {out} would overwrite --out {out}", "pick another --report")
+    _refused(
+        [
+            "compress",
+            str(files["ckpt"]),
+            "--data",
+            "digits",
+            "--run-dir",
+            str(run),
+            "--out",
+            str(out),
+            "--report",
+            str(out),
+        ],
+        f"--report {out} would overwrite --out {out}",
+        "pick another --report",
+    )
     md = tmp_path / "r5.md"  # the Markdown twin counts too
-    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run), "--out", str(md),
-              "--report", str(tmp_path / "r5.html")], "Markdown twin", "pick another --report")
-    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--run-dir", str(run),
-              "--report", str(run / "summary.json")], "ending in .html")  # no run file is named .html
+    _refused(
+        [
+            "compress",
+            str(files["ckpt"]),
+            "--data",
+            "digits",
+            "--run-dir",
+            str(run),
+            "--out",
+            str(md),
+            "--report",
+            str(tmp_path / "r5.html"),
+        ],
+        "Markdown twin",
+        "pick another --report",
+    )
+    _refused(
+        [
+            "compress",
+            str(files["ckpt"]),
+            "--data",
+            "digits",
+            "--run-dir",
+            str(run),
+            "--report",
+            str(run / "summary.json"),
+        ],
+        "ending in .html",
+    )  # no run file is named .html
     assert not run.exists() and not out.exists() and not md.exists()
 
 
@@ -138,8 +201,12 @@ def test_a_report_needs_an_html_name_so_a_rerun_can_recognise_it(files: dict[str
 def test_a_report_never_replaces_figures_it_did_not_write(files: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "page_files").mkdir()
     (tmp_path / "page_files" / "steps.png").write_bytes(b"someone else's plot")
-    _refused(["report", str(files["run"]), "--out", str(tmp_path / "page.html")], "page_files", "steps.png",
-             "pick another report name")
+    _refused(
+        ["report", str(files["run"]), "--out", str(tmp_path / "page.html")],
+        "page_files",
+        "steps.png",
+        "pick another report name",
+    )
     assert (tmp_path / "page_files" / "steps.png").read_bytes() == b"someone else's plot"
 
 
@@ -198,35 +265,44 @@ def test_train_zero_epochs_is_refused(tmp_path: Path) -> None:
 
 def test_prune_max_drop_needs_sensitivity(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "p.pt"
-    _refused(["prune", str(files["ckpt"]), "--data", "digits", "--out", str(out), "--max-drop", "5"],
-             "--max-drop", "--sensitivity")
+    _refused(
+        ["prune", str(files["ckpt"]), "--data", "digits", "--out", str(out), "--max-drop", "5"],
+        "--max-drop",
+        "--sensitivity",
+    )
     assert not out.exists()
 
 
 def test_prune_sensitivity_without_max_drop_uses_the_default(files: dict[str, Path], tmp_path: Path) -> None:
     from nncompress.cli import _prune_config, build_parser
+
     # fc1 loses 0.5 points per unit of q, fc2 1 point: the default 2-point budget tells them apart
-    rows = [SensitivityRow(layer, q, 1.0 - q / 2, 0.9 - q * k) for k, layer in ((0.01, "fc1"), (0.02, "fc2"))
-            for q in (0.5, 1.0, 1.5)]
+    rows = [
+        SensitivityRow(layer, q, 1.0 - q / 2, 0.9 - q * k)
+        for k, layer in ((0.01, "fc1"), (0.02, "fc2"))
+        for q in (0.5, 1.0, 1.5)
+    ]
     to_csv(0.9, rows, tmp_path / "sensitivity.csv")
-    args = build_parser().parse_args(["prune", str(files["ckpt"]), "--data", "digits", "--out", "p.pt",
-                                      "--sensitivity", str(tmp_path)])
+    args = build_parser().parse_args(
+        ["prune", str(files["ckpt"]), "--data", "digits", "--out", "p.pt", "--sensitivity", str(tmp_path)]
+    )
     default = layer_scales(rows, 0.9, SensitivityConfig().max_drop)
     assert default["fc1"] > 1.0 > default["fc2"] and default != layer_scales(rows, 0.9, 0.5)
     assert _prune_config(args).layer_scale == default
 
 
-def test_failed_compress_leaves_no_folders_it_made(files: dict[str, Path], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_compress_leaves_no_folders_it_made(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     _refused(["compress", str(files["ckpt"]), "--data", "digits", "--groups", "nosuch"], "nosuch")
-    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--groups", "nosuch", "--run-dir", "a/b/run"],
-             "nosuch")
+    _refused(
+        ["compress", str(files["ckpt"]), "--data", "digits", "--groups", "nosuch", "--run-dir", "a/b/run"], "nosuch"
+    )
     _refused(["compress", str(tmp_path / "missing.pt"), "--data", "digits", "--run-dir", "new"], "missing.pt")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()  # a folder that was there before stays
-    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--groups", "nosuch", "--run-dir", "mine"],
-             "nosuch")
+    _refused(["compress", str(files["ckpt"]), "--data", "digits", "--groups", "nosuch", "--run-dir", "mine"], "nosuch")
     assert [p.name for p in tmp_path.iterdir()] == ["mine"] and list((tmp_path / "mine").iterdir()) == []
 
 
@@ -246,12 +322,15 @@ def test_compress_training_zero_epochs_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("argv, head", [
-    (["compress", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--run-dir", "{tmp}/r"], "--groups: unknown"),
-    (["compress", "{ckpt}", "--data", "digits", "--max-drop", "-1"], "--max-drop: expected"),
-    (["prune", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--out", "{tmp}/p.pt"], "--groups: unknown"),
-    (["sensitivity", "{ckpt}", "--data", "digits", "--q-step", "0", "--out", "{tmp}/s"], "--q-step must"),
-])
+@pytest.mark.parametrize(
+    "argv, head",
+    [
+        (["compress", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--run-dir", "{tmp}/r"], "--groups: unknown"),
+        (["compress", "{ckpt}", "--data", "digits", "--max-drop", "-1"], "--max-drop: expected"),
+        (["prune", "{ckpt}", "--data", "digits", "--groups", "nosuch", "--out", "{tmp}/p.pt"], "--groups: unknown"),
+        (["sensitivity", "{ckpt}", "--data", "digits", "--q-step", "0", "--out", "{tmp}/s"], "--q-step must"),
+    ],
+)
 def test_errors_name_the_flag_typed(files: dict[str, Path], tmp_path: Path, argv: list[str], head: str) -> None:
     line = _refused([a.format(ckpt=files["ckpt"], tmp=tmp_path) for a in argv], head)
     assert line.startswith(f"nncompress: error: {head}")
@@ -260,5 +339,7 @@ def test_errors_name_the_flag_typed(files: dict[str, Path], tmp_path: Path, argv
 def test_a_recipe_key_is_named_as_the_key(files: dict[str, Path], tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: mlp\ndata: digits\nprune: {groups: fc9}\n")
-    _refused(["compress", str(files["ckpt"]), "--recipe", str(recipe), "--run-dir", str(tmp_path / "r")],
-             "prune.groups: unknown")
+    _refused(
+        ["compress", str(files["ckpt"]), "--recipe", str(recipe), "--run-dir", str(tmp_path / "r")],
+        "prune.groups: unknown",
+    )

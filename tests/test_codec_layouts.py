@@ -1,4 +1,5 @@
 """Format 3's layouts of a shared tensor, raw float16 storage and tied-weight aliases."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ from torch import nn
 
 from nncompress.coding import huffman
 from nncompress.coding.container import dumps
-from nncompress.coding.layers import (SharedTensor, _entry_bytes, decode_tensor, encode_raw,
-                                      encode_shared, raw_storage)
+from nncompress.coding.layers import SharedTensor, _entry_bytes, decode_tensor, encode_raw, encode_shared, raw_storage
 from nncompress.errors import FormatError
 from nncompress.modelfile import KIND, layer_table, load_compressed, save_compressed
 from nncompress.quantization import share_weights_
@@ -32,10 +32,18 @@ def test_golden_bytes_of_a_packed_tensor() -> None:
     """FORMAT.md's worked example, packed: bitmap 01100001, then 1-bit indices 0 1 1."""
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
     entry, [(name, blob)] = encode_shared("w", t, layout="packed")
-    assert entry == {"name": "w", "codec": "shared", "shape": [2, 4], "codebook_size": 2,
-                     "codebook_dtype": "float16", "nonzero": 3, "indices": "packed", "positions": "bitmap",
-                     "positions_bytes": 1}
-    assert blob.hex() == "00b80034" "61" "60"
+    assert entry == {
+        "name": "w",
+        "codec": "shared",
+        "shape": [2, 4],
+        "codebook_size": 2,
+        "codebook_dtype": "float16",
+        "nonzero": 3,
+        "indices": "packed",
+        "positions": "bitmap",
+        "positions_bytes": 1,
+    }
+    assert blob.hex() == "00b800346160"
     assert np.array_equal(_decode(entry, [(name, blob)]), t.dense())
 
 
@@ -81,20 +89,27 @@ def test_tiny_tensors_fall_back_to_packed_or_raw() -> None:
     assert entry["codec"] == "raw" and entry["dtype"] == "float16" and entry["nonzero"] == 2
     assert np.frombuffer(blob, "<f2").tolist() == [-0.5, 0.0, 0.0, 0.25]
     rng = np.random.default_rng(2)
-    t = SharedTensor((500,), np.sort(rng.choice(500, 250, replace=False)), rng.integers(0, 4, 250),
-                     np.array([-0.5, -0.1, 0.1, 0.5], np.float32))
+    t = SharedTensor(
+        (500,),
+        np.sort(rng.choice(500, 250, replace=False)),
+        rng.integers(0, 4, 250),
+        np.array([-0.5, -0.1, 0.1, 0.5], np.float32),
+    )
     entry, sections = encode_shared("w", t)
     assert entry.get("indices") == "packed" and entry["positions"] == "bitmap"
     assert _cost(entry, sections) < _cost(*encode_shared("w", t, layout="huffman"))
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda e, b: ({**e, "positions": "sideways"}, b), "is not a layout"),
-    (lambda e, b: ({**e, "nonzero": 2}, b), "'nonzero' is 2"),
-    (lambda e, b: ({**e, "positions_bytes": 2}, b), "'bitmap' of 8 weights take 1 bytes"),
-    (lambda e, b: (e, b[:-1] + b"\x61"), "padding"),
-    (lambda e, b: (e, b + b"\x00"), "packed indices"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda e, b: ({**e, "positions": "sideways"}, b), "is not a layout"),
+        (lambda e, b: ({**e, "nonzero": 2}, b), "'nonzero' is 2"),
+        (lambda e, b: ({**e, "positions_bytes": 2}, b), "'bitmap' of 8 weights take 1 bytes"),
+        (lambda e, b: (e, b[:-1] + b"\x61"), "padding"),
+        (lambda e, b: (e, b + b"\x00"), "packed indices"),
+    ],
+)
 def test_a_lying_packed_entry_is_a_format_error(mutate, match) -> None:
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
     entry, [(name, blob)] = encode_shared("w", t, layout="packed")
@@ -155,21 +170,41 @@ def test_the_tied_name_that_is_shared_is_the_one_stored(tmp_path) -> None:
     shared = share_weights_({"head": model.head}, {"head": 4})  # only the Linear side was selected
     save_compressed(tmp_path / "m.nnc", model, shared)
     entries = {e["name"]: e for e in load_compressed(tmp_path / "m.nnc").header["tensors"]}
-    assert entries["embed.weight"] == {"name": "embed.weight", "codec": "alias", "of": "head.weight",
-                                       "shape": [40, 8]}
+    assert entries["embed.weight"] == {"name": "embed.weight", "codec": "alias", "of": "head.weight", "shape": [40, 8]}
     assert entries["head.weight"]["codec"] == "shared"
 
 
-@pytest.mark.parametrize("tensors,sections,match", [
-    ([{"name": "a", "codec": "alias", "of": "b", "shape": [2]}], [], "alias of 'b'"),
-    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
-      {"name": "a", "codec": "alias", "of": "w", "shape": [2]},
-      {"name": "c", "codec": "alias", "of": "a", "shape": [2]}], [("w", bytes(8))], "alias of 'a'"),
-    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
-      {"name": "a", "codec": "alias", "of": "w", "shape": [1, 2]}], [("w", bytes(8))], "with the same shape"),
-    ([{"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
-      {"name": "a", "codec": "alias", "of": "w", "shape": [2]}], [("w", bytes(8)), ("a", bytes(8))], "no tensor"),
-])
+@pytest.mark.parametrize(
+    "tensors,sections,match",
+    [
+        ([{"name": "a", "codec": "alias", "of": "b", "shape": [2]}], [], "alias of 'b'"),
+        (
+            [
+                {"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+                {"name": "a", "codec": "alias", "of": "w", "shape": [2]},
+                {"name": "c", "codec": "alias", "of": "a", "shape": [2]},
+            ],
+            [("w", bytes(8))],
+            "alias of 'a'",
+        ),
+        (
+            [
+                {"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+                {"name": "a", "codec": "alias", "of": "w", "shape": [1, 2]},
+            ],
+            [("w", bytes(8))],
+            "with the same shape",
+        ),
+        (
+            [
+                {"name": "w", "codec": "raw", "dtype": "float32", "shape": [2]},
+                {"name": "a", "codec": "alias", "of": "w", "shape": [2]},
+            ],
+            [("w", bytes(8)), ("a", bytes(8))],
+            "no tensor",
+        ),
+    ],
+)
 def test_a_bad_alias_is_a_format_error(tmp_path, tensors, sections, match) -> None:
     header = {"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}
     (tmp_path / "bad.nnc").write_bytes(dumps(header, sections))
@@ -180,18 +215,31 @@ def test_a_bad_alias_is_a_format_error(tmp_path, tensors, sections, match) -> No
 def _as_version_2(data: bytes) -> bytes:
     """The same file stamped version 2 (header CRC recomputed)."""
     hlen = struct.unpack_from("<I", data, 12)[0]
-    body = struct.pack("<II", 2, hlen) + data[16:16 + hlen]
-    return data[:8] + body + struct.pack("<I", zlib.crc32(body)) + data[20 + hlen:]
+    body = struct.pack("<II", 2, hlen) + data[16 : 16 + hlen]
+    return data[:8] + body + struct.pack("<I", zlib.crc32(body)) + data[20 + hlen :]
 
 
 def test_a_version_2_model_file_is_still_read(tmp_path) -> None:
     rng = np.random.default_rng(3)
-    t = SharedTensor((30, 20), np.sort(rng.choice(600, 90, replace=False)), rng.integers(0, 8, 90),
-                     (np.arange(-4, 4) / 4).astype(np.float32))  # float16 numbers: stored exactly
+    t = SharedTensor(
+        (30, 20),
+        np.sort(rng.choice(600, 90, replace=False)),
+        rng.integers(0, 8, 90),
+        (np.arange(-4, 4) / 4).astype(np.float32),
+    )  # float16 numbers: stored exactly
     entry, sections = encode_shared("fc.weight", t, layout="huffman")
     bias_entry, bias_sections = encode_raw("fc.bias", np.ones(30, np.float32), "float32")
-    assert set(entry) == {"name", "codec", "shape", "codebook_size", "codebook_dtype", "rel_bits", "entries",
-                          "nonzero", "positions_bytes"}  # exactly version 2's keys
+    assert set(entry) == {
+        "name",
+        "codec",
+        "shape",
+        "codebook_size",
+        "codebook_dtype",
+        "rel_bits",
+        "entries",
+        "nonzero",
+        "positions_bytes",
+    }  # exactly version 2's keys
     header = {"kind": KIND, "arch": None, "meta": {}, "tensors": [entry, bias_entry]}
     (tmp_path / "v2.nnc").write_bytes(_as_version_2(dumps(header, sections + bias_sections)))
     box = load_compressed(tmp_path / "v2.nnc")
@@ -204,6 +252,7 @@ def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float) ->
     """The width is chosen from histograms; each width's figure must be what coding the two
     streams at that width gives, fillers (gaps past 2**bits, and past 2**12 too) included."""
     from nncompress.coding.layers import StreamSizes, _streams
+
     rng = np.random.default_rng(int(density * 1e4))
     size = 300_000
     positions = np.flatnonzero(rng.random(size) < density)
@@ -212,7 +261,7 @@ def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float) ->
     sizes = StreamSizes(t, 13)
     for bits in range(1, 14):
         rel, values = _streams(t, bits)
-        coded = 8 * (len(huffman.encode(rel, 2 ** bits)) + len(huffman.encode(values, k + 1)))
+        coded = 8 * (len(huffman.encode(rel, 2**bits)) + len(huffman.encode(values, k + 1)))
         assert coded - 16 < sizes.coded_bits(bits) <= coded, bits  # exact bits; the blobs round each to bytes
     with pytest.raises(ValueError):
         sizes.coded_bits(14)

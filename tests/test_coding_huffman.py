@@ -1,4 +1,5 @@
 """Canonical Huffman blobs: round trips, the documented layout, and refusal of bad blobs."""
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,25 @@ def known_symbols() -> np.ndarray:
     return np.random.default_rng(0).permutation(syms)
 
 
-def make_blob(version: int, n_len: int, alphabet: int, n: int, bits: int, counts: list[int],
-              syms: list[int], payload: bytes, cw: int = 1, sw: int = 1) -> bytes:
+def make_blob(
+    version: int,
+    n_len: int,
+    alphabet: int,
+    n: int,
+    bits: int,
+    counts: list[int],
+    syms: list[int],
+    payload: bytes,
+    cw: int = 1,
+    sw: int = 1,
+) -> bytes:
     """Assemble a blob from the documented layout, with a valid CRC."""
-    body = (struct.pack("<BBIQQ", version, n_len, alphabet, n, bits)
-            + b"".join(c.to_bytes(cw, "little") for c in counts)
-            + b"".join(s.to_bytes(sw, "little") for s in syms) + payload)
+    body = (
+        struct.pack("<BBIQQ", version, n_len, alphabet, n, bits)
+        + b"".join(c.to_bytes(cw, "little") for c in counts)
+        + b"".join(s.to_bytes(sw, "little") for s in syms)
+        + payload
+    )
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -111,7 +125,7 @@ def test_wide_table_fields() -> None:
     # alphabet 256: counts need 2 bytes (a count can be 256), symbols 1 byte
     blob = huffman.encode(np.arange(256), 256)
     assert blob[1] == 8 and len(blob) == 22 + 8 * 2 + 256 + 256 + 4
-    assert blob[22 + 7 * 2:22 + 8 * 2] == (256).to_bytes(2, "little")
+    assert blob[22 + 7 * 2 : 22 + 8 * 2] == (256).to_bytes(2, "little")
     # alphabet 65536: counts 4 bytes, symbols 2 bytes
     blob = huffman.encode(np.array([70, 65535, 65535]), 65536)
     assert blob[1] == 1 and blob[22:26] == bytes([2, 0, 0, 0])
@@ -124,11 +138,12 @@ def test_length_limit_on_fibonacci_frequencies() -> None:
         fib.append(fib[-1] + fib[-2])
     lengths = huffman.code_lengths(np.array(fib))
     assert lengths.max() <= huffman.MAX_CODE_LEN
-    assert np.sum(2.0 ** -lengths) == pytest.approx(1.0)  # still a complete prefix code
+    assert np.sum(2.0**-lengths) == pytest.approx(1.0)  # still a complete prefix code
 
 
-@pytest.mark.parametrize("bad", [np.array([0, 4]), np.array([-1, 0]), np.array([0.0, 1.0]),
-                                 np.array([[0, 1]]), np.array([True, False])])
+@pytest.mark.parametrize(
+    "bad", [np.array([0, 4]), np.array([-1, 0]), np.array([0.0, 1.0]), np.array([[0, 1]]), np.array([True, False])]
+)
 def test_encode_rejects_bad_symbols(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         huffman.encode(bad, 4)
@@ -176,27 +191,30 @@ def test_payload_corruption_hits_checksum() -> None:
         huffman.decode(bytes(blob))
 
 
-@pytest.mark.parametrize("blob", [
-    make_blob(1, 1, 2, 3, 3, [2], [0, 1], b"\x21"),               # non-zero padding
-    make_blob(1, 1, 2, 4, 3, [2], [0, 1], b"\x20"),               # more symbols than bits
-    make_blob(1, 1, 2, 2, 3, [2], [0, 1], b"\x20"),               # bits left after n symbols
-    make_blob(1, 2, 3, 3, 3, [1, 1], [0, 1], b"\x20"),            # incomplete code (Kraft < 1)
-    make_blob(1, 1, 3, 3, 3, [3], [0, 1, 2], b"\x20"),            # over-full code (Kraft > 1)
-    make_blob(1, 1, 2, 3, 3, [2], [1, 0], b"\x20"),               # not canonical order
-    make_blob(1, 1, 2, 3, 3, [2], [0, 2], b"\x20"),               # symbol outside alphabet
-    make_blob(1, 2, 3, 3, 5, [1, 2], [0, 0, 1], b"\x20"),         # symbol listed twice
-    make_blob(1, 2, 3, 3, 3, [2, 0], [0, 1], b"\x20"),            # longest length has no code
-    make_blob(1, 1, 2, 0, 0, [2], [0, 1], b""),                   # no symbols but a table
-    make_blob(1, 0, 2, 0, 8, [], [], b"\x00"),                    # no symbols but a payload
-    make_blob(1, 0, 2, 3, 3, [], [], b"\x20"),                    # symbols but no table
-    make_blob(1, 1, 2, 3, 9, [2], [0, 1], b"\x20\x00"),           # payload longer than n codes
-    make_blob(1, 2, 3, 3, 3, [1, 2], [0, 1, 2], b"\xa0"),         # payload ends inside a code
-    make_blob(1, 1, 1, 2, 2, [1], [0], b"\x40"),                  # lone symbol, non-zero code
-    make_blob(1, 1, 0, 1, 1, [1], [0], b"\x00"),                  # alphabet size 0
-    make_blob(1, 1, 65537, 1, 1, [1], [0], b"\x00", cw=4, sw=4),  # alphabet too large
-    make_blob(1, 32, 2, 1, 1, [0] * 31 + [1], [0], b"\x00"),      # code longer than 31 bits
-    make_blob(0, 1, 2, 3, 3, [2], [0, 1], b"\x20"),               # unknown old version
-])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        make_blob(1, 1, 2, 3, 3, [2], [0, 1], b"\x21"),  # non-zero padding
+        make_blob(1, 1, 2, 4, 3, [2], [0, 1], b"\x20"),  # more symbols than bits
+        make_blob(1, 1, 2, 2, 3, [2], [0, 1], b"\x20"),  # bits left after n symbols
+        make_blob(1, 2, 3, 3, 3, [1, 1], [0, 1], b"\x20"),  # incomplete code (Kraft < 1)
+        make_blob(1, 1, 3, 3, 3, [3], [0, 1, 2], b"\x20"),  # over-full code (Kraft > 1)
+        make_blob(1, 1, 2, 3, 3, [2], [1, 0], b"\x20"),  # not canonical order
+        make_blob(1, 1, 2, 3, 3, [2], [0, 2], b"\x20"),  # symbol outside alphabet
+        make_blob(1, 2, 3, 3, 5, [1, 2], [0, 0, 1], b"\x20"),  # symbol listed twice
+        make_blob(1, 2, 3, 3, 3, [2, 0], [0, 1], b"\x20"),  # longest length has no code
+        make_blob(1, 1, 2, 0, 0, [2], [0, 1], b""),  # no symbols but a table
+        make_blob(1, 0, 2, 0, 8, [], [], b"\x00"),  # no symbols but a payload
+        make_blob(1, 0, 2, 3, 3, [], [], b"\x20"),  # symbols but no table
+        make_blob(1, 1, 2, 3, 9, [2], [0, 1], b"\x20\x00"),  # payload longer than n codes
+        make_blob(1, 2, 3, 3, 3, [1, 2], [0, 1, 2], b"\xa0"),  # payload ends inside a code
+        make_blob(1, 1, 1, 2, 2, [1], [0], b"\x40"),  # lone symbol, non-zero code
+        make_blob(1, 1, 0, 1, 1, [1], [0], b"\x00"),  # alphabet size 0
+        make_blob(1, 1, 65537, 1, 1, [1], [0], b"\x00", cw=4, sw=4),  # alphabet too large
+        make_blob(1, 32, 2, 1, 1, [0] * 31 + [1], [0], b"\x00"),  # code longer than 31 bits
+        make_blob(0, 1, 2, 3, 3, [2], [0, 1], b"\x20"),  # unknown old version
+    ],
+)
 def test_inconsistent_blobs_raise_format_error(blob: bytes) -> None:
     with pytest.raises(FormatError):
         huffman.decode(blob)
@@ -205,8 +223,7 @@ def test_inconsistent_blobs_raise_format_error(blob: bytes) -> None:
 def test_make_blob_matches_encoder() -> None:
     # the hand-built valid blob decodes; so the cases above fail for the reason named
     np.testing.assert_array_equal(huffman.decode(make_blob(1, 1, 2, 3, 3, [2], [0, 1], b"\x20")), [0, 0, 1])
-    np.testing.assert_array_equal(
-        huffman.decode(make_blob(1, 2, 3, 2, 3, [1, 2], [0, 1, 2], b"\x40")), [0, 1])
+    np.testing.assert_array_equal(huffman.decode(make_blob(1, 2, 3, 2, 3, [1, 2], [0, 1, 2], b"\x40")), [0, 1])
 
 
 def test_newer_version_raises_version_error() -> None:

@@ -1,4 +1,5 @@
 """Relative-index position coding with filler entries (Deep Compression, fig. 2)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,13 +30,13 @@ def test_worked_example_bits3() -> None:
 
 
 def test_worked_gap_boundaries_bits3() -> None:
-    assert_rel([7], 3, [7], [False])                        # gap 7 fits
-    assert_rel([8], 3, [7, 0], [True, False])               # gap 8: filler at 7
-    assert_rel([15], 3, [7, 7], [True, False])              # gap 15: filler at 7, entry rel 7
-    assert_rel([16], 3, [7, 7, 0], [True, True, False])     # gap 16: fillers at 7 and 15
+    assert_rel([7], 3, [7], [False])  # gap 7 fits
+    assert_rel([8], 3, [7, 0], [True, False])  # gap 8: filler at 7
+    assert_rel([15], 3, [7, 7], [True, False])  # gap 15: filler at 7, entry rel 7
+    assert_rel([16], 3, [7, 7, 0], [True, True, False])  # gap 16: fillers at 7 and 15
     assert_rel([1, 4, 13], 3, [1, 2, 7, 0], [False, False, True, False])
     assert_rel([0, 1, 2], 1, [0, 0, 0], [False, False, False])
-    assert_rel([5], 1, [1, 1, 1], [True, True, False])      # fillers at 1 and 3, entry at 5
+    assert_rel([5], 1, [1, 1, 1], [True, True, False])  # fillers at 1 and 3, entry at 5
 
 
 def test_gap_over_bound_needs_one_filler() -> None:
@@ -59,8 +60,8 @@ def test_dtypes_and_empty() -> None:
 def test_roundtrip_random(bits: int, density: float) -> None:
     pos = random_positions(50_000, density, seed=bits)
     rel, filler = sparse.to_relative(pos, bits)
-    assert rel.max(initial=0) < 2 ** bits
-    assert np.all(rel[filler] == 2 ** bits - 1)
+    assert rel.max(initial=0) < 2**bits
+    assert np.all(rel[filler] == 2**bits - 1)
     np.testing.assert_array_equal(sparse.from_relative(rel, filler, bits=bits, size=50_000), pos)
     # every stored entry occupies one position: the last real entry is at sum(rel + 1) - 1
     if pos.size:
@@ -85,16 +86,19 @@ def test_to_relative_rejects_bad_bits(bits: object) -> None:
         sparse.to_relative(np.array([1, 2]), bits)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("rel, filler, bits, size", [
-    ([0, 7], [False, True], 3, None),          # trailing filler
-    ([0, 6, 0], [False, True, False], 3, None),  # filler without the largest index
-    ([8], [False], 3, None),                   # index does not fit in 3 bits
-    ([-1, 2], [False, False], None, None),     # negative index
-    ([0, 1], [False], None, None),             # length mismatch
-    ([0, 1], [0, 0], None, None),              # flags not bool
-    ([0.5], [False], None, None),              # non-integer index
-    ([3, 4], [False, False], 3, 8),            # positions 3 and 8 in an 8-weight layer
-])
+@pytest.mark.parametrize(
+    "rel, filler, bits, size",
+    [
+        ([0, 7], [False, True], 3, None),  # trailing filler
+        ([0, 6, 0], [False, True, False], 3, None),  # filler without the largest index
+        ([8], [False], 3, None),  # index does not fit in 3 bits
+        ([-1, 2], [False, False], None, None),  # negative index
+        ([0, 1], [False], None, None),  # length mismatch
+        ([0, 1], [0, 0], None, None),  # flags not bool
+        ([0.5], [False], None, None),  # non-integer index
+        ([3, 4], [False, False], 3, 8),  # positions 3 and 8 in an 8-weight layer
+    ],
+)
 def test_from_relative_rejects_inconsistent(rel: list, filler: list, bits: int | None, size: int | None) -> None:
     with pytest.raises(FormatError):
         sparse.from_relative(np.array(rel), np.array(filler), bits=bits, size=size)
@@ -122,9 +126,9 @@ def test_merge_split_values() -> None:
 def test_merge_values_rejects_bad_input() -> None:
     filler = np.array([False, True, False])
     with pytest.raises(ValueError):
-        sparse.merge_values(np.array([1, 2, 3]), filler, 9)   # one symbol too many
+        sparse.merge_values(np.array([1, 2, 3]), filler, 9)  # one symbol too many
     with pytest.raises(ValueError):
-        sparse.merge_values(np.array([1, 9]), filler, 9)      # real symbol == filler symbol
+        sparse.merge_values(np.array([1, 9]), filler, 9)  # real symbol == filler symbol
     with pytest.raises(ValueError):
         sparse.merge_values(np.array([1, 2]), filler, -1)
 
@@ -147,7 +151,7 @@ def test_full_stream_roundtrip() -> None:
     idx = rng.integers(0, k, pos.size)
     rel, filler = sparse.to_relative(pos, bits)
     values = sparse.merge_values(idx, filler, k)
-    rel_blob, val_blob = huffman.encode(rel, 2 ** bits), huffman.encode(values, k + 1)
+    rel_blob, val_blob = huffman.encode(rel, 2**bits), huffman.encode(values, k + 1)
 
     got_rel, got_vals = huffman.decode(rel_blob), huffman.decode(val_blob)
     got_idx, got_filler = sparse.split_values(got_vals, k, rel=got_rel, bits=bits)

@@ -1,4 +1,5 @@
 """The compressed-file container: exact bytes, and a FormatError subclass for every bad input."""
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,7 @@ def test_golden_bytes() -> None:
     expected = (
         "894e4e430d0a1a0a"  # magic \x89 N N C \r \n \x1a \n
         "03000000"  # version u32 LE
-        "58000000"  # header length 88 u32 LE
-        + header_json.encode().hex()
-        + "99da3edf"  # header CRC32 0xDF3EDA99 LE
+        "58000000" + header_json.encode().hex() + "99da3edf"  # header length 88 u32 LE  # header CRC32 0xDF3EDA99 LE
         "616263"  # data area: section "x"
     )
     assert len(header_json) == 88
@@ -108,7 +107,7 @@ def test_golden_bytes() -> None:
 def test_version_2_files_are_still_read() -> None:
     """Version 2 (FORMAT.md's earlier example, header CRC 0x0038575B) reads as before."""
     header_json = '{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
-    v2 = bytes.fromhex("894e4e430d0a1a0a" "02000000" "58000000" + header_json.encode().hex() + "5b573800" "616263")
+    v2 = bytes.fromhex("894e4e430d0a1a0a0200000058000000" + header_json.encode().hex() + "5b573800616263")
     box = loads(v2)
     assert (box.version, box.header, box.sections) == (2, {"a": 1}, {"x": b"abc"})
     assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 3
@@ -195,9 +194,11 @@ def test_version_one_is_a_pre_release_to_recompress() -> None:
 
 def test_version_zero_and_absurd_header_length() -> None:
     good = dumps({"a": 1}, [("x", b"abc")])
-    for bad in (good[:8] + b"\0\0\0\0" + good[12:],
-                good[:12] + struct.pack("<I", 0xFFFFFFFF) + good[16:],
-                good[:12] + struct.pack("<I", 1) + good[16:]):
+    for bad in (
+        good[:8] + b"\0\0\0\0" + good[12:],
+        good[:12] + struct.pack("<I", 0xFFFFFFFF) + good[16:],
+        good[:12] + struct.pack("<I", 1) + good[16:],
+    ):
         with pytest.raises(FormatError) as info:
             loads(bad)
         assert type(info.value) is FormatError
@@ -221,16 +222,19 @@ def test_trailing_bytes() -> None:
         loads(dumps({"a": 1}, [("x", b"abc")]) + b"\0")
 
 
-@pytest.mark.parametrize("text", [
-    b"\xff\xfe{}",  # not UTF-8
-    b"{\"a\":",  # not JSON
-    b"[1,2,3]",  # not an object
-    b'{"a":NaN,"data_bytes":0,"sections":[]}',  # NaN
-    b'{"data_bytes": 0, "sections": []}',  # whitespace: not canonical
-    b'{"sections":[],"data_bytes":0}',  # unsorted: not canonical
-    b'{"a":1,"a":2,"data_bytes":0,"sections":[]}',  # duplicate key
-    b"[" * 100_000 + b"]" * 100_000,  # nesting deep enough to blow the recursion limit
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"\xff\xfe{}",  # not UTF-8
+        b'{"a":',  # not JSON
+        b"[1,2,3]",  # not an object
+        b'{"a":NaN,"data_bytes":0,"sections":[]}',  # NaN
+        b'{"data_bytes": 0, "sections": []}',  # whitespace: not canonical
+        b'{"sections":[],"data_bytes":0}',  # unsorted: not canonical
+        b'{"a":1,"a":2,"data_bytes":0,"sections":[]}',  # duplicate key
+        b"[" * 100_000 + b"]" * 100_000,  # nesting deep enough to blow the recursion limit
+    ],
+)
 def test_bad_header_json_is_format_error(text: bytes) -> None:
     with pytest.raises(FormatError) as info:
         loads(_forge(text, b""))
@@ -240,8 +244,8 @@ def test_bad_header_json_is_format_error(text: bytes) -> None:
 def test_header_lying_about_offsets() -> None:
     good = dumps({"a": 1}, [("x", b"abc"), ("y", b"de")])
     hlen = struct.unpack_from("<I", good, 12)[0]
-    data = good[20 + hlen:]
-    obj = json.loads(good[16:16 + hlen])
+    data = good[20 + hlen :]
+    obj = json.loads(good[16 : 16 + hlen])
     obj["sections"][1]["offset"] = 2  # overlaps "x"
     with pytest.raises(LayoutError, match="overlaps"):
         loads(_forge(_canon(obj), data))
@@ -250,27 +254,30 @@ def test_header_lying_about_offsets() -> None:
 _ABC, _DE = b"abc", b"de"
 
 
-@pytest.mark.parametrize("sections,data_bytes,match", [
-    (_table(("x", 0, 3, _ABC), ("y", 4, 2, _DE)), 5, "gap"),
-    (_table(("x", 1, 3, _ABC)), 4, "gap"),
-    (_table(("x", 0, 3, _ABC), ("y", 3, 9, _DE)), 5, "beyond"),
-    (_table(("x", 0, 3, _ABC), ("y", -1, 2, _DE)), 5, "non-negative"),
-    (_table(("x", 0, 3, _ABC), ("y", 3, -2, _DE)), 5, "non-negative"),
-    (_table(("x", 0, 3, _ABC), ("x", 3, 2, _DE)), 5, "twice"),
-    (_table(("", 0, 3, _ABC), ("y", 3, 2, _DE)), 5, "name"),
-    (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), 6, "data_bytes"),
-    (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), -5, "data_bytes"),
-    (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), "5", "data_bytes"),
-    ([{"name": "x", "offset": False, "length": 3, "crc32": 1}], 3, "offset"),
-    ([{"name": "x", "offset": 0, "length": 3.0, "crc32": 1}], 3, "length"),
-    ([{"name": "x", "offset": 0, "length": 3, "crc32": -1}], 3, "crc32"),
-    ([{"name": "x", "offset": 0, "length": 3, "crc32": 2**32}], 3, "crc32"),
-    ([{"name": 5, "offset": 0, "length": 3, "crc32": 1}], 3, "name"),
-    ([{"name": "x", "offset": 0, "length": 3}], 3, "exactly"),
-    ([{"name": "x", "offset": 0, "length": 3, "crc32": 1, "extra": 0}], 3, "exactly"),
-    (["x"], 3, "exactly"),
-    ({"x": 1}, 3, "not a list"),
-])
+@pytest.mark.parametrize(
+    "sections,data_bytes,match",
+    [
+        (_table(("x", 0, 3, _ABC), ("y", 4, 2, _DE)), 5, "gap"),
+        (_table(("x", 1, 3, _ABC)), 4, "gap"),
+        (_table(("x", 0, 3, _ABC), ("y", 3, 9, _DE)), 5, "beyond"),
+        (_table(("x", 0, 3, _ABC), ("y", -1, 2, _DE)), 5, "non-negative"),
+        (_table(("x", 0, 3, _ABC), ("y", 3, -2, _DE)), 5, "non-negative"),
+        (_table(("x", 0, 3, _ABC), ("x", 3, 2, _DE)), 5, "twice"),
+        (_table(("", 0, 3, _ABC), ("y", 3, 2, _DE)), 5, "name"),
+        (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), 6, "data_bytes"),
+        (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), -5, "data_bytes"),
+        (_table(("x", 0, 3, _ABC), ("y", 3, 2, _DE)), "5", "data_bytes"),
+        ([{"name": "x", "offset": False, "length": 3, "crc32": 1}], 3, "offset"),
+        ([{"name": "x", "offset": 0, "length": 3.0, "crc32": 1}], 3, "length"),
+        ([{"name": "x", "offset": 0, "length": 3, "crc32": -1}], 3, "crc32"),
+        ([{"name": "x", "offset": 0, "length": 3, "crc32": 2**32}], 3, "crc32"),
+        ([{"name": 5, "offset": 0, "length": 3, "crc32": 1}], 3, "name"),
+        ([{"name": "x", "offset": 0, "length": 3}], 3, "exactly"),
+        ([{"name": "x", "offset": 0, "length": 3, "crc32": 1, "extra": 0}], 3, "exactly"),
+        (["x"], 3, "exactly"),
+        ({"x": 1}, 3, "not a list"),
+    ],
+)
 def test_bad_section_table_is_layout_error(sections: object, data_bytes: object, match: str) -> None:
     data = _ABC + _DE
     text = _canon({"data_bytes": data_bytes, "sections": sections})
@@ -297,18 +304,21 @@ def test_non_bytes_input() -> None:
 # ------------------------------------------------------------------------ writer
 
 
-@pytest.mark.parametrize("header,sections,err", [
-    ({"sections": 1}, [], FormatError),
-    ({"data_bytes": 1}, [], FormatError),
-    ({"a": float("nan")}, [], FormatError),
-    ({1: "int key"}, [], FormatError),
-    ({"a": object()}, [], FormatError),
-    ([("a", 1)], [], FormatError),
-    ({}, [("x", b"1"), ("x", b"2")], LayoutError),
-    ({}, [("", b"1")], LayoutError),
-    ({}, [("x", "text")], LayoutError),
-    ({}, [("x",)], LayoutError),
-])
+@pytest.mark.parametrize(
+    "header,sections,err",
+    [
+        ({"sections": 1}, [], FormatError),
+        ({"data_bytes": 1}, [], FormatError),
+        ({"a": float("nan")}, [], FormatError),
+        ({1: "int key"}, [], FormatError),
+        ({"a": object()}, [], FormatError),
+        ([("a", 1)], [], FormatError),
+        ({}, [("x", b"1"), ("x", b"2")], LayoutError),
+        ({}, [("", b"1")], LayoutError),
+        ({}, [("x", "text")], LayoutError),
+        ({}, [("x",)], LayoutError),
+    ],
+)
 def test_writer_rejects_bad_input(header: object, sections: list, err: type) -> None:
     with pytest.raises(err):
         dumps(header, sections)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
 """Tests for nncompress.data: strict IDX reading and seeded, standardised splits."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,8 +14,14 @@ from nncompress.data import FASHION_MNIST_DIR, Splits, load_data, read_idx
 from nncompress.data.datasets import FASHION_MNIST_ENV, IDX_FILES
 from nncompress.errors import DataError
 
-TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B,
-              np.dtype("i4"): 0x0C, np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
+TYPE_CODES = {
+    np.dtype("u1"): 0x08,
+    np.dtype("i1"): 0x09,
+    np.dtype("i2"): 0x0B,
+    np.dtype("i4"): 0x0C,
+    np.dtype("f4"): 0x0D,
+    np.dtype("f8"): 0x0E,
+}
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -32,8 +39,16 @@ def write_idx(path: Path, arr: np.ndarray, *, gz: bool | None = None) -> Path:
     return path
 
 
-def make_folder(folder: Path, *, n_train: int = 300, n_test: int = 50, classes: int = 10,
-                hw: tuple[int, int] = (6, 5), gz: bool = False, seed: int = 1) -> Path:
+def make_folder(
+    folder: Path,
+    *,
+    n_train: int = 300,
+    n_test: int = 50,
+    classes: int = 10,
+    hw: tuple[int, int] = (6, 5),
+    gz: bool = False,
+    seed: int = 1,
+) -> Path:
     """Write the four standard IDX files with random uint8 images and labels covering all classes."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,9 +162,11 @@ def _gzip_bomb(path: Path, header: bytes, zeros: int) -> Path:
     return path
 
 
-def test_a_gzip_bomb_is_refused_after_the_payload_the_header_declares(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gzip_bomb_is_refused_after_the_payload_the_header_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import nncompress.data.idx as idx_mod
+
     path = _gzip_bomb(tmp_path / "bomb-labels.gz", idx_bytes(np.zeros(10, np.uint8)), 64 << 20)
     assert path.stat().st_size < 200_000  # 64 MiB of zeros
     seen = []
@@ -161,8 +178,11 @@ def test_a_gzip_bomb_is_refused_after_the_payload_the_header_declares(tmp_path: 
         return data
 
     monkeypatch.setattr(gzip.GzipFile, "read", counting)
-    with pytest.raises(DataError, match=r"bomb-labels\.gz: trailing bytes: more than 1,048,576 bytes after the "
-                                        r"10-byte payload"):
+    with pytest.raises(
+        DataError,
+        match=r"bomb-labels\.gz: trailing bytes: more than 1,048,576 bytes after the "
+        r"10-byte payload",
+    ):
         read_idx(path)
     assert sum(seen) <= idx_mod.TRAILING_WINDOW + 100  # the 64 MiB were never decompressed
 
@@ -183,6 +203,7 @@ def test_a_plain_file_is_checked_against_its_header_before_it_is_read(tmp_path: 
 
 def test_a_fifo_or_device_is_refused_unread(tmp_path: Path) -> None:
     import os
+
     os.mkfifo(tmp_path / "pipe.idx")
     with pytest.raises(DataError, match="is a FIFO"):
         read_idx(tmp_path / "pipe.idx")
@@ -337,9 +358,10 @@ def test_fashion_mnist_env_override_loads(tmp_path: Path, monkeypatch) -> None:
     assert s.name == "fashion-mnist" and s.sizes() == {"train": 45, "val": 5, "test": 10}
 
 
-@pytest.mark.skipif(not all((FASHION_MNIST_DIR / f"{n}.gz").is_file() or (FASHION_MNIST_DIR / n).is_file()
-                            for n in IDX_FILES),
-                    reason=f"Fashion-MNIST not installed at {FASHION_MNIST_DIR}")
+@pytest.mark.skipif(
+    not all((FASHION_MNIST_DIR / f"{n}.gz").is_file() or (FASHION_MNIST_DIR / n).is_file() for n in IDX_FILES),
+    reason=f"Fashion-MNIST not installed at {FASHION_MNIST_DIR}",
+)
 def test_real_fashion_mnist(monkeypatch) -> None:
     monkeypatch.delenv(FASHION_MNIST_ENV, raising=False)
     s = load_data("fashion-mnist")

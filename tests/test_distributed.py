@@ -1,6 +1,7 @@
 """Runs on two processes (torchrun, gloo on the CPU): the same decisions on every rank, files
 written by rank 0 alone, a lost rank that ends the run with a clear message and a folder
 that resumes to the same bytes as a run that was never interrupted."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from nncompress.errors import DistributedError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is needed")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is needed",
+)
 
 
 def _free_port() -> int:
@@ -32,13 +35,16 @@ def _free_port() -> int:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    return {**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", **extra}
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-            *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", *args]
 
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -46,6 +52,7 @@ def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 # -- one process: every helper is a no-op ------------------------------------------
+
 
 def test_helpers_are_no_ops_on_one_process() -> None:
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
@@ -65,13 +72,20 @@ def test_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- library level, two ranks -------------------------------------------------------
 
+
 def _on_two_ranks_and_one(tmp_path: Path, job: str) -> None:
     """The worker's ``job`` under torchrun in ``tmp_path``, then in one process in ``tmp_path/one``."""
     two = _run(_torchrun(str(WORKER), job, str(tmp_path)))
     assert two.returncode == 0, two.stderr[-3000:]
     (tmp_path / "one").mkdir()
-    one = subprocess.run([sys.executable, str(WORKER), job, str(tmp_path / "one")], capture_output=True,
-                         text=True, env=_env(), timeout=120, cwd=ROOT)
+    one = subprocess.run(
+        [sys.executable, str(WORKER), job, str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        cwd=ROOT,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
 
 
@@ -110,6 +124,7 @@ def test_pruning_is_identical_on_both_ranks_and_rank_0_alone_writes(tmp_path: Pa
     def kept(saved: dict) -> float:
         masks = [v for k, v in saved.items() if k.startswith("mask.")]
         return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
     assert abs(kept(r0) - kept(single)) <= 0.2 * kept(single)
 
 
@@ -131,6 +146,7 @@ FLAGS = ["--epochs-per-step", "2", "--final-epochs", "2", "--share-epochs", "2",
 def base(tmp_path_factory: pytest.TempPathFactory, digits, _trained_mlp_state: dict) -> Path:
     from nncompress.models import build_model
     from nncompress.pipeline import save_trained
+
     model = build_model("mlp", digits.input_shape, digits.num_classes)
     model.load_state_dict(_trained_mlp_state)
     path = tmp_path_factory.mktemp("base") / "base.pt"
@@ -157,8 +173,15 @@ def test_compress_under_torchrun_writes_its_files_once(plain: tuple[Path, subpro
     summary = json.loads(lines[0])
     assert summary["file"] == str(run.resolve() / "model.nnc") and (run / "model.nnc").is_file()
     assert summary["training_calls"] >= 5 and summary["test_score"] > 0.8
-    assert sorted(p.name for p in run.iterdir()) == ["environment.json", "histograms.json", "model.nnc",
-                                                     "recipe.yaml", "run.json", "steps.jsonl", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "environment.json",
+        "histograms.json",
+        "model.nnc",
+        "recipe.yaml",
+        "run.json",
+        "steps.jsonl",
+        "summary.json",
+    ]
     assert json.loads((run / "summary.json").read_text())["file_bytes"] == (run / "model.nnc").stat().st_size
 
 
@@ -180,8 +203,14 @@ def killed(base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     if not Path("/proc/self/task").is_dir():
         pytest.skip("needs /proc to find the rank's process")
     run = tmp_path_factory.mktemp("killed") / "run"
-    proc = subprocess.Popen(_compress(str(base), "--data", "digits", "--run-dir", str(run), *FLAGS),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    proc = subprocess.Popen(
+        _compress(str(base), "--data", "digits", "--run-dir", str(run), *FLAGS),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list((run / "state").glob("fit-*.pt"))) < 3:
         time.sleep(0.05)
@@ -194,8 +223,7 @@ def killed(base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 
 
 @pytest.mark.slow
-def test_a_lost_rank_ends_the_run_with_a_clear_message(killed: tuple[Path, subprocess.CompletedProcess, float]
-                                                       ) -> None:
+def test_a_lost_rank_ends_the_run_with_a_clear_message(killed: tuple[Path, subprocess.CompletedProcess, float]) -> None:
     run, proc, seconds = killed
     assert proc.returncode != 0 and seconds < 60
     message = [line for line in proc.stderr.splitlines() if line.startswith("nncompress:")]
@@ -208,7 +236,7 @@ def test_a_lost_rank_ends_the_run_with_a_clear_message(killed: tuple[Path, subpr
 
 @pytest.mark.slow
 def test_resume_under_torchrun_gives_the_uninterrupted_bytes(
-        killed: tuple[Path, subprocess.CompletedProcess, float], plain: tuple[Path, subprocess.CompletedProcess]
+    killed: tuple[Path, subprocess.CompletedProcess, float], plain: tuple[Path, subprocess.CompletedProcess]
 ) -> None:
     run, _, _ = killed
     proc = _run(_compress("--resume", "--run-dir", str(run), "--json"))

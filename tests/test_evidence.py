@@ -1,4 +1,5 @@
 """Paired validation readings and the pooled drop (train/evidence.py, pruning/judge.py)."""
+
 from __future__ import annotations
 
 import math
@@ -115,9 +116,11 @@ def test_reader_pairs_examples_with_the_objective_and_measures_kl(digits, traine
 
 def test_a_batch_metric_gives_plain_readings(digits, trained_mlp) -> None:
     from nncompress.train.objective import UserObjective
+
     model = trained_mlp()
-    objective = resolve_objective(UserObjective(metric=lambda out, y: float((out.argmax(1) == y).float().mean())),
-                                  model, digits)
+    objective = resolve_objective(
+        UserObjective(metric=lambda out, y: float((out.argmax(1) == y).float().mean())), model, digits
+    )
     reading = ValidationReader(objective, digits.val_x, digits.val_y, model).read(model)
     assert reading.examples is None and reading.kl is None
     assert reading.score == pytest.approx(objective.score(model, digits.val_x, digits.val_y))
@@ -127,8 +130,20 @@ def test_a_batch_metric_gives_plain_readings(digits, trained_mlp) -> None:
 def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, digits, trained_mlp) -> None:
     from nncompress.pipeline import run_compress, run_prune, save_trained
     import nncompress as nnc
-    prune = nnc.PruneConfig(q0=1.0, q_step=0.5, q_max=1.5, tolerance=3.0, epochs_per_step=1, final_epochs=1,
-                            recover_epochs=0, refine_steps=0, lr=0.02, batch_size=64, probe=False)
+
+    prune = nnc.PruneConfig(
+        q0=1.0,
+        q_step=0.5,
+        q_max=1.5,
+        tolerance=3.0,
+        epochs_per_step=1,
+        final_epochs=1,
+        recover_epochs=0,
+        refine_steps=0,
+        lr=0.02,
+        batch_size=64,
+        probe=False,
+    )
     share = nnc.ShareConfig(fc_bits=2, epochs=0, max_bits=4)
     result = nnc.compress(trained_mlp(), digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=prune, share=share))
     budget = result.summary["budget"]
@@ -139,11 +154,18 @@ def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, dig
     pruned = run_prune(tmp_path / "base.pt", "digits", tmp_path / "pruned.pt", prune, splits=digits).summary
     assert pruned["val_drop"] is not None
     second = run_compress(tmp_path / "pruned.pt", "digits", tmp_path / "p.nnc", None, share, splits=digits)
-    assert second["budget"] == {"tolerance": 3.0, "pruning": round(pruned["val_drop"], 4),
-                                "sharing": round(max(0.0, 3.0 - pruned["val_drop"]), 4)}
+    assert second["budget"] == {
+        "tolerance": 3.0,
+        "pruning": round(pruned["val_drop"], 4),
+        "sharing": round(max(0.0, 3.0 - pruned["val_drop"]), 4),
+    }
     # a stated share tolerance wins over the budget
-    third = nnc.compress(trained_mlp(), digits, tmp_path / "t.nnc",
-                         nnc.CompressConfig(prune=prune, share=nnc.ShareConfig(fc_bits=2, epochs=0, tolerance=50.0)))
+    third = nnc.compress(
+        trained_mlp(),
+        digits,
+        tmp_path / "t.nnc",
+        nnc.CompressConfig(prune=prune, share=nnc.ShareConfig(fc_bits=2, epochs=0, tolerance=50.0)),
+    )
     assert third.summary["bit_search"]["tolerance"] == 50.0 and len(third.summary["bit_search"]["rounds"]) == 1
 
 
@@ -174,6 +196,7 @@ def test_each_stage_fits_its_own_line() -> None:
 
 def test_a_later_stages_line_keeps_the_drop_it_inherited() -> None:
     from nncompress.train.evidence import DoseResponse
+
     dose = DoseResponse(through_origin=False)
     for kl, drop in [(0.010, 0.20), (0.012, 0.22), (0.014, 0.24), (0.016, 0.26)]:  # 0.1 inherited + 10/nat
         dose.add(kl, drop, 0.15)

@@ -1,4 +1,5 @@
 """Resolving a user's `module:name` and `file.py:name` specs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +22,15 @@ def test_file_spec_and_dotted_attribute(tmp_path: Path) -> None:
     assert import_object(f"{path}:Box.Inner").value == 7
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("no_such_module_xyz:f", "no module named 'no_such_module_xyz'"),
-    ("json:no_such_attr", "has no attribute 'no_such_attr'"),
-    ("json:1bad", "is not of the form"),
-    ("/nonexistent/nets.py:f", "no file"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("no_such_module_xyz:f", "no module named 'no_such_module_xyz'"),
+        ("json:no_such_attr", "has no attribute 'no_such_attr'"),
+        ("json:1bad", "is not of the form"),
+        ("/nonexistent/nets.py:f", "no file"),
+    ],
+)
 def test_errors_name_the_spec(spec: str, words: str) -> None:
     with pytest.raises(ConfigError, match="--model") as info:
         import_object(spec, "--model")
@@ -45,8 +49,9 @@ def test_is_import_spec() -> None:
     assert not is_import_spec("lenet5") and not is_import_spec("pkg:") and not is_import_spec(":x")
 
 
-def test_without_cwd_search_local_modules_and_files_are_not_imported(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_cwd_search_local_modules_and_files_are_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "usernets_b.py").write_text("def build():\n    return 1\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no module named 'usernets_b'"):

@@ -1,4 +1,5 @@
 """Resumable training: an interrupted run, resumed, ends bit for bit where an uninterrupted one does."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,6 +27,7 @@ def _stop_after(task: str, count: int):
             seen["n"] += 1
             if seen["n"] == count:
                 raise Stop()
+
     return progress
 
 
@@ -70,8 +72,14 @@ def test_resume_from_other_weights_is_refused(digits, tmp_path):
     _train(digits, Journal(tmp_path, resume=False))
     model = build_model("mlp", digits.input_shape, digits.num_classes)  # other initial weights (seed not reset)
     with pytest.raises(RunStateError, match="different run"):
-        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=4, batch_size=64, seed=3),
-            generator=torch.Generator().manual_seed(3), journal=Journal(tmp_path, resume=True))
+        fit(
+            model,
+            digits.train_x,
+            digits.train_y,
+            TrainConfig(epochs=4, batch_size=64, seed=3),
+            generator=torch.Generator().manual_seed(3),
+            journal=Journal(tmp_path, resume=True),
+        )
 
 
 @pytest.mark.parametrize("change", [{"lr": 0.02}, {"teacher": 0.9}])
@@ -81,12 +89,21 @@ def test_resume_at_another_rate_or_distillation_is_refused(digits, tmp_path, cha
     _train(digits, Journal(tmp_path, resume=False))
     set_seed(3)
     model = build_model("mlp", digits.input_shape, digits.num_classes)
-    teacher = Teacher(build_model("mlp", digits.input_shape, digits.num_classes), change["teacher"], 4.0) \
-        if "teacher" in change else None
+    teacher = (
+        Teacher(build_model("mlp", digits.input_shape, digits.num_classes), change["teacher"], 4.0)
+        if "teacher" in change
+        else None
+    )
     with pytest.raises(RunStateError, match="different run"):
-        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=4, lr=change.get("lr", 0.05), batch_size=64,
-                                                               seed=3),
-            generator=torch.Generator().manual_seed(3), journal=Journal(tmp_path, resume=True), teacher=teacher)
+        fit(
+            model,
+            digits.train_x,
+            digits.train_y,
+            TrainConfig(epochs=4, lr=change.get("lr", 0.05), batch_size=64, seed=3),
+            generator=torch.Generator().manual_seed(3),
+            journal=Journal(tmp_path, resume=True),
+            teacher=teacher,
+        )
 
 
 def test_damaged_entry_is_retrained(digits, tmp_path):
@@ -100,11 +117,18 @@ def test_damaged_entry_is_retrained(digits, tmp_path):
 
 def _prune_and_share(trained_mlp, digits, journal=None, progress=None):
     model = trained_mlp()
-    cfg = PruneConfig(epochs_per_step=1, recover_epochs=1, final_epochs=1, q_max=1.0, batch_size=64, tolerance=1.0,
-                      seed=1)
+    cfg = PruneConfig(
+        epochs_per_step=1, recover_epochs=1, final_epochs=1, q_max=1.0, batch_size=64, tolerance=1.0, seed=1
+    )
     steps = []
-    prune_model(model, digits, cfg, progress=progress, on_step=lambda r: steps.append((r.stage, r.q, r.accepted)),
-                journal=journal)
+    prune_model(
+        model,
+        digits,
+        cfg,
+        progress=progress,
+        on_step=lambda r: steps.append((r.stage, r.q, r.accepted)),
+        journal=journal,
+    )
     shared, _ = share_model(model, digits, ShareConfig(epochs=2, batch_size=64, seed=1), progress, journal=journal)
     return model, steps, {n: s.codebook.clone() for n, s in shared.items()}
 
@@ -131,10 +155,16 @@ def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch
     from nncompress.recipe import parse_recipe
     from nncompress.rundir import RunDir
 
-    recipe = parse_recipe({"model": "mlp", "data": "digits", "seed": 2, "train": {"epochs": 3, "batch_size": 64},
-                           "prune": {"epochs_per_step": 1, "recover_epochs": 1, "final_epochs": 1, "q_max": 1.0,
-                                     "batch_size": 64},
-                           "share": {"epochs": 1, "batch_size": 64}})
+    recipe = parse_recipe(
+        {
+            "model": "mlp",
+            "data": "digits",
+            "seed": 2,
+            "train": {"epochs": 3, "batch_size": 64},
+            "prune": {"epochs_per_step": 1, "recover_epochs": 1, "final_epochs": 1, "q_max": 1.0, "batch_size": 64},
+            "share": {"epochs": 1, "batch_size": 64},
+        }
+    )
     run_recipe(recipe, RunDir(tmp_path / "plain"))
     real, writes = torch.save, {"n": 0}
 
@@ -160,6 +190,7 @@ def test_full_disk_mid_run_then_resume_gives_the_same_file(tmp_path, monkeypatch
 
 def test_resume_removes_what_a_killed_atomic_write_left(tmp_path) -> None:
     from nncompress.rundir import RUN_FILE, RunDir
+
     run = tmp_path / "run"
     RunDir(run).write_json(RUN_FILE, {"command": "compress"})
     stale = run / ".steps.jsonl.abc123.tmp"

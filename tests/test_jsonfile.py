@@ -1,4 +1,5 @@
 """Bounded JSON reading: depth, numbers, size and file kind are checked before any reader uses a value."""
+
 from __future__ import annotations
 
 import os
@@ -13,20 +14,25 @@ from nncompress.train.journal import RunStateError
 
 
 def test_plain_json_reads_as_json() -> None:
-    assert loads('{"a": [1, 2.5, -3, null, true, "x"], "b": {"c": 9007199254740993}}') == \
-        {"a": [1, 2.5, -3, None, True, "x"], "b": {"c": 9007199254740993}}
+    assert loads('{"a": [1, 2.5, -3, null, true, "x"], "b": {"c": 9007199254740993}}') == {
+        "a": [1, 2.5, -3, None, True, "x"],
+        "b": {"c": 9007199254740993},
+    }
     assert loads(str(MAX_INT)) == MAX_INT and loads(str(-MAX_INT)) == -MAX_INT
 
 
-@pytest.mark.parametrize("text,words", [
-    (str(MAX_INT + 1), "out of range"),
-    ("1" + "0" * 400, "out of range"),
-    ("[1e400]", "out of range"),
-    ("[-1e400]", "out of range"),
-    ("[" * 33 + "]" * 33, "nested more than 32"),
-    ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32"),
-    ("[" * 200_000 + "]" * 200_000, "nested more than"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (str(MAX_INT + 1), "out of range"),
+        ("1" + "0" * 400, "out of range"),
+        ("[1e400]", "out of range"),
+        ("[-1e400]", "out of range"),
+        ("[" * 33 + "]" * 33, "nested more than 32"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32"),
+        ("[" * 200_000 + "]" * 200_000, "nested more than"),
+    ],
+)
 def test_out_of_bounds_json_is_a_value_error(text: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         loads(text)

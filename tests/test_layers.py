@@ -1,4 +1,5 @@
 """Layer selection shared by pruning and weight sharing (nncompress.layers)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,9 @@ class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(20, 8)
-        self.encoder = nn.ModuleDict({"attention": nn.ModuleDict({"query": nn.Linear(8, 8), "key": nn.Linear(8, 8)}),
-                                      "out": nn.Linear(8, 8)})
+        self.encoder = nn.ModuleDict(
+            {"attention": nn.ModuleDict({"query": nn.Linear(8, 8), "key": nn.Linear(8, 8)}), "out": nn.Linear(8, 8)}
+        )
         self.norm = nn.LayerNorm(8)
         self.conv = nn.Conv1d(8, 4, 3)
         self.fc = nn.Linear(4, 2)
@@ -25,8 +27,14 @@ class Tiny(nn.Module):
 
 def test_kinds_classes_globs_and_all_in_registration_order() -> None:
     m = Tiny()
-    assert list(compressible_layers(m)) == ["embed", "encoder.attention.query", "encoder.attention.key",
-                                            "encoder.out", "conv", "fc"]
+    assert list(compressible_layers(m)) == [
+        "embed",
+        "encoder.attention.query",
+        "encoder.attention.key",
+        "encoder.out",
+        "conv",
+        "fc",
+    ]
     assert [layer_kind(x) for x in compressible_layers(m).values()] == ["embedding", "fc", "fc", "fc", "conv", "fc"]
     assert list(select_layers(m, "embedding")) == ["embed"]
     assert list(select_layers(m, "conv,Embedding")) == ["embed", "conv"]
@@ -50,8 +58,7 @@ def test_a_name_or_class_that_matches_nothing_names_the_compressible_layers() ->
 def test_config_defaults_keep_todays_prunable_set_and_share_embeddings() -> None:
     m = Tiny()
     assert PruneConfig().select == "fc,conv" and ShareConfig().select == "fc,conv,embedding"
-    assert list(prunable_layers(m)) == ["encoder.attention.query", "encoder.attention.key", "encoder.out", "conv",
-                                        "fc"]
+    assert list(prunable_layers(m)) == ["encoder.attention.query", "encoder.attention.key", "encoder.out", "conv", "fc"]
     assert "embed" in select_layers(m, ShareConfig().select)
     for bad in ("", " , ", 3):
         with pytest.raises(ConfigError, match="select"):

@@ -1,4 +1,5 @@
 """A user's own module and DataLoaders through the whole pipeline."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,10 @@ class TinyCNN(nn.Module):  # not one of ours: the file cannot name it
 
 
 def _loaders(digits: Splits, batch: int = 100) -> list[DataLoader]:
-    return [DataLoader(TensorDataset(x, y), batch_size=batch) for x, y in
-            ((digits.train_x, digits.train_y), (digits.val_x, digits.val_y), (digits.test_x, digits.test_y))]
+    return [
+        DataLoader(TensorDataset(x, y), batch_size=batch)
+        for x, y in ((digits.train_x, digits.train_y), (digits.val_x, digits.val_y), (digits.test_x, digits.test_y))
+    ]
 
 
 def test_loaders_give_the_same_tensors(digits: Splits) -> None:
@@ -39,25 +42,40 @@ def test_own_module_from_loaders_round_trips_through_the_file(tmp_path, digits: 
     splits = splits_from_loaders(*_loaders(digits))
     model = TinyCNN()
     fit(model, splits.train_x, splits.train_y, TrainConfig(epochs=8, lr=0.05, batch_size=64), generator=set_seed(0))
-    summary = compress_model(model, {}, splits, tmp_path / "m.nnc",
-                             PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64, tolerance=2.0),
-                             ShareConfig(epochs=1, batch_size=64))
+    summary = compress_model(
+        model,
+        {},
+        splits,
+        tmp_path / "m.nnc",
+        PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64, tolerance=2.0),
+        ShareConfig(epochs=1, batch_size=64),
+    )
     assert summary["test_accuracy"] > 0.8
     fresh = load_compressed(tmp_path / "m.nnc").build_model(TinyCNN())
     assert metrics(fresh, splits)["accuracy"] == summary["test_accuracy"]
     assert (fresh.head.weight == 0).float().mean() > 0.3  # pruned positions came back as zeros
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ([(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64), torch.zeros(2))],
-     "not an \\(inputs, labels\\) pair"),
-    ([(torch.zeros(2, 1, 8, 8),)], "some loaders carry labels and some do not"),  # (x,) is inputs alone
-    ([(torch.zeros(2, 1, 8, 8), torch.zeros(2))], "1-D integer tensor"),
-    ([(torch.zeros(2, 1, 8, 8), torch.zeros(3, dtype=torch.int64))], "one per input"),
-    ([], "yields no batches"),
-    ([(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64)),
-      (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64))], "different shapes"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (
+            [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64), torch.zeros(2))],
+            "not an \\(inputs, labels\\) pair",
+        ),
+        ([(torch.zeros(2, 1, 8, 8),)], "some loaders carry labels and some do not"),  # (x,) is inputs alone
+        ([(torch.zeros(2, 1, 8, 8), torch.zeros(2))], "1-D integer tensor"),
+        ([(torch.zeros(2, 1, 8, 8), torch.zeros(3, dtype=torch.int64))], "one per input"),
+        ([], "yields no batches"),
+        (
+            [
+                (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.int64)),
+                (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64)),
+            ],
+            "different shapes",
+        ),
+    ],
+)
 def test_bad_loaders_are_data_errors(digits: Splits, bad: list, fragment: str) -> None:
     good = _loaders(digits)
     with pytest.raises(DataError, match=fragment):

@@ -1,5 +1,6 @@
 """What keeps large models inside their memory bound: the in-place optimizer and the
 rollback copy that goes to disk. Each must give exactly what the plain version gives."""
+
 from __future__ import annotations
 
 import copy
@@ -121,6 +122,7 @@ def test_stepping_in_backward_is_stepping_after_it() -> None:
 def test_packed_masks_zero_what_bool_masks_zero(monkeypatch) -> None:
     from nncompress import chunked
     from nncompress.pruning.apply import PackedMasks, apply_masks_
+
     monkeypatch.setattr(chunked, "CHUNK", 64)  # several chunks, and a last one that ends inside a byte
     torch.manual_seed(0)
     layers = {"a": nn.Linear(37, 11), "b": nn.Conv2d(3, 5, 3)}
@@ -139,8 +141,19 @@ def _prune_twice(monkeypatch, digits, trained_mlp, module, name: str, recover_ep
     for everything): its records, masks and final state, both times."""
     from nncompress.config import PruneConfig
     from nncompress.pipeline import prune_model
-    cfg = PruneConfig(q0=0.5, q_step=0.75, q_max=2.75, tolerance=0.5, epochs_per_step=1, final_epochs=1,
-                      lr=0.02, batch_size=64, recover_epochs=recover_epochs, refine_steps=refine_steps)
+
+    cfg = PruneConfig(
+        q0=0.5,
+        q_step=0.75,
+        q_max=2.75,
+        tolerance=0.5,
+        epochs_per_step=1,
+        final_epochs=1,
+        lr=0.02,
+        batch_size=64,
+        recover_epochs=recover_epochs,
+        refine_steps=refine_steps,
+    )
     runs = []
     for limit in (getattr(module, name), 0):
         monkeypatch.setattr(module, name, limit)
@@ -162,6 +175,7 @@ def test_pruning_with_the_copy_on_disk_is_pruning_in_memory(monkeypatch, digits,
 
 def test_pruning_with_packed_masks_is_pruning_with_bool_masks(monkeypatch, digits, trained_mlp) -> None:
     from nncompress.pruning import apply
+
     _prune_twice(monkeypatch, digits, trained_mlp, apply, "PACK_BYTES", 1, 0)
 
 
@@ -169,6 +183,7 @@ def test_a_recorded_model_takes_the_files_tensors_without_a_second_copy(tmp_path
     from nncompress.models import build_model
     from nncompress.pipeline import load_model_file
     from nncompress.train.checkpoint import save_checkpoint
+
     torch.manual_seed(0)
     model = build_model("lenet5")
     save_checkpoint(tmp_path / "m.pt", model)
@@ -185,6 +200,7 @@ def test_tensors_that_share_memory_in_a_file_are_separate_parameters(tmp_path) -
     """A file may hold two views of one storage (or an expanded tensor): as parameters they
     would write each other, so each gets its own memory."""
     from nncompress.train.checkpoint import _owned
+
     base = torch.arange(12.0)
     state = {"a": base[:6].view(2, 3), "b": base[6:].view(2, 3), "c": torch.ones(3).expand(2, 3), "d": torch.ones(4)}
     owned = _owned(state)
@@ -210,6 +226,7 @@ def test_stepping_large_linears_by_rows_is_stepping_them_whole(monkeypatch, make
     from nncompress.config import TrainConfig
     from nncompress.train import rowstep
     from nncompress.train.loop import fit
+
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(96, 12, generator=gen), torch.randint(0, 3, (96,), generator=gen)
     cfg = TrainConfig(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=16)
@@ -234,6 +251,7 @@ def test_stepping_large_linears_by_rows_is_stepping_them_whole(monkeypatch, make
 
 def test_a_row_stepped_weight_never_holds_a_whole_gradient(monkeypatch) -> None:
     from nncompress.train import rowstep
+
     monkeypatch.setattr(rowstep, "ROW_STEP_BYTES", 1)
     model = _net()
     opt = InPlaceSGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)

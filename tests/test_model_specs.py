@@ -1,4 +1,5 @@
 """Models from an import path: records in files, the trust policy, shapes after removal."""
+
 from __future__ import annotations
 
 import textwrap
@@ -14,7 +15,7 @@ from nncompress.models import arch_record, build_model, fit_shapes_, from_record
 from nncompress.pruning.shrink import remove_dead_neurons_
 from nncompress.train.checkpoint import load_checkpoint, save_checkpoint
 
-NETS = '''
+NETS = """
 from torch import nn
 
 calls = []
@@ -36,7 +37,7 @@ def not_a_model(**kw):
 
 def boom(**kw):
     raise RuntimeError("no GPU here")
-'''
+"""
 
 
 @pytest.fixture
@@ -94,9 +95,12 @@ def test_function_records_need_the_caller_to_name_them(nets: Path, tmp_path: Pat
     model = build_model("usernets_specs:build", kwargs={"hidden": 9})
     save_checkpoint(tmp_path / "c.pt", model)
     ckpt = load_checkpoint(tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match=r"which is a function, not an nn.Module class.*"
-                                              r"pass --model usernets_specs:build.*"
-                                              r"trust_factory='usernets_specs:build'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"which is a function, not an nn.Module class.*"
+        r"pass --model usernets_specs:build.*"
+        r"trust_factory='usernets_specs:build'",
+    ):
         ckpt.build_model()
     with pytest.raises(CheckpointError, match="records the model factory 'usernets_specs:build', not 'x:y'"):
         ckpt.build_model(trust_factory="x:y")
@@ -104,11 +108,14 @@ def test_function_records_need_the_caller_to_name_them(nets: Path, tmp_path: Pat
     _same(ckpt.build_model(trust_factory=True), model)
 
 
-@pytest.mark.parametrize("record", [
-    {"factory": "os:system", "kwargs": {"command": "touch pwned"}},
-    {"factory": "builtins:exec", "kwargs": {"source": "open('pwned', 'w')"}},
-    {"factory": "subprocess:run", "kwargs": {"args": ["touch", "pwned"]}},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"factory": "os:system", "kwargs": {"command": "touch pwned"}},
+        {"factory": "builtins:exec", "kwargs": {"source": "open('pwned', 'w')"}},
+        {"factory": "subprocess:run", "kwargs": {"args": ["touch", "pwned"]}},
+    ],
+)
 def test_a_file_cannot_make_us_call_arbitrary_callables(nets: Path, tmp_path: Path, record: dict) -> None:
     model = build_model("usernets_specs:Net")
     save_checkpoint(tmp_path / "c.pt", model)
@@ -124,26 +131,31 @@ def test_a_file_cannot_make_us_call_arbitrary_callables(nets: Path, tmp_path: Pa
 
 def test_a_record_is_checked_on_the_meta_device_before_anything_is_allocated(nets: Path, tmp_path: Path) -> None:
     import usernets_specs
+
     model = build_model("usernets_specs:Net", kwargs={"hidden": 6})
     save_checkpoint(tmp_path / "c.pt", model)
     payload = torch.load(tmp_path / "c.pt", weights_only=True)
-    payload["arch"]["kwargs"] = {"hidden": 10 ** 9}  # 6e9 weights if it were ever allocated
+    payload["arch"]["kwargs"] = {"hidden": 10**9}  # 6e9 weights if it were ever allocated
     torch.save(payload, tmp_path / "huge.pt")
     usernets_specs.calls.clear()
     rebuilt = load_checkpoint(tmp_path / "huge.pt").build_model()  # allocated at the stored sizes only
-    assert usernets_specs.calls == [10 ** 9] and rebuilt[0].out_features == 6
+    assert usernets_specs.calls == [10**9] and rebuilt[0].out_features == 6
     _same(rebuilt, model)
     payload["arch"]["kwargs"] = {"hidden": 6, "n_out": 4}  # an output size: never something removal changes
     torch.save(payload, tmp_path / "other.pt")
     usernets_specs.calls.clear()
-    with pytest.raises(CheckpointError, match=r"does not match the stored weights \(2\.weight: checkpoint "
-                                              r"\(3, 6\) vs model \(4, 6\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not match the stored weights \(2\.weight: checkpoint "
+        r"\(3, 6\) vs model \(4, 6\)",
+    ):
         load_checkpoint(tmp_path / "other.pt").build_model()
     assert usernets_specs.calls == [6]  # only the meta-device build ran
 
 
 def test_non_persistent_buffers_are_built_for_real(nets: Path, tmp_path: Path) -> None:
-    (nets / "usernets_buffers.py").write_text(textwrap.dedent('''
+    (nets / "usernets_buffers.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
 
@@ -155,7 +167,8 @@ def test_non_persistent_buffers_are_built_for_real(nets: Path, tmp_path: Path) -
 
             def forward(self, x):
                 return self.fc(x * self.scale)
-    '''))
+    """)
+    )
     model = build_model("usernets_buffers:Scaled").eval()
     save_checkpoint(tmp_path / "b.pt", model)
     rebuilt = load_checkpoint(tmp_path / "b.pt").build_model()
@@ -167,8 +180,8 @@ def test_non_persistent_buffers_are_built_for_real(nets: Path, tmp_path: Path) -
 def test_shrunk_states_load_into_the_original_sizes(nets: Path, tmp_path: Path) -> None:
     model = build_model("usernets_specs:Net", kwargs={"hidden": 12, "bn": True}).eval()
     with torch.no_grad():
-        model[0].weight[:4] = 0        # units 0-3: no inputs (bias folds forward)
-        model[3].weight[:, 6:8] = 0    # units 6-7: no outputs
+        model[0].weight[:4] = 0  # units 0-3: no inputs (bias folds forward)
+        model[3].weight[:, 6:8] = 0  # units 6-7: no outputs
         model[1].running_mean.uniform_(-1, 1)
     x = torch.randn(5, 6)
     expected = model(x)
@@ -201,19 +214,26 @@ def test_fit_shapes_only_shrinks_unit_dimensions() -> None:
     assert (model[0].out_channels, model[1].num_features, model[2].in_channels) == (5, 5, 5)
     model.load_state_dict(state)
     embedded = nn.Sequential(nn.Embedding(10, 6), nn.Linear(6, 3))
-    assert fit_shapes_(embedded, {"0.weight": torch.zeros(10, 4), "1.weight": torch.zeros(3, 4),
-                                  "1.bias": torch.zeros(3)}) == ["0", "1"]
+    assert fit_shapes_(
+        embedded, {"0.weight": torch.zeros(10, 4), "1.weight": torch.zeros(3, 4), "1.bias": torch.zeros(3)}
+    ) == ["0", "1"]
     assert embedded[0].embedding_dim == 4 and embedded[1].in_features == 4
-    for bad in ({"0.weight": torch.zeros(5, 3, 2, 2), "0.bias": torch.zeros(5)},   # kernel: not a unit dim
-                {"4.weight": torch.zeros(2, 9)},                                  # larger: not a removal
-                {"4.weight": torch.zeros(1, 4), "4.bias": torch.zeros(1)},        # the model's own outputs
-                {"0.weight": torch.zeros(8, 2, 3, 3)}):                           # the model's own inputs
+    for bad in (
+        {"0.weight": torch.zeros(5, 3, 2, 2), "0.bias": torch.zeros(5)},  # kernel: not a unit dim
+        {"4.weight": torch.zeros(2, 9)},  # larger: not a removal
+        {"4.weight": torch.zeros(1, 4), "4.bias": torch.zeros(1)},  # the model's own outputs
+        {"0.weight": torch.zeros(8, 2, 3, 3)},
+    ):  # the model's own inputs
         fresh = _net()
         assert fit_shapes_(fresh, {**fresh.state_dict(), **bad}) == []
     assert fit_shapes_(nn.Sequential(nn.Embedding(10, 6)), {"0.weight": torch.zeros(8, 6)}) == []  # vocabulary
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 1))
-    state = {"0.weight": torch.zeros(2, 2, 3, 3), "0.bias": torch.zeros(2), "1.weight": torch.zeros(4, 2, 1, 1),
-             "1.bias": torch.zeros(4)}
+    state = {
+        "0.weight": torch.zeros(2, 2, 3, 3),
+        "0.bias": torch.zeros(2),
+        "1.weight": torch.zeros(4, 2, 1, 1),
+        "1.bias": torch.zeros(4),
+    }
     assert fit_shapes_(grouped, state) == []
 
 
@@ -229,16 +249,27 @@ def test_nnc_file_with_a_function_record(nets: Path, tmp_path: Path) -> None:
 def test_compress_model_decodes_a_function_factory_it_was_given(nets: Path, tmp_path: Path, digits) -> None:
     from nncompress.config import PruneConfig, ShareConfig
     from nncompress.pipeline import compress_model, metrics
+
     torch.manual_seed(0)
     model = build_model("usernets_specs:build", kwargs={"n_in": 64, "hidden": 24, "n_out": 10, "flat": True})
     with torch.no_grad():
         model[1].weight[:5] = 0  # five hidden units without inputs: removed, so the file holds a smaller layer
-    cfg = PruneConfig(q0=0.5, q_max=0.5, epochs_per_step=1, final_epochs=0, recover_epochs=0, tolerance=100.0,
-                      probe=False, batch_size=64)
+    cfg = PruneConfig(
+        q0=0.5,
+        q_max=0.5,
+        epochs_per_step=1,
+        final_epochs=0,
+        recover_epochs=0,
+        tolerance=100.0,
+        probe=False,
+        batch_size=64,
+    )
     summary = compress_model(model, {}, digits, tmp_path / "m.nnc", cfg, ShareConfig(epochs=0, batch_size=64))
     box = load_compressed(tmp_path / "m.nnc")
-    assert box.header["arch"] == {"factory": "usernets_specs:build",
-                                  "kwargs": {"n_in": 64, "hidden": 24, "n_out": 10, "flat": True}}
+    assert box.header["arch"] == {
+        "factory": "usernets_specs:build",
+        "kwargs": {"n_in": 64, "hidden": 24, "n_out": 10, "flat": True},
+    }
     restored = box.build_model(trust_factory="usernets_specs:build")
     assert restored[1].out_features <= 19
     assert metrics(restored, digits)["accuracy"] == summary["test_accuracy"]
@@ -247,6 +278,7 @@ def test_compress_model_decodes_a_function_factory_it_was_given(nets: Path, tmp_
 def test_a_record_alone_never_imports_from_the_current_folder(nets: Path, tmp_path: Path) -> None:
     """A downloaded file may sit beside a hostile module: the user's word is needed to import it."""
     import sys
+
     model = build_model("usernets_specs:Net", kwargs={"hidden": 5})
     save_checkpoint(tmp_path / "c.pt", model)
     sys.modules.pop("usernets_specs", None)  # as in a fresh process

@@ -1,4 +1,5 @@
 """The .nnc model file: exact decoding, determinism, refusal of damaged files."""
+
 from __future__ import annotations
 
 import copy
@@ -40,7 +41,7 @@ def test_decoded_weights_are_the_codebook_values_bit_for_bit(tmp_path, trained_m
         expected[layer.mask] = layer.codebook[layer.indices]
         assert torch.equal(w, expected)
         assert torch.equal(w, model.state_dict()[f"{name}.weight"])
-        assert len(torch.unique(w[w != 0])) <= 2 ** 5
+        assert len(torch.unique(w[w != 0])) <= 2**5
     assert torch.equal(box.state["fc1.bias"], model.fc1.bias.detach())
     restored = box.build_model()
     assert metrics(restored, digits)["accuracy"] == metrics(model, digits)["accuracy"]
@@ -87,8 +88,10 @@ def test_auto_index_width_is_never_larger_than_fixed(tmp_path, trained_mlp, digi
     fixed = save_compressed(tmp_path / "f.nnc", model, shared, rel_bits=5)
     auto = save_compressed(tmp_path / "a.nnc", model, shared, rel_bits="auto")
     assert auto <= fixed
-    assert all(torch.equal(load_compressed(tmp_path / "f.nnc").state[k], v)
-               for k, v in load_compressed(tmp_path / "a.nnc").state.items())
+    assert all(
+        torch.equal(load_compressed(tmp_path / "f.nnc").state[k], v)
+        for k, v in load_compressed(tmp_path / "a.nnc").state.items()
+    )
 
 
 def test_damaged_files_are_refused(tmp_path, trained_mlp, digits) -> None:
@@ -124,17 +127,19 @@ def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
     entry, sections = encode_shared("w", t, rel_bits=3, layout="huffman")
     [(name, blob)] = sections
     assert name == "w" and 6 + entry["positions_bytes"] < len(blob)
-    for lie, fragment in [({"positions_bytes": len(blob)}, "positions_bytes"),
-                          ({"positions_bytes": len(blob) - 6 + 1}, "positions_bytes"),
-                          ({"positions_bytes": -1}, "positions_bytes"),
-                          ({"positions_bytes": 1.5}, "positions_bytes"),
-                          ({"positions_bytes": True}, "positions_bytes"),
-                          ({"positions_bytes": None}, "positions_bytes"),
-                          ({"positions_bytes": entry["positions_bytes"] - 1}, "'w'"),
-                          ({"positions_bytes": entry["positions_bytes"] + 1}, "'w'"),
-                          ({"codebook_size": len(blob)}, "codebook"),
-                          ({"codebook_size": -1}, "codebook"),
-                          ({"codebook_dtype": "float32", "codebook_size": len(blob) // 4 + 1}, "codebook")]:
+    for lie, fragment in [
+        ({"positions_bytes": len(blob)}, "positions_bytes"),
+        ({"positions_bytes": len(blob) - 6 + 1}, "positions_bytes"),
+        ({"positions_bytes": -1}, "positions_bytes"),
+        ({"positions_bytes": 1.5}, "positions_bytes"),
+        ({"positions_bytes": True}, "positions_bytes"),
+        ({"positions_bytes": None}, "positions_bytes"),
+        ({"positions_bytes": entry["positions_bytes"] - 1}, "'w'"),
+        ({"positions_bytes": entry["positions_bytes"] + 1}, "'w'"),
+        ({"codebook_size": len(blob)}, "codebook"),
+        ({"codebook_size": -1}, "codebook"),
+        ({"codebook_dtype": "float32", "codebook_size": len(blob) // 4 + 1}, "codebook"),
+    ]:
         with pytest.raises(FormatError, match=fragment) as info:
             decode_tensor({**entry, **lie}, {"w": blob})
         assert "'w'" in str(info.value)
@@ -145,8 +150,13 @@ def test_one_section_per_tensor_and_lying_lengths_are_format_errors() -> None:
 def test_lying_codebook_fields_are_never_called_a_newer_version() -> None:
     t = SharedTensor((4, 10), np.array([0, 3, 39]), np.array([1, 0, 2]), np.array([-1.0, 0.5, 2.0], np.float16))
     entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, layout="huffman")
-    for lie in ({"codebook_size": 2}, {"codebook_size": 4}, {"codebook_dtype": "float32"}, {"rel_bits": 0},
-                {"rel_bits": 17}):
+    for lie in (
+        {"codebook_size": 2},
+        {"codebook_size": 4},
+        {"codebook_dtype": "float32"},
+        {"rel_bits": 0},
+        {"rel_bits": 17},
+    ):
         with pytest.raises(FormatError) as info:
             decode_tensor({**entry, **lie}, {"w": blob})
         assert not isinstance(info.value, VersionError) and "upgrade" not in str(info.value)
@@ -154,17 +164,20 @@ def test_lying_codebook_fields_are_never_called_a_newer_version() -> None:
 
 def test_header_lies_with_good_checksums_are_format_errors(tmp_path, trained_mlp, digits) -> None:
     from nncompress.coding.container import write_container
+
     model, shared = _pruned_shared(trained_mlp, digits, epochs=0)
     save_compressed(tmp_path / "m.nnc", model, shared)
     box = read_container(tmp_path / "m.nnc")
     sections = list(box.sections.items())
     tensors = box.header["tensors"]
-    for header, fragment in [({**box.header, "meta": [1]}, "meta"),
-                             ({**box.header, "meta": {"dense_params": "x"}}, "dense_params"),
-                             ({**box.header, "meta": {"dense_weights": {"fc1": "x"}}}, "dense_weights"),
-                             ({**box.header, "meta": {"dense_weights": [1]}}, "dense_weights"),
-                             ({**box.header, "tensors": [tensors[0], *tensors]}, "listed twice"),
-                             ({**box.header, "tensors": tensors[1:]}, "belong to no tensor")]:
+    for header, fragment in [
+        ({**box.header, "meta": [1]}, "meta"),
+        ({**box.header, "meta": {"dense_params": "x"}}, "dense_params"),
+        ({**box.header, "meta": {"dense_weights": {"fc1": "x"}}}, "dense_weights"),
+        ({**box.header, "meta": {"dense_weights": [1]}}, "dense_weights"),
+        ({**box.header, "tensors": [tensors[0], *tensors]}, "listed twice"),
+        ({**box.header, "tensors": tensors[1:]}, "belong to no tensor"),
+    ]:
         write_container(tmp_path / "lie.nnc", header, sections)
         with pytest.raises(FormatError, match=fragment):
             load_compressed(tmp_path / "lie.nnc")
@@ -179,8 +192,9 @@ def test_index_outside_the_codebook_is_a_format_error() -> None:
         decode_tensor({**entry, "codebook_size": 1}, {"w": blob[:4] + blob[12:]})  # the first centroid only
 
 
-def _relative_streams(weight: torch.Tensor, mask: torch.Tensor, codebook: torch.Tensor, bits: int
-                      ) -> tuple[list[int], list[int]]:
+def _relative_streams(
+    weight: torch.Tensor, mask: torch.Tensor, codebook: torch.Tensor, bits: int
+) -> tuple[list[int], list[int]]:
     """FORMAT.md's relative layout walked by hand: before each kept weight, a gap of g zeros is
     g // 2**bits fillers (relative index 2**bits - 1, codebook index K), then g % 2**bits."""
     flat, kept, book = weight.flatten().tolist(), mask.flatten().tolist(), codebook.tolist()
@@ -227,8 +241,9 @@ def test_version_one_files_are_refused_with_a_recompress_message(tmp_path, train
 def test_run_compress_reports_the_decoded_files_accuracy(tmp_path, trained_mlp, digits) -> None:
     model, _ = _pruned_shared(trained_mlp, digits, epochs=0)
     save_trained(model, digits, tmp_path / "pruned.pt", {"pruned": True, "dense_params": 17226})
-    res = run_compress(tmp_path / "pruned.pt", "digits", tmp_path / "m.nnc", None,
-                       ShareConfig(epochs=1, batch_size=64), splits=digits)
+    res = run_compress(
+        tmp_path / "pruned.pt", "digits", tmp_path / "m.nnc", None, ShareConfig(epochs=1, batch_size=64), splits=digits
+    )
     box = load_compressed(tmp_path / "m.nnc")
     assert res["test_accuracy"] == metrics(box.build_model(), digits)["accuracy"]
     assert res["file_bytes"] == (tmp_path / "m.nnc").stat().st_size
@@ -241,8 +256,24 @@ def test_cli_compress_inspect_evaluate_decompress(tmp_path, trained_mlp, digits,
     model, _ = _pruned_shared(trained_mlp, digits, epochs=0)
     save_trained(model, digits, tmp_path / "pruned.pt", {"pruned": True})
     out = tmp_path / "m.nnc"
-    assert main(["--quiet", "compress", str(tmp_path / "pruned.pt"), "--data", "digits", "--out", str(out),
-                 "--share-epochs", "1", "--run-dir", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "compress",
+                str(tmp_path / "pruned.pt"),
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--share-epochs",
+                "1",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     assert "pruning skipped" in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -252,8 +283,11 @@ def test_cli_compress_inspect_evaluate_decompress(tmp_path, trained_mlp, digits,
     assert totals["bytes"] == sum(r["bytes"] for r in rows) < info["file_bytes"]
     assert totals["nonzero"] == sum(r["nonzero"] for r in rows) and 0 < totals["kept"] < 1
     shared = [r for r in rows if r["codec"] == "shared"]
-    assert min(r["weight_bits_huffman"] for r in shared) <= totals["weight_bits_huffman"] \
+    assert (
+        min(r["weight_bits_huffman"] for r in shared)
+        <= totals["weight_bits_huffman"]
         <= max(r["weight_bits_huffman"] for r in shared)
+    )
     assert main(["inspect", str(out)]) == 0
     assert "\ntotal " in capsys.readouterr().out
     assert main(["--quiet", "evaluate", str(out), "--data", "digits", "--json"]) == 0
@@ -277,12 +311,35 @@ def test_golden_bytes_of_a_shared_tensor() -> None:
     = 32 bytes, so positions_bytes = 32 and the one section is 4 + 32 + 32 bytes."""
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
     entry, sections = encode_shared("w", t, rel_bits=2, layout="huffman")
-    assert entry == {"name": "w", "codec": "shared", "shape": [2, 4], "codebook_size": 2,
-                     "codebook_dtype": "float16", "rel_bits": 2, "entries": 4, "nonzero": 3, "positions_bytes": 32}
-    assert sections == [("w", bytes.fromhex(
-        "00b80034"
-        "01020400000004000000000000000600000000000000" "0102" "000103" "98" "59508db7"
-        "01020300000004000000000000000600000000000000" "0102" "010002" "98" "6c172bcf"))]
+    assert entry == {
+        "name": "w",
+        "codec": "shared",
+        "shape": [2, 4],
+        "codebook_size": 2,
+        "codebook_dtype": "float16",
+        "rel_bits": 2,
+        "entries": 4,
+        "nonzero": 3,
+        "positions_bytes": 32,
+    }
+    assert sections == [
+        (
+            "w",
+            bytes.fromhex(
+                "00b80034"
+                "01020400000004000000000000000600000000000000"
+                "0102"
+                "000103"
+                "98"
+                "59508db7"
+                "01020300000004000000000000000600000000000000"
+                "0102"
+                "010002"
+                "98"
+                "6c172bcf"
+            ),
+        )
+    ]
     assert decode_tensor(entry, dict(sections)).reshape(-1).tolist() == [0, -0.5, 0.25, 0, 0, 0, 0, 0.25]
 
 
@@ -290,14 +347,21 @@ def test_whole_compress_is_deterministic(tmp_path, trained_mlp, digits) -> None:
     model, _ = _pruned_shared(trained_mlp, digits, epochs=0)
     save_trained(model, digits, tmp_path / "pruned.pt", {"pruned": True})
     for name in ("a", "b"):
-        run_compress(tmp_path / "pruned.pt", "digits", tmp_path / f"{name}.nnc", None,
-                     ShareConfig(epochs=2, batch_size=64, seed=3), splits=digits)
+        run_compress(
+            tmp_path / "pruned.pt",
+            "digits",
+            tmp_path / f"{name}.nnc",
+            None,
+            ShareConfig(epochs=2, batch_size=64, seed=3),
+            splits=digits,
+        )
     assert (tmp_path / "a.nnc").read_bytes() == (tmp_path / "b.nnc").read_bytes()
 
 
 def test_small_layers_get_small_codebooks() -> None:
     from nncompress.pipeline import _codebook_bits
-    assert _codebook_bits(8, 300, 8) == 5       # 32 centroids x 8 members <= 300 weights
+
+    assert _codebook_bits(8, 300, 8) == 5  # 32 centroids x 8 members <= 300 weights
     assert _codebook_bits(8, 5000, 8) == 8
     assert _codebook_bits(5, 133, 8) == 4
     assert _codebook_bits(8, 3, 8) == 1
@@ -307,6 +371,7 @@ def test_default_codebooks_keep_small_output_layers_at_full_width() -> None:
     # LeNet-300-100's output layer keeps ~125 weights: one centroid per 8 of them
     # left it 8 centroids, the largest accuracy cost of the whole sharing stage
     from nncompress.pipeline import _codebook_bits
+
     default = ShareConfig()
     assert _codebook_bits(default.fc_bits, 125, default.min_members) == default.fc_bits
     assert _codebook_bits(default.conv_bits, 500, default.min_members) == 7  # 128 entries for 500 weights
@@ -325,9 +390,15 @@ def test_fp16_raw_tensors_halve_the_biases(tmp_path, trained_mlp, digits) -> Non
 def test_compress_reports_progress_of_every_stage(tmp_path, trained_mlp, digits) -> None:
     save_trained(trained_mlp(), digits, tmp_path / "base.pt", {})
     events = []
-    run_compress(tmp_path / "base.pt", "digits", tmp_path / "m.nnc",
-                 PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
-                 ShareConfig(epochs=1, batch_size=64), splits=digits, progress=events.append)
+    run_compress(
+        tmp_path / "base.pt",
+        "digits",
+        tmp_path / "m.nnc",
+        PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
+        ShareConfig(epochs=1, batch_size=64),
+        splits=digits,
+        progress=events.append,
+    )
     tasks = {e.task for e in events}
     assert {"fine-tune", "prune", "k-means", "centroids", "coding"} <= tasks
     coding = [e for e in events if e.task == "coding"]
@@ -372,9 +443,14 @@ def test_centroid_tuning_that_diverges_is_rolled_back(trained_mlp, digits) -> No
 
 def test_the_table_counts_removed_neurons_as_pruned(tmp_path, trained_mlp, digits) -> None:
     save_trained(trained_mlp(), digits, tmp_path / "base.pt", {})
-    run_compress(tmp_path / "base.pt", "digits", tmp_path / "m.nnc",
-                 PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
-                 ShareConfig(epochs=0), splits=digits)
+    run_compress(
+        tmp_path / "base.pt",
+        "digits",
+        tmp_path / "m.nnc",
+        PruneConfig(epochs_per_step=1, final_epochs=1, q_max=0.75, batch_size=64),
+        ShareConfig(epochs=0),
+        splits=digits,
+    )
     box = load_compressed(tmp_path / "m.nnc")
     sizes = {n: m.weight.numel() for n, m in prunable_layers(trained_mlp()).items()}
     assert box.header["meta"]["dense_weights"] == sizes

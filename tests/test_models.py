@@ -1,4 +1,5 @@
 """Built-in models: published sizes, records, training determinism."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,6 +35,7 @@ def test_training_learns_and_is_deterministic(digits) -> None:
         m = build_model("mlp", digits.input_shape, digits.num_classes)
         fit(m, digits.train_x, digits.train_y, TrainConfig(epochs=4, batch_size=64), generator=gen)
         return m
+
     a, b = run(), run()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -43,8 +45,7 @@ def test_training_learns_and_is_deterministic(digits) -> None:
 def test_diverging_training_says_so(digits) -> None:
     model = build_model("mlp", digits.input_shape, digits.num_classes)
     with pytest.raises(ModelError, match="train diverged.*lower the learning rate"):
-        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=3, lr=1e10, batch_size=64),
-            generator=set_seed(0))
+        fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=3, lr=1e10, batch_size=64), generator=set_seed(0))
 
 
 def test_train_config_rejects_bad_values() -> None:
@@ -58,10 +59,11 @@ def test_train_config_rejects_bad_values() -> None:
 
 def test_configs_bound_steps_and_seeds() -> None:
     from nncompress.config import PruneConfig
+
     with pytest.raises(ConfigError, match="q_step"):
         PruneConfig(q_step=1e-9)
     with pytest.raises(ConfigError, match="seed"):
-        TrainConfig(seed=2 ** 64)
+        TrainConfig(seed=2**64)
     with pytest.raises(ConfigError, match="seed"):
         PruneConfig(seed=-1)
 

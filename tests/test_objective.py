@@ -1,5 +1,6 @@
 """What "better" means: classification, label-free distillation (KL, cosine), a user metric, and the
 warning when validation cannot resolve the tolerance. Tiny seeded models, end to end."""
+
 from __future__ import annotations
 
 import logging
@@ -15,11 +16,11 @@ from nncompress.errors import ConfigError
 from nncompress.modelfile import load_compressed
 from nncompress.pipeline import check_fits, compress_model, metrics, prune_model, share_model, train_model
 from nncompress.train import fit, set_seed
-from nncompress.train.objective import (Classification, UserObjective, resolution_warning,
-                                        resolve_objective)
+from nncompress.train.objective import Classification, UserObjective, resolution_warning, resolve_objective
 
-FAST = dict(epochs_per_step=1, final_epochs=1, recover_epochs=0, q_max=0.75, batch_size=32, min_layer_share=0.0,
-            groups="all")
+FAST = dict(
+    epochs_per_step=1, final_epochs=1, recover_epochs=0, q_max=0.75, batch_size=32, min_layer_share=0.0, groups="all"
+)
 
 
 class TokenEncoder(nn.Module):
@@ -49,6 +50,7 @@ def _token_splits(seed: int = 0) -> Splits:
             mask = (torch.rand(20, 7, generator=g) > 0.2).long()
             out.append({"input_ids": ids, "attention_mask": mask})
         return out
+
     return splits_from_loaders(batches(8), batches(4), batches(3), name="tokens")
 
 
@@ -74,7 +76,7 @@ def test_token_ids_without_labels_are_pruned_and_shared_by_cosine_distillation(c
     assert result.val_accuracy >= result.dense_val_accuracy - 0.02 - 1e-9
     shared, info = share_model(model, splits, ShareConfig(epochs=1, batch_size=32, fc_bits=4), objective=objective)
     assert set(shared) >= {"fc1", "fc2"} and info["metric"] == "mean_cosine"
-    assert len(torch.unique(model.fc1.weight)) <= 2 ** 4 + 1  # codebook entries and the pruned zeros
+    assert len(torch.unique(model.fc1.weight)) <= 2**4 + 1  # codebook entries and the pruned zeros
     m = metrics(model, splits, "test", objective)
     assert "accuracy" not in m and m["metric"] == "mean_cosine" and 0.9 < m["mean_cosine"] <= 1.0 + 1e-6
     assert m["score"] == m["mean_cosine"] and m["examples"] == 60
@@ -109,8 +111,15 @@ def test_logits_without_labels_distil_by_kl_scored_by_agreement(tmp_path, caplog
     objective = resolve_objective(None, model, splits)
     assert objective.kind == "kl" and objective.metric == "agreement"
     with caplog.at_level(logging.WARNING):
-        summary = compress_model(model, {}, splits, tmp_path / "m.nnc", PruneConfig(tolerance=2.0, **FAST),
-                                 ShareConfig(epochs=1, batch_size=32), objective=objective)
+        summary = compress_model(
+            model,
+            {},
+            splits,
+            tmp_path / "m.nnc",
+            PruneConfig(tolerance=2.0, **FAST),
+            ShareConfig(epochs=1, batch_size=32),
+            objective=objective,
+        )
     assert summary["metric"] == "agreement" and "test_accuracy" not in summary
     assert summary["objective"]["tolerance"] == "2 points of top-1 agreement with the dense model"
     assert summary["finetune"]["probe_kl"] is not None  # the probe's KL test applies to logits
@@ -142,6 +151,7 @@ def test_tuple_inputs_with_labels_train_and_prune_as_classification() -> None:
             a, b = torch.randn(25, 4, generator=g), torch.randn(25, 4, generator=g)
             out.append(((a, b), (a[:, :3] - b[:, :3]).argmax(1)))
         return out
+
     splits = splits_from_loaders(batches(8), batches(4), batches(2))
     set_seed(0)
     model = PairNet()
@@ -159,6 +169,7 @@ def test_a_user_metric_lower_is_better_drives_the_pruner() -> None:
 
     def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # per example
         return ((out - target) ** 2).mean(1)
+
     user = UserObjective(metric=mse, name="logit_mse", higher_is_better=False, base="kl")
     objective = resolve_objective(user, model, splits)
     assert objective.metric == "logit_mse" and objective.kl_probe and not objective.counts_examples
@@ -178,6 +189,7 @@ def test_a_user_loss_replaces_cross_entropy(digits, trained_mlp) -> None:
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         calls.append(target.dtype)
         return nn.functional.nll_loss(torch.log_softmax(out, 1), target)
+
     objective = resolve_objective(UserObjective(loss=loss), trained_mlp(), digits)
     assert objective.metric == "accuracy" and objective.base.kind == "classification"
     model = trained_mlp()
@@ -197,12 +209,15 @@ def test_classification_is_the_default_with_labels_and_refused_without(digits, t
     assert m["accuracy"] == m["score"] and m["metric"] == "accuracy" and "objective" not in m
 
 
-@pytest.mark.parametrize("tolerance, n, p, fragment", [
-    (0.3, 1000, 0.9, "is 3 example(s)"),
-    (0.3, 100_000, 0.999, None),
-    (1.0, 1000, 0.999, "leaves 1 wrong example"),
-    (0.3, 10_000, 0.5, "below one standard error"),
-])
+@pytest.mark.parametrize(
+    "tolerance, n, p, fragment",
+    [
+        (0.3, 1000, 0.9, "is 3 example(s)"),
+        (0.3, 100_000, 0.999, None),
+        (1.0, 1000, 0.999, "leaves 1 wrong example"),
+        (0.3, 10_000, 0.5, "below one standard error"),
+    ],
+)
 def test_the_resolution_warning(tolerance: float, n: int, p: float, fragment) -> None:
     text = resolution_warning(Classification(), tolerance, n, p)
     if fragment is None:

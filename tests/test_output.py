@@ -1,5 +1,6 @@
 """Terminal output: progress as bars on a terminal and as plain lines in a file or pipe,
 with and without tqdm; the inspect table's columns with long tensor names."""
+
 from __future__ import annotations
 
 import io
@@ -54,7 +55,8 @@ def test_lines_mark_start_and_end_and_are_rate_limited() -> None:
     assert stream.getvalue().splitlines() == [
         "train: 1/21 epochs (5 %) loss=0.5000",
         "train: 11/21 epochs (52 %), 5.0 s, about 5 s left loss=0.0455",
-        "train: 21/21 epochs (100 %), 10.0 s loss=0.0238"]
+        "train: 21/21 epochs (100 %), 10.0 s loss=0.0238",
+    ]
 
 
 def test_lines_of_a_long_task_come_at_most_once_a_tenth() -> None:
@@ -71,8 +73,12 @@ def test_lines_start_again_when_a_task_restarts() -> None:
     _feed(lines, "fine-tune", 2)
     lines(Progress("prune", 1, 5, {}))
     assert [line.split(" (")[0] for line in stream.getvalue().splitlines()] == [
-        "fine-tune: 1/2 epochs", "fine-tune: 2/2 epochs", "fine-tune: 1/2 epochs", "fine-tune: 2/2 epochs",
-        "prune: 1/5 steps"]
+        "fine-tune: 1/2 epochs",
+        "fine-tune: 2/2 epochs",
+        "fine-tune: 1/2 epochs",
+        "fine-tune: 2/2 epochs",
+        "prune: 1/5 steps",
+    ]
 
 
 def test_bars_on_a_terminal() -> None:
@@ -115,29 +121,57 @@ def test_disabled_writes_nothing() -> None:
 
 def test_cli_progress_into_a_pipe_is_plain_lines(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "nncompress", "train", "--model", "mlp", "--data", "digits",
-                           "--epochs", "2", "--out", str(tmp_path / "base.pt")],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nncompress",
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "base.pt"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=240,
+    )
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
     assert "train: 1/2 epochs" in err and "train: 2/2 epochs" in err
     assert "\r" not in err and "\x1b[" not in err
 
 
-def test_cli_without_tqdm_still_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_tqdm_still_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    assert main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out",
-                 str(tmp_path / "base.pt")]) == 0
+    assert (
+        main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "base.pt")]) == 0
+    )
     captured = capsys.readouterr()
     assert "train: 1/1 epoch " in captured.err and "wrote" in captured.out
 
 
 # ---------------------------------------------------------------- inspect's table
 
-_BIG = {"tensor": "bert.embeddings.word_embeddings.weight", "codec": "shared", "weights": 11_720_448,
-        "kept": 1.0, "weight_bits_fixed": 5, "weight_bits_huffman": 4.01, "index_bits_fixed": 0,
-        "index_bits_huffman": 0.0, "bytes": 5_900_000, "ratio": 7.9}
+_BIG = {
+    "tensor": "bert.embeddings.word_embeddings.weight",
+    "codec": "shared",
+    "weights": 11_720_448,
+    "kept": 1.0,
+    "weight_bits_fixed": 5,
+    "weight_bits_huffman": 4.01,
+    "index_bits_fixed": 0,
+    "index_bits_huffman": 0.0,
+    "bytes": 5_900_000,
+    "ratio": 7.9,
+}
 
 
 def _cells(line: str) -> list[str]:
@@ -145,13 +179,31 @@ def _cells(line: str) -> list[str]:
 
 
 def test_long_names_and_wide_numbers_keep_their_columns_apart() -> None:
-    rows = [_BIG, {"tensor": "classifier.0.weight", "codec": "raw", "weights": 1536, "kept": 1.0, "bytes": 6144,
-                   "ratio": 1.0}]
-    lines = file_table_lines({"layers": rows, "totals": {**_BIG, "weights": 11_721_984}, "file_bytes": 5_910_000,
-                              "dense_bytes": 46_887_936, "ratio": 7.93})
+    rows = [
+        _BIG,
+        {"tensor": "classifier.0.weight", "codec": "raw", "weights": 1536, "kept": 1.0, "bytes": 6144, "ratio": 1.0},
+    ]
+    lines = file_table_lines(
+        {
+            "layers": rows,
+            "totals": {**_BIG, "weights": 11_721_984},
+            "file_bytes": 5_910_000,
+            "dense_bytes": 46_887_936,
+            "ratio": 7.93,
+        }
+    )
     head, big, raw, total = lines[:4]
-    assert _cells(big) == ["bert.embeddings.word_embeddings.weight", "11,720,448", "100.00", "5", "4.01", "0",
-                           "0.00", "5,900,000", "7.9x"]
+    assert _cells(big) == [
+        "bert.embeddings.word_embeddings.weight",
+        "11,720,448",
+        "100.00",
+        "5",
+        "4.01",
+        "0",
+        "0.00",
+        "5,900,000",
+        "7.9x",
+    ]
     assert _cells(raw) == ["classifier.0.weight", "1,536", "100.00", "raw", "6,144", "1.0x"]
     assert _cells(total)[:2] == ["total", "11,721,984"]
     assert "weight  11,720,448" in big
@@ -159,7 +211,7 @@ def test_long_names_and_wide_numbers_keep_their_columns_apart() -> None:
     end = head.index("weights") + len("weights")
     for line in (big, raw, total):
         assert line[:end].endswith(_cells(line)[1])
-        assert line[end:end + 2] == "  "
+        assert line[end : end + 2] == "  "
     assert lines[-1].startswith("whole file 5,910,000 bytes")
 
 
@@ -172,6 +224,7 @@ class _LongNames(nn.Module):
 
 def test_inspect_of_a_file_with_long_tensor_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nncompress.modelfile import save_compressed
+
     torch.manual_seed(0)
     model = _LongNames()
     path = tmp_path / "long.nnc"

@@ -1,6 +1,7 @@
 """The fine-tuning probe: it must pick the fallback only when one step of
 fine-tuning moves the dense model too far, and must leave the run itself
 (model, random streams) exactly as it would be without the probe."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,19 @@ def test_without_probe_nothing_is_trained(digits, trained_mlp) -> None:
 def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained_mlp) -> None:
     """Same masks and weights with and without the probe when it keeps the rate: its
     training runs on a copy, with its own generator."""
-    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.0, epochs_per_step=1, recover_epochs=0, refine_steps=0,
-                      final_epochs=1, lr=0.01, probe_kl=10.0, tolerance=5.0, remove_dead=False)
+    cfg = PruneConfig(
+        q0=0.5,
+        q_step=0.5,
+        q_max=1.0,
+        epochs_per_step=1,
+        recover_epochs=0,
+        refine_steps=0,
+        final_epochs=1,
+        lr=0.01,
+        probe_kl=10.0,
+        tolerance=5.0,
+        remove_dead=False,
+    )
     a, b = trained_mlp(), trained_mlp()
     ra = prune_model(a, digits, cfg)
     rb = prune_model(b, digits, dataclasses.replace(cfg, probe=False))
@@ -80,8 +92,10 @@ def test_a_probe_that_keeps_the_rate_does_not_change_the_pruning(digits, trained
     assert [s.val_accuracy for s in ra.steps] == [s.val_accuracy for s in rb.steps]
 
 
-@pytest.mark.parametrize("field,value", [("probe_kl", 0.0), ("probe_kl", float("nan")), ("fallback_lr", -1.0),
-                                         ("fallback_distill", 1.5), ("probe", "yes")])
+@pytest.mark.parametrize(
+    "field,value",
+    [("probe_kl", 0.0), ("probe_kl", float("nan")), ("fallback_lr", -1.0), ("fallback_distill", 1.5), ("probe", "yes")],
+)
 def test_bad_probe_options_are_refused(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         PruneConfig(**{field: value})
@@ -116,6 +130,7 @@ def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp)
 def test_a_recipe_is_checked_by_the_pruner_s_own_rules_before_training(trained_mlp) -> None:
     from nncompress.pipeline import check_layer_names
     from nncompress.recipe import parse_recipe
+
     recipe = parse_recipe({"prune": {"groups": "fc3", "min_layer_share": 0.05}})
     with pytest.raises(ConfigError, match=r"^prune\.groups 'fc3' selects only layers under min_layer_share"):
         check_layer_names(recipe, trained_mlp())

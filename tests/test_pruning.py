@@ -1,4 +1,5 @@
 """Iterative pruning: thresholds, schedules, the loop, masks through training."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,9 +42,16 @@ def test_resolve_groups_presets_and_explicit() -> None:
         resolve_groups("fc9", layers)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"tolerance": -1}, "tolerance"), ({"q_step": 0}, "q_step"),
-                                           ({"q_max": 0.1}, "q_max"), ({"epochs_per_step": -2}, "epochs_per_step"),
-                                           ({"layer_scale": {"fc1": 0}}, "layer_scale")])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"tolerance": -1}, "tolerance"),
+        ({"q_step": 0}, "q_step"),
+        ({"q_max": 0.1}, "q_max"),
+        ({"epochs_per_step": -2}, "epochs_per_step"),
+        ({"layer_scale": {"fc1": 0}}, "layer_scale"),
+    ],
+)
 def test_prune_config_rejects_out_of_range(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         PruneConfig(**kwargs)
@@ -56,8 +64,13 @@ def test_pruned_weights_stay_zero_through_momentum_and_weight_decay(digits) -> N
     masks = {n: torch.rand_like(m.weight) > 0.7 for n, m in layers.items()}
     apply_masks_(layers, masks)
     params_before = [id(p) for p in model.parameters()]
-    fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=1e-2),
-        after_step=lambda: apply_masks_(layers, masks))
+    fit(
+        model,
+        digits.train_x,
+        digits.train_y,
+        TrainConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        after_step=lambda: apply_masks_(layers, masks),
+    )
     assert [id(p) for p in model.parameters()] == params_before
     for name, layer in layers.items():
         assert torch.all(layer.weight[~masks[name]] == 0)
@@ -85,8 +98,17 @@ def test_loop_rolls_back_to_last_step_within_tolerance() -> None:
 
     # dense 0.90; steps q=0.5, 1.0 ok; q=1.5 drops 2 points -> rollback; final keeps
     evaluate = _Scripted([0.90, 0.90, 0.899, 0.88, 0.899, 0.899])
-    cfg = PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=3.0, tolerance=0.3, recover_epochs=0,
-                      refine_steps=0, control=False, remove_dead=False)
+    cfg = PruneConfig(
+        min_layer_share=0.0,
+        q0=0.5,
+        q_step=0.5,
+        q_max=3.0,
+        tolerance=0.3,
+        recover_epochs=0,
+        refine_steps=0,
+        control=False,
+        remove_dead=False,
+    )
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     stages = [(r.stage, r.accepted) for r in result.steps]
     assert stages == [("dense", True), ("step", True), ("step", True), ("step", False), ("final", True)]
@@ -106,12 +128,28 @@ def test_recovery_epochs_rescue_a_step_before_giving_up() -> None:
         calls.append(epochs)
 
     evaluate = _Scripted([0.90, 0.89, 0.899, 0.85, 0.85, 0.899, 0.899])
-    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=0.3, epochs_per_step=2, recover_epochs=5,
-                      refine_steps=0, final_epochs=7, control=False, remove_dead=False)
+    cfg = PruneConfig(
+        q0=0.5,
+        q_step=0.5,
+        q_max=1.5,
+        tolerance=0.3,
+        epochs_per_step=2,
+        recover_epochs=5,
+        refine_steps=0,
+        final_epochs=7,
+        control=False,
+        remove_dead=False,
+    )
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     assert calls == [2, 5, 2, 5, 7]
     assert [(r.stage, r.accepted) for r in result.steps] == [
-        ("dense", True), ("step", False), ("recover", True), ("step", False), ("recover", False), ("final", True)]
+        ("dense", True),
+        ("step", False),
+        ("recover", True),
+        ("step", False),
+        ("recover", False),
+        ("final", True),
+    ]
     assert result.q["fc1"] == 0.5
 
 
@@ -119,8 +157,16 @@ def test_refinement_bisects_between_last_good_and_failed_q() -> None:
     model = build_model("lenet300")
     # dense; q=1.0 ok; q=2.0 fails; bisect 1.5 ok; bisect 1.75 fails -> keep 1.5; final
     evaluate = _Scripted([0.90, 0.90, 0.85, 0.899, 0.85, 0.899, 0.899])
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=3.0, recover_epochs=0, refine_steps=2,
-                      control=False, remove_dead=False)
+    cfg = PruneConfig(
+        min_layer_share=0.0,
+        q0=1.0,
+        q_step=1.0,
+        q_max=3.0,
+        recover_epochs=0,
+        refine_steps=2,
+        control=False,
+        remove_dead=False,
+    )
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     tried = [r.q["fc1"] for r in result.steps if r.stage == "step"]
     assert tried == [1.0, 2.0, 1.5, 1.75]
@@ -138,13 +184,17 @@ def test_control_fine_tune_sets_the_reference_only_downwards() -> None:
 
     # dense 0.92 (lucky); the control fine-tune gives 0.916: drops count from their mean, 0.918
     evaluate = _Scripted([0.92, 0.916, 0.916, 0.914, 0.914, 0.914])
-    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=2.0, tolerance=0.5, recover_epochs=0, refine_steps=0,
-                      remove_dead=False)
+    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=2.0, tolerance=0.5, recover_epochs=0, refine_steps=0, remove_dead=False)
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     assert calls[0] == len(list(model.parameters()))  # the control tunes everything
     assert result.reference_val_accuracy == pytest.approx(0.918)
     assert [(r.stage, r.accepted) for r in result.steps] == [
-        ("dense", True), ("control", True), ("step", True), ("step", True), ("final", True)]
+        ("dense", True),
+        ("control", True),
+        ("step", True),
+        ("step", True),
+        ("final", True),
+    ]
     assert result.steps[3].drop_points == pytest.approx(0.4)  # 0.918 - 0.914, not 0.92 - 0.914
     # a control that does better than the dense model does not make the test stricter
     evaluate = _Scripted([0.90, 0.95, 0.897, 0.897, 0.897, 0.897])
@@ -162,9 +212,14 @@ def test_groups_freeze_the_other_layers() -> None:
         seen.append({id(p) for p in params})
 
     evaluate = _Scripted([0.9] * 20)
-    prune_(model, PruneConfig(min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=0.5, groups="layer", control=False,
-                              remove_dead=False),
-           finetune=finetune, evaluate=evaluate)
+    prune_(
+        model,
+        PruneConfig(
+            min_layer_share=0.0, q0=0.5, q_step=0.5, q_max=0.5, groups="layer", control=False, remove_dead=False
+        ),
+        finetune=finetune,
+        evaluate=evaluate,
+    )
     everything = {id(p) for p in model.parameters()}
     stage = [{id(p) for p in layers[n].parameters()} for n in ("fc1", "fc2", "fc3")]
     # stage 1, consolidation of all layers, stage 2, consolidation, stage 3, final
@@ -175,8 +230,9 @@ def test_layer_scale_multiplies_q_per_layer() -> None:
     model = build_model("lenet300")
     stds = {n: float(m.weight.detach().std()) for n, m in prunable_layers(model).items()}
     evaluate = _Scripted([0.9] * 10)
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, layer_scale={"fc1": 1.5, "fc3": 0.5},
-                      remove_dead=False)
+    cfg = PruneConfig(
+        min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, layer_scale={"fc1": 1.5, "fc3": 0.5}, remove_dead=False
+    )
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     assert result.q == {"fc1": 1.5, "fc2": 1.0, "fc3": 0.5}
     for name, layer in prunable_layers(model).items():
@@ -197,10 +253,20 @@ def test_dropout_rate_follows_pruned_size() -> None:
 
 def test_real_pruning_on_digits_keeps_accuracy_and_zeros(digits, trained_mlp) -> None:
     from nncompress.pipeline import metrics, prune_model
+
     model = trained_mlp()
     dense_val = metrics(model, digits, "val")["accuracy"]
-    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=2.0, tolerance=1.5, epochs_per_step=3, final_epochs=5,
-                      lr=0.02, batch_size=64, recover_epochs=0)
+    cfg = PruneConfig(
+        q0=0.5,
+        q_step=0.5,
+        q_max=2.0,
+        tolerance=1.5,
+        epochs_per_step=3,
+        final_epochs=5,
+        lr=0.02,
+        batch_size=64,
+        recover_epochs=0,
+    )
     result = prune_model(model, digits, cfg)
     assert result.dense_val_accuracy == pytest.approx(dense_val)
     accepted = [r for r in result.steps if r.stage == "step" and r.accepted]
@@ -234,10 +300,10 @@ class _Custom(nn.Module):
 
 def test_any_module_with_linear_and_conv_is_prunable(digits) -> None:
     from nncompress.pipeline import prune_model
+
     torch.manual_seed(0)
     model = _Custom()
-    cfg = PruneConfig(q0=1.0, q_step=0.5, q_max=1.0, tolerance=100, epochs_per_step=1, final_epochs=1,
-                      recover_epochs=0)
+    cfg = PruneConfig(q0=1.0, q_step=0.5, q_max=1.0, tolerance=100, epochs_per_step=1, final_epochs=1, recover_epochs=0)
     result = prune_model(model, digits, cfg)
     assert set(result.masks) == {"conv", "head"}
     assert float((model.head.weight == 0).float().mean()) > 0.5
@@ -246,6 +312,7 @@ def test_any_module_with_linear_and_conv_is_prunable(digits) -> None:
 
 def test_nan_weights_are_refused_before_any_work() -> None:
     from nncompress.errors import ModelError
+
     model = build_model("lenet300")
     with torch.no_grad():
         model.fc2.weight[0, 0] = float("nan")
@@ -263,6 +330,7 @@ def test_initial_masks_keep_existing_zeros() -> None:
 
 def test_fc_stage_leaves_conv_weights_untouched(digits) -> None:
     from nncompress.pipeline import prune_model
+
     torch.manual_seed(0)
     model = _Custom()
     snapshots: list[torch.Tensor] = []
@@ -271,12 +339,20 @@ def test_fc_stage_leaves_conv_weights_untouched(digits) -> None:
         if rec.stage in ("step", "recover") and rec.group == 0:
             snapshots.append(model.conv.weight.detach().clone())
 
-    cfg = PruneConfig(q0=0.5, q_step=0.5, q_max=1.5, tolerance=100, epochs_per_step=1, final_epochs=0,
-                      recover_epochs=0, groups="fc,conv")
+    cfg = PruneConfig(
+        q0=0.5,
+        q_step=0.5,
+        q_max=1.5,
+        tolerance=100,
+        epochs_per_step=1,
+        final_epochs=0,
+        recover_epochs=0,
+        groups="fc,conv",
+    )
     prune_model(model, digits, cfg, on_step=on_step)
     assert len(snapshots) == 3
     assert all(torch.equal(s, snapshots[0]) for s in snapshots)  # frozen through the fc stage
-    assert not torch.equal(model.conv.weight, snapshots[0])      # and pruned in the conv stage
+    assert not torch.equal(model.conv.weight, snapshots[0])  # and pruned in the conv stage
 
 
 def test_dropout_counts_from_the_connections_at_the_start() -> None:
@@ -305,8 +381,19 @@ def test_even_budget_keeps_tolerance_for_later_stages(budget: str, accepted: lis
     # two stages (fc1 | fc2+fc3); dense 0.900; stage 0 step leaves 0.2 pt (over half of 0.3 with "even"),
     # stage 1 step leaves 0.25 pt (within the whole 0.3)
     evaluate = _Scripted([0.900, 0.898, 0.8975, 0.8975, 0.8975])
-    cfg = PruneConfig(min_layer_share=0.0, q0=1.0, q_step=1.0, q_max=1.0, tolerance=0.3, recover_epochs=0,
-                      refine_steps=0, control=False, remove_dead=False, groups="fc1,fc2+fc3", budget=budget)
+    cfg = PruneConfig(
+        min_layer_share=0.0,
+        q0=1.0,
+        q_step=1.0,
+        q_max=1.0,
+        tolerance=0.3,
+        recover_epochs=0,
+        refine_steps=0,
+        control=False,
+        remove_dead=False,
+        groups="fc1,fc2+fc3",
+        budget=budget,
+    )
     result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=evaluate)
     assert [r.accepted for r in result.steps if r.stage == "step"] == accepted
     assert (result.q["fc1"] == 1.0) == (budget == "greedy")
@@ -317,6 +404,7 @@ def test_even_budget_keeps_tolerance_for_later_stages(budget: str, accepted: lis
 def test_distillation_loss_mixes_labels_and_softened_teacher() -> None:
     import torch.nn.functional as F
     from nncompress.train.loop import Teacher
+
     torch.manual_seed(0)
     teacher_net = torch.nn.Linear(4, 3)
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
@@ -334,6 +422,7 @@ def test_distillation_loss_mixes_labels_and_softened_teacher() -> None:
 
 def test_pruning_with_distillation_on_digits(digits, trained_mlp) -> None:
     from nncompress.pipeline import metrics, prune_model
+
     model = trained_mlp()
     dense = metrics(model, digits)["accuracy"]
     cfg = PruneConfig(epochs_per_step=1, final_epochs=2, q_max=1.0, batch_size=64, distill=0.7, tolerance=1.0)
@@ -360,12 +449,24 @@ def test_an_embedding_is_pruned_per_weight_only_when_selected() -> None:
     torch.manual_seed(0)
     model = _EmbedNet()
     table = model.embed.weight.detach().clone()
-    cfg = PruneConfig(q0=1.0, q_step=1.0, q_max=1.0, control=False, min_layer_share=0.0, final_epochs=0,
-                      recover_epochs=0, refine_steps=0)
+    cfg = PruneConfig(
+        q0=1.0,
+        q_step=1.0,
+        q_max=1.0,
+        control=False,
+        min_layer_share=0.0,
+        final_epochs=0,
+        recover_epochs=0,
+        refine_steps=0,
+    )
     prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=lambda: 0.9)
     assert torch.equal(model.embed.weight, table)  # the default selection is fc,conv
-    result = prune_(model, dataclasses.replace(cfg, select="fc,embedding", groups="embedding,fc"),
-                    finetune=lambda p, e, a: None, evaluate=lambda: 0.9)
+    result = prune_(
+        model,
+        dataclasses.replace(cfg, select="fc,embedding", groups="embedding,fc"),
+        finetune=lambda p, e, a: None,
+        evaluate=lambda: 0.9,
+    )
     assert set(result.masks) == {"embed", "body.0", "body.2"}
     kept = table.abs() >= table.std()
     assert torch.equal(model.embed.weight != 0, kept) and torch.equal(model.embed.weight[kept], table[kept])
@@ -384,10 +485,21 @@ def test_embedding_group_token_and_exclude() -> None:
 def test_conv1d_layers_prune_and_keep_their_zeros(digits) -> None:
     """A Conv1d over each image's 64 pixels as a sequence goes through the tolerance loop like a Conv2d."""
     from nncompress.pipeline import metrics, prune_model
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(2), nn.Conv1d(1, 4, 5), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 60, 10))
-    cfg = PruneConfig(q0=0.75, q_step=0.25, q_max=1.0, tolerance=100, epochs_per_step=1, final_epochs=1,
-                      recover_epochs=0, groups="all", min_layer_share=0.0, probe=False)
+    cfg = PruneConfig(
+        q0=0.75,
+        q_step=0.25,
+        q_max=1.0,
+        tolerance=100,
+        epochs_per_step=1,
+        final_epochs=1,
+        recover_epochs=0,
+        groups="all",
+        min_layer_share=0.0,
+        probe=False,
+    )
     result = prune_model(model, digits, cfg)
     assert set(result.masks) == {"1", "4"}
     conv = model[1]
@@ -395,6 +507,6 @@ def test_conv1d_layers_prune_and_keep_their_zeros(digits) -> None:
     for name, layer in prunable_layers(model).items():
         mask = result.masks[name]
         assert torch.all(layer.weight[~mask] == 0), name  # fine-tuning left every pruned weight at zero
-        assert 0 < int(mask.sum()) < mask.numel(), name    # pruned, not emptied
+        assert 0 < int(mask.sum()) < mask.numel(), name  # pruned, not emptied
     assert float((conv.weight == 0).float().mean()) > 0.2  # q >= 0.75 std cuts at least a fifth of a kernel
     assert metrics(model, digits, "val")["accuracy"] == pytest.approx(result.val_accuracy)

@@ -1,4 +1,5 @@
 """The ``quant`` codec (format version 4): uniform int8/int16 with per-channel scales."""
+
 from __future__ import annotations
 
 import struct
@@ -68,6 +69,7 @@ def _rewrite(path, edit, version: int = 4) -> bytes:
     sections = [(e.name, box.sections[e.name]) for e in box.entries]
     header, sections = edit(header, dict(sections))
     from nncompress.coding.container import dumps
+
     return dumps(header, list(sections.items()), version)
 
 
@@ -105,6 +107,7 @@ def _lies():
     def extra_key(h, s):
         _entry(h, "2.weight")["zero_point"] = 0
         return h, s
+
     return [scales, negative, out_of_range, zero_scale, dtype, extra_key]
 
 

@@ -1,4 +1,5 @@
 """Weight sharing: 1-D k-means, codebooks on pruned layers, centroid fine-tuning."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -148,7 +149,7 @@ def _assert_invariants(layer: SharedLayer, bits: int) -> None:
     assert torch.equal(w[~layer.mask], torch.zeros_like(w[~layer.mask]))
     assert torch.equal(w[layer.mask], layer.codebook[layer.indices])
     assert torch.equal(w, layer.weights())
-    assert torch.unique(w[w != 0]).numel() <= 2 ** bits
+    assert torch.unique(w[w != 0]).numel() <= 2**bits
 
 
 def test_share_weights_on_pruned_linear() -> None:
@@ -381,6 +382,7 @@ def _heavy_tailed(n: int, seed: int = 0, scale: float = 50.0) -> np.ndarray:
 
 def test_auto_init_takes_density_on_heavy_tails_and_linear_on_bell_shaped_weights() -> None:
     from nncompress.quantization.kmeans import choose_init, squared_error
+
     heavy = _heavy_tailed(50_000)
     torch.manual_seed(0)
     cubed = (torch.randn(20_000) ** 3).numpy()
@@ -400,6 +402,7 @@ def test_auto_init_takes_density_on_heavy_tails_and_linear_on_bell_shaped_weight
 
 def test_auto_init_when_linear_leaves_most_centroids_empty() -> None:
     from nncompress.quantization.kmeans import choose_init, squared_error
+
     values = _heavy_tailed(20_000)
     linear, density = kmeans_1d(values, 32, "linear"), kmeans_1d(values, 32, "density")
     assert len(linear[0]) < 16  # more than half of the codebook empty
@@ -445,6 +448,7 @@ def test_kmeans_in_chunks_is_kmeans_in_one_pass(monkeypatch: pytest.MonkeyPatch,
     """Large layers are clustered a chunk at a time (bounded memory): the same codebook and
     labels, bit for bit, as one pass; chunks of 7 put runs of equal values across their edges."""
     from nncompress.quantization import kmeans
+
     rng = np.random.default_rng(3)
     values = np.concatenate([rng.standard_t(3, 5000), np.round(rng.normal(size=3000), 2)]).astype(np.float32)
     whole = kmeans.kmeans_1d(values, 32, init)
@@ -455,4 +459,5 @@ def test_kmeans_in_chunks_is_kmeans_in_one_pass(monkeypatch: pytest.MonkeyPatch,
     few_chunked = kmeans.kmeans_1d(values[:40].round(0), 32, init)
     assert np.array_equal(few[0], few_chunked[0]) and np.array_equal(few[1], few_chunked[1])
     assert kmeans.squared_error(values, *whole) == pytest.approx(
-        float(np.sum((values.astype(np.float64) - whole[0][whole[1]].astype(np.float64)) ** 2)), rel=1e-12)
+        float(np.sum((values.astype(np.float64) - whole[0][whole[1]].astype(np.float64)) ** 2)), rel=1e-12
+    )

@@ -1,4 +1,5 @@
 """Recipes: the shipped files, round trips, overrides, and one error per way a file can be wrong."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,27 +9,45 @@ import yaml
 
 from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig, TrainConfig
 from nncompress.errors import ConfigError, RecipeError
-from nncompress.recipe import (RECIPE_VERSION, Recipe, apply_overrides, dump_recipe, load_recipe, parse_recipe,
-                               recipe_to_dict, save_recipe)
+from nncompress.recipe import (
+    RECIPE_VERSION,
+    Recipe,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    parse_recipe,
+    recipe_to_dict,
+    save_recipe,
+)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def _fashion(model: str) -> Recipe:
     """The LeNet recipes pin the raw dtype their benchmarks were measured with."""
-    return Recipe(model=model, data="fashion-mnist", seed=0, train=TrainConfig(), sensitivity=None,
-                  prune=PruneConfig(), share=ShareConfig(raw_dtype="float32"))
+    return Recipe(
+        model=model,
+        data="fashion-mnist",
+        seed=0,
+        train=TrainConfig(),
+        sensitivity=None,
+        prune=PruneConfig(),
+        share=ShareConfig(raw_dtype="float32"),
+    )
 
 
 SHIPPED = {
     "lenet300-fashion.yaml": _fashion("lenet300"),
     "lenet5-fashion.yaml": _fashion("lenet5"),
     "mlp-digits.yaml": Recipe(
-        model="mlp", data="digits", seed=0,
+        model="mlp",
+        data="digits",
+        seed=0,
         train=TrainConfig(epochs=40, lr=0.05, batch_size=64),
         sensitivity=SensitivityConfig(),
         prune=PruneConfig(epochs_per_step=4, final_epochs=20, lr=0.02, batch_size=64, tolerance=0.8),
-        share=ShareConfig(batch_size=64)),
+        share=ShareConfig(batch_size=64),
+    ),
 }
 
 
@@ -80,12 +99,18 @@ def test_seed_reaches_every_section_that_has_one() -> None:
 ROUND_TRIP = [
     Recipe(),
     *SHIPPED.values(),
-    parse_recipe({"model": "lenet5", "data": "/data/my folder/é", "seed": 2 ** 62,
-                  "train": {"lr": 1e-10, "warmup": 0},
-                  "sensitivity": {"enabled": False}, "prune": {"groups": "layer", "layers": {
-                      "conv1": {"q_scale": 0.5}, "features.0": {"q_scale": 3}}},
-                  "share": {"init": "density", "layers": {"fc1": {"bits": 4}}},
-                  "coding": {"rel_bits": 5, "raw_dtype": "float16"}}),
+    parse_recipe(
+        {
+            "model": "lenet5",
+            "data": "/data/my folder/é",
+            "seed": 2**62,
+            "train": {"lr": 1e-10, "warmup": 0},
+            "sensitivity": {"enabled": False},
+            "prune": {"groups": "layer", "layers": {"conv1": {"q_scale": 0.5}, "features.0": {"q_scale": 3}}},
+            "share": {"init": "density", "layers": {"fc1": {"bits": 4}}},
+            "coding": {"rel_bits": 5, "raw_dtype": "float16"},
+        }
+    ),
     parse_recipe({"prune": {"enabled": False}, "data": "yes", "model": None}),
 ]
 
@@ -127,8 +152,12 @@ def test_enabled_false_gives_none_but_is_still_validated() -> None:
 
 
 def test_layers_map_to_layer_scale_and_layer_bits() -> None:
-    r = parse_recipe({"prune": {"layers": {"conv1": {"q_scale": 0.5}, "fc3": {"q_scale": 2}}},
-                      "share": {"layers": {"fc1": {"bits": 4}}}})
+    r = parse_recipe(
+        {
+            "prune": {"layers": {"conv1": {"q_scale": 0.5}, "fc3": {"q_scale": 2}}},
+            "share": {"layers": {"fc1": {"bits": 4}}},
+        }
+    )
     assert r.prune.layer_scale == {"conv1": 0.5, "fc3": 2.0}
     assert r.share.layer_bits == {"fc1": 4}
 
@@ -202,13 +231,19 @@ ERRORS = [
     ("tolerance: 1\n", "recipe.yaml: tolerance: unknown key (it belongs in prune.tolerance or share.tolerance)"),
     ("train:\n  seed: 1\n", "recipe.yaml: train.seed: unknown key (the seed is set once, at the top level"),
     ("share:\n  rel_bits: 5\n", "recipe.yaml: share.rel_bits: unknown key (it belongs in coding.rel_bits)"),
-    ("prune:\n  layer_scale: {}\n", "recipe.yaml: prune.layer_scale: unknown key (write per-layer values as "
-                                    "prune.layers.<layer>.q_scale)"),
-    ("prune:\n  layers:\n    conv1: {scale: 1}\n",
-     "recipe.yaml: prune.layers.conv1.scale: unknown key (did you mean q_scale?)"),
+    (
+        "prune:\n  layer_scale: {}\n",
+        "recipe.yaml: prune.layer_scale: unknown key (write per-layer values as prune.layers.<layer>.q_scale)",
+    ),
+    (
+        "prune:\n  layers:\n    conv1: {scale: 1}\n",
+        "recipe.yaml: prune.layers.conv1.scale: unknown key (did you mean q_scale?)",
+    ),
     ("sensitivity:\n  enabeld: false\n", "recipe.yaml: sensitivity.enabeld: unknown key (did you mean enabled?)"),
-    ("share:\n  enabled: false\n", "recipe.yaml: share.enabled: unknown key (it belongs in sensitivity.enabled or "
-                                   "prune.enabled)"),
+    (
+        "share:\n  enabled: false\n",
+        "recipe.yaml: share.enabled: unknown key (it belongs in sensitivity.enabled or prune.enabled)",
+    ),
     ("1: 2\n", "recipe.yaml: 1: keys must be strings"),
     # wrong types
     ("share:\n  fc_bits: five\n", "recipe.yaml: share.fc_bits: expected an integer, got 'five'"),
@@ -225,39 +260,58 @@ ERRORS = [
     ("share:\n  layers: {fc1: {bits: 4.0}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer, got 4.0"),
     ("data: 2024-13-45\n", "recipe.yaml: invalid YAML:"),
     ("data: 5\n", "recipe.yaml: data: expected fashion-mnist, digits, a folder path or package.module:function, got 5"),
-    ("model: lenet6\n", "recipe.yaml: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
-                        "package.module:name, got 'lenet6' (did you mean lenet5?)"),
+    (
+        "model: lenet6\n",
+        "recipe.yaml: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
+        "package.module:name, got 'lenet6' (did you mean lenet5?)",
+    ),
     # out of range (the dataclass's check, re-raised with the key path)
-    ("prune:\n  tolerance: -1\n", "recipe.yaml: prune.tolerance: expected a number of percentage points in "
-                                  "[0, 100], got -1"),
+    (
+        "prune:\n  tolerance: -1\n",
+        "recipe.yaml: prune.tolerance: expected a number of percentage points in [0, 100], got -1",
+    ),
     ("prune:\n  q0: 3\n", "recipe.yaml: prune.q_max: expected a number >= q0 (3), got 2.5"),
     ("sensitivity:\n  max_drop: -0.5\n", "recipe.yaml: sensitivity.max_drop: expected a number >= 0, got -0.5"),
     ("train:\n  lr: .nan\n", "recipe.yaml: train.lr: expected a finite number > 0, got nan"),
-    ("prune:\n  layers: {conv1: {q_scale: 0}}\n", "recipe.yaml: prune.layers.conv1.q_scale: expected a number > 0, "
-                                                  "got 0"),
-    ("share:\n  layers: {fc1: {bits: 16}}\n", "recipe.yaml: share.layers.fc1.bits: expected an integer in 1..15, "
-                                              "got 16"),
-    ("share:\n  init: kmeans++\n",
-     "recipe.yaml: share.init: expected one of ('auto', 'linear', 'density', 'random'), "
-     "got 'kmeans++'"),
+    (
+        "prune:\n  layers: {conv1: {q_scale: 0}}\n",
+        "recipe.yaml: prune.layers.conv1.q_scale: expected a number > 0, got 0",
+    ),
+    (
+        "share:\n  layers: {fc1: {bits: 16}}\n",
+        "recipe.yaml: share.layers.fc1.bits: expected an integer in 1..15, got 16",
+    ),
+    (
+        "share:\n  init: kmeans++\n",
+        "recipe.yaml: share.init: expected one of ('auto', 'linear', 'density', 'random'), got 'kmeans++'",
+    ),
     ("coding:\n  rel_bits: 0\n", "recipe.yaml: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
-    ("coding:\n  raw_dtype: int8\n",
-     "recipe.yaml: coding.raw_dtype: expected 'auto', 'float32' or 'float16', got 'int8'"),
-    ("coding:\n  rel_bits: 5\n  fc_bits: 5\n", "recipe.yaml: coding.fc_bits: unknown key (it belongs in "
-                                               "share.fc_bits)"),
+    (
+        "coding:\n  raw_dtype: int8\n",
+        "recipe.yaml: coding.raw_dtype: expected 'auto', 'float32' or 'float16', got 'int8'",
+    ),
+    (
+        "coding:\n  rel_bits: 5\n  fc_bits: 5\n",
+        "recipe.yaml: coding.fc_bits: unknown key (it belongs in share.fc_bits)",
+    ),
     ("seed: -1\n", "recipe.yaml: seed: expected an integer in 0..2**63-1, got -1"),
     # the file itself
     ("version: 2\n", "recipe.yaml: version: recipe version 2 is newer than this nncompress reads (up to 1)"),
     ("version: 0\n", "recipe.yaml: version: expected an integer >= 1, got 0"),
-    ("- train\n- prune\n", "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, "
-                           "normalize, objective, seed, train, sensitivity, prune, share, coding) at the top level, "
-                           "got a list"),
+    (
+        "- train\n- prune\n",
+        "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, "
+        "normalize, objective, seed, train, sensitivity, prune, share, coding) at the top level, "
+        "got a list",
+    ),
     ("lenet5\n", "recipe.yaml: expected a mapping of sections"),
     ("", "recipe.yaml: the recipe is empty"),
     ("train:\n  epochs: 3\n lr: 0.1\n", "recipe.yaml: line 3, column 2: invalid YAML:"),
     ("train: {epochs: 3\n", "recipe.yaml: line 2, column 1: invalid YAML:"),
-    ("prune:\n  tolerance: 1\n  tolerance: 2\n", "recipe.yaml: line 3, column 3: invalid YAML: duplicate key "
-                                                 "'tolerance'"),
+    (
+        "prune:\n  tolerance: 1\n  tolerance: 2\n",
+        "recipe.yaml: line 3, column 3: invalid YAML: duplicate key 'tolerance'",
+    ),
 ]
 
 
@@ -273,27 +327,43 @@ def test_error_names_the_key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
 
 
-@pytest.mark.parametrize("make, field, key, message", [
-    (lambda: PruneConfig(q0=-1), "q0", None, "q0 must be a number >= 0, got -1"),
-    (lambda: ShareConfig(layer_bits={"features.0": 16}), "layer_bits", "features.0",
-     "layer_bits['features.0'] must be an integer in 1..15, got 16"),
-    (lambda: ShareConfig(rel_bits=17), "rel_bits", None, "rel_bits must be 'auto' or an integer in 1..16, got 17"),
-])
+@pytest.mark.parametrize(
+    "make, field, key, message",
+    [
+        (lambda: PruneConfig(q0=-1), "q0", None, "q0 must be a number >= 0, got -1"),
+        (
+            lambda: ShareConfig(layer_bits={"features.0": 16}),
+            "layer_bits",
+            "features.0",
+            "layer_bits['features.0'] must be an integer in 1..15, got 16",
+        ),
+        (lambda: ShareConfig(rel_bits=17), "rel_bits", None, "rel_bits must be 'auto' or an integer in 1..16, got 17"),
+    ],
+)
 def test_config_errors_carry_their_field(make, field: str, key: str | None, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         make()
     assert (info.value.field, info.value.key, str(info.value)) == (field, key, message)
 
 
-@pytest.mark.parametrize("data, field, message", [
-    ({"prune": {"layers": {"features.0": {"q_scale": -2}}}}, "prune.layers.features.0.q_scale",
-     "r: prune.layers.features.0.q_scale: expected a number > 0, got -2"),
-    ({"coding": {"rel_bits": 0}}, "coding.rel_bits",
-     "r: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0"),
-    ({"train": {"epochs": "3"}}, "train.epochs", "r: train.epochs: expected an integer, got '3'"),
-    ({"seed": -1}, "seed", "r: seed: expected an integer in 0..2**63-1, got -1"),
-    ({"prune": {"tolerence": 1}}, "prune.tolerence", "r: prune.tolerence: unknown key (did you mean tolerance?)"),
-])
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        (
+            {"prune": {"layers": {"features.0": {"q_scale": -2}}}},
+            "prune.layers.features.0.q_scale",
+            "r: prune.layers.features.0.q_scale: expected a number > 0, got -2",
+        ),
+        (
+            {"coding": {"rel_bits": 0}},
+            "coding.rel_bits",
+            "r: coding.rel_bits: expected 'auto' or an integer in 1..16, got 0",
+        ),
+        ({"train": {"epochs": "3"}}, "train.epochs", "r: train.epochs: expected an integer, got '3'"),
+        ({"seed": -1}, "seed", "r: seed: expected an integer in 0..2**63-1, got -1"),
+        ({"prune": {"tolerence": 1}}, "prune.tolerence", "r: prune.tolerence: unknown key (did you mean tolerance?)"),
+    ],
+)
 def test_recipe_errors_name_the_key_path_as_their_field(data: dict, field: str, message: str) -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(data, "r")
@@ -301,7 +371,7 @@ def test_recipe_errors_name_the_key_path_as_their_field(data: dict, field: str, 
 
 
 def test_malformed_toml_says_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    msg = _error(tmp_path, monkeypatch, 'version = 1\n[prune]\ntolerance = = 2\n', "recipe.toml")
+    msg = _error(tmp_path, monkeypatch, "version = 1\n[prune]\ntolerance = = 2\n", "recipe.toml")
     assert msg.startswith("recipe.toml: invalid TOML:") and "line 3" in msg
 
 
@@ -338,10 +408,21 @@ def test_parse_recipe_names_its_source() -> None:
 
 def test_overrides_win_over_file_values() -> None:
     base = SHIPPED["mlp-digits.yaml"]
-    r = apply_overrides(base, {"prune.tolerance": 0.5, "share.fc_bits": 4, "seed": 3, "model": "lenet300",
-                               "data": "fashion-mnist", "train.epochs": 1, "coding.rel_bits": 6,
-                               "prune.layers.conv1.q_scale": 0.5, "share.layers.fc1.bits": 3,
-                               "sensitivity.enabled": False})
+    r = apply_overrides(
+        base,
+        {
+            "prune.tolerance": 0.5,
+            "share.fc_bits": 4,
+            "seed": 3,
+            "model": "lenet300",
+            "data": "fashion-mnist",
+            "train.epochs": 1,
+            "coding.rel_bits": 6,
+            "prune.layers.conv1.q_scale": 0.5,
+            "share.layers.fc1.bits": 3,
+            "sensitivity.enabled": False,
+        },
+    )
     assert r.prune.tolerance == 0.5 and r.prune.lr == 0.02  # the rest of the file stays
     assert r.share.fc_bits == 4 and r.share.batch_size == 64 and r.share.rel_bits == 6
     assert r.seed == r.train.seed == r.prune.seed == r.share.seed == 3
@@ -366,20 +447,26 @@ def test_override_layer_names_may_hold_dots_and_mappings_merge() -> None:
     assert r.train.epochs == 3 and r.train.lr == TrainConfig().lr
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"prune.tolerance": -1}, "override: prune.tolerance: expected a number of percentage points"),
-    ({"prune.tolerence": 1}, "override: prune.tolerence: unknown key (did you mean tolerance?)"),
-    ({"share.fc_bits": "five"}, "override: share.fc_bits: expected an integer, got 'five'"),
-    ({"share.fc_bits": 5.0}, "override: share.fc_bits: expected an integer, got 5.0"),
-    ({"prune.enabled": "yes"}, "override: prune.enabled: expected true or false, got 'yes'"),
-    ({"seed": True}, "override: seed: expected an integer, got True"),
-    ({"seed.x": 1}, "override: seed.x: unknown key (seed is a value, not a section)"),
-    ({"model": "vgg"}, "override: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
-                       "package.module:name, got 'vgg' (did you mean vgg16?)"),
-    ({"prune.layers.conv1.q_scale": 0}, "override: prune.layers.conv1.q_scale: expected a number > 0, got 0"),
-    ({"train.seed": 1}, "override: train.seed: unknown key"),
-    ({"": 1}, "override: '': expected a dotted key"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"prune.tolerance": -1}, "override: prune.tolerance: expected a number of percentage points"),
+        ({"prune.tolerence": 1}, "override: prune.tolerence: unknown key (did you mean tolerance?)"),
+        ({"share.fc_bits": "five"}, "override: share.fc_bits: expected an integer, got 'five'"),
+        ({"share.fc_bits": 5.0}, "override: share.fc_bits: expected an integer, got 5.0"),
+        ({"prune.enabled": "yes"}, "override: prune.enabled: expected true or false, got 'yes'"),
+        ({"seed": True}, "override: seed: expected an integer, got True"),
+        ({"seed.x": 1}, "override: seed.x: unknown key (seed is a value, not a section)"),
+        (
+            {"model": "vgg"},
+            "override: model: expected one of lenet300, lenet5, mlp, vgg11, vgg16 or a factory "
+            "package.module:name, got 'vgg' (did you mean vgg16?)",
+        ),
+        ({"prune.layers.conv1.q_scale": 0}, "override: prune.layers.conv1.q_scale: expected a number > 0, got 0"),
+        ({"train.seed": 1}, "override: train.seed: unknown key"),
+        ({"": 1}, "override: '': expected a dotted key"),
+    ],
+)
 def test_overrides_are_validated_like_file_values(overrides: dict, expected: str) -> None:
     with pytest.raises(RecipeError) as info:
         apply_overrides(Recipe(), overrides)
@@ -392,7 +479,6 @@ def test_sensitivity_scan_runs_only_when_its_section_is_there() -> None:
     assert parse_recipe({"sensitivity": {"q_max": 1.0}}).sensitivity == SensitivityConfig(q_max=1.0)
 
 
-
 # ---------------------------------------------------------------- hostile recipe files
 
 
@@ -402,8 +488,11 @@ def test_a_billion_laughs_recipe_is_refused_at_once(tmp_path: Path) -> None:
         prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
         lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
-    with pytest.raises(RecipeError, match=r"bomb\.yaml: line \d+, column \d+: invalid YAML: the recipe's "
-                                          r"aliases expand to more than"):
+    with pytest.raises(
+        RecipeError,
+        match=r"bomb\.yaml: line \d+, column \d+: invalid YAML: the recipe's "
+        r"aliases expand to more than",
+    ):
         load_recipe(tmp_path / "bomb.yaml")
 
 
@@ -414,14 +503,18 @@ def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_few_aliases_still_work(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("seed: &s 3\ntrain: {epochs: 2, batch_size: 16}\n"
-                                     "prune: &p {q0: 0.5}\n")
+    (tmp_path / "r.yaml").write_text("seed: &s 3\ntrain: {epochs: 2, batch_size: 16}\nprune: &p {q0: 0.5}\n")
     recipe = load_recipe(tmp_path / "r.yaml")
     assert recipe.seed == 3 and recipe.prune.q0 == 0.5
 
 
-@pytest.mark.parametrize("name,text", [("deep.yaml", "model: " + "[" * 20000 + "]" * 20000 + "\n"),
-                                       ("deep.toml", "model = " + "[" * 20000 + "]" * 20000 + "\n")])
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("deep.yaml", "model: " + "[" * 20000 + "]" * 20000 + "\n"),
+        ("deep.toml", "model = " + "[" * 20000 + "]" * 20000 + "\n"),
+    ],
+)
 def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
     with pytest.raises(RecipeError, match=f"{name}: invalid (YAML|TOML)"):
@@ -430,6 +523,7 @@ def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> None:
 
 def test_a_huge_recipe_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nncompress.recipe as recipe_mod
+
     path = tmp_path / "big.yaml"
     path.write_text("# padding\n" * 200 + "seed: 1\n")
     monkeypatch.setattr(recipe_mod, "MAX_RECIPE_BYTES", 1000)
@@ -440,6 +534,7 @@ def test_a_huge_recipe_is_refused_unread(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_or_device_recipe_is_refused_without_blocking(tmp_path: Path) -> None:
     import os
+
     os.mkfifo(tmp_path / "pipe.yaml")
     with pytest.raises(RecipeError, match="is a FIFO"):
         load_recipe(tmp_path / "pipe.yaml")

@@ -5,6 +5,7 @@ pruned by hand, shared and coded by the pipeline, with a sensitivity scan
 and a hand-written step log. The browser test opens the page in headless
 Chromium and checks what a person would see against summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,19 +33,38 @@ ENVIRONMENT = {"nncompress": "0.1.0", "cpus": 2, "cuda": False, "command": "nnco
 
 def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
     from nncompress.pruning.masks import prunable_layers
+
     return {n: m.weight.detach().numpy().copy() for n, m in prunable_layers(model).items()}
 
 
 def _steps() -> list[dict[str, Any]]:
     recs = []
-    plan = [("dense", 0, 0, 1.0, 0.95, True), ("control", 0, 0, 1.0, 0.955, True), ("step", 0, 1, 0.6, 0.95, True),
-            ("step", 0, 2, 0.4, 0.94, True), ("step", 0, 3, 0.3, 0.90, False), ("recover", 0, 3, 0.3, 0.93, False),
-            ("consolidate", 1, 0, 0.4, 0.95, True), ("step", 1, 1, 0.35, 0.948, True),
-            ("final", 1, 0, 0.35, 0.952, True)]
+    plan = [
+        ("dense", 0, 0, 1.0, 0.95, True),
+        ("control", 0, 0, 1.0, 0.955, True),
+        ("step", 0, 1, 0.6, 0.95, True),
+        ("step", 0, 2, 0.4, 0.94, True),
+        ("step", 0, 3, 0.3, 0.90, False),
+        ("recover", 0, 3, 0.3, 0.93, False),
+        ("consolidate", 1, 0, 0.4, 0.95, True),
+        ("step", 1, 1, 0.35, 0.948, True),
+        ("final", 1, 0, 0.35, 0.952, True),
+    ]
     for stage, group, step, density, acc, ok in plan:
-        recs.append({"stage": stage, "group": group, "step": step, "q": {"0": 0.5 * step}, "density": {"0": density},
-                     "overall_density": density, "val_accuracy": acc, "drop_points": round((0.95 - acc) * 100, 4),
-                     "accepted": ok, "seconds": 0.5})
+        recs.append(
+            {
+                "stage": stage,
+                "group": group,
+                "step": step,
+                "q": {"0": 0.5 * step},
+                "density": {"0": density},
+                "overall_density": density,
+                "val_accuracy": acc,
+                "drop_points": round((0.95 - acc) * 100, 4),
+                "accepted": ok,
+                "seconds": 0.5,
+            }
+        )
     return recs
 
 
@@ -64,22 +84,36 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:  # type: 
     model = build_model("mlp", digits.input_shape, digits.num_classes)
     train_model(model, digits, TrainConfig(epochs=3, batch_size=64))
     dense = _weights(model)
-    base, rows = sensitivity_scan(model.eval(), [0.5, 1.0, 1.5, 2.0],
-                                  lambda: evaluate(model, digits.val_x, digits.val_y)[1])
+    base, rows = sensitivity_scan(
+        model.eval(), [0.5, 1.0, 1.5, 2.0], lambda: evaluate(model, digits.val_x, digits.val_y)[1]
+    )
     to_csv(base, rows, d / "sensitivity.csv")
     with torch.no_grad():
         for m in prunable_layers(model).values():
             m.weight.mul_(threshold_mask(m.weight, std_threshold(float(m.weight.std()), 1.0)))
     pruned = _weights(model)
     save_trained(model, digits, d / "pruned.pt", {})
-    summary = run_compress(d / "pruned.pt", "digits", d / "model.nnc", None,
-                           ShareConfig(batch_size=64, epochs=1, fc_bits=1, tolerance=0.0, max_bits=4),
-                           splits=digits)
+    summary = run_compress(
+        d / "pruned.pt",
+        "digits",
+        d / "model.nnc",
+        None,
+        ShareConfig(batch_size=64, epochs=1, fc_bits=1, tolerance=0.0, max_bits=4),
+        splits=digits,
+    )
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     shared = _weights(load_model_file(d / "model.nnc")[0])
-    (d / "histograms.json").write_text(json.dumps({"stages": {
-        "dense": histogram_record(dense, nonzero_only=False), "pruned": histogram_record(pruned, nonzero_only=True),
-        "shared": histogram_record(shared, nonzero_only=True)}}))
+    (d / "histograms.json").write_text(
+        json.dumps(
+            {
+                "stages": {
+                    "dense": histogram_record(dense, nonzero_only=False),
+                    "pruned": histogram_record(pruned, nonzero_only=True),
+                    "shared": histogram_record(shared, nonzero_only=True),
+                }
+            }
+        )
+    )
     (d / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _steps()))
     (d / "recipe.yaml").write_text(RECIPE)
     (d / "environment.json").write_text(json.dumps(ENVIRONMENT))
@@ -167,6 +201,7 @@ def _check_fields(page: _Page, summary: dict[str, Any]) -> set[str]:
 
 # --- histogram records -------------------------------------------------------------------------
 
+
 def test_histogram_counts_sum_to_size_or_nonzero() -> None:
     rng = np.random.default_rng(0)
     w = rng.normal(size=(30, 20)).astype(np.float32)
@@ -182,6 +217,7 @@ def test_histogram_counts_sum_to_size_or_nonzero() -> None:
 
 
 # --- errors and missing parts ------------------------------------------------------------------
+
 
 def test_missing_summary_or_run_dir_raises(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"summary\.json.*--run-dir"):
@@ -200,13 +236,16 @@ def test_malformed_json_names_the_file(run_dir: Path, tmp_path: Path, name: str)
         write_report(broken, tmp_path / "r.html")
 
 
-@pytest.mark.parametrize("name,text,words", [
-    ("histograms.json", '{"stages": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested more than"),
-    ("summary.json", '{"layers": ' + "[" * 50 + "]" * 50 + "}", "nested more than 32 levels"),
-    ("environment.json", '{"cpus": 1' + "0" * 400 + "}", "out of range"),
-    ("environment.json", '{"cpus": 1e400}', "out of range"),
-    ("steps.jsonl", '{"val_accuracy": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested more than"),
-])
+@pytest.mark.parametrize(
+    "name,text,words",
+    [
+        ("histograms.json", '{"stages": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested more than"),
+        ("summary.json", '{"layers": ' + "[" * 50 + "]" * 50 + "}", "nested more than 32 levels"),
+        ("environment.json", '{"cpus": 1' + "0" * 400 + "}", "out of range"),
+        ("environment.json", '{"cpus": 1e400}', "out of range"),
+        ("steps.jsonl", '{"val_accuracy": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested more than"),
+    ],
+)
 def test_hostile_json_is_one_report_error(run_dir: Path, tmp_path: Path, name: str, text: str, words: str) -> None:
     broken = tmp_path / "run"
     shutil.copytree(run_dir, broken)
@@ -244,8 +283,9 @@ def test_optional_parts_are_left_out_with_a_note(run_dir: Path, report: tuple[Pa
     _check_fields(_parse(page), json.loads((bare / "summary.json").read_text()))
 
 
-def test_without_matplotlib_the_figures_are_notes(run_dir: Path, report: tuple[Path, Path], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib_the_figures_are_notes(
+    run_dir: Path, report: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """matplotlib is the optional `plots` extra: the page still comes out, each figure a note."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
@@ -259,7 +299,6 @@ def test_without_matplotlib_the_figures_are_notes(run_dir: Path, report: tuple[P
     assert _parse(page).images == [] and "![" not in md
     assert list((out.parent / "r_files").iterdir()) == []
     _check_fields(_parse(page), json.loads((run_dir / "summary.json").read_text()))
-
 
 
 def test_values_of_the_wrong_type_raise_report_error(run_dir: Path, tmp_path: Path) -> None:
@@ -276,16 +315,22 @@ def test_histogram_figure_copes_with_a_layer_pruned_away() -> None:
     from nncompress.report.figures import histogram_grid
 
     w = np.linspace(-1, 1, 50).reshape(5, 10)
-    stages = {"dense": histogram_record({"a": w, "b": w}, nonzero_only=False),
-              "pruned": histogram_record({"a": w * (np.abs(w) > 0.5), "b": 0 * w}, nonzero_only=True)}
+    stages = {
+        "dense": histogram_record({"a": w, "b": w}, nonzero_only=False),
+        "pruned": histogram_record({"a": w * (np.abs(w) > 0.5), "b": 0 * w}, nonzero_only=True),
+    }
     assert histogram_grid(stages)[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 # --- the page ----------------------------------------------------------------------------------
 
+
 def test_page_order_and_fields(run_dir: Path, report: tuple[Path, Path]) -> None:
     page = report[0].read_text()
-    ids = [page.index(f'id="{i}"') for i in ("headline", "layers", "histograms", "sensitivity", "steps",
-                                               "recipe", "environment")]
+    ids = [
+        page.index(f'id="{i}"')
+        for i in ("headline", "layers", "histograms", "sensitivity", "steps", "recipe", "environment")
+    ]
     assert ids == sorted(ids)
     parsed = _parse(page)
     assert len(parsed.images) == 3
@@ -294,8 +339,11 @@ def test_page_order_and_fields(run_dir: Path, report: tuple[Path, Path]) -> None
     assert {f"layers.{i}.bytes" for i in range(len(summary["layers"]))} <= keys
     assert {"dense_test_score", "test_drop_points", "payload_bytes", "dense_bytes"} <= keys
     rounds = len(summary["bit_search"]["rounds"]) - 1
-    assert rounds >= 1 and {"bit_search.rounds.0.drop", f"bit_search.rounds.{rounds}.drop", "bit_search.met",
-                            "config.share.tolerance"} <= keys
+    assert (
+        rounds >= 1
+        and {"bit_search.rounds.0.drop", f"bit_search.rounds.{rounds}.drop", "bit_search.met", "config.share.tolerance"}
+        <= keys
+    )
 
 
 def test_text_from_files_is_escaped(report: tuple[Path, Path]) -> None:
@@ -312,7 +360,7 @@ def test_page_is_self_contained(report: tuple[Path, Path]) -> None:
     assert not re.search(r"https?:|file:|<link|<iframe|<object|@import|url\(|\bhref\s*=", page, re.I)
     srcs = re.findall(r"""\bsrc\s*=\s*["']?([^"' >]*)""", page, re.I)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert 'data-images-total' in page and "failed to load" in page  # the self-check script
+    assert "data-images-total" in page and "failed to load" in page  # the self-check script
 
 
 def test_markdown_links_existing_pngs(report: tuple[Path, Path]) -> None:
@@ -344,13 +392,22 @@ def test_writes_are_atomic(run_dir: Path, tmp_path: Path, monkeypatch: pytest.Mo
 
 # --- a real browser ------------------------------------------------------------------------------
 
+
 def _dump_dom(page: Path, tmp_path: Path) -> _Page:
     """The DOM after load, as headless Chromium built it (scripts run)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed (`make browser` installs it)")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.resolve().as_uri()]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=5000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     env = {**os.environ, "HOME": str(tmp_path)}  # keep chromium's caches out of the real home
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -379,10 +436,13 @@ def test_broken_image_shows_a_banner_in_chromium(report: tuple[Path, Path], tmp_
 def test_report_of_a_real_compress_run_in_chromium(tmp_path: Path) -> None:
     """The whole path a user takes: `compress --recipe ... --run-dir ... --report ...`, then the page."""
     from nncompress.cli import main
+
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model: mlp\ndata: digits\ntrain: {epochs: 3, batch_size: 64}\nsensitivity: {q_max: 1.0}\n"
-                      "prune: {epochs_per_step: 1, final_epochs: 1, q_max: 1.0, batch_size: 64}\n"
-                      "share: {epochs: 1, batch_size: 64}\n")
+    recipe.write_text(
+        "model: mlp\ndata: digits\ntrain: {epochs: 3, batch_size: 64}\nsensitivity: {q_max: 1.0}\n"
+        "prune: {epochs_per_step: 1, final_epochs: 1, q_max: 1.0, batch_size: 64}\n"
+        "share: {epochs: 1, batch_size: 64}\n"
+    )
     run, html = tmp_path / "run", tmp_path / "out" / "report.html"
     assert main(["--quiet", "compress", "--recipe", str(recipe), "--run-dir", str(run), "--report", str(html)]) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -444,27 +504,63 @@ def _visible_text(html: str) -> str:
 
 
 @pytest.mark.parametrize("objective,label", [("cosine", "mean cosine"), ("kl", "agreement")])
-def test_report_of_a_label_free_run_names_its_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     objective: str, label: str) -> None:
+def test_report_of_a_label_free_run_names_its_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objective: str, label: str
+) -> None:
     """Distilled from the dense model, without labels: the page speaks of the run's metric, not accuracy."""
     import sys
 
     from nncompress.cli import main
     from nncompress.data import load_data
     from nncompress.pipeline import save_trained
+
     (tmp_path / "labelfree_report.py").write_text(LABEL_FREE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         import labelfree_report
+
         torch.manual_seed(0)
         save_trained(labelfree_report.Encoder(), load_data("labelfree_report:unlabelled"), tmp_path / "enc.pt", {})
         html = tmp_path / "r.html"
-        assert main(["--quiet", "compress", "enc.pt", "--model", "labelfree_report:Encoder", "--data",
-                     "labelfree_report:unlabelled", "--objective", objective, "--out", "enc.nnc", "--run-dir", "run",
-                     "--report", str(html), "--q0", "1", "--q-max", "1", "--epochs-per-step", "1",
-                     "--final-epochs", "1", "--recover-epochs", "0", "--refine-steps", "0", "--no-probe",
-                     "--no-control", "--share-epochs", "1"]) == 0
+        assert (
+            main(
+                [
+                    "--quiet",
+                    "compress",
+                    "enc.pt",
+                    "--model",
+                    "labelfree_report:Encoder",
+                    "--data",
+                    "labelfree_report:unlabelled",
+                    "--objective",
+                    objective,
+                    "--out",
+                    "enc.nnc",
+                    "--run-dir",
+                    "run",
+                    "--report",
+                    str(html),
+                    "--q0",
+                    "1",
+                    "--q-max",
+                    "1",
+                    "--epochs-per-step",
+                    "1",
+                    "--final-epochs",
+                    "1",
+                    "--recover-epochs",
+                    "0",
+                    "--refine-steps",
+                    "0",
+                    "--no-probe",
+                    "--no-control",
+                    "--share-epochs",
+                    "1",
+                ]
+            )
+            == 0
+        )
     finally:
         sys.modules.pop("labelfree_report", None)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

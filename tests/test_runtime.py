@@ -1,4 +1,5 @@
 """The inference runtime: CSR and int8 kernels equal the decoded dense model, and the chooser."""
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,8 @@ class GroupNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.b(torch.relu(self.a(x))))  # (B, 8, 7, 7)
-        y = self.c(y.flatten(2))                         # (B, 6, 49)
-        return self.head(y.transpose(1, 2))              # (B, 49, 5): a Linear on 3-D input
+        y = self.c(y.flatten(2))  # (B, 6, 49)
+        return self.head(y.transpose(1, 2))  # (B, 49, 5): a Linear on 3-D input
 
 
 CASES = [(lambda: LeNet300.default(), (784,), 0.07), (lambda: LeNet5(), (1, 28, 28), 0.1), (GroupNet, (4, 14, 14), 0.3)]
@@ -52,8 +53,10 @@ CASES = [(lambda: LeNet300.default(), (784,), 0.07), (lambda: LeNet5(), (1, 28, 
 
 def fake_timer(costs):
     """A clock that answers from ``costs(kernel, positions)`` without running anything."""
+
     def timer(fn, *, kernel, positions):
         return costs(kernel, positions)
+
     return timer
 
 
@@ -75,8 +78,9 @@ def test_routed_layers_switch_kernels_by_input_size_and_stay_exact():
     dense = pruned(LeNet300.default(), 0.07)
     # sparse pays only for small inputs: batch 1 -> CSR, batch 64 -> dense (the numba kernels, when there, a
     # little slower than CSR)
-    costs = fake_timer(lambda kernel, n: (1.0 if kernel == "dense" else (0.2 if n < 8 else 3.0) * (
-        1.0 if kernel == "csr" else 1.2)))
+    costs = fake_timer(
+        lambda kernel, n: 1.0 if kernel == "dense" else (0.2 if n < 8 else 3.0) * (1.0 if kernel == "csr" else 1.2)
+    )
     runtime, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=(784,), timer=costs)
     routed = [m for m in runtime.modules() if isinstance(m, Routed)]
     assert len(routed) == 3
@@ -96,8 +100,10 @@ def test_the_chooser_never_takes_a_kernel_slower_than_dense():
 
         def cost(kernel, n, table=table):
             return table.setdefault((kernel, n), rng.uniform(0.1, 2.0))
-        _, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=(784,),
-                           timer=fake_timer(cost))
+
+        _, plan = convert_(
+            copy.deepcopy(dense), "auto", batch_sizes=(1, 64), input_shape=(784,), timer=fake_timer(cost)
+        )
         for layer in plan.layers:
             for c in layer.choices:
                 assert c.times_ms[c.kernel] <= c.times_ms["dense"]
@@ -108,8 +114,13 @@ def test_the_chooser_never_takes_a_kernel_slower_than_dense():
 
 def test_a_sparse_kernel_within_the_noise_margin_stays_dense():
     dense = pruned(LeNet300.default(), 0.07)
-    runtime, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1,), input_shape=(784,),
-                             timer=fake_timer(lambda kernel, n: 1.0 if kernel == "dense" else 0.95))
+    runtime, plan = convert_(
+        copy.deepcopy(dense),
+        "auto",
+        batch_sizes=(1,),
+        input_shape=(784,),
+        timer=fake_timer(lambda kernel, n: 1.0 if kernel == "dense" else 0.95),
+    )
     assert all(c.kernel == "dense" for layer in plan.layers for c in layer.choices)
     assert all(type(m) is nn.Linear for m in runtime.modules() if hasattr(m, "in_features"))
 
@@ -136,6 +147,7 @@ def test_int8_quantizes_the_linear_layers_that_stay_dense():
     dense = pruned(LeNet5(), 0.5)
     runtime, plan = convert_(copy.deepcopy(dense), "dense", batch_sizes=(4,), input_shape=(1, 28, 28), int8=True)
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
     assert isinstance(runtime.fc1, DynamicLinear) and isinstance(runtime.fc2, DynamicLinear)
     assert type(runtime.conv1) is nn.Conv2d  # convolutions stay float32
     assert plan.layer("conv1").note.startswith("int8 covers Linear layers only")
@@ -161,10 +173,15 @@ def test_load_with_a_runtime_gives_the_decoded_models_outputs(tmp_path):
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"runtime": "fast"}, "runtime must be one of"),
-                                          ({"runtime": "auto", "batch_sizes": (0,)}, "batch_sizes"),
-                                          ({"runtime": "auto", "threads": 0}, "threads"),
-                                          ({"runtime": "auto", "input_shape": "1x28"}, "input_shape")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"runtime": "fast"}, "runtime must be one of"),
+        ({"runtime": "auto", "batch_sizes": (0,)}, "batch_sizes"),
+        ({"runtime": "auto", "threads": 0}, "threads"),
+        ({"runtime": "auto", "input_shape": "1x28"}, "input_shape"),
+    ],
+)
 def test_bad_runtime_options_are_refused(tmp_path, kwargs, match):
     path = tmp_path / "m.nnc"
     save_compressed(path, pruned(LeNet300.default(), 0.1), {})

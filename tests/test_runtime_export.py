@@ -1,4 +1,5 @@
 """Exports (ONNX checked in onnxruntime, safetensors) and the benchmark command."""
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,16 @@ def lenet300_file(tmp_path):
 def test_safetensors_round_trip_dense_and_sparse(lenet5_file, tmp_path):
     st = pytest.importorskip("safetensors.torch")
     from nncompress.runtime.export import read_safetensors
+
     want = nnc.load(lenet5_file).state_dict()
     dense = nnc.export(lenet5_file, tmp_path / "d.safetensors")
     sparse = nnc.export(lenet5_file, tmp_path / "s.safetensors", sparse=True)
-    assert dense.sparse_tensors == [] and set(sparse.sparse_tensors) == {"conv1.weight", "conv2.weight",
-                                                                         "fc1.weight", "fc2.weight"}
+    assert dense.sparse_tensors == [] and set(sparse.sparse_tensors) == {
+        "conv1.weight",
+        "conv2.weight",
+        "fc1.weight",
+        "fc2.weight",
+    }
     assert sparse.file_bytes < 0.3 * dense.file_bytes
     plain = st.load_file(str(tmp_path / "d.safetensors"))  # the library reads the dense file as is
     assert plain.keys() == want.keys() and all(torch.equal(plain[k], want[k]) for k in want)
@@ -87,8 +93,24 @@ def test_an_export_that_fails_leaves_no_file(lenet5_file, tmp_path):
 
 
 def test_benchmark_json_schema(lenet300_file, capsys):
-    assert main(["benchmark", str(lenet300_file), "--batch", "1", "--batch", "16", "--repeats", "2",
-                 "--threads", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(lenet300_file),
+                "--batch",
+                "1",
+                "--batch",
+                "16",
+                "--repeats",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["threads"] == 1 and res["runtime"] == "auto" and res["input_shape"] == [1, 28, 28]
     assert [b["batch"] for b in res["batches"]] == [1, 16]
@@ -96,8 +118,10 @@ def test_benchmark_json_schema(lenet300_file, capsys):
         assert row["dense_ms"] > 0 and row["runtime_ms"] > 0
         assert row["speedup"] == pytest.approx(row["dense_ms"] / row["runtime_ms"], rel=1e-2)
     assert {(r["layer"], r["batch"]) for r in res["layers"]} == {(f"fc{i}", b) for i in (1, 2, 3) for b in (1, 16)}
-    assert all(r["kernel"] in ("dense", "csr", "numba", "numba-shared") or r["kernel"].startswith("csr/")
-               for r in res["layers"])
+    assert all(
+        r["kernel"] in ("dense", "csr", "numba", "numba-shared") or r["kernel"].startswith("csr/")
+        for r in res["layers"]
+    )
     csr_only = all(r["kernel"] != "dense" for r in res["layers"])
     assert res["runtime_bytes"] > 0 and (res["runtime_bytes"] < res["dense_bytes"] or not csr_only)
 
@@ -107,7 +131,22 @@ def test_benchmark_text_and_a_missing_input_shape(tmp_path, capsys):
     save_compressed(path, _pruned(LeNet5(), 0.1), {})
     assert main(["benchmark", str(path), "--batch", "2", "--repeats", "1"]) == 1
     assert "--input-shape" in capsys.readouterr().err
-    assert main(["benchmark", str(path), "--batch", "2", "--repeats", "1", "--runtime", "sparse",
-                 "--input-shape", "1,28,28"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                str(path),
+                "--batch",
+                "2",
+                "--repeats",
+                "1",
+                "--runtime",
+                "sparse",
+                "--input-shape",
+                "1,28,28",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "speedup" in text and "fc1" in text and "weights held" in text

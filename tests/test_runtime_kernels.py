@@ -1,5 +1,6 @@
 """The numba sparse kernels equal the dense layers, the runtime falls back without numba, and the noise-robust
 kernel chooser."""
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,11 @@ def masked_linear(out_f: int, in_f: int, kept: float, seed: int = 0, shared: boo
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("out_f,in_f,kept", [(37, 53, 0.3), (19, 9000, 0.05), (5, 70000, 0.01), (64, 128, 0.5)],
-                         ids=["odd", "two-blocks", "wide", "half"])
+@pytest.mark.parametrize(
+    "out_f,in_f,kept",
+    [(37, 53, 0.3), (19, 9000, 0.05), (5, 70000, 0.01), (64, 128, 0.5)],
+    ids=["odd", "two-blocks", "wide", "half"],
+)
 def test_sparse_linear_equals_the_dense_layer(engine, out_f, in_f, kept):
     dense = masked_linear(out_f, in_f, kept, shared=True)
     layer = SparseLinear(dense, engine=engine)
@@ -81,8 +85,11 @@ def test_empty_rows_and_a_fully_pruned_layer(engine):
 @pytest.mark.parametrize("engine", ["numba", "numba-shared"])
 def test_convolutions_through_im2col_on_the_numba_kernels(engine):
     gen = torch.Generator().manual_seed(0)
-    convs = [nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8,
-                                                                  bias=False), nn.Conv1d(8, 6, 5, padding=(2,))]
+    convs = [
+        nn.Conv2d(4, 8, 3, padding=1, groups=2),
+        nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8, bias=False),
+        nn.Conv1d(8, 6, 5, padding=(2,)),
+    ]
     for conv in convs:
         with torch.no_grad():
             w = ((conv.weight * 8).round() / 8) * (torch.rand(conv.weight.shape, generator=gen) < 0.4)
@@ -115,8 +122,9 @@ def test_the_codebook_form_holds_fewer_bytes_and_only_for_shared_layers():
 def test_shared_layers_run_on_the_codebook_kernel_and_others_on_fp32_values():
     # the unshared layer keeps 3,840 distinct values
     model = nn.Sequential(masked_linear(32, 64, 0.2, shared=True), nn.ReLU(), masked_linear(600, 32, 0.2))
-    _, plan = convert_(copy.deepcopy(model), "auto", batch_sizes=(1,), input_shape=(64,),
-                       timer=lambda fn, *, kernel, positions: 1.0)
+    _, plan = convert_(
+        copy.deepcopy(model), "auto", batch_sizes=(1,), input_shape=(64,), timer=lambda fn, *, kernel, positions: 1.0
+    )
     assert set(plan.layers[0].choices[0].times_ms) == {"dense", "csr", "numba-shared"}
     assert set(plan.layers[1].choices[0].times_ms) == {"dense", "csr", "numba"}
     assert plan.numba
@@ -128,8 +136,7 @@ def test_without_numba_the_runtime_uses_torch_csr_and_says_so(monkeypatch, caplo
     monkeypatch.setattr(blocked, "_KERNELS", {})
     dense = masked_linear(30, 60, 0.1)
     with caplog.at_level(logging.INFO, logger="nncompress.runtime.blocked"):
-        runtime, plan = convert_(nn.Sequential(copy.deepcopy(dense)), "sparse", batch_sizes=(1, 8),
-                                 input_shape=(60,))
+        runtime, plan = convert_(nn.Sequential(copy.deepcopy(dense)), "sparse", batch_sizes=(1, 8), input_shape=(60,))
     assert "numba is not installed" in caplog.text and not plan.numba
     assert [c.kernel for c in plan.layers[0].choices] == ["csr", "csr"] and runtime[0].engine == "mkl"
     x = torch.randn(8, 60)
@@ -139,17 +146,20 @@ def test_without_numba_the_runtime_uses_torch_csr_and_says_so(monkeypatch, caplo
 
 def test_an_unwritable_cache_compiles_without_it(monkeypatch, caplog):
     from nncompress.runtime import nbkernels
+
     real = nbkernels.njit
 
     def njit(**options):
         if options.get("cache"):
             raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
         return real(**options)
+
     monkeypatch.setattr(nbkernels, "njit", njit)
 
     def add_one(a):  # type: ignore[no-untyped-def]
         for i in range(a.shape[0]):
             a[i] += 1.0
+
     with caplog.at_level(logging.INFO, logger="nncompress.runtime.nbkernels"):
         fn = nbkernels._jit(add_one, False)
     assert "cannot cache add_one" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text
@@ -160,6 +170,7 @@ def test_an_unwritable_cache_compiles_without_it(monkeypatch, caplog):
 
 def test_numba_runs_on_its_sleeping_workqueue_threads_unless_told_otherwise():
     import os
+
     blocked.warm_up()
     layer = SparseLinear(masked_linear(300, 4000, 0.1), engine="numba")  # 120k nonzeros x 16: a parallel call
     before = torch.get_num_threads()
@@ -184,6 +195,7 @@ def test_numba_follows_torchs_thread_count():
 
 # --- the chooser ------------------------------------------------------------------------------------------------
 
+
 def sequence_timer(table):
     """A clock that answers each kernel's calls from its list of seconds, in order (a fake, noisy clock)."""
     calls = {}
@@ -192,6 +204,7 @@ def sequence_timer(table):
         i = calls.get(kernel, 0)
         calls[kernel] = i + 1
         return table[kernel][i % len(table[kernel])]
+
     timer.calls = calls
     return timer
 

@@ -1,12 +1,19 @@
 """Sensitivity analysis: table, CSV round trip, per-layer q scales."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from nncompress.errors import DataError
-from nncompress.pruning.sensitivity import (SensitivityRow, from_csv, layer_q_limits, layer_scales,
-                                            sensitivity_scan, to_csv)
+from nncompress.pruning.sensitivity import (
+    SensitivityRow,
+    from_csv,
+    layer_q_limits,
+    layer_scales,
+    sensitivity_scan,
+    to_csv,
+)
 from nncompress.train import evaluate
 
 
@@ -38,10 +45,19 @@ def test_csv_round_trip(tmp_path) -> None:
 
 
 def test_scales_follow_q_limits() -> None:
-    rows = [SensitivityRow(layer, q, 0.0, acc) for layer, q, acc in [
-        ("a", 1.0, 0.90), ("a", 2.0, 0.89), ("a", 3.0, 0.80),   # limit 2.0 at max_drop 2
-        ("b", 1.0, 0.905), ("b", 2.0, 0.70), ("b", 3.0, 0.6),   # limit 1.0
-        ("c", 1.0, 0.91), ("c", 2.0, 0.91), ("c", 3.0, 0.90),   # limit 3.0
-    ]]
+    rows = [
+        SensitivityRow(layer, q, 0.0, acc)
+        for layer, q, acc in [
+            ("a", 1.0, 0.90),
+            ("a", 2.0, 0.89),
+            ("a", 3.0, 0.80),  # limit 2.0 at max_drop 2
+            ("b", 1.0, 0.905),
+            ("b", 2.0, 0.70),
+            ("b", 3.0, 0.6),  # limit 1.0
+            ("c", 1.0, 0.91),
+            ("c", 2.0, 0.91),
+            ("c", 3.0, 0.90),  # limit 3.0
+        ]
+    ]
     assert layer_q_limits(rows, 0.91, 2.0) == {"a": 2.0, "b": 1.0, "c": 3.0}
     assert layer_scales(rows, 0.91, 2.0) == {"a": 1.0, "b": 0.5, "c": 1.5}

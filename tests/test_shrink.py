@@ -1,4 +1,5 @@
 """Dead-neuron removal: smaller layers, same outputs, rebuildable from the record."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,22 +17,25 @@ def _kill(model, name: str) -> None:
                 layer.weight.mul_(torch.rand_like(layer.weight) > 0.5)
                 layer.bias.uniform_(-0.5, 0.5)
         if name == "lenet5":
-            model.conv1.weight[:3] = 0          # 3 channels with no inputs (bias folds forward)
-            model.conv2.weight[:, 5] = 0        # channel 5 of conv1 feeds nothing
-            model.conv2.weight[7] = 0           # conv2 channel 7: no inputs -> 16 fc1 columns fold
-            model.fc1.weight[:, 16 * 9:16 * 10] = 0  # conv2 channel 9 feeds nothing
-            model.fc2.weight[:, :4] = 0         # fc1 units 0-3 feed nothing
+            model.conv1.weight[:3] = 0  # 3 channels with no inputs (bias folds forward)
+            model.conv2.weight[:, 5] = 0  # channel 5 of conv1 feeds nothing
+            model.conv2.weight[7] = 0  # conv2 channel 7: no inputs -> 16 fc1 columns fold
+            model.fc1.weight[:, 16 * 9 : 16 * 10] = 0  # conv2 channel 9 feeds nothing
+            model.fc2.weight[:, :4] = 0  # fc1 units 0-3 feed nothing
         else:
-            model.fc1.weight[:6] = 0            # no inputs
-            model.fc2.weight[:, 10:13] = 0      # fc1 units 10-12 feed nothing
-            model.fc2.weight[2] = 0             # fc2 unit 2: no inputs
+            model.fc1.weight[:6] = 0  # no inputs
+            model.fc2.weight[:, 10:13] = 0  # fc1 units 10-12 feed nothing
+            model.fc2.weight[2] = 0  # fc2 unit 2: no inputs
 
 
-@pytest.mark.parametrize("name, shape, expected", [
-    ("lenet300", (1, 28, 28), {"fc1": 9, "fc2": 1}),
-    ("mlp", (1, 8, 8), {"fc1": 9, "fc2": 1}),
-    ("lenet5", (1, 28, 28), {"conv1": 4, "conv2": 2, "fc1": 4}),
-])
+@pytest.mark.parametrize(
+    "name, shape, expected",
+    [
+        ("lenet300", (1, 28, 28), {"fc1": 9, "fc2": 1}),
+        ("mlp", (1, 8, 8), {"fc1": 9, "fc2": 1}),
+        ("lenet5", (1, 28, 28), {"conv1": 4, "conv2": 2, "fc1": 4}),
+    ],
+)
 def test_shrink_is_exact_and_smaller(name: str, shape: tuple, expected: dict) -> None:
     model = build_model(name, shape).eval()
     _kill(model, name)
@@ -92,7 +96,7 @@ def _cut(model: nn.Sequential, a: str, b: str, no_in: list[int], no_out: list[in
         for u in no_in:
             la.weight[u] = 0
         for u in no_out:
-            lb.weight[:, u * block:(u + 1) * block] = 0
+            lb.weight[:, u * block : (u + 1) * block] = 0
 
 
 def _shrunk(model: nn.Sequential, x: torch.Tensor):
@@ -115,19 +119,22 @@ def _conv_pair(between: list[nn.Module], **conv2) -> nn.Sequential:
     return model
 
 
-@pytest.mark.parametrize("between, conv2, removed, why", [
-    ([nn.ReLU()], {}, 3, None),                                                     # folded into conv2's bias
-    ([nn.ReLU(), nn.AvgPool2d(3, 1, padding=1)], {}, 1, "averages zero padding"),   # the old bug: 0.1 off
-    ([nn.ReLU(), nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)], {}, 3, None),
-    ([nn.AvgPool2d(2, ceil_mode=True)], {}, 3, None),
-    ([nn.MaxPool2d(3, 1, padding=1)], {}, 3, None),
-    ([nn.Tanh()], {"padding": 1}, 1, "pads its input with zeros"),
-    ([nn.Tanh()], {"padding": "same"}, 1, "pads its input with zeros"),
-    ([nn.Tanh()], {"padding": 1, "padding_mode": "replicate"}, 3, None),
-    ([nn.Tanh()], {"bias": False}, 1, "no bias"),
-    ([nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout2d(0.3)], {}, 3, None),
-    ([nn.BatchNorm2d(6), nn.AvgPool2d(3, 1, padding=1)], {}, 1, "averages zero padding"),
-])
+@pytest.mark.parametrize(
+    "between, conv2, removed, why",
+    [
+        ([nn.ReLU()], {}, 3, None),  # folded into conv2's bias
+        ([nn.ReLU(), nn.AvgPool2d(3, 1, padding=1)], {}, 1, "averages zero padding"),  # the old bug: 0.1 off
+        ([nn.ReLU(), nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)], {}, 3, None),
+        ([nn.AvgPool2d(2, ceil_mode=True)], {}, 3, None),
+        ([nn.MaxPool2d(3, 1, padding=1)], {}, 3, None),
+        ([nn.Tanh()], {"padding": 1}, 1, "pads its input with zeros"),
+        ([nn.Tanh()], {"padding": "same"}, 1, "pads its input with zeros"),
+        ([nn.Tanh()], {"padding": 1, "padding_mode": "replicate"}, 3, None),
+        ([nn.Tanh()], {"bias": False}, 1, "no bias"),
+        ([nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout2d(0.3)], {}, 3, None),
+        ([nn.BatchNorm2d(6), nn.AvgPool2d(3, 1, padding=1)], {}, 1, "averages zero padding"),
+    ],
+)
 def test_conv_pairs_shrink_exactly_or_say_why(between, conv2, removed, why) -> None:
     model = _conv_pair(between, **conv2)
     report = _shrunk(model, torch.randn(8, 2, 12, 12))
@@ -154,9 +161,20 @@ def test_a_zero_constant_folds_through_padding() -> None:
 
 def test_batchnorm_linear_and_flatten_layouts() -> None:
     from collections import OrderedDict
-    model = nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(1, 5, 3), bn=nn.BatchNorm2d(5), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(2),
-        flat=nn.Flatten(), fc1=nn.Linear(20, 7), bn1=nn.BatchNorm1d(7), act=nn.Sigmoid(), fc2=nn.Linear(7, 3)))
+
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(1, 5, 3),
+            bn=nn.BatchNorm2d(5),
+            relu=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(2),
+            flat=nn.Flatten(),
+            fc1=nn.Linear(20, 7),
+            bn1=nn.BatchNorm1d(7),
+            act=nn.Sigmoid(),
+            fc2=nn.Linear(7, 3),
+        )
+    )
     _randomise_(model)
     _cut(model, "conv", "fc1", no_in=[1], no_out=[3], block=4)
     _cut(model, "fc1", "fc2", no_in=[0, 5], no_out=[2])
@@ -170,20 +188,27 @@ def test_linear_units_interleave_after_a_flatten() -> None:
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Flatten(), nn.Linear(15, 2))
     _randomise_(model)
     with torch.no_grad():
-        model[0].weight[2] = 0           # unit 2: no inputs
-        model[3].weight[:, 4::5] = 0     # unit 4: no outputs
+        model[0].weight[2] = 0  # unit 2: no inputs
+        model[3].weight[:, 4::5] = 0  # unit 4: no outputs
     report = _shrunk(model, torch.randn(7, 3, 4))
     assert report.removed == {"0": 2} and model[3].in_features == 9
 
 
-@pytest.mark.parametrize("model, where", [
-    (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 8, 3)), "grouped convolution"),
-    (nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8, padding=1), nn.ReLU(),
-                   nn.Conv2d(8, 3, 1)), "grouped convolution (groups=8)"),
-    (nn.Sequential(nn.Conv2d(3, 6, 3), nn.Linear(8, 5)), "acts on the last dimension"),
-    (nn.Sequential(nn.Linear(4, 6), nn.Softmax(-1), nn.Linear(6, 2)), "Softmax"),
-    (nn.Sequential(nn.Linear(4, 6), nn.MaxPool1d(2), nn.Linear(3, 2)), "MaxPool1d"),
-])
+@pytest.mark.parametrize(
+    "model, where",
+    [
+        (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 8, 3)), "grouped convolution"),
+        (
+            nn.Sequential(
+                nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1)
+            ),
+            "grouped convolution (groups=8)",
+        ),
+        (nn.Sequential(nn.Conv2d(3, 6, 3), nn.Linear(8, 5)), "acts on the last dimension"),
+        (nn.Sequential(nn.Linear(4, 6), nn.Softmax(-1), nn.Linear(6, 2)), "Softmax"),
+        (nn.Sequential(nn.Linear(4, 6), nn.MaxPool1d(2), nn.Linear(3, 2)), "MaxPool1d"),
+    ],
+)
 def test_pairs_that_cannot_be_followed_are_declined(model: nn.Sequential, where: str) -> None:
     _randomise_(model)
     layers = [m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -231,10 +256,13 @@ class _ResidualBlock(nn.Module):
         return x + self.fc(x)
 
 
-@pytest.mark.parametrize("middle, why", [
-    (_ResidualBlock(6), "1 (_ResidualBlock) between 0 and 2 does not act on each unit of 0 separately"),
-    (nn.LayerNorm(6), "1 (LayerNorm) between 0 and 2 does not act on each unit of 0 separately"),
-])
+@pytest.mark.parametrize(
+    "middle, why",
+    [
+        (_ResidualBlock(6), "1 (_ResidualBlock) between 0 and 2 does not act on each unit of 0 separately"),
+        (nn.LayerNorm(6), "1 (LayerNorm) between 0 and 2 does not act on each unit of 0 separately"),
+    ],
+)
 def test_units_that_feed_a_residual_add_or_a_norm_over_units_stay(middle: nn.Module, why: str) -> None:
     """Unit 1 of layer 0 has no inputs and unit 4 no outputs into layer 2, yet neither is dead: the residual
     add carries both past layer 2's zero columns, and LayerNorm's mean and variance take in every unit, so

@@ -1,4 +1,5 @@
 """The example ResNet by import path: checkpoint, rebuild from its record, prune, .nnc round trip."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,12 +75,25 @@ def test_prune_share_and_round_trip_the_file(at_root: Path, tmp_path: Path) -> N
         with torch.no_grad():
             return float((model.eval()(x).argmax(1) == y).float().mean())
 
-    cfg = PruneConfig(q0=0.75, q_step=0.5, q_max=0.75, tolerance=100.0, epochs_per_step=1, recover_epochs=0,
-                      final_epochs=1, control=False, refine_steps=0, probe=False)
+    cfg = PruneConfig(
+        q0=0.75,
+        q_step=0.5,
+        q_max=0.75,
+        tolerance=100.0,
+        epochs_per_step=1,
+        recover_epochs=0,
+        final_epochs=1,
+        control=False,
+        refine_steps=0,
+        probe=False,
+    )
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     layers = prunable_layers(model)
-    assert 0.3 < sum(int((m.weight != 0).sum()) for m in layers.values()) / sum(
-        m.weight.numel() for m in layers.values()) < 0.9
+    assert (
+        0.3
+        < sum(int((m.weight != 0).sum()) for m in layers.values()) / sum(m.weight.numel() for m in layers.values())
+        < 0.9
+    )
     assert result.shrink is not None and not result.shrink.applicable
     assert "SmallResNet, not a plain nn.Sequential" in result.shrink.reason
     shared = share_weights_(layers, {name: 8 if isinstance(m, nn.Conv2d) else 5 for name, m in layers.items()})

@@ -1,4 +1,5 @@
 """Pruning to a target density, and pruning grouped/depthwise convolutions."""
+
 from __future__ import annotations
 
 import logging
@@ -34,6 +35,7 @@ def _callbacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, trained: list
     def evaluate() -> float:
         with torch.no_grad():
             return float((model(x).argmax(1) == y).float().mean())
+
     return finetune, evaluate
 
 
@@ -44,8 +46,17 @@ def test_target_density_is_reached_within_a_point(target: float, scale: dict) ->
     x, y = _tiny_task()
     trained: list[int] = []
     finetune, evaluate = _callbacks(model, x, y, trained)
-    cfg = PruneConfig(target_density=target, target_steps=3, groups="all", min_layer_share=0.0, control=False,
-                      epochs_per_step=2, final_epochs=1, layer_scale=scale, remove_dead=False)
+    cfg = PruneConfig(
+        target_density=target,
+        target_steps=3,
+        groups="all",
+        min_layer_share=0.0,
+        control=False,
+        epochs_per_step=2,
+        final_epochs=1,
+        layer_scale=scale,
+        remove_dead=False,
+    )
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     layers = prunable_layers(model)
     kept = sum(int((m.weight != 0).sum()) for m in layers.values()) / sum(m.weight.numel() for m in layers.values())
@@ -66,8 +77,17 @@ def test_target_density_warns_when_the_drop_exceeds_the_tolerance(caplog) -> Non
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 2))
     accs = iter([0.9] + [0.5] * 10)
-    cfg = PruneConfig(target_density=0.1, target_steps=2, groups="all", min_layer_share=0.0, control=False,
-                      epochs_per_step=0, final_epochs=0, remove_dead=False, tolerance=1.0)
+    cfg = PruneConfig(
+        target_density=0.1,
+        target_steps=2,
+        groups="all",
+        min_layer_share=0.0,
+        control=False,
+        epochs_per_step=0,
+        final_epochs=0,
+        remove_dead=False,
+        tolerance=1.0,
+    )
     with caplog.at_level(logging.WARNING, logger="nncompress.pruning.iterative"):
         result = prune_(model, cfg, finetune=lambda p, e, a: None, evaluate=lambda: next(accs))
     assert [s.stage for s in result.steps] == ["dense", "target", "target", "final"]
@@ -93,19 +113,39 @@ def test_q_bisection_and_schedule() -> None:
 def test_grouped_and_depthwise_convs_prune_and_stay_pruned(conv: str) -> None:
     torch.manual_seed(0)
     if conv == "conv1d":
-        model = nn.Sequential(nn.Conv1d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv1d(8, 8, 3, groups=8), nn.ReLU(),
-                              nn.Flatten(), nn.Linear(8 * 6, 2))
+        model = nn.Sequential(
+            nn.Conv1d(4, 8, 3, groups=2),
+            nn.ReLU(),
+            nn.Conv1d(8, 8, 3, groups=8),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8 * 6, 2),
+        )
         x = torch.randn(64, 4, 10)
     else:
         groups = 2 if conv == "grouped" else 8
-        model = nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=groups, padding=1),
-                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+        model = nn.Sequential(
+            nn.Conv2d(4, 8, 1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, groups=groups, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 2),
+        )
         x = torch.randn(64, 4, 6, 6)
     y = (x.flatten(1).mean(1) > 0).long()
     trained: list[int] = []
     finetune, evaluate = _callbacks(model, x, y, trained)
-    cfg = PruneConfig(target_density=0.4, target_steps=2, groups="all", min_layer_share=0.0, control=False,
-                      epochs_per_step=1, final_epochs=1)
+    cfg = PruneConfig(
+        target_density=0.4,
+        target_steps=2,
+        groups="all",
+        min_layer_share=0.0,
+        control=False,
+        epochs_per_step=1,
+        final_epochs=1,
+    )
     result = prune_(model, cfg, finetune=finetune, evaluate=evaluate)
     layers = prunable_layers(model)
     for name, layer in layers.items():

@@ -1,4 +1,5 @@
 """Built-in VGG-11/VGG-16 with BatchNorm: sizes, records, and a small one through compress."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,11 +42,17 @@ def test_a_small_vgg_compresses_and_comes_back_from_its_file_alone(tmp_path, dig
     model = _tiny()
     from nncompress.config import TrainConfig
     from nncompress.train.loop import fit, set_seed
+
     fit(model, digits.train_x, digits.train_y, TrainConfig(epochs=3, lr=0.05, batch_size=64), generator=set_seed(0))
-    prune = nnc.PruneConfig(target_density=0.5, target_steps=1, epochs_per_step=1, final_epochs=0, probe=False,
-                            batch_size=64)
-    result = nnc.compress(model, digits, tmp_path / "v.nnc",
-                          nnc.CompressConfig(prune=prune, share=nnc.ShareConfig(epochs=0, batch_size=64)))
+    prune = nnc.PruneConfig(
+        target_density=0.5, target_steps=1, epochs_per_step=1, final_epochs=0, probe=False, batch_size=64
+    )
+    result = nnc.compress(
+        model,
+        digits,
+        tmp_path / "v.nnc",
+        nnc.CompressConfig(prune=prune, share=nnc.ShareConfig(epochs=0, batch_size=64)),
+    )
     assert result.ratio > 2  # a 7 k-parameter net: BatchNorm vectors and headers weigh
     back = nnc.load(result.path)  # the built-in record rebuilds it, shrunk or not
     x = digits.test_x[:16]

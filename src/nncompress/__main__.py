@@ -1,4 +1,5 @@
 """``python -m nncompress``: the command line."""
+
 import sys
 
 from nncompress.cli import main

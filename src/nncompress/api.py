@@ -5,12 +5,13 @@
 that change a model in place end in ``_`` (``prune_``, ``share_weights_``), as
 in torch and torchao.
 """
+
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
@@ -19,6 +20,9 @@ from nncompress.data import Splits, load_data, splits_from_loaders
 from nncompress.errors import ConfigError
 from nncompress.progress import ProgressBars, ProgressFn
 from nncompress.report.text import file_table_lines
+
+if TYPE_CHECKING:
+    from nncompress.pruning.iterative import PruneResult
 
 DataLike = Union[Splits, str, tuple, list, Mapping[str, Any]]
 ProgressLike = Union[None, bool, ProgressFn]
@@ -34,12 +38,17 @@ class CompressConfig:
     sensitivity: Optional[SensitivityConfig] = None
 
     def __post_init__(self) -> None:
-        for name, cls, optional in (("prune", PruneConfig, True), ("share", ShareConfig, False),
-                                    ("sensitivity", SensitivityConfig, True)):
+        for name, cls, optional in (
+            ("prune", PruneConfig, True),
+            ("share", ShareConfig, False),
+            ("sensitivity", SensitivityConfig, True),
+        ):
             value = getattr(self, name)
             if not (isinstance(value, cls) or (optional and value is None)):
-                raise ConfigError(f"CompressConfig.{name} must be a {cls.__name__}"
-                                  f"{' or None' if optional else ''}, got {type(value).__name__}")
+                raise ConfigError(
+                    f"CompressConfig.{name} must be a {cls.__name__}"
+                    f"{' or None' if optional else ''}, got {type(value).__name__}"
+                )
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,26 @@ class LayerTable:
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> "LayerTable":
-        return cls(list(summary["layers"]), dict(summary["totals"]), int(summary["file_bytes"]),
-                   int(summary["dense_bytes"]), float(summary["ratio"]))
+        return cls(
+            list(summary["layers"]),
+            dict(summary["totals"]),
+            int(summary["file_bytes"]),
+            int(summary["dense_bytes"]),
+            float(summary["ratio"]),
+        )
 
     def __str__(self) -> str:
-        return "\n".join(file_table_lines({"layers": self.rows, "totals": self.totals, "file_bytes": self.file_bytes,
-                                           "dense_bytes": self.dense_bytes, "ratio": self.ratio}))
+        return "\n".join(
+            file_table_lines(
+                {
+                    "layers": self.rows,
+                    "totals": self.totals,
+                    "file_bytes": self.file_bytes,
+                    "dense_bytes": self.dense_bytes,
+                    "ratio": self.ratio,
+                }
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -81,8 +104,10 @@ class CompressResult:
     summary: dict[str, Any]
 
     def __str__(self) -> str:
-        return (f"{self.path}: {self.file_bytes:,} bytes, {self.ratio:.1f}x smaller than dense fp32; "
-                f"test {self.metric} {self.score_before:.4f} -> {self.score_after:.4f} ({-self.drop_points:+.2f} pt)")
+        return (
+            f"{self.path}: {self.file_bytes:,} bytes, {self.ratio:.1f}x smaller than dense fp32; "
+            f"test {self.metric} {self.score_before:.4f} -> {self.score_after:.4f} ({-self.drop_points:+.2f} pt)"
+        )
 
 
 def progress_callback(progress: ProgressLike) -> Optional[ProgressFn]:
@@ -106,13 +131,16 @@ def as_splits(data: DataLike) -> Splits:
     if isinstance(data, Mapping):
         unknown = sorted(set(data) - {"train", "val", "test"})
         if unknown or "train" not in data or "val" not in data:
-            raise ConfigError(f"data as a dict needs 'train' and 'val' loaders (and optionally 'test'); "
-                              f"got keys {sorted(data)}")
+            raise ConfigError(
+                f"data as a dict needs 'train' and 'val' loaders (and optionally 'test'); got keys {sorted(data)}"
+            )
         return splits_from_loaders(data["train"], data["val"], data.get("test"))
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         return splits_from_loaders(*data)
-    raise ConfigError("data must be Splits, a data spec string, (train, val[, test]) loaders, or a dict of them; "
-                      f"got {type(data).__name__}")
+    raise ConfigError(
+        "data must be Splits, a data spec string, (train, val[, test]) loaders, or a dict of them; "
+        f"got {type(data).__name__}"
+    )
 
 
 def _working_copy(model: nn.Module, inplace: bool) -> nn.Module:
@@ -120,6 +148,7 @@ def _working_copy(model: nn.Module, inplace: bool) -> nn.Module:
     if inplace:
         return model
     from nncompress.models import factory_record, record_factory
+
     work = copy.deepcopy(model)
     record = factory_record(model)
     return record_factory(work, record["factory"], record["kwargs"]) if record else work
@@ -133,30 +162,91 @@ def _closing(callback: Optional[ProgressFn], work: Callable[[], Any]) -> Any:
             callback.close()
 
 
-def compress(model: nn.Module, data: DataLike, out: Union[str, Path], config: Optional[CompressConfig] = None, *,
-             progress: ProgressLike = None, inplace: bool = False) -> CompressResult:
+def compress(
+    model: nn.Module,
+    data: DataLike,
+    out: Union[str, Path],
+    config: Optional[CompressConfig] = None,
+    *,
+    progress: ProgressLike = None,
+    inplace: bool = False,
+) -> CompressResult:
     """Prune, share weights, fine-tune and code ``model`` into the file ``out``. The caller's
-    model is left as it was unless ``inplace=True`` (then it ends up pruned and shared)."""
+    model is left as it was unless ``inplace=True`` (then it ends up pruned and shared).
+
+    An untrained MLP on the digits data that ships with scikit-learn, with a short schedule
+    (so its accuracy says nothing here):
+
+    >>> import tempfile, torch
+    >>> import nncompress as nnc
+    >>> from nncompress.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> data = nnc.load_data("digits")
+    >>> net = build_model("mlp", data.input_shape, data.num_classes)
+    >>> quick = nnc.CompressConfig(prune=nnc.PruneConfig(q_max=1.0, epochs_per_step=1, final_epochs=0, probe=False),
+    ...                            share=nnc.ShareConfig(epochs=0))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     result = nnc.compress(net, data, f"{tmp}/mlp.nnc", quick)
+    >>> result.ratio > 5, result.file_bytes < 68_904 // 5    # 68,904 bytes of fp32 weights
+    (True, True)
+    >>> result.table.rows[0]["tensor"], result.metric
+    ('fc1.weight', 'accuracy')
+    >>> result.model is net                                  # the caller's model is untouched
+    False
+    """
     from nncompress.pipeline import compress_model
+
     cfg = config if config is not None else CompressConfig()
     if not isinstance(cfg, CompressConfig):
         raise ConfigError(f"config must be a CompressConfig, got {type(cfg).__name__}")
     splits = as_splits(data)
     work = _working_copy(model, inplace)
     callback = progress_callback(progress)
-    summary = _closing(callback, lambda: compress_model(
-        work, {}, splits, out, cfg.prune, cfg.share, progress=callback, sensitivity_cfg=cfg.sensitivity))
-    return CompressResult(path=Path(out), ratio=float(summary["ratio"]), file_bytes=int(summary["file_bytes"]),
-                          table=LayerTable.from_summary(summary), metric=str(summary["metric"]),
-                          score_before=float(summary["dense_test_score"]), score_after=float(summary["test_score"]),
-                          drop_points=float(summary["test_drop_points"]), model=load(out, model=work), summary=summary)
+    summary = _closing(
+        callback,
+        lambda: compress_model(
+            work, {}, splits, out, cfg.prune, cfg.share, progress=callback, sensitivity_cfg=cfg.sensitivity
+        ),
+    )
+    return CompressResult(
+        path=Path(out),
+        ratio=float(summary["ratio"]),
+        file_bytes=int(summary["file_bytes"]),
+        table=LayerTable.from_summary(summary),
+        metric=str(summary["metric"]),
+        score_before=float(summary["dense_test_score"]),
+        score_after=float(summary["test_score"]),
+        drop_points=float(summary["test_drop_points"]),
+        model=load(out, model=work),
+        summary=summary,
+    )
 
 
-def prune(model: nn.Module, data: DataLike, config: Optional[PruneConfig] = None, *,
-          progress: ProgressLike = None, inplace: bool = False) -> tuple[nn.Module, Any]:
+def prune(
+    model: nn.Module,
+    data: DataLike,
+    config: Optional[PruneConfig] = None,
+    *,
+    progress: ProgressLike = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, "PruneResult"]:
     """Iterative pruning with fine-tuning; returns (pruned model, PruneResult). Works on a
-    copy unless ``inplace=True``."""
+    copy unless ``inplace=True``.
+
+    >>> import torch
+    >>> import nncompress as nnc
+    >>> from nncompress.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> data = nnc.load_data("digits")
+    >>> net = build_model("mlp", data.input_shape, data.num_classes)
+    >>> pruned, result = nnc.prune(net, data, nnc.PruneConfig(q_max=1.0, epochs_per_step=1, final_epochs=0))
+    >>> result.steps[-1].overall_density < 0.6, pruned is net
+    (True, False)
+    >>> int((pruned.fc1.weight == 0).sum()) > 0 == int((net.fc1.weight == 0).sum())
+    True
+    """
     from nncompress.pipeline import prune_model
+
     cfg = config if config is not None else PruneConfig()
     splits = as_splits(data)
     work = _working_copy(model, inplace)
@@ -165,9 +255,16 @@ def prune(model: nn.Module, data: DataLike, config: Optional[PruneConfig] = None
     return work, result
 
 
-def load(path: Union[str, Path], model: Optional[nn.Module] = None, *, runtime: str = "dense",
-         batch_sizes: Sequence[int] = (1, 64), threads: Optional[int] = None,
-         input_shape: Optional[Sequence[int]] = None, int8: bool = False) -> nn.Module:
+def load(
+    path: Union[str, Path],
+    model: Optional[nn.Module] = None,
+    *,
+    runtime: str = "dense",
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: Optional[int] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    int8: bool = False,
+) -> nn.Module:
     """A model from a ``.nnc`` file or a checkpoint: into ``model`` when given, else into the
     architecture the file records (a built-in model).
 
@@ -176,29 +273,61 @@ def load(path: Union[str, Path], model: Optional[nn.Module] = None, *, runtime: 
     ``batch_sizes`` on inputs of ``input_shape`` (default: the one the file records) and keeps the
     faster. ``int8=True`` runs the Linear layers that stay dense on per-channel int8 weights
     (torch.ao dynamic quantization; outputs change slightly). ``threads`` sets torch's thread count
-    (process-wide). The choices are in the model's ``nncompress_runtime`` attribute (a RuntimePlan)."""
+    (process-wide). The choices are in the model's ``nncompress_runtime`` attribute (a RuntimePlan).
+
+    ``path`` here is a file :func:`compress` wrote for the built-in digits MLP:
+
+    >>> import torch
+    >>> import nncompress as nnc
+    >>> net = nnc.load(path)                                   # the architecture the file records
+    >>> type(net).__name__, net(torch.zeros(2, 64)).shape
+    ('DigitsMLP', torch.Size([2, 10]))
+    >>> fast = nnc.load(path, runtime="sparse")               # pruned layers on sparse kernels
+    >>> torch.allclose(fast(torch.ones(2, 64)), net(torch.ones(2, 64)), atol=1e-5)
+    True
+    """
     from nncompress.pipeline import load_model_file
+
     if runtime == "dense" and not int8 and threads is None:
         return load_model_file(path, model)[0]
     from nncompress.runtime.convert import check_options, convert_
     from nncompress.runtime.source import check_shape, recorded_shape
+
     check_options(runtime, batch_sizes, threads)
     shape = check_shape(input_shape)
     net, meta = load_model_file(path, model)
-    net, plan = convert_(net, runtime, batch_sizes=batch_sizes, input_shape=shape or recorded_shape(meta),
-                         int8=int8, threads=threads)
+    net, plan = convert_(
+        net, runtime, batch_sizes=batch_sizes, input_shape=shape or recorded_shape(meta), int8=int8, threads=threads
+    )
     # any value is stored; torch annotates Module.__setattr__ for tensors and modules only
     net.nncompress_runtime = plan  # type: ignore[assignment]
     return net
 
 
-def export(source: Union[str, Path, nn.Module], out: Union[str, Path], *, model: Optional[nn.Module] = None,
-           input_shape: Optional[Sequence[int]] = None, sparse: bool = False) -> Any:
+def export(
+    source: Union[str, Path, nn.Module],
+    out: Union[str, Path],
+    *,
+    model: Optional[nn.Module] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    sparse: bool = False,
+) -> Any:
     """Write a model file (or a model) as ``out``: ``.onnx`` (torch.onnx, then checked in onnxruntime:
     the result's ``max_abs_diff``) or ``.safetensors``. ``sparse`` stores pruned weights sparse (CSR parts
-    in safetensors; ONNX sparse initializers, made dense again by onnxruntime). Returns an ExportResult."""
+    in safetensors; ONNX sparse initializers, made dense again by onnxruntime). Returns an ExportResult.
+
+    ``path`` here is a file :func:`compress` wrote:
+
+    >>> import tempfile
+    >>> import nncompress as nnc
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     done = nnc.export(path, f"{tmp}/mlp.safetensors", sparse=True)
+    >>> done.format, done.tensors, done.sparse_tensors
+    ('safetensors', 6, ['fc1.weight', 'fc2.weight', 'fc3.weight'])
+    """
     from nncompress.runtime.export import export_format, export_onnx, export_safetensors
     from nncompress.runtime.source import check_shape, input_shape_for, recorded_shape
+
     fmt = export_format(out)
     if fmt is None:
         raise ConfigError(f"cannot tell the export format of {out}: name it .onnx or .safetensors")
@@ -208,22 +337,44 @@ def export(source: Union[str, Path, nn.Module], out: Union[str, Path], *, model:
         net, meta = source.eval(), {}
     elif fmt == "safetensors" and model is None:
         from nncompress.pipeline import read_model_file
+
         return export_safetensors(read_model_file(source).state, out, sparse=sparse)
     else:
         from nncompress.pipeline import load_model_file
+
         net, meta = load_model_file(source, model)
     if fmt == "safetensors":
         return export_safetensors(net.state_dict(), out, sparse=sparse)
-    return export_onnx(net, out, input_shape_for(meta, shape or recorded_shape(meta), "ONNX export"),
-                       sparse=sparse)
+    return export_onnx(net, out, input_shape_for(meta, shape or recorded_shape(meta), "ONNX export"), sparse=sparse)
 
 
 def layer_table(path: Union[str, Path]) -> LayerTable:
-    """The per-layer table of a ``.nnc`` file, from the file alone."""
+    """The per-layer table of a ``.nnc`` file, from the file alone.
+
+    ``path`` here is a file :func:`compress` wrote for the digits MLP:
+
+    >>> import nncompress as nnc
+    >>> table = nnc.layer_table(path)
+    >>> [row["tensor"] for row in table.rows][:3]
+    ['fc1.weight', 'fc1.bias', 'fc2.weight']
+    >>> table.rows[1]["codec"]                                 # biases are stored as they are
+    'raw'
+    """
     from nncompress.modelfile import layer_table as file_table, read_compressed_header
+
     box = read_compressed_header(path)
     return LayerTable.from_summary(file_table(box.header, box.section_bytes, box.file_bytes))
 
 
-__all__ = ["CompressConfig", "CompressResult", "LayerTable", "as_splits", "compress", "export", "layer_table", "load",
-           "progress_callback", "prune"]
+__all__ = [
+    "CompressConfig",
+    "CompressResult",
+    "LayerTable",
+    "as_splits",
+    "compress",
+    "export",
+    "layer_table",
+    "load",
+    "progress_callback",
+    "prune",
+]

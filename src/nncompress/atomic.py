@@ -6,6 +6,7 @@ write that fails for lack of space (or any other I/O error, also one that a
 writer such as ``torch.save`` wraps in its own exception) ends as one
 ``OutputError`` naming the target, with the temporary file removed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,10 @@ from nncompress.paths import refuse_special_target
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _HINTS: dict[Optional[int], str] = {
-    errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again",
-    errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again"}
+    errno.ENOSPC: "; free some space and run again",
+    errno.EDQUOT: "; free some space and run again",
+    errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again",
+}
 
 
 @contextmanager
@@ -50,8 +53,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         failed = _write_failure(exc) if isinstance(exc, Exception) else None
         if failed is not None:
             hint = _HINTS.get(failed.errno, "")
-            raise OutputError(f"cannot write {target}: {failed.strerror or failed}{hint} (nothing was written; "
-                              "an earlier file there is untouched)") from None
+            raise OutputError(
+                f"cannot write {target}: {failed.strerror or failed}{hint} (nothing was written; "
+                "an earlier file there is untouched)"
+            ) from None
         if isinstance(exc, OSError) and exc.filename == tmp:
             raise _naming(exc, target) from None
         raise

@@ -5,6 +5,7 @@ size of the tensor (VGG-16's first fully connected layer: 0.4 GB each time). Don
 chunks, the temporaries stay at 64 MB, which is what keeps a large model's stages inside
 their memory bound.
 """
+
 from __future__ import annotations
 
 from typing import Iterator

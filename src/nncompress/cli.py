@@ -3,6 +3,7 @@
 Errors of ours become one line on stderr and exit status 1; progress bars go
 to stderr so ``--json`` output on stdout stays machine-readable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,19 @@ from nncompress.paths import check_input_file, check_output_file, check_output_f
 from nncompress.progress import ProgressBars, ProgressFn
 from nncompress.report.text import file_table_lines
 
-DATA_HELP = ("fashion-mnist, digits, a folder with the four MNIST-format IDX files, or package.module:function "
-             "returning (train, val[, test]) loaders")
-MODEL_HELP = ("a built-in model (lenet300, lenet5, mlp) or your own: package.module:factory or path/to/file.py:factory "
-              "(a class or function returning an nn.Module; naming it also trusts a file that records it)")
-NORMALIZE_HELP = ("input transform of image data: standardize (train-split mean/std, the default), unit ([0, 1]), "
-                  "none (raw pixel values) or MEAN,STD (applied to [0, 1] inputs); a .nnc made with another records "
-                  "it and evaluate reuses it")
+DATA_HELP = (
+    "fashion-mnist, digits, a folder with the four MNIST-format IDX files, or package.module:function "
+    "returning (train, val[, test]) loaders"
+)
+MODEL_HELP = (
+    "a built-in model (lenet300, lenet5, mlp) or your own: package.module:factory or path/to/file.py:factory "
+    "(a class or function returning an nn.Module; naming it also trusts a file that records it)"
+)
+NORMALIZE_HELP = (
+    "input transform of image data: standardize (train-split mean/std, the default), unit ([0, 1]), "
+    "none (raw pixel values) or MEAN,STD (applied to [0, 1] inputs); a .nnc made with another records "
+    "it and evaluate reuses it"
+)
 
 
 def _model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
@@ -52,6 +59,7 @@ def _splits(args: argparse.Namespace, recorded_meta: Optional[dict[str, Any]] = 
     """The data of --data with --normalize, or, when that is not given, the transform the model file recorded."""
     from nncompress.data import load_data
     from nncompress.data.datasets import recorded_normalize
+
     normalize = getattr(args, "normalize", None)
     if normalize is None and recorded_meta:
         normalize = recorded_normalize(recorded_meta.get("transform"))
@@ -63,6 +71,7 @@ def _recorded(path: Optional[str]) -> tuple[dict[str, Any], Optional[str]]:
     name; ({}, None) when it records none or cannot be read (the real load says why)."""
     from nncompress.models.factory import is_factory_record
     from nncompress.pipeline import read_model_header
+
     try:
         file = read_model_header(path) if path else None
     except (NNCompressError, OSError):
@@ -79,6 +88,7 @@ def _recorded(path: Optional[str]) -> tuple[dict[str, Any], Optional[str]]:
 def _same_model(recorded: str, named: str) -> bool:
     """Whether --model names the model a file records; a file path may be written from another folder."""
     from nncompress.imports import names_file
+
     if recorded == named:
         return True
     if not (":" in recorded and ":" in named and names_file(recorded) and names_file(named)):
@@ -91,19 +101,23 @@ def _check_model(path: Optional[str], recorded: Optional[str], model: Optional[s
     """Refuse a --model other than the one the file at ``path`` records: weights made for one architecture
     are not loaded into another that merely has the same tensor shapes."""
     if recorded is not None and model is not None and not _same_model(recorded, model):
-        raise ConfigError(f"{path} records the model {recorded!r}, but {flag} names {model!r}: pass {flag} "
-                          f"{recorded}, the model its weights were made for")
+        raise ConfigError(
+            f"{path} records the model {recorded!r}, but {flag} names {model!r}: pass {flag} "
+            f"{recorded}, the model its weights were made for"
+        )
 
 
 def _remove_if_empty(made: Optional[Path]) -> None:
     """Remove a folder this command made (``_first_missing``) if nothing was written into it."""
     from nncompress.distributed import is_main
+
     if made is not None and is_main() and made.is_dir() and not any(p.is_file() for p in made.rglob("*")):
         shutil.rmtree(made, ignore_errors=True)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: Sequence[str]) -> None:
     from nncompress.distributed import is_main
+
     if not is_main():  # under torchrun rank 0 speaks for the run
         return
     if getattr(args, "json", False):
@@ -118,6 +132,7 @@ def _pct(x: float) -> str:
 
 def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import check_fits, metrics, model_for_data, save_trained, train_model
+
     if args.epochs < 1:  # TrainConfig allows 0 (fine-tuning may skip), but train would save an untrained model
         raise ConfigError(f"--epochs must be at least 1 to train a model, got {args.epochs}")
     _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], _data_inputs(args.data))
@@ -125,26 +140,44 @@ def cmd_train(args: argparse.Namespace, progress: ProgressFn) -> None:
     kwargs = _model_kwargs(args.model_kwargs)
     splits = _splits(args)
     if not splits.has_labels:
-        raise ConfigError(f"{splits.name} carries no labels: train needs labelled data (compress a trained model "
-                          "on label-free data instead)")
+        raise ConfigError(
+            f"{splits.name} carries no labels: train needs labelled data (compress a trained model "
+            "on label-free data instead)"
+        )
     from nncompress.train import set_seed
+
     set_seed(args.seed)  # the initial weights too
     model = model_for_data(args.model, splits, kwargs)
     check_fits(model, splits, args.model)
     info = train_model(model, splits, cfg, progress)
     test = metrics(model, splits, "test")
-    save_trained(model, splits, args.out, {"val_accuracy": info["val"]["accuracy"],
-                                           "test_accuracy": test["accuracy"], "train": cfg.to_dict()})
-    _emit(args, {"out": args.out, "val_accuracy": info["val"]["accuracy"], "test_accuracy": test["accuracy"],
-                 "params": test["params"], "seconds": info["train_seconds"]},
-          [f"trained {args.model} on {splits.name} for {cfg.epochs} epochs in {info['train_seconds']:.1f} s",
-           f"validation accuracy {_pct(info['val']['accuracy'])}, test accuracy {_pct(test['accuracy'])}",
-           f"wrote {args.out}"])
+    save_trained(
+        model,
+        splits,
+        args.out,
+        {"val_accuracy": info["val"]["accuracy"], "test_accuracy": test["accuracy"], "train": cfg.to_dict()},
+    )
+    _emit(
+        args,
+        {
+            "out": args.out,
+            "val_accuracy": info["val"]["accuracy"],
+            "test_accuracy": test["accuracy"],
+            "params": test["params"],
+            "seconds": info["train_seconds"],
+        },
+        [
+            f"trained {args.model} on {splits.name} for {cfg.epochs} epochs in {info['train_seconds']:.1f} s",
+            f"validation accuracy {_pct(info['val']['accuracy'])}, test accuracy {_pct(test['accuracy'])}",
+            f"wrote {args.out}",
+        ],
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.data.datasets import describe_transform
     from nncompress.pipeline import load_for_data, metrics
+
     kwargs = _model_kwargs(args.model_kwargs)
     meta, recorded = _recorded(args.checkpoint)
     _check_model(args.checkpoint, recorded, args.model)
@@ -152,12 +185,15 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     objective = None
     if args.reference:
         from nncompress.train.objective import against_reference
+
         _check_model(args.reference, _recorded(args.reference)[1], args.model)
         reference, _ = load_for_data(args.reference, splits, args.model, kwargs)
         objective = against_reference(args.objective, reference, splits)
     elif not splits.has_labels:
-        raise ConfigError(f"{splits.name} carries no labels: give the dense model the file was compressed from, "
-                          "--reference DENSE.pt, to score it against that model's outputs")
+        raise ConfigError(
+            f"{splits.name} carries no labels: give the dense model the file was compressed from, "
+            "--reference DENSE.pt, to score it against that model's outputs"
+        )
     model, _ = load_for_data(args.checkpoint, splits, args.model, kwargs)
     m = metrics(model, splits, "test", objective)
     if args.reference:
@@ -167,32 +203,51 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressFn) -> None:
     m["transform"] = splits.transform
     against = f" against {args.reference}" if args.reference else ""
     shown = _pct(m["score"]) if m["metric"] in ("accuracy", "agreement") else f"{m['score']:.4f}"
-    _emit(args, m, [f"{args.checkpoint} on {splits.name} test split ({m['examples']} examples){against}: "
-                    f"{m['metric']} {shown}, loss {m['loss']:.4f}",
-                    f"parameters {m['params']:,}, nonzero {m['nonzero']:,} "
-                    f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes",
-                    f"inputs: {describe_transform(splits.transform)}"])
+    _emit(
+        args,
+        m,
+        [
+            f"{args.checkpoint} on {splits.name} test split ({m['examples']} examples){against}: "
+            f"{m['metric']} {shown}, loss {m['loss']:.4f}",
+            f"parameters {m['params']:,}, nonzero {m['nonzero']:,} "
+            f"({m['params'] / max(1, m['nonzero']):.1f}x fewer), file {m['file_bytes']:,} bytes",
+            f"inputs: {describe_transform(splits.transform)}",
+        ],
+    )
 
 
 def cmd_sensitivity(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_sensitivity, sensitivity_files
-    _refuse_clobber([(f"--out {args.out} (its {path.name})", "--out", path)
-                     for path in sensitivity_files(args.out).values()],
-                    [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)), *_data_inputs(args.data)])
+
+    _refuse_clobber(
+        [(f"--out {args.out} (its {path.name})", "--out", path) for path in sensitivity_files(args.out).values()],
+        [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)), *_data_inputs(args.data)],
+    )
     try:
         cfg = SensitivityConfig(q0=args.q0, q_step=args.q_step, q_max=args.q_max, max_drop=args.max_drop)
     except ConfigError as exc:
-        raise _flag_named(exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"),
-                                ("--max-drop", "max_drop")]) from None
+        raise _flag_named(
+            exc, [("--q0", "q0"), ("--q-step", "q_step"), ("--q-max", "q_max"), ("--max-drop", "max_drop")]
+        ) from None
     meta, recorded = _recorded(args.checkpoint)
     _check_model(args.checkpoint, recorded, args.model)
-    res = run_sensitivity(args.checkpoint, args.data, args.out, cfg, model_name=args.model, progress=progress,
-                          splits=_splits(args, meta), model_kwargs=_model_kwargs(args.model_kwargs),
-                          objective=args.objective)
-    lines = [f"dense validation {res.get('metric', 'accuracy')} {_pct(res['dense_val_accuracy'])}",
-             "per-layer q scale (prune --sensitivity uses it): " +
-             ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
-             "wrote " + " and ".join(res["files"].values())]
+    res = run_sensitivity(
+        args.checkpoint,
+        args.data,
+        args.out,
+        cfg,
+        model_name=args.model,
+        progress=progress,
+        splits=_splits(args, meta),
+        model_kwargs=_model_kwargs(args.model_kwargs),
+        objective=args.objective,
+    )
+    lines = [
+        f"dense validation {res.get('metric', 'accuracy')} {_pct(res['dense_val_accuracy'])}",
+        "per-layer q scale (prune --sensitivity uses it): "
+        + ", ".join(f"{k} {v:g}" for k, v in res["layer_scale"].items()),
+        "wrote " + " and ".join(res["files"].values()),
+    ]
     _emit(args, res, lines)
 
 
@@ -201,10 +256,13 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
     if args.max_drop is not None:
         SensitivityConfig(max_drop=args.max_drop)  # a bad value is named first, whatever else is missing
         if not args.sensitivity:
-            raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV "
-                              "too, or drop --max-drop")
+            raise ConfigError(
+                "--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV "
+                "too, or drop --max-drop"
+            )
     if args.sensitivity:
         from nncompress.pruning.sensitivity import from_csv, layer_scales
+
         base, rows = from_csv(args.sensitivity)
         max_drop = args.max_drop if args.max_drop is not None else SensitivityConfig().max_drop
         scale = layer_scales(rows, base, max_drop)
@@ -222,51 +280,80 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
 
 def _prune_lines(s: dict[str, Any]) -> list[str]:
     from nncompress.data.datasets import describe_transform
+
     lines = [f"{'layer':<8}{'weights':>10}{'kept':>10}{'kept %':>9}{'dense B':>11}{'CSR B':>11}  CSR smaller?"]
     for r in s["layers"]:
-        lines.append(f"{r['layer']:<8}{r['weights']:>10,}{r['nonzero']:>10,}{r['kept'] * 100:>8.2f}%"
-                     f"{r['dense_bytes']:>11,}{r['csr_bytes']:>11,}  {'yes' if r['csr_smaller'] else 'no'}")
+        lines.append(
+            f"{r['layer']:<8}{r['weights']:>10,}{r['nonzero']:>10,}{r['kept'] * 100:>8.2f}%"
+            f"{r['dense_bytes']:>11,}{r['csr_bytes']:>11,}  {'yes' if r['csr_smaller'] else 'no'}"
+        )
     lines.append(f"{'total':<8}{s['weights']:>10,}{s['kept_weights']:>10,}{s['kept_fraction'] * 100:>8.2f}%")
-    lines += [f"{s['compression']:.1f}x fewer nonzero weights; test {s.get('metric', 'accuracy')} "
-              f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
-              f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
-              f"removed neurons: {s['removed_neurons'] or 'none'}",
-              f"inputs: {describe_transform(s.get('transform'))}",
-              f"fine-tuned at {s['finetune']['note']}",
-              f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is "
-              f"{s['input_file_bytes']:,} bytes)"]
+    lines += [
+        f"{s['compression']:.1f}x fewer nonzero weights; test {s.get('metric', 'accuracy')} "
+        f"{_pct(s['dense']['test_accuracy'])} -> {_pct(s['pruned']['test_accuracy'])} "
+        f"({-s['test_drop_points']:+.2f} pt); {s['seconds']:.0f} s",
+        f"removed neurons: {s['removed_neurons'] or 'none'}",
+        f"inputs: {describe_transform(s.get('transform'))}",
+        f"fine-tuned at {s['finetune']['note']}",
+        f"wrote {s['checkpoint']} ({s['file_bytes']:,} bytes; the input checkpoint is {s['input_file_bytes']:,} bytes)",
+    ]
     return lines
 
 
 def cmd_prune(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import prune_files, run_prune
+
     cfg = _prune_config(args)
     log_flag, log_given = ("--log-dir", args.log_dir) if args.log_dir else ("--out", args.out)
     out, *logs = prune_files(args.out, args.log_dir).values()
     for path in logs:
         check_output_file(path, f"{log_flag} {log_given} (its {path})")
-    _refuse_clobber([(f"--out {args.out}", "--out", out),
-                     *[(f"{log_flag} {log_given} (its {path})", log_flag, path) for path in logs]],
-                    [(f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
-                     *_sensitivity_input(args.sensitivity), *_data_inputs(args.data)])
+    _refuse_clobber(
+        [
+            (f"--out {args.out}", "--out", out),
+            *[(f"{log_flag} {log_given} (its {path})", log_flag, path) for path in logs],
+        ],
+        [
+            (f"the checkpoint {args.checkpoint}", Path(args.checkpoint)),
+            *_sensitivity_input(args.sensitivity),
+            *_data_inputs(args.data),
+        ],
+    )
     kwargs = _model_kwargs(args.model_kwargs)
     meta, recorded = _recorded(args.checkpoint)
     _check_model(args.checkpoint, recorded, args.model)
     made = _first_missing(logs[0].parent.absolute())
     try:
-        run = run_prune(args.checkpoint, args.data, args.out, cfg, log_dir=args.log_dir, storage=args.storage,
-                        model_name=args.model, progress=progress, splits=_splits(args, meta),
-                        model_kwargs=kwargs, objective=args.objective)
+        run = run_prune(
+            args.checkpoint,
+            args.data,
+            args.out,
+            cfg,
+            log_dir=args.log_dir,
+            storage=args.storage,
+            model_name=args.model,
+            progress=progress,
+            splits=_splits(args, meta),
+            model_kwargs=kwargs,
+            objective=args.objective,
+        )
     except ConfigError as exc:  # e.g. --groups naming a layer the model lacks, found once it is loaded
         _remove_if_empty(made)
-        raise _flag_named(exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]]
-                          + _layer_flags(args, PRUNE_LAYER_MESSAGES)) from None
+        raise _flag_named(
+            exc, [(flag, name) for flag, name, _, _ in _prune_flags()[0]] + _layer_flags(args, PRUNE_LAYER_MESSAGES)
+        ) from None
     except BaseException:
         _remove_if_empty(made)  # an empty log folder is no record of anything
         raise
-    _emit(args, {**run.summary, "files": run.files},
-          _prune_lines(run.summary) + [f"step log, {'histograms, ' if 'hist_after' in run.files else ''}summary in "
-                                       f"{Path(run.files['steps']).parent}"])
+    _emit(
+        args,
+        {**run.summary, "files": run.files},
+        _prune_lines(run.summary)
+        + [
+            f"step log, {'histograms, ' if 'hist_after' in run.files else ''}summary in "
+            f"{Path(run.files['steps']).parent}"
+        ],
+    )
 
 
 def _int_option(flag: str, value: str) -> int:
@@ -281,8 +368,13 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--groups", "prune.groups", str, f"pruning stages: {', '.join(GROUP_PRESETS)}, or layers like fc1+fc2,fc3"),
     ("--tolerance", "prune.tolerance", float, "largest validation accuracy drop (points) a step may leave"),
     ("--budget", "prune.budget", str, "greedy (each stage the whole tolerance) or even (stage i of n: i/n of it)"),
-    ("--decision", "prune.decision", str, "pooled (the drop estimated from every reading of the run, paired with "
-                                          "the dense model) or reading (each step's own reading)"),
+    (
+        "--decision",
+        "prune.decision",
+        str,
+        "pooled (the drop estimated from every reading of the run, paired with "
+        "the dense model) or reading (each step's own reading)",
+    ),
     ("--distill", "prune.distill", float, "weight of the dense model's soft outputs in fine-tuning (0: labels only)"),
     ("--q0", "prune.q0", float, "first q (threshold = q x std of the layer)"),
     ("--q-step", "prune.q_step", float, "how much q rises per step"),
@@ -293,49 +385,92 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--min-layer-share", "prune.min_layer_share", float, "leave layers holding less than this share unpruned"),
     ("--final-epochs", "prune.final_epochs", int, "fine-tuning epochs after the last stage"),
     ("--lr", "prune.lr", float, "fine-tuning learning rate, probed first (see --probe-kl; --no-probe keeps it)"),
-    ("--probe-kl", "prune.probe_kl", float, "largest output shift (mean KL, nats) one fine-tuning step at --lr "
-                                            "may cause the dense model before --fallback-lr is used"),
+    (
+        "--probe-kl",
+        "prune.probe_kl",
+        float,
+        "largest output shift (mean KL, nats) one fine-tuning step at --lr "
+        "may cause the dense model before --fallback-lr is used",
+    ),
     ("--fallback-lr", "prune.fallback_lr", float, "fine-tuning rate when the probe finds --lr too rough"),
     ("--fallback-distill", "prune.fallback_distill", float, "distillation weight that goes with --fallback-lr"),
-    ("--target-density", "prune.target_density", float, "prune to this fraction of kept weights in "
-                                                         "--target-steps steps instead of the tolerance loop"),
+    (
+        "--target-density",
+        "prune.target_density",
+        float,
+        "prune to this fraction of kept weights in --target-steps steps instead of the tolerance loop",
+    ),
     ("--target-steps", "prune.target_steps", int, "steps to reach --target-density"),
-    ("--select", "prune.select", str, "layers to prune: kinds (fc, conv, embedding), class names, all, or globs "
-                                      "on module names, comma-separated"),
+    (
+        "--select",
+        "prune.select",
+        str,
+        "layers to prune: kinds (fc, conv, embedding), class names, all, or globs on module names, comma-separated",
+    ),
     ("--exclude", "prune.exclude", str, "layers left out of --select (same forms)"),
     ("--fc-bits", "share.fc_bits", int, "codebook bits of Linear layers"),
     ("--conv-bits", "share.conv_bits", int, "codebook bits of convolutions"),
     ("--embedding-bits", "share.embedding_bits", int, "codebook bits of embedding tables"),
     ("--share-select", "share.select", str, "layers to weight-share (same forms as --select); the rest is stored raw"),
     ("--share-exclude", "share.exclude", str, "layers left out of --share-select"),
-    ("--min-members", "share.min_members", int, "a small layer's codebook keeps at most one centroid per this "
-                                                   "many surviving weights"),
-    ("--init", "share.init", str,
-     "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)"),
-    ("--share-tolerance", "share.tolerance", float, "largest validation drop (points) sharing may add: widths "
-                                                    "grow from --fc-bits/--conv-bits/--embedding-bits until it fits"),
+    (
+        "--min-members",
+        "share.min_members",
+        int,
+        "a small layer's codebook keeps at most one centroid per this many surviving weights",
+    ),
+    (
+        "--init",
+        "share.init",
+        str,
+        "k-means init of Linear/conv layers: linear, density, random or auto (measured per layer)",
+    ),
+    (
+        "--share-tolerance",
+        "share.tolerance",
+        float,
+        "largest validation drop (points) sharing may add: widths "
+        "grow from --fc-bits/--conv-bits/--embedding-bits until it fits",
+    ),
     ("--max-bits", "share.max_bits", int, "widest codebook the --share-tolerance search may give a layer"),
-    ("--quantize", "share.quantize", str, "layers (same forms as --select) stored as uniform int8/int16 with "
-                                          "per-channel scales instead of shared"),
+    (
+        "--quantize",
+        "share.quantize",
+        str,
+        "layers (same forms as --select) stored as uniform int8/int16 with per-channel scales instead of shared",
+    ),
     ("--quantize-dtype", "share.quantize_dtype", str, "int8 or int16, for --quantize"),
     ("--share-epochs", "share.epochs", int, "centroid fine-tuning epochs"),
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
     ("--raw-dtype", "coding.raw_dtype", str, "unshared tensors: auto (float16 from 4096 values), float32 or float16"),
-    ("--codebook-dtype", "coding.codebook_dtype", str,
-     "codebook storage: auto (float16 where centroids fit it), float32 or float16"),
+    (
+        "--codebook-dtype",
+        "coding.codebook_dtype",
+        str,
+        "codebook storage: auto (float16 where centroids fit it), float32 or float16",
+    ),
     ("--rel-bits", "coding.rel_bits", "auto|int", "relative-index width, or auto (whatever makes the file smallest)"),
     ("--seed", "seed", int, "fixes every source of randomness"),
     ("--data", "data", str, DATA_HELP),
     ("--normalize", "normalize", str, NORMALIZE_HELP),
     ("--model", "model", str, MODEL_HELP + "; trained from scratch when no checkpoint is given"),
     ("--model-kwargs", "model_kwargs", "json", "JSON object of the factory's keyword arguments"),
-    ("--objective", "objective", str, "what the run keeps: auto (accuracy with labels; without, distillation from "
-                                      "the dense model: kl for logits, cosine otherwise), classification, kl, "
-                                      "cosine or mse"),
+    (
+        "--objective",
+        "objective",
+        str,
+        "what the run keeps: auto (accuracy with labels; without, distillation from "
+        "the dense model: kl for logits, cosine otherwise), classification, kl, "
+        "cosine or mse",
+    ),
 ]
 COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
-    ("--no-control", "prune.control", "measure drops from the dense model itself, not from the dense model "
-                                      "after the same fine-tuning without pruning"),
+    (
+        "--no-control",
+        "prune.control",
+        "measure drops from the dense model itself, not from the dense model "
+        "after the same fine-tuning without pruning",
+    ),
     ("--no-probe", "prune.probe", "skip the probe: always fine-tune at --lr with --distill"),
     ("--keep-dead", "prune.remove_dead", "do not remove dead neurons"),
     ("--keep-dropout", "prune.adjust_dropout", "do not adjust dropout rates"),
@@ -345,8 +480,12 @@ COMPRESS_SWITCHES: list[tuple[str, str, str]] = [
 
 # How layer-selection errors start (the library's words) -> the flag that set the selection.
 PRUNE_LAYER_MESSAGES = [("--exclude", "prune layers exclude"), ("--select", "prune layers")]
-SHARE_LAYER_MESSAGES = [("--share-exclude", "share.select exclude"), ("--share-select", "share.select"),
-                        ("--share-exclude", "share layers exclude"), ("--share-select", "share layers")]
+SHARE_LAYER_MESSAGES = [
+    ("--share-exclude", "share.select exclude"),
+    ("--share-select", "share.select"),
+    ("--share-exclude", "share layers exclude"),
+    ("--share-select", "share layers"),
+]
 
 
 def _layer_flags(args: argparse.Namespace, table: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -391,6 +530,7 @@ def _compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.sensitivity:
         from nncompress.config import SensitivityConfig
         from nncompress.pruning.sensitivity import from_csv, layer_scales
+
         max_drop = args.max_drop if args.max_drop is not None else SensitivityConfig().max_drop
         base, rows = from_csv(args.sensitivity)
         for layer, scale in layer_scales(rows, base, max_drop).items():
@@ -404,48 +544,68 @@ def _resolve_compress(args: argparse.Namespace) -> tuple[Any, Any, Optional[str]
     """(recipe, run dir, checkpoint, out) from the command line, a recipe, or a run to resume."""
     from nncompress.recipe import apply_overrides, load_recipe, parse_recipe
     from nncompress.rundir import RunDir, new_run_dir
+
     overrides = _compress_overrides(args)
     if args.resume:
         if not args.run_dir:
             raise ConfigError("--resume needs --run-dir: the folder of the run to continue")
         if args.checkpoint or args.recipe or args.out or overrides:
-            raise ConfigError(f"--resume continues the run in {args.run_dir} with its own settings "
-                              f"({args.run_dir}/run.json); give only --run-dir (and --quiet, --json, --report)")
+            raise ConfigError(
+                f"--resume continues the run in {args.run_dir} with its own settings "
+                f"({args.run_dir}/run.json); give only --run-dir (and --quiet, --json, --report)"
+            )
         run = RunDir(args.run_dir, resume=True)
         saved = run.read_run()
         if isinstance(saved.get("out"), str):
             _check_output(saved["out"], flag=f"the run's output (--out in {run.path}/run.json)")
         _refuse_clobber(_report_outputs("--report", args.report), _run_owned(run.path))
-        return parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"), run, saved.get("checkpoint"), \
-            saved.get("out")
+        return (
+            parse_recipe(saved.get("recipe") or {}, f"{run.path}/run.json"),
+            run,
+            saved.get("checkpoint"),
+            saved.get("out"),
+        )
     recipe = load_recipe(args.recipe) if args.recipe else parse_recipe({}, "<defaults>")
     try:
         recipe = apply_overrides(recipe, overrides)
     except ConfigError as exc:  # name the flag the user typed, not the recipe key it sets
-        raise _flag_named(exc, [(flag, key) for flag, key, _, _ in COMPRESS_FLAGS]
-                          + [("--max-drop", "sensitivity.max_drop")]) from None
+        raise _flag_named(
+            exc, [(flag, key) for flag, key, _, _ in COMPRESS_FLAGS] + [("--max-drop", "sensitivity.max_drop")]
+        ) from None
     if args.skip_prune and any(k.startswith("prune.") and k != "prune.enabled" for k in overrides):
         raise ConfigError("--skip-prune turns pruning off: drop the pruning options, or --skip-prune")
     if args.max_drop is not None and recipe.sensitivity is None and not args.sensitivity:
-        raise ConfigError("--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV, "
-                          "or a recipe with a sensitivity section")
+        raise ConfigError(
+            "--max-drop sets how a sensitivity scan becomes per-layer q: give --sensitivity CSV, "
+            "or a recipe with a sensitivity section"
+        )
     if args.target_steps is not None and recipe.prune is not None and recipe.prune.target_density is None:
-        raise ConfigError("--target-steps sets how many steps reach --target-density: give --target-density too "
-                          "(or prune.target_density in the recipe)")
-    _check_model(args.checkpoint, _recorded(args.checkpoint)[1] if recipe.model else None, recipe.model,
-                 "--model" if args.model else "the recipe's model:")
+        raise ConfigError(
+            "--target-steps sets how many steps reach --target-density: give --target-density too "
+            "(or prune.target_density in the recipe)"
+        )
+    _check_model(
+        args.checkpoint,
+        _recorded(args.checkpoint)[1] if recipe.model else None,
+        recipe.model,
+        "--model" if args.model else "the recipe's model:",
+    )
     if not args.checkpoint and recipe.train.epochs < 1:  # as `train --epochs 0`: an untrained model
-        raise ConfigError(f"train.epochs must be at least 1 when compress trains the model itself (no checkpoint "
-                          f"given), got {recipe.train.epochs}")
+        raise ConfigError(
+            f"train.epochs must be at least 1 when compress trains the model itself (no checkpoint "
+            f"given), got {recipe.train.epochs}"
+        )
     _check_output(args.out)
-    inputs = [*([(f"the checkpoint {args.checkpoint}", Path(args.checkpoint))] if args.checkpoint else []),
-              *([(f"the recipe {args.recipe}", Path(args.recipe))] if args.recipe else []),
-              *_sensitivity_input(args.sensitivity), *_data_inputs(recipe.data),
-              *(_run_files(Path(args.run_dir)) if args.run_dir else [])]  # RunDir refuses a folder in use
+    inputs = [
+        *([(f"the checkpoint {args.checkpoint}", Path(args.checkpoint))] if args.checkpoint else []),
+        *([(f"the recipe {args.recipe}", Path(args.recipe))] if args.recipe else []),
+        *_sensitivity_input(args.sensitivity),
+        *_data_inputs(recipe.data),
+        *(_run_files(Path(args.run_dir)) if args.run_dir else []),
+    ]  # RunDir refuses a folder in use
     out = Path(args.out) if args.out else Path(args.run_dir) / "model.nnc" if args.run_dir else None
     what = f"--out {args.out}" if args.out else f"the run's model.nnc ({out})"
-    _refuse_clobber([*([(what, "--out", out)] if out else []),
-                     *_report_outputs("--report", args.report)], inputs)
+    _refuse_clobber([*([(what, "--out", out)] if out else []), *_report_outputs("--report", args.report)], inputs)
     if args.run_dir:
         path = Path(args.run_dir).absolute()
         made = _first_missing(path)
@@ -470,6 +630,7 @@ def _first_missing(path: Path) -> Optional[Path]:
 def _drop_unstarted_run(args: argparse.Namespace) -> None:
     """A run that failed before it wrote run.json has nothing to resume: remove the folders it made."""
     from nncompress.distributed import is_main
+
     run_dir = getattr(args, "_run_dir", None)
     if run_dir is None or (Path(run_dir) / "run.json").exists() or not is_main():
         return
@@ -489,6 +650,7 @@ def _drop_unstarted_run(args: argparse.Namespace) -> None:
 
 def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.pipeline import run_recipe
+
     if args.report:
         _check_output(args.report, flag="--report")
         _check_report_name(args.report)
@@ -504,27 +666,43 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn) -> None:
         res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress, splits=splits)
     except ConfigError as exc:  # a flag's value found wrong once the model is loaded (--groups fc9)
         _drop_unstarted_run(args)
-        raise _flag_named(exc, _given_flags(args, COMPRESS_FLAGS) + _layer_flags(args, PRUNE_LAYER_MESSAGES)
-                          + _layer_flags(args, SHARE_LAYER_MESSAGES)) from None
+        raise _flag_named(
+            exc,
+            _given_flags(args, COMPRESS_FLAGS)
+            + _layer_flags(args, PRUNE_LAYER_MESSAGES)
+            + _layer_flags(args, SHARE_LAYER_MESSAGES),
+        ) from None
     except BaseException:
         _drop_unstarted_run(args)
         raise
     args._run_dir = None  # finished: nothing to resume from here on
     from nncompress.data.datasets import describe_transform
+
     lines = [f"inputs: {describe_transform(res.get('transform'))}", f"run folder {run.path}"]
     from nncompress.distributed import is_main
+
     if args.report and is_main():
         from nncompress.report.page import write_report
+
         html, md = write_report(run.path, args.report)
         res["report"] = {"html": str(html), "markdown": str(md)}
         lines.append(f"report {html} (and {md})")
     skipped = "; pruning skipped (input already pruned)" if res["pruning_skipped"] else ""
     if res.get("finetune"):
         lines.insert(0, f"pruning fine-tuned at {res['finetune']['note']}")
-    _emit(args, {**res, "run_dir": str(run.path)}, file_table_lines(res) + [
-        f"test {res['metric']} of the decoded file {_pct(res['test_score'])} (input {_pct(res['dense_test_score'])}, "
-        f"{-res['test_drop_points']:+.2f} pt){skipped}", *[f"warning: {w}" for w in res.get("warnings") or []],
-        f"wrote {res['file']}", *lines])
+    _emit(
+        args,
+        {**res, "run_dir": str(run.path)},
+        file_table_lines(res)
+        + [
+            f"test {res['metric']} of the decoded file {_pct(res['test_score'])} "
+            f"(input {_pct(res['dense_test_score'])}, "
+            f"{-res['test_drop_points']:+.2f} pt){skipped}",
+            *[f"warning: {w}" for w in res.get("warnings") or []],
+            f"wrote {res['file']}",
+            *lines,
+        ],
+    )
 
 
 def _compress_splits(recipe: Any) -> Any:
@@ -532,6 +710,7 @@ def _compress_splits(recipe: Any) -> Any:
     if recipe.data is None:
         return None
     from nncompress.data import load_data
+
     return load_data(recipe.data, normalize=recipe.normalize)
 
 
@@ -539,22 +718,28 @@ def _check_report_name(path: str) -> None:
     """Only .html/.htm: the Markdown twin and the figure folder are named after it, and a rerun
     may replace an earlier report only because its name says it is one."""
     if Path(path).suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(f"{path}: give the HTML page's name ending in .html (e.g. report.html); the Markdown "
-                          "twin goes beside it")
+        raise ConfigError(
+            f"{path}: give the HTML page's name ending in .html (e.g. report.html); the Markdown twin goes beside it"
+        )
     from nncompress.report.page import FIGURES
+
     files = Path(path).with_name(f"{Path(path).stem}_files")
     foreign = [files / n for n in FIGURES if (files / n).exists() and not _report_figure(files / n)]
     if foreign:
-        raise ConfigError(f"{path}: its figure folder {files} already holds {foreign[0].name}, and no report "
-                          f"{path} owns it; pick another report name")
+        raise ConfigError(
+            f"{path}: its figure folder {files} already holds {foreign[0].name}, and no report "
+            f"{path} owns it; pick another report name"
+        )
 
 
 def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.report.page import write_report
+
     _check_report_name(args.out)
     if Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
-        raise ReportError(f"{args.run_dir} is a file, not a run folder: give the folder that "
-                          "`nncompress compress --run-dir` wrote")
+        raise ReportError(
+            f"{args.run_dir} is a file, not a run folder: give the folder that `nncompress compress --run-dir` wrote"
+        )
     _refuse_clobber(_report_outputs("--out", args.out), _run_owned(Path(args.run_dir)))
     html, md = write_report(args.run_dir, args.out)
     _emit(args, {"html": str(html), "markdown": str(md)}, [f"wrote {html} and {md}"])
@@ -565,20 +750,24 @@ def _load_nnc(path: str, reader: Optional[Callable[[str], Any]] = None) -> Any:
     given instead gets told what reads it."""
     from nncompress.coding.container import MAGIC
     from nncompress.modelfile import is_compressed, load_compressed
+
     try:  # a foreign file is told from its first bytes, before the reader takes in the whole of it
         if os.path.isfile(path) and os.path.getsize(path) >= len(MAGIC) and not is_compressed(path):
             raise BadMagicError(f"{path} is not an nncompress file (its first bytes are not the file magic)")
         return (reader or load_compressed)(path)
     except BadMagicError:
         if zipfile.is_zipfile(path):  # torch.save's format; never unpickled here
-            raise BadMagicError(f"{path} is a PyTorch checkpoint, not an nncompress file: `nncompress compress "
-                                f"{path} --data DATA` makes an .nnc from it (`nncompress evaluate` reads "
-                                "both)") from None
+            raise BadMagicError(
+                f"{path} is a PyTorch checkpoint, not an nncompress file: `nncompress compress "
+                f"{path} --data DATA` makes an .nnc from it (`nncompress evaluate` reads "
+                "both)"
+            ) from None
         raise
 
 
 def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.modelfile import layer_table, read_compressed_header
+
     box = _load_nnc(args.file, read_compressed_header)
     table = layer_table(box.header, box.section_bytes, box.file_bytes)
     table["arch"] = box.header.get("arch")
@@ -588,22 +777,30 @@ def cmd_inspect(args: argparse.Namespace, progress: ProgressFn) -> None:
 def cmd_decompress(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.atomic import atomic_open
     import torch
+
     _refuse_clobber([(f"--out {args.out}", "--out", Path(args.out))], [(f"the input {args.file}", Path(args.file))])
     from nncompress.runtime.export import export_format
+
     if export_format(args.out):
         return _decompress_export(args)
     box = _load_nnc(args.file)
     with atomic_open(args.out, "wb") as handle:
         torch.save(box.state, handle)
-    _emit(args, {"out": args.out, "tensors": len(box.state)},
-          [f"wrote {args.out}: a plain state dict of {len(box.state)} tensors "
-           "(torch.load(path, weights_only=True) reads it)"])
+    _emit(
+        args,
+        {"out": args.out, "tensors": len(box.state)},
+        [
+            f"wrote {args.out}: a plain state dict of {len(box.state)} tensors "
+            "(torch.load(path, weights_only=True) reads it)"
+        ],
+    )
 
 
 def _decompress_export(args: argparse.Namespace) -> None:
     """decompress --out NAME.onnx / NAME.safetensors: a standard file, ONNX checked in onnxruntime."""
     from nncompress.runtime.export import export_onnx, export_safetensors
     from nncompress.runtime.source import input_shape_for, model_from_file, parse_shape
+
     box = _load_nnc(args.file)
     if args.out.lower().endswith(".safetensors") and not args.model:
         res = export_safetensors(box.state, args.out, sparse=args.sparse)
@@ -616,33 +813,52 @@ def _decompress_export(args: argparse.Namespace) -> None:
             res = export_onnx(model, args.out, shape, sparse=args.sparse)
         else:
             res = export_safetensors(model.state_dict(), args.out, sparse=args.sparse)
-    lines = [f"wrote {args.out}: {res.format}, {res.tensors} tensors, {res.file_bytes:,} bytes"
-             + (f", {len(res.sparse_tensors)} stored sparse" if args.sparse else "")]
+    lines = [
+        f"wrote {args.out}: {res.format}, {res.tensors} tensors, {res.file_bytes:,} bytes"
+        + (f", {len(res.sparse_tensors)} stored sparse" if args.sparse else "")
+    ]
     if res.max_abs_diff is not None:
-        lines.append(f"onnxruntime against PyTorch on random inputs "
-                     f"(batch {', '.join(map(str, res.checked_batches))}): max abs difference {res.max_abs_diff:.3g}")
+        lines.append(
+            f"onnxruntime against PyTorch on random inputs "
+            f"(batch {', '.join(map(str, res.checked_batches))}): max abs difference {res.max_abs_diff:.3g}"
+        )
     _emit(args, res.to_dict(), lines)
 
 
 def cmd_benchmark(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.runtime.benchmark import benchmark_file
     from nncompress.runtime.source import parse_shape
+
     _, recorded = _recorded(args.file)
     _check_model(args.file, recorded, args.model)
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
-    res = benchmark_file(args.file, args.batch or [1, 64], mode=args.runtime, int8=args.int8, threads=args.threads,
-                         input_shape=parse_shape(args.input_shape), model_name=args.model,
-                         model_kwargs=_model_kwargs(args.model_kwargs), repeats=args.repeats)
-    lines = [f"{args.file}: dense (decoded) against the {res['runtime']} runtime{' with int8' if res['int8'] else ''}, "
-             f"{res['threads']} thread(s), inputs (batch, {', '.join(map(str, res['input_shape']))}); "
-             "medians in ms",
-             f"{'batch':>6} {'dense':>10} {'runtime':>10} {'speedup':>8}"]
-    lines += [f"{b['batch']:>6} {b['dense_ms']:>10.3f} {b['runtime_ms']:>10.3f} {b['speedup']:>7.2f}x"
-              for b in res["batches"]]
+    res = benchmark_file(
+        args.file,
+        args.batch or [1, 64],
+        mode=args.runtime,
+        int8=args.int8,
+        threads=args.threads,
+        input_shape=parse_shape(args.input_shape),
+        model_name=args.model,
+        model_kwargs=_model_kwargs(args.model_kwargs),
+        repeats=args.repeats,
+    )
+    lines = [
+        f"{args.file}: dense (decoded) against the {res['runtime']} runtime{' with int8' if res['int8'] else ''}, "
+        f"{res['threads']} thread(s), inputs (batch, {', '.join(map(str, res['input_shape']))}); "
+        "medians in ms",
+        f"{'batch':>6} {'dense':>10} {'runtime':>10} {'speedup':>8}",
+    ]
+    lines += [
+        f"{b['batch']:>6} {b['dense_ms']:>10.3f} {b['runtime_ms']:>10.3f} {b['speedup']:>7.2f}x" for b in res["batches"]
+    ]
     lines += ["", f"{'layer':<24} {'kept':>7} {'batch':>6} {'kernel':<10} {'dense':>10} {'runtime':>10} {'speedup':>8}"]
-    lines += [f"{r['layer']:<24} {100 * r['kept']:>6.1f}% {r['batch']:>6} {r['kernel']:<10} {r['dense_ms']:>10.3f} "
-              f"{r['runtime_ms']:>10.3f} {r['speedup']:>7.2f}x" for r in res["layers"]]
+    lines += [
+        f"{r['layer']:<24} {100 * r['kept']:>6.1f}% {r['batch']:>6} {r['kernel']:<10} {r['dense_ms']:>10.3f} "
+        f"{r['runtime_ms']:>10.3f} {r['speedup']:>7.2f}x"
+        for r in res["layers"]
+    ]
     lines.append(f"weights held: dense {res['dense_bytes']:,} bytes, runtime {res['runtime_bytes']:,} bytes")
     _emit(args, res, lines)
 
@@ -656,24 +872,32 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressFn) -> None:
     from nncompress.recipe import apply_overrides, shipped_recipe
     from nncompress.report.page import write_report
     from nncompress.rundir import RunDir, new_run_dir
+
     recipe = apply_overrides(shipped_recipe(DEMO_RECIPE), {"seed": args.seed}, "demo")
     run = RunDir(new_run_dir(args.out))
     args._run_dir = run.path
     res = run_recipe(recipe, run, progress=progress)
     from nncompress.distributed import is_main
+
     if not is_main():  # rank 0 writes the report and speaks for the run
         return
     html, _ = write_report(run.path, run.file("report.html"))
     steps = [json.loads(line) for line in run.file("steps.jsonl").read_text().splitlines()]
     density = steps[-1]["overall_density"]  # against the layer sizes before dead neurons were removed
-    print("\n".join([
-        "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
-        f"pruning: {len(steps)} logged steps; {1 / max(density, 1e-12):.1f}x fewer nonzero weights "
-        f"({density:.1%} kept); fine-tuned at {(res.get('finetune') or {}).get('note', '-')}", "",
-        *file_table_lines(res),
-        f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
-        f"({-res['test_drop_points']:+.2f} pt)",
-        f"outputs in {run.path}; open {html} for the report"]))
+    print(
+        "\n".join(
+            [
+                "demo: MLP on scikit-learn's embedded 8x8 digits: train -> sensitivity -> prune -> share -> code",
+                f"pruning: {len(steps)} logged steps; {1 / max(density, 1e-12):.1f}x fewer nonzero weights "
+                f"({density:.1%} kept); fine-tuned at {(res.get('finetune') or {}).get('note', '-')}",
+                "",
+                *file_table_lines(res),
+                f"test accuracy: dense {_pct(res['dense_test_accuracy'])}, decoded file {_pct(res['test_accuracy'])} "
+                f"({-res['test_drop_points']:+.2f} pt)",
+                f"outputs in {run.path}; open {html} for the report",
+            ]
+        )
+    )
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True, objective: bool = False) -> None:
@@ -684,9 +908,13 @@ def _add_common(p: argparse.ArgumentParser, data: bool = True, objective: bool =
     if data:
         p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
     if objective:
-        p.add_argument("--objective", default="auto", choices=OBJECTIVES,
-                       help="what decisions keep: auto (accuracy with labels; without, distillation from the dense "
-                            "model: kl for logits, cosine otherwise), classification, kl, cosine or mse")
+        p.add_argument(
+            "--objective",
+            default="auto",
+            choices=OBJECTIVES,
+            help="what decisions keep: auto (accuracy with labels; without, distillation from the dense "
+            "model: kl for logits, cosine otherwise), classification, kl, cosine or mse",
+        )
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
 
 
@@ -698,10 +926,14 @@ def _add_q_range(p: argparse.ArgumentParser, defaults: PruneConfig | Sensitivity
 
 def _prune_flags() -> tuple[list[tuple[str, str, Any, str]], list[tuple[str, str, str]]]:
     """``prune``'s flags: the pruning rows of the compress tables, keyed by PruneConfig field."""
-    flags = [(flag, key.split(".", 1)[1], kind, text) for flag, key, kind, text in COMPRESS_FLAGS
-             if key.startswith("prune.")]
-    switches = [(flag, key.split(".", 1)[1], text) for flag, key, text in COMPRESS_SWITCHES
-                if key.startswith("prune.") and key != "prune.enabled"]
+    flags = [
+        (flag, key.split(".", 1)[1], kind, text) for flag, key, kind, text in COMPRESS_FLAGS if key.startswith("prune.")
+    ]
+    switches = [
+        (flag, key.split(".", 1)[1], text)
+        for flag, key, text in COMPRESS_SWITCHES
+        if key.startswith("prune.") and key != "prune.enabled"
+    ]
     return flags, switches
 
 
@@ -710,14 +942,22 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
     flags, switches = _prune_flags()
     for flag, name, kind, text in flags:
         given_only = name in ("target_steps", "select", "exclude")  # None: not given (checked, named in errors)
-        p.add_argument(flag, type=kind, default=None if given_only else getattr(c, name),
-                       help=f"{text} (default {getattr(c, name)})")
+        p.add_argument(
+            flag,
+            type=kind,
+            default=None if given_only else getattr(c, name),
+            help=f"{text} (default {getattr(c, name)})",
+        )
     for flag, _, text in switches:
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--sensitivity", default=None, help="sensitivity.csv (or its folder): per-layer q from it")
-    p.add_argument("--max-drop", type=float, default=None,
-                   help=f"with --sensitivity: drop (points) that sets each layer's q scale "
-                        f"(default {SensitivityConfig().max_drop})")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help=f"with --sensitivity: drop (points) that sets each layer's q scale "
+        f"(default {SensitivityConfig().max_drop})",
+    )
     p.add_argument("--seed", type=int, default=c.seed)
 
 
@@ -728,25 +968,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nncompress: error: {message} (see {self.prog} --help)\n")
 
 
-MAX_DECODED_HELP = ("memory (MB) the weights of a .nnc file may decode to, per tensor and in all (default: "
-                    "1024 per tensor, 2048 in all); raise it only for files you trust")
+MAX_DECODED_HELP = (
+    "memory (MB) the weights of a .nnc file may decode to, per tensor and in all (default: "
+    "1024 per tensor, 2048 in all); raise it only for files you trust"
+)
 
 
 def _decode_limits(args: argparse.Namespace) -> Any:
     """The --max-decoded-mb limits for every .nnc file the command reads (none given: the defaults)."""
     from contextlib import nullcontext
     from nncompress.modelfile import decode_limits
+
     mb = getattr(args, "max_decoded_mb", None)
     if mb is None:
         return nullcontext()
-    if not mb > 0 or mb > 2 ** 40:
+    if not mb > 0 or mb > 2**40:
         raise ConfigError(f"--max-decoded-mb must be a positive number of megabytes, not {mb}")
-    return decode_limits(int(mb * 2 ** 20))
+    return decode_limits(int(mb * 2**20))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nncompress", description="Compress trained networks: prune, "
-                                     "fine-tune, measure.")
+    parser = _Parser(prog="nncompress", description="Compress trained networks: prune, fine-tune, measure.")
     parser.add_argument("--version", action="version", version=f"nncompress {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
@@ -754,8 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the same flags after the sub-command; SUPPRESS keeps them from resetting the ones given before it
     common = _Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log what the library does")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log what the library does"
+    )
     common.add_argument("--max-decoded-mb", type=float, default=argparse.SUPPRESS, help=MAX_DECODED_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -764,8 +1007,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", help="train a model (built-in or your own factory) on labelled data")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments (sizes the "
-                   "data implies, num_classes / in_channels / input_shape, are filled in when the factory takes them)")
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="JSON object of the factory's keyword arguments (sizes the "
+        "data implies, num_classes / in_channels / input_shape, are filled in when the factory takes them)",
+    )
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
     p.add_argument("--epochs", type=int, default=20)
@@ -778,8 +1025,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", help="test accuracy (or agreement with a reference model) and weight counts of a file")
     p.add_argument("checkpoint")
-    p.add_argument("--reference", default=None,
-                   help="the dense model: score the file by its outputs against this model's (needed without labels)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="the dense model: score the file by its outputs against this model's (needed without labels)",
+    )
     _add_common(p, objective=True)
     p.set_defaults(func=cmd_evaluate)
 
@@ -788,8 +1038,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="folder for sensitivity.csv and sensitivity.png")
     _add_q_range(p, d)
-    p.add_argument("--max-drop", type=float, default=d.max_drop,
-                   help="accuracy drop (points) a layer may take alone; sets the per-layer q scale")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=d.max_drop,
+        help="accuracy drop (points) a layer may take alone; sets the per-layer q scale",
+    )
     _add_common(p, objective=True)
     p.set_defaults(func=cmd_sensitivity)
 
@@ -797,19 +1051,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="pruned checkpoint")
     p.add_argument("--log-dir", default=None, help="step log, histograms, summary (default: OUT_prune/)")
-    p.add_argument("--storage", choices=["auto", "dense", "csr"], default="auto",
-                   help="auto: CSR for each weight where it is smaller than dense")
+    p.add_argument(
+        "--storage",
+        choices=["auto", "dense", "csr"],
+        default="auto",
+        help="auto: CSR for each weight where it is smaller than dense",
+    )
     _add_prune_flags(p)
     _add_common(p, objective=True)
     p.set_defaults(func=cmd_prune)
 
     p = add("compress", help="prune -> share weights -> fine-tune -> code into one small file")
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="trained checkpoint (leave out to train the recipe's model first)")
+    p.add_argument(
+        "checkpoint", nargs="?", default=None, help="trained checkpoint (leave out to train the recipe's model first)"
+    )
     p.add_argument("--recipe", default=None, help="YAML or TOML file describing the whole run; flags override it")
     p.add_argument("--out", default=None, help="the compressed file (.nnc; default RUN_DIR/model.nnc)")
-    p.add_argument("--run-dir", default=None,
-                   help="folder for the run's logs, figures and saved state (default: a new runs/TIMESTAMP)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder for the run's logs, figures and saved state (default: a new runs/TIMESTAMP)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
     p.add_argument("--report", default=None, help="also write this HTML report (and its Markdown twin)")
     for flag, key, kind, text in COMPRESS_FLAGS:
@@ -834,12 +1096,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("decompress", help="a compressed file -> a plain state dict, ONNX or safetensors (by --out's suffix)")
     p.add_argument("file")
-    p.add_argument("--out", required=True, help="NAME.pt: state dict; NAME.onnx: ONNX, checked in onnxruntime; "
-                   "NAME.safetensors: safetensors")
-    p.add_argument("--sparse", action="store_true", help="store pruned weights sparse (.safetensors: CSR parts; "
-                   ".onnx: sparse initializers, which onnxruntime makes dense when it loads them)")
-    p.add_argument("--input-shape", default=None, help="for .onnx: one input example's shape, e.g. 1,28,28 "
-                   "(default: the one the file records)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="NAME.pt: state dict; NAME.onnx: ONNX, checked in onnxruntime; NAME.safetensors: safetensors",
+    )
+    p.add_argument(
+        "--sparse",
+        action="store_true",
+        help="store pruned weights sparse (.safetensors: CSR parts; "
+        ".onnx: sparse initializers, which onnxruntime makes dense when it loads them)",
+    )
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="for .onnx: one input example's shape, e.g. 1,28,28 (default: the one the file records)",
+    )
     p.add_argument("--model", default=None, help=f"{MODEL_HELP}; for .onnx when the file records no architecture")
     p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
@@ -847,15 +1119,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("benchmark", help="latency of the decoded dense model against the sparse/int8 runtime, per layer")
     p.add_argument("file")
-    p.add_argument("--batch", type=int, action="append", default=None,
-                   help="a batch size to time (repeat the flag for several; default 1 and 64)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        action="append",
+        default=None,
+        help="a batch size to time (repeat the flag for several; default 1 and 64)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
-    p.add_argument("--runtime", choices=["auto", "sparse"], default="auto",
-                   help="auto: per layer and batch size the faster of dense and CSR, as timed at load; "
-                        "sparse: CSR for every pruned layer")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "sparse"],
+        default="auto",
+        help="auto: per layer and batch size the faster of dense and CSR, as timed at load; "
+        "sparse: CSR for every pruned layer",
+    )
     p.add_argument("--int8", action="store_true", help="Linear layers that stay dense run on int8 weights")
-    p.add_argument("--input-shape", default=None, help="one input example's shape, e.g. 1,28,28 "
-                   "(default: the one the file records)")
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="one input example's shape, e.g. 1,28,28 (default: the one the file records)",
+    )
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (medians)")
     _add_common(p, data=False)
     p.set_defaults(func=cmd_benchmark)
@@ -886,8 +1170,13 @@ def _check_output(path: Optional[str | Path], folder: bool = False, flag: str = 
 
 
 # inputs named on the command line: (attribute, what it is); each is checked before any work starts
-INPUT_ARGS = (("checkpoint", "checkpoint"), ("file", "compressed file"), ("recipe", "recipe"),
-              ("sensitivity", "sensitivity table"), ("reference", "reference model"))
+INPUT_ARGS = (
+    ("checkpoint", "checkpoint"),
+    ("file", "compressed file"),
+    ("recipe", "recipe"),
+    ("sensitivity", "sensitivity table"),
+    ("reference", "reference model"),
+)
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -929,15 +1218,20 @@ def _report_outputs(flag: str, html: Optional[str]) -> list[tuple[str, str, Path
     if not html:
         return []
     from nncompress.report.page import FIGURES
+
     md = Path(html).with_suffix(".md")
     files = Path(html).with_name(f"{Path(html).stem}_files")  # write_report's figure folder
-    return [(f"{flag} {html}", flag, Path(html)), (f"{flag} {html} (its Markdown twin {md})", flag, md),
-            *[(f"{flag} {html} (its figure {files / name})", flag, files / name) for name in FIGURES]]
+    return [
+        (f"{flag} {html}", flag, Path(html)),
+        (f"{flag} {html} (its Markdown twin {md})", flag, md),
+        *[(f"{flag} {html} (its figure {files / name})", flag, files / name) for name in FIGURES],
+    ]
 
 
 def _data_inputs(spec: Optional[str]) -> list[tuple[str, Path]]:
     """The IDX files of a --data folder (named data sets live elsewhere)."""
     from nncompress.data.datasets import IDX_FILES
+
     if not spec or spec in ("digits", "fashion-mnist") or not Path(spec).is_dir():
         return []
     return [(f"the data file {Path(spec) / n}", Path(spec) / n) for name in IDX_FILES for n in (name, f"{name}.gz")]
@@ -954,6 +1248,7 @@ def _sensitivity_input(path: Optional[str]) -> list[tuple[str, Path]]:
 def _run_files(run_dir: Path) -> list[tuple[str, Path]]:
     """The files a run writes in its folder, whether or not they are there yet."""
     from nncompress.rundir import RUN_FILES
+
     return [(f"the run's {name} ({run_dir / name})", run_dir / name) for name in RUN_FILES]
 
 
@@ -965,9 +1260,13 @@ def _beside_a_page(path: Path) -> bool:
 def _report_figure(path: Path) -> bool:
     """A figure of an earlier report: NAME_files/FIGURE beside NAME.html (or .htm)."""
     from nncompress.report.page import FIGURES
+
     folder = path.parent
-    return (path.name in FIGURES and folder.name.endswith("_files")
-            and _beside_a_page(folder.with_name(folder.name[:-len("_files")])))
+    return (
+        path.name in FIGURES
+        and folder.name.endswith("_files")
+        and _beside_a_page(folder.with_name(folder.name[: -len("_files")]))
+    )
 
 
 def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
@@ -977,9 +1276,14 @@ def _run_owned(run_dir: Path) -> list[tuple[str, Path]]:
     owned = _run_files(run_dir)
     if not run_dir.is_dir():
         return owned
-    owned += [(f"the run's file {p}", p) for p in run_dir.rglob("*")
-              if p.is_file() and p.suffix.lower() not in (".html", ".htm") and not _report_figure(p)
-              and not (p.suffix.lower() == ".md" and _beside_a_page(p))]
+    owned += [
+        (f"the run's file {p}", p)
+        for p in run_dir.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() not in (".html", ".htm")
+        and not _report_figure(p)
+        and not (p.suffix.lower() == ".md" and _beside_a_page(p))
+    ]
     try:
         saved = load_json_file(run_dir / "run.json", ConfigError) if (run_dir / "run.json").exists() else None
     except ConfigError:  # a damaged run.json is reported by what reads it for the run
@@ -997,6 +1301,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
         return ""
     report = f" --report {args.report}" if getattr(args, "report", None) else ""
     from nncompress.distributed import launched
+
     launcher = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '2')} -m " if launched() else ""
     return f"; continue with: {launcher}nncompress compress --resume --run-dir {run_dir}{report}"
 
@@ -1020,6 +1325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from nncompress import distributed
+
     try:
         started = distributed.init_from_env()  # under torchrun: one rank of several
     except NNCompressError as exc:
@@ -1040,9 +1346,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     from nncompress.distributed import is_main, rank
     from nncompress.errors import DistributedError
+
     main_rank = is_main()  # other ranks under torchrun stay quiet: no bars, warnings or output
-    logging.basicConfig(level=(logging.INFO if args.verbose else logging.WARNING) if main_rank else logging.ERROR,
-                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=(logging.INFO if args.verbose else logging.WARNING) if main_rank else logging.ERROR,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     bars = ProgressBars(enabled=not args.quiet and not getattr(args, "json", False) and main_rank)
     try:
         _check_inputs(args)
@@ -1071,6 +1381,7 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bars.close()
         from nncompress.distributed import launched
+
         what = f"rank {rank()} stopped (torchrun ends every rank when one fails)" if launched() else "interrupted"
         print(f"nncompress: {what}; no output file was left half-written{_resume_hint(args)}", file=sys.stderr)
         return 130

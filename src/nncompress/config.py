@@ -4,6 +4,7 @@ Configs are plain dataclasses so they serialise to JSON for logs and
 checkpoints; every range check lives in ``__post_init__`` and raises
 ``ConfigError`` naming the field, so bad options fail before any work starts.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ def _require(cond: bool, name: str, expected: str, value: Any, key: Optional[str
     entry of a per-layer mapping field (shown as ``NAME['KEY']``)."""
     if not cond:
         shown = name if key is None else f"{name}[{key!r}]"
-        raise ConfigError(f"{shown} must be {expected}, got {value!r}", field=name, key=key, expected=expected,
-                          got=repr(value))
+        raise ConfigError(
+            f"{shown} must be {expected}, got {value!r}", field=name, key=key, expected=expected, got=repr(value)
+        )
 
 
 def _finite(x: Any) -> bool:
@@ -43,13 +45,16 @@ def _check_q_range(q0: Any, q_step: Any, q_max: Any) -> None:
     _require(_finite(q0) and q0 >= 0, "q0", "a number >= 0", q0)
     _require(_finite(q_step) and q_step > 0, "q_step", "a number > 0", q_step)
     _require(_finite(q_max) and q_max >= q0, "q_max", f"a number >= q0 ({q0})", q_max)
-    _require((q_max - q0) / q_step < MAX_STEPS, "q_step", f"large enough for at most {MAX_STEPS} steps from "
-             f"q0 to q_max", q_step)
+    _require(
+        (q_max - q0) / q_step < MAX_STEPS,
+        "q_step",
+        f"large enough for at most {MAX_STEPS} steps from q0 to q_max",
+        q_step,
+    )
 
 
 def _check_seed(seed: Any) -> None:
-    _require(is_int(seed) and 0 <= seed < 2 ** 63, "seed",
-             "an integer in 0..2**63-1", seed)
+    _require(is_int(seed) and 0 <= seed < 2**63, "seed", "an integer in 0..2**63-1", seed)
 
 
 def _check_optimizer(lr: Any, momentum: Any, weight_decay: Any, batch_size: Any) -> None:
@@ -106,8 +111,15 @@ def _check_layer_spec(spec: Any, name: str, empty_ok: bool = False) -> None:
     """A layer selection (see ``nncompress.layers.select_layers``): comma-separated kinds,
     class names or globs; what it matches is checked once the model is known."""
     ok = isinstance(spec, str) and (empty_ok or any(t.strip() for t in spec.split(",")))
-    _require(ok, name, "comma-separated layer kinds (fc, conv, embedding), class names, 'all' or name globs"
-             + (", or ''" if empty_ok else ""), spec)
+    _require(
+        ok,
+        name,
+        "comma-separated layer kinds (fc, conv, embedding), class names, 'all' or name globs"
+        + (", or ''" if empty_ok else ""),
+        spec,
+    )
+
+
 BUDGETS = ("even", "greedy")
 DECISIONS = ("pooled", "reading")
 
@@ -201,47 +213,80 @@ class PruneConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_q_range(self.q0, self.q_step, self.q_max)
-        _require(_finite(self.tolerance) and 0 <= self.tolerance <= 100, "tolerance",
-                 "a number of percentage points in [0, 100]", self.tolerance)
-        _require(_non_negative_int(self.epochs_per_step), "epochs_per_step", "an integer >= 0",
-                 self.epochs_per_step)
-        _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0",
-                 self.recover_epochs)
+        _require(
+            _finite(self.tolerance) and 0 <= self.tolerance <= 100,
+            "tolerance",
+            "a number of percentage points in [0, 100]",
+            self.tolerance,
+        )
+        _require(_non_negative_int(self.epochs_per_step), "epochs_per_step", "an integer >= 0", self.epochs_per_step)
+        _require(_non_negative_int(self.recover_epochs), "recover_epochs", "an integer >= 0", self.recover_epochs)
         _require(isinstance(self.control, bool), "control", "true or false", self.control)
-        _require(_finite(self.min_layer_share) and 0 <= self.min_layer_share < 1, "min_layer_share",
-                 "a fraction in [0, 1)", self.min_layer_share)
+        _require(
+            _finite(self.min_layer_share) and 0 <= self.min_layer_share < 1,
+            "min_layer_share",
+            "a fraction in [0, 1)",
+            self.min_layer_share,
+        )
         _require(_non_negative_int(self.refine_steps), "refine_steps", "an integer >= 0", self.refine_steps)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
-        _require(isinstance(self.groups, str) and self.groups.strip() != "", "groups",
-                 f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'", self.groups)
+        _require(
+            isinstance(self.groups, str) and self.groups.strip() != "",
+            "groups",
+            f"a preset ({', '.join(GROUP_PRESETS)}) or layer names like 'fc1+fc2,fc3'",
+            self.groups,
+        )
         _require(self.budget in BUDGETS, "budget", f"one of {', '.join(BUDGETS)}", self.budget)
         _require(self.decision in DECISIONS, "decision", f"one of {', '.join(DECISIONS)}", self.decision)
         _require(_finite(self.distill) and 0 <= self.distill <= 1, "distill", "a weight in [0, 1]", self.distill)
-        _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
-                 "a number > 0", self.distill_temperature)
+        _require(
+            _finite(self.distill_temperature) and self.distill_temperature > 0,
+            "distill_temperature",
+            "a number > 0",
+            self.distill_temperature,
+        )
         _require(isinstance(self.probe, bool), "probe", "true or false", self.probe)
         _require(_finite(self.probe_kl) and self.probe_kl > 0, "probe_kl", "a number of nats > 0", self.probe_kl)
-        _require(_finite(self.fallback_lr) and self.fallback_lr > 0, "fallback_lr", "a finite number > 0",
-                 self.fallback_lr)
-        _require(_finite(self.fallback_distill) and 0 <= self.fallback_distill <= 1, "fallback_distill",
-                 "a weight in [0, 1]", self.fallback_distill)
+        _require(
+            _finite(self.fallback_lr) and self.fallback_lr > 0, "fallback_lr", "a finite number > 0", self.fallback_lr
+        )
+        _require(
+            _finite(self.fallback_distill) and 0 <= self.fallback_distill <= 1,
+            "fallback_distill",
+            "a weight in [0, 1]",
+            self.fallback_distill,
+        )
         for name, scale in dict(self.layer_scale).items():
             _require(_finite(scale) and scale > 0, "layer_scale", "a number > 0", scale, key=name)
         object.__setattr__(self, "layer_scale", dict(self.layer_scale))
-        _require(self.target_density is None or (_finite(self.target_density) and 0 < self.target_density <= 1),
-                 "target_density", "a fraction of kept weights in (0, 1], or None for the tolerance loop",
-                 self.target_density)
-        _require(_positive_int(self.target_steps) and self.target_steps <= MAX_STEPS, "target_steps",
-                 f"an integer in 1..{MAX_STEPS}", self.target_steps)
+        _require(
+            self.target_density is None or (_finite(self.target_density) and 0 < self.target_density <= 1),
+            "target_density",
+            "a fraction of kept weights in (0, 1], or None for the tolerance loop",
+            self.target_density,
+        )
+        _require(
+            _positive_int(self.target_steps) and self.target_steps <= MAX_STEPS,
+            "target_steps",
+            f"an integer in 1..{MAX_STEPS}",
+            self.target_steps,
+        )
         _check_layer_spec(self.select, "select")
         _check_layer_spec(self.exclude, "exclude", empty_ok=True)
         _check_seed(self.seed)
 
     def finetune(self, epochs: int) -> TrainConfig:
         """The training recipe of one fine-tuning phase."""
-        return TrainConfig(epochs=epochs, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           batch_size=self.batch_size, warmup=0.0, seed=self.seed)
+        return TrainConfig(
+            epochs=epochs,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            warmup=0.0,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -323,34 +368,66 @@ class ShareConfig(_Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.tolerance is None or (_finite(self.tolerance) and 0 <= self.tolerance <= 100), "tolerance",
-                 "a number of points in [0, 100], or None for the widths as given", self.tolerance)
-        _require(_positive_int(self.max_bits) and self.max_bits <= MAX_CODEBOOK_BITS, "max_bits",
-                 f"an integer in 1..{MAX_CODEBOOK_BITS}", self.max_bits)
+        _require(
+            self.tolerance is None or (_finite(self.tolerance) and 0 <= self.tolerance <= 100),
+            "tolerance",
+            "a number of points in [0, 100], or None for the widths as given",
+            self.tolerance,
+        )
+        _require(
+            _positive_int(self.max_bits) and self.max_bits <= MAX_CODEBOOK_BITS,
+            "max_bits",
+            f"an integer in 1..{MAX_CODEBOOK_BITS}",
+            self.max_bits,
+        )
         _require(_positive_int(self.min_members), "min_members", "an integer >= 1", self.min_members)
         _require(self.raw_dtype in RAW_DTYPES, "raw_dtype", "'auto', 'float32' or 'float16'", self.raw_dtype)
         _check_layer_spec(self.select, "select")
         _check_layer_spec(self.exclude, "exclude", empty_ok=True)
         _check_layer_spec(self.quantize, "quantize", empty_ok=True)
         _require(self.quantize_dtype in ("int8", "int16"), "quantize_dtype", "'int8' or 'int16'", self.quantize_dtype)
-        _require(self.codebook_dtype in ("auto", "float32", "float16"), "codebook_dtype",
-                 "'auto', 'float32' or 'float16'", self.codebook_dtype)
-        for name, key, bits in [("fc_bits", None, self.fc_bits), ("conv_bits", None, self.conv_bits),
-                                ("embedding_bits", None, self.embedding_bits),
-                                *[("layer_bits", k, v) for k, v in dict(self.layer_bits).items()]]:
-            _require(_positive_int(bits) and bits <= MAX_CODEBOOK_BITS, name, f"an integer in 1..{MAX_CODEBOOK_BITS}",
-                     bits, key=key)
+        _require(
+            self.codebook_dtype in ("auto", "float32", "float16"),
+            "codebook_dtype",
+            "'auto', 'float32' or 'float16'",
+            self.codebook_dtype,
+        )
+        for name, key, bits in [
+            ("fc_bits", None, self.fc_bits),
+            ("conv_bits", None, self.conv_bits),
+            ("embedding_bits", None, self.embedding_bits),
+            *[("layer_bits", k, v) for k, v in dict(self.layer_bits).items()],
+        ]:
+            _require(
+                _positive_int(bits) and bits <= MAX_CODEBOOK_BITS,
+                name,
+                f"an integer in 1..{MAX_CODEBOOK_BITS}",
+                bits,
+                key=key,
+            )
         object.__setattr__(self, "layer_bits", dict(self.layer_bits))
         _require(self.init in SHARE_INITS, "init", f"one of {SHARE_INITS}", self.init)
         _require(self.embedding_init in SHARE_INITS, "embedding_init", f"one of {SHARE_INITS}", self.embedding_init)
         _require(_non_negative_int(self.epochs), "epochs", "an integer >= 0", self.epochs)
         _check_optimizer(self.lr, self.momentum, self.weight_decay, self.batch_size)
-        _require(_finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0",
-                 self.centroid_lr)
+        _require(
+            _finite(self.centroid_lr) and self.centroid_lr > 0, "centroid_lr", "a finite number > 0", self.centroid_lr
+        )
         _check_seed(self.seed)
-        _require(self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= MAX_REL_BITS),
-                 "rel_bits", f"'auto' or an integer in 1..{MAX_REL_BITS}", self.rel_bits)
+        _require(
+            self.rel_bits == "auto" or (_positive_int(self.rel_bits) and self.rel_bits <= MAX_REL_BITS),
+            "rel_bits",
+            f"'auto' or an integer in 1..{MAX_REL_BITS}",
+            self.rel_bits,
+        )
 
     def finetune(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
-                           weight_decay=self.weight_decay, batch_size=self.batch_size, warmup=0.0, seed=self.seed)
+        return TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            warmup=0.0,
+            seed=self.seed,
+        )

@@ -13,6 +13,7 @@ A rank that dies or stops answering ends the run with ``DistributedError``
 once the collective timeout passes (``NNCOMPRESS_DIST_TIMEOUT`` seconds,
 default 900), not with a hang; the journal keeps the last finished epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,29 @@ from torch import nn
 
 from nncompress.errors import DistributedError, NNCompressError, RankMismatchError
 
-__all__ = ["DEFAULT_TIMEOUT", "active", "all_sum", "average_gradients", "barrier", "broadcast_bytes",
-           "check_identical", "fork_rng", "init_from_env", "is_main", "launched", "local", "on_main", "rank", "shard",
-           "shutdown", "span", "sync_buffers", "sync_rng", "timeout_seconds", "world_size"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "active",
+    "all_sum",
+    "average_gradients",
+    "barrier",
+    "broadcast_bytes",
+    "check_identical",
+    "fork_rng",
+    "init_from_env",
+    "is_main",
+    "launched",
+    "local",
+    "on_main",
+    "rank",
+    "shard",
+    "shutdown",
+    "span",
+    "sync_buffers",
+    "sync_rng",
+    "timeout_seconds",
+    "world_size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +59,14 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 900.0
 TIMEOUT_ENV = "NNCOMPRESS_DIST_TIMEOUT"
 #: gradients are all-reduced in buckets of about this many bytes: one flat copy of the whole model is never made
-BUCKET_BYTES = 25 * 2 ** 20
+BUCKET_BYTES = 25 * 2**20
 
 _local_depth = 0  # > 0 while rank 0 runs alone inside ``on_main``: no collectives then
 
 
 def _dist() -> Any:
     import torch.distributed as dist
+
     return dist
 
 
@@ -110,9 +132,11 @@ def init_from_env(device: Optional[str] = None, timeout: Optional[float] = None)
     try:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
     except (RuntimeError, ValueError) as exc:
-        raise DistributedError(f"could not start the {backend} process group (rank {os.environ.get('RANK')} of "
-                               f"{os.environ.get('WORLD_SIZE')}): {_first_line(exc)}; check MASTER_ADDR/"
-                               "MASTER_PORT or the torchrun --rdzv-endpoint") from exc
+        raise DistributedError(
+            f"could not start the {backend} process group (rank {os.environ.get('RANK')} of "
+            f"{os.environ.get('WORLD_SIZE')}): {_first_line(exc)}; check MASTER_ADDR/"
+            "MASTER_PORT or the torchrun --rdzv-endpoint"
+        ) from exc
     log.info("rank %d of %d (%s, timeout %g s)", dist.get_rank(), dist.get_world_size(), backend, seconds)
     return True
 
@@ -137,7 +161,8 @@ def _guard(what: str) -> Iterator[None]:
         raise DistributedError(
             f"rank {rank()} of {world_size()}: {what} failed: another rank stopped or did not answer within "
             f"{timeout_seconds():g} s ({_first_line(exc)}); a run folder keeps the state of the last finished "
-            "epoch for --resume") from exc
+            "epoch for --resume"
+        ) from exc
 
 
 def _comm_device() -> torch.device:
@@ -165,6 +190,7 @@ def barrier(what: str = "barrier") -> None:
 
 
 # -- data parallel helpers -------------------------------------------------------
+
 
 def span(n: int) -> tuple[int, int]:
     """This rank's contiguous share [lo, hi) of n items (shares differ by at most one)."""
@@ -198,8 +224,11 @@ def _buckets(tensors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
     bucket: list[torch.Tensor] = []
     size = 0
     for t in tensors:
-        if bucket and (size + t.numel() * t.element_size() > BUCKET_BYTES or t.dtype != bucket[0].dtype
-                       or t.device != bucket[0].device):
+        if bucket and (
+            size + t.numel() * t.element_size() > BUCKET_BYTES
+            or t.dtype != bucket[0].dtype
+            or t.device != bucket[0].device
+        ):
             yield bucket
             bucket, size = [], 0
         bucket.append(t)
@@ -221,7 +250,7 @@ def _sum_in_place(tensors: Sequence[torch.Tensor], what: str) -> None:
             dist.all_reduce(flat)
         offset = 0
         for t in bucket:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
 
@@ -295,12 +324,14 @@ def fork_rng() -> None:
     the same. Rank 0 keeps the common stream, which ``sync_rng`` hands back to all."""
     if not active() or is_main():
         return
-    digest = hashlib.blake2b(torch.get_rng_state().numpy().tobytes() + rank().to_bytes(4, "little"),
-                             digest_size=8).digest()
+    digest = hashlib.blake2b(
+        torch.get_rng_state().numpy().tobytes() + rank().to_bytes(4, "little"), digest_size=8
+    ).digest()
     torch.manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 # -- rank 0 decides, the others follow ---------------------------------------------
+
 
 def broadcast_bytes(data: Optional[bytes]) -> bytes:
     """Rank 0's ``data`` on every rank (the others pass None)."""
@@ -355,8 +386,12 @@ def on_main(fn: Callable[[], T]) -> T:
                 header, payload = {"kind": "json"}, json.dumps(result).encode()
         except Exception as exc:
             failure = exc
-            header = {"kind": "error", "type": type(exc).__name__, "message": str(exc),
-                      "ours": isinstance(exc, NNCompressError)}
+            header = {
+                "kind": "error",
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "ours": isinstance(exc, NNCompressError),
+            }
     head = json.loads(broadcast_bytes(json.dumps(header).encode() if is_main() else None).decode())
     if head["kind"] == "error":
         if failure is not None:
@@ -372,6 +407,7 @@ def on_main(fn: Callable[[], T]) -> T:
 
 
 # -- checks ----------------------------------------------------------------------
+
 
 def _digest(t: torch.Tensor) -> int:
     flat = t.detach().cpu().contiguous().reshape(-1)
@@ -396,18 +432,20 @@ def check_identical(tensors: Iterable[tuple[str, torch.Tensor]], what: str) -> N
     with _guard(f"checking {what}"):
         _dist().all_gather(counts, count)
     if len({int(c.item()) for c in counts}) != 1:
-        raise RankMismatchError(f"{what}: the ranks hold different numbers of tensors "
-                                f"({[int(c.item()) - 1 for c in counts]})")
+        raise RankMismatchError(
+            f"{what}: the ranks hold different numbers of tensors ({[int(c.item()) - 1 for c in counts]})"
+        )
     parts = [torch.empty_like(mine) for _ in range(world_size())]
     with _guard(f"checking {what}"):
         _dist().all_gather(parts, mine)
-    differ = sorted({names[i] for part in parts[1:] for i in range(len(names))
-                     if int(part[i]) != int(parts[0][i])})
+    differ = sorted({names[i] for part in parts[1:] for i in range(len(names)) if int(part[i]) != int(parts[0][i])})
     if differ:
-        raise RankMismatchError(f"{what} differ between the ranks in {len(differ)} tensor(s) "
-                                f"({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}); the ranks did "
-                                "not compute the same thing (different data, code or library versions on the "
-                                "nodes?)")
+        raise RankMismatchError(
+            f"{what} differ between the ranks in {len(differ)} tensor(s) "
+            f"({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}); the ranks did "
+            "not compute the same thing (different data, code or library versions on the "
+            "nodes?)"
+        )
 
 
 def model_tensors(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

@@ -3,6 +3,7 @@
 The CLI catches ``NNCompressError`` and prints its message on one line, so each
 message must say what was wrong and what to do about it.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -22,8 +23,15 @@ class ConfigError(NNCompressError, ValueError):
     says what the value must be (``expected``) and shows the value it got (``got``).
     """
 
-    def __init__(self, message: str, *, field: Optional[str] = None, key: Optional[str] = None,
-                 expected: Optional[str] = None, got: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: Optional[str] = None,
+        key: Optional[str] = None,
+        expected: Optional[str] = None,
+        got: Optional[str] = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.key = key

@@ -4,6 +4,7 @@ Models and data from anywhere are named this way on the command line and in
 recipes. The current directory is searched first, as ``python -m`` would, so
 ``--model nets:MyNet`` finds ``./nets.py`` from a console script too.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,8 +57,9 @@ def _load_module(module: str, what: str, spec: str, search_cwd: bool) -> ModuleT
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"{what} {spec!r}: no module named {exc.name!r} (searched the current directory "
-                          "and the installed packages)") from exc
+        raise ConfigError(
+            f"{what} {spec!r}: no module named {exc.name!r} (searched the current directory and the installed packages)"
+        ) from exc
     except Exception as exc:
         raise ConfigError(f"{what} {spec!r}: importing {module} failed: {type(exc).__name__}: {exc}") from exc
     finally:

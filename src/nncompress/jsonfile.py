@@ -5,6 +5,7 @@ integer overflows every later float conversion, 1e400 reads as infinity, and
 a huge file would be read whole. Each is refused up front as one typed error
 naming the file, so no reader further on meets RecursionError or OverflowError.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ MAX_INT = 2**63 - 1
 
 def _int(text: str) -> int:
     if len(text.lstrip("-")) > 19 or abs(value := int(text)) > MAX_INT:
-        raise ValueError(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range "
-                         f"(at most {MAX_INT} in magnitude)")
+        raise ValueError(
+            f"integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range (at most {MAX_INT} in magnitude)"
+        )
     return value
 
 
@@ -59,8 +61,12 @@ def loads(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def load_json_file(path: str | os.PathLike[str], error: type[NNCompressError] = ReportError,
-                   limit: int = MAX_JSON_BYTES, what: Optional[str] = None) -> Any:
+def load_json_file(
+    path: str | os.PathLike[str],
+    error: type[NNCompressError] = ReportError,
+    limit: int = MAX_JSON_BYTES,
+    what: Optional[str] = None,
+) -> Any:
     """The JSON value in a regular file of at most ``limit`` bytes, or ``error`` naming the file and
     what is wrong (malformed, too deep, a number out of range, not a regular file, too large)."""
     data = read_bounded(path, limit, what or str(path), error)

@@ -4,6 +4,7 @@ Pruning and weight sharing both choose their layers here (and never import
 each other), so ``fc``, ``Conv2d`` or ``encoder.*.attention.*`` mean the same
 thing in ``PruneConfig.layers``, ``ShareConfig.layers`` and their ``exclude``.
 """
+
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
@@ -36,8 +37,9 @@ def compressible_layers(model: nn.Module) -> dict[str, Compressible]:
 
 def _tokens(spec: str, what: str) -> list[str]:
     if not isinstance(spec, str):
-        raise ConfigError(f"{what} must be a string of comma-separated layer kinds, classes or names, not {spec!r}",
-                          field=what)
+        raise ConfigError(
+            f"{what} must be a string of comma-separated layer kinds, classes or names, not {spec!r}", field=what
+        )
     return [t.strip() for t in spec.split(",") if t.strip()]
 
 
@@ -57,9 +59,11 @@ def _pick(layers: dict[str, Compressible], spec: str, what: str) -> set[str]:
     for token in _tokens(spec, what):
         hit = {n for n, m in layers.items() if _matches(token, n, m)}
         if not hit and token != "all" and token not in KINDS:
-            raise ConfigError(f"{what}: {token!r} matches no compressible layer; the model's compressible layers "
-                              f"are {', '.join(f'{n} ({type(m).__name__})' for n, m in layers.items()) or 'none'}",
-                              field=what)
+            raise ConfigError(
+                f"{what}: {token!r} matches no compressible layer; the model's compressible layers "
+                f"are {', '.join(f'{n} ({type(m).__name__})' for n, m in layers.items()) or 'none'}",
+                field=what,
+            )
         picked |= hit
     return picked
 
@@ -81,5 +85,6 @@ def select_layers(model: nn.Module, spec: str, exclude: str = "", *, what: str =
 def check_spec(spec: str, what: str) -> None:
     """Refuse an empty or non-string spec before any model is seen (configs call this)."""
     if not _tokens(spec, what):
-        raise ConfigError(f"{what} must name at least one layer kind, class or name (e.g. 'fc,conv'), "
-                          f"got {spec!r}", field=what)
+        raise ConfigError(
+            f"{what} must name at least one layer kind, class or name (e.g. 'fc,conv'), got {spec!r}", field=what
+        )

@@ -6,6 +6,7 @@ threshold) in the process heap, where they count towards its peak memory for the
 the run: about 0.15x the model on VGG-16. ``malloc_trim`` returns them; elsewhere (musl,
 macOS, Windows) this is a no-op.
 """
+
 from __future__ import annotations
 
 import ctypes

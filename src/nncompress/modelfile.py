@@ -4,6 +4,7 @@ Shared layers go through the ``shared`` codec, every other tensor is stored
 ``raw``; the architecture record rides in the header so our own models come
 back from the file alone. This module is where torch meets ``coding``.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,12 +18,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.coding.container import (DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header,
-                                         write_container)
-from nncompress.coding.layers import (Sections, SharedTensor, decode_tensor, encode_quant, encode_raw, encode_shared,
-                                      shared_layout, split_shared)
-from nncompress.coding.schema import (DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES, KIND, check_budget,
-                                      check_model_header)
+from nncompress.coding.container import DEFAULT_WRITE_VERSION, MAGIC, read_container, read_header, write_container
+from nncompress.coding.layers import (
+    Sections,
+    SharedTensor,
+    decode_tensor,
+    encode_quant,
+    encode_raw,
+    encode_shared,
+    shared_layout,
+    split_shared,
+)
+from nncompress.coding.schema import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_TENSOR_BYTES,
+    KIND,
+    check_budget,
+    check_model_header,
+)
 from nncompress.errors import ConfigError, FormatError, ModelError
 from nncompress.models import Builtin, arch_record, fit_shapes_, from_record, is_factory_record
 from nncompress.models.factory import Trust
@@ -46,8 +59,12 @@ def is_compressed(path: str | os.PathLike[str]) -> bool:
 
 def shared_tensor(layer: SharedLayer) -> SharedTensor:
     mask = layer.mask.detach().cpu().numpy()
-    return SharedTensor(tuple(mask.shape), np.flatnonzero(mask), layer.indices.cpu().numpy(),
-                        layer.codebook.detach().cpu().numpy().astype(np.float32))
+    return SharedTensor(
+        tuple(mask.shape),
+        np.flatnonzero(mask),
+        layer.indices.cpu().numpy(),
+        layer.codebook.detach().cpu().numpy().astype(np.float32),
+    )
 
 
 def tied_keys(model: nn.Module, state: Mapping[str, torch.Tensor], primary: Iterable[str] = ()) -> dict[str, str]:
@@ -70,10 +87,19 @@ def tied_keys(model: nn.Module, state: Mapping[str, torch.Tensor], primary: Iter
     return out
 
 
-def save_compressed(path: str | os.PathLike[str], model: nn.Module, shared: Mapping[str, SharedLayer], *,
-                    meta: Optional[Mapping[str, Any]] = None, rel_bits: Any = "auto",
-                    raw_dtype: str = "auto", codebook_dtype: str = "auto", layout: str = "auto",
-                    quantized: Optional[Mapping[str, str]] = None, progress: Optional[ProgressFn] = None) -> int:
+def save_compressed(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    shared: Mapping[str, SharedLayer],
+    *,
+    meta: Optional[Mapping[str, Any]] = None,
+    rel_bits: Any = "auto",
+    raw_dtype: str = "auto",
+    codebook_dtype: str = "auto",
+    layout: str = "auto",
+    quantized: Optional[Mapping[str, str]] = None,
+    progress: Optional[ProgressFn] = None,
+) -> int:
     """Write ``model`` with its shared layers coded; return the file size. A tensor the
     model holds under several names is stored once; the other names are aliases.
     ``quantized`` maps state-dict keys of unshared tensors to "int8" or "int16"
@@ -144,8 +170,9 @@ class Compressed(CompressedHeader):
                 raise FormatError("this file records no architecture: pass the model (or --model NAME) to load it")
             if not is_factory_record(arch):
                 _check_builtin_record(arch, self.state)
-            model = model_for_state(arch, self.state, trust_factory=trust_factory, source="the .nnc file",
-                                    error=FormatError)
+            model = model_for_state(
+                arch, self.state, trust_factory=trust_factory, source="the .nnc file", error=FormatError
+            )
         fit_shapes_(model, self.state)
         load_state(model, self.state)
         return model.eval()
@@ -160,13 +187,17 @@ def _check_builtin_record(arch: Mapping[str, Any], state: Mapping[str, torch.Ten
     except ModelError as exc:
         raise FormatError(f"the file's architecture record ('arch') is invalid: {exc}") from None
     if probe.config() != arch["config"]:  # exactly what a writer records: no "300" for 300
-        raise FormatError(f"the file's architecture record ('arch') is invalid: its config {str(arch['config'])[:300]} "
-                          f"is not the model's own record {str(probe.config())[:300]}")
+        raise FormatError(
+            f"the file's architecture record ('arch') is invalid: its config {str(arch['config'])[:300]} "
+            f"is not the model's own record {str(probe.config())[:300]}"
+        )
     problem = state_mismatch(probe, state)
     if problem:
-        raise FormatError(f"the file's architecture record ('arch': {arch.get('name')!r} with "
-                          f"{str(arch.get('config'))[:200]}) does not match its tensors ({problem[:300]}): "
-                          "the file is damaged; pass the model to load it")
+        raise FormatError(
+            f"the file's architecture record ('arch': {arch.get('name')!r} with "
+            f"{str(arch.get('config'))[:200]}) does not match its tensors ({problem[:300]}): "
+            "the file is damaged; pass the model to load it"
+        )
 
 
 def _section_sizes(box: Any) -> list[tuple[str, int]]:
@@ -185,8 +216,9 @@ def read_compressed_header(path: str | os.PathLike[str]) -> CompressedHeader:
     return CompressedHeader(box.header, {e.name: e.length for e in box.entries}, os.path.getsize(path))
 
 
-_LIMITS: ContextVar[tuple[int, int]] = ContextVar("nncompress_decode_limits",
-                                                  default=(DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES))
+_LIMITS: ContextVar[tuple[int, int]] = ContextVar(
+    "nncompress_decode_limits", default=(DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_TENSOR_BYTES)
+)
 
 
 @contextmanager
@@ -202,8 +234,9 @@ def decode_limits(max_decoded_bytes: int, max_tensor_bytes: Optional[int] = None
         _LIMITS.reset(token)
 
 
-def load_compressed(path: str | os.PathLike[str], *, max_decoded_bytes: Optional[int] = None,
-                    max_tensor_bytes: Optional[int] = None) -> Compressed:
+def load_compressed(
+    path: str | os.PathLike[str], *, max_decoded_bytes: Optional[int] = None, max_tensor_bytes: Optional[int] = None
+) -> Compressed:
     """Read and check a ``.nnc`` file; decode every tensor (float32; integer buffers int64).
 
     Every header claim is checked before anything is decoded, and the tensors' decoded
@@ -214,8 +247,11 @@ def load_compressed(path: str | os.PathLike[str], *, max_decoded_bytes: Optional
     box = read_container(path)
     try:
         plans = check_model_header(box.header, _section_sizes(box), box.version)
-        check_budget(plans, total if max_decoded_bytes is None else max_decoded_bytes,
-                     tensor if max_tensor_bytes is None else max_tensor_bytes)
+        check_budget(
+            plans,
+            total if max_decoded_bytes is None else max_decoded_bytes,
+            tensor if max_tensor_bytes is None else max_tensor_bytes,
+        )
         state: dict[str, torch.Tensor] = {}
         for entry, plan in zip(box.header["tensors"], plans, strict=True):
             if plan.codec != "alias":
@@ -243,36 +279,70 @@ def layer_table(header: Mapping[str, Any], section_bytes: Mapping[str, int], fil
     for e in header["tensors"]:
         name = e["name"]
         if e["codec"] == "alias":  # a tied tensor: its weights and bytes are counted where it is stored
-            rows.append({"tensor": name, "codec": "alias", "of": e["of"], "weights": 0, "bytes": 0,
-                         "dense_bytes": 0, "ratio": 0.0, "kept": 1.0, "nonzero": 0})
+            rows.append(
+                {
+                    "tensor": name,
+                    "codec": "alias",
+                    "of": e["of"],
+                    "weights": 0,
+                    "bytes": 0,
+                    "dense_bytes": 0,
+                    "ratio": 0.0,
+                    "kept": 1.0,
+                    "nonzero": 0,
+                }
+            )
             continue
         weights = math.prod(e["shape"])
         from_shared = e["codec"] == "shared" or "nonzero" in e
         if from_shared and name.endswith(".weight"):
             weights = max(weights, before.get(name[: -len(".weight")], 0))  # neurons removed count as pruned
         nbytes = section_bytes.get(name, 0)
-        row = {"tensor": name, "codec": e["codec"], "weights": weights, "bytes": nbytes,
-               "dense_bytes": 4 * weights, "ratio": 4 * weights / max(1, nbytes)}
+        row = {
+            "tensor": name,
+            "codec": e["codec"],
+            "weights": weights,
+            "bytes": nbytes,
+            "dense_bytes": 4 * weights,
+            "ratio": 4 * weights / max(1, nbytes),
+        }
         if e["codec"] == "shared":
             nz = max(1, e["nonzero"])
             _, positions, indices = split_shared(e, nbytes)  # one section: codebook, positions, indices
             where, coding = shared_layout(e)
             k = e["codebook_size"]
-            row.update({"kept": e["nonzero"] / max(1, weights), "nonzero": e["nonzero"],
-                        "layout": f"{where}/{coding}",
-                        "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, k)))),
-                        "weight_bits_huffman": 8 * indices / nz,
-                        "index_bits_fixed": e["rel_bits"] if where == "relative" else 8 * positions / nz,
-                        "index_bits_huffman": 8 * positions / nz,
-                        "codebook_size": k, "codebook_used": k,
-                        "filler_entries": e["entries"] - e["nonzero"] if where == "relative" else 0})
+            row.update(
+                {
+                    "kept": e["nonzero"] / max(1, weights),
+                    "nonzero": e["nonzero"],
+                    "layout": f"{where}/{coding}",
+                    "weight_bits_fixed": max(1, math.ceil(math.log2(max(2, k)))),
+                    "weight_bits_huffman": 8 * indices / nz,
+                    "index_bits_fixed": e["rel_bits"] if where == "relative" else 8 * positions / nz,
+                    "index_bits_huffman": 8 * positions / nz,
+                    "codebook_size": k,
+                    "codebook_used": k,
+                    "filler_entries": e["entries"] - e["nonzero"] if where == "relative" else 0,
+                }
+            )
         else:
-            row.update({"kept": e.get("nonzero", weights) / max(1, weights), "nonzero": e.get("nonzero", weights),
-                        "dtype": e["dtype"]})
+            row.update(
+                {
+                    "kept": e.get("nonzero", weights) / max(1, weights),
+                    "nonzero": e.get("nonzero", weights),
+                    "dtype": e["dtype"],
+                }
+            )
         rows.append(row)
     dense = 4 * header.get("meta", {}).get("dense_params", 0) or sum(r["dense_bytes"] for r in rows)
-    return {"layers": rows, "totals": _totals(rows), "file_bytes": file_bytes, "dense_bytes": dense,
-            "ratio": dense / max(1, file_bytes), "payload_bytes": sum(r["bytes"] for r in rows)}
+    return {
+        "layers": rows,
+        "totals": _totals(rows),
+        "file_bytes": file_bytes,
+        "dense_bytes": dense,
+        "ratio": dense / max(1, file_bytes),
+        "payload_bytes": sum(r["bytes"] for r in rows),
+    }
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,11 +350,14 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     shared = [r for r in rows if r["codec"] == "shared"]
     coded = sum(r["nonzero"] for r in shared)
     weights = sum(r["weights"] for r in rows)
-    out: dict[str, Any] = {"weights": weights, "nonzero": sum(r["nonzero"] for r in rows),
-                           "bytes": sum(r["bytes"] for r in rows), "dense_bytes": sum(r["dense_bytes"] for r in rows)}
+    out: dict[str, Any] = {
+        "weights": weights,
+        "nonzero": sum(r["nonzero"] for r in rows),
+        "bytes": sum(r["bytes"] for r in rows),
+        "dense_bytes": sum(r["dense_bytes"] for r in rows),
+    }
     out["kept"] = out["nonzero"] / max(1, weights)
     out["ratio"] = out["dense_bytes"] / max(1, out["bytes"])
     for key in ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman"):
         out[key] = sum(r[key] * r["nonzero"] for r in shared) / coded if coded else None
     return out
-

@@ -7,6 +7,7 @@ checked (and opened without blocking, then checked again on the open handle)
 before they are read, reads are bounded by a size known before reading, and
 outputs are checked before any work starts.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,9 @@ def pseudo_root(path: str | os.PathLike[str]) -> Optional[Path]:
     return None
 
 
-def check_input_file(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError
-                     ) -> os.stat_result:
+def check_input_file(
+    path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError
+) -> os.stat_result:
     """Refuse, without opening it, an input that is missing or not a regular file. ``what`` names it in
     messages (e.g. "checkpoint x.pt"; default: the path)."""
     what = what or str(path)
@@ -67,13 +69,13 @@ def check_input_file(path: str | os.PathLike[str], what: Optional[str] = None, e
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
-                    "files only")
+        raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular files only")
     return st
 
 
-def open_input(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError,
-               limit: Optional[int] = None) -> io.BufferedReader:
+def open_input(
+    path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError, limit: Optional[int] = None
+) -> io.BufferedReader:
     """Open a regular file for reading; refuse a FIFO or device (the open cannot block: O_NONBLOCK, and the
     open handle is checked again, so a file swapped after the first check is caught) and, with ``limit``,
     a file larger than ``limit`` bytes."""
@@ -86,8 +88,7 @@ def open_input(path: str | os.PathLike[str], what: Optional[str] = None, error: 
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular "
-                        "files only")
+            raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress reads regular files only")
         if limit is not None and st.st_size > limit:
             raise error(f"{what} is {st.st_size:,} bytes, more than the {limit:,} bytes allowed for it")
         return os.fdopen(fd, "rb")
@@ -96,8 +97,9 @@ def open_input(path: str | os.PathLike[str], what: Optional[str] = None, error: 
         raise
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int, what: Optional[str] = None,
-                 error: ErrorType = PathError) -> bytes:
+def read_bounded(
+    path: str | os.PathLike[str], limit: int, what: Optional[str] = None, error: ErrorType = PathError
+) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (also if it grows while it is read)."""
     what = what or str(path)
     with open_input(path, what, error, limit) as handle:
@@ -138,8 +140,7 @@ def check_output_folder(folder: str | os.PathLike[str], what: str, error: ErrorT
         return
 
 
-def check_output_file(path: str | os.PathLike[str], what: Optional[str] = None,
-                      error: ErrorType = PathError) -> None:
+def check_output_file(path: str | os.PathLike[str], what: Optional[str] = None, error: ErrorType = PathError) -> None:
     """Refuse, before any work, an output file that cannot or must not be written: an existing path that
     is not a regular file (a folder, a device node, a FIFO, a socket, or a link to one: replacing it would
     destroy it), or one whose folder cannot hold it (see ``check_output_folder``)."""
@@ -154,8 +155,10 @@ def check_output_file(path: str | os.PathLike[str], what: Optional[str] = None,
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise error(f"{what} is a folder; give a file name")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress writes outputs as "
-                    "regular files only and never replaces a device or pipe")
+        raise error(
+            f"{what} is {kind_of(st.st_mode)}, not a regular file: nncompress writes outputs as "
+            "regular files only and never replaces a device or pipe"
+        )
     check_output_folder(Path(path).parent, what, error)
 
 
@@ -166,5 +169,7 @@ def refuse_special_target(path: str | os.PathLike[str], error: ErrorType = PathE
     except OSError:
         return
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{path} is {kind_of(st.st_mode)}, not a regular file: nncompress writes outputs as regular "
-                    "files only and never replaces a device or pipe")
+        raise error(
+            f"{path} is {kind_of(st.st_mode)}, not a regular file: nncompress writes outputs as regular "
+            "files only and never replaces a device or pipe"
+        )

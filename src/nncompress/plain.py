@@ -3,6 +3,7 @@
 ``bool`` is a subclass of ``int`` in Python, so ``isinstance(True, int)`` holds;
 a count, a size or a seed written as ``true`` must still be refused.
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeGuard

@@ -4,6 +4,7 @@ The CLI turns these events into progress bars on a terminal, or into occasional 
 lines when stderr is a file or a pipe (a log must not fill with carriage returns and
 cursor codes); tests can record them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,14 @@ def report(callback: Optional[ProgressFn], task: str, done: int, total: int, **i
         callback(Progress(task, done, total, info))
 
 
-UNIT = {"train": "epoch", "fine-tune": "epoch", "probe": "epoch", "centroids": "epoch", "k-means": "layer",
-        "coding": "tensor"}
+UNIT = {
+    "train": "epoch",
+    "fine-tune": "epoch",
+    "probe": "epoch",
+    "centroids": "epoch",
+    "k-means": "layer",
+    "coding": "tensor",
+}
 
 
 def _shown(info: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +81,9 @@ class ProgressLines:
     and between them at most one per ``interval`` seconds and per tenth of the task. For logs,
     pipes and terminals without tqdm."""
 
-    def __init__(self, stream: Optional[TextIO] = None, *, interval: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, stream: Optional[TextIO] = None, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stream = stream
         self.interval = interval
         self.clock = clock
@@ -142,8 +150,7 @@ class ProgressBars:
         self.tqdm = _tqdm() if _is_terminal(stream) else None
         if self.tqdm is None:
             if _is_terminal(stream):
-                log.info("tqdm is not installed: progress as plain lines (pip install 'nncompress[progress]' "
-                         "for bars)")
+                log.info("tqdm is not installed: progress as plain lines (pip install 'nncompress[progress]' for bars)")
             self.lines = ProgressLines(self.stream, interval=self.interval)
 
     def __call__(self, event: Progress) -> None:
@@ -159,9 +166,15 @@ class ProgressBars:
             if bar is not None:
                 bar.close()
             nested = self.POSITION.get(event.task, 0) > 0
-            bar = self.tqdm(total=event.total, desc=event.task, position=self.POSITION.get(event.task, 0),
-                            leave=not nested, file=self.stream or sys.stderr, dynamic_ncols=True,
-                            unit=self.UNIT.get(event.task, "step"))
+            bar = self.tqdm(
+                total=event.total,
+                desc=event.task,
+                position=self.POSITION.get(event.task, 0),
+                leave=not nested,
+                file=self.stream or sys.stderr,
+                dynamic_ncols=True,
+                unit=self.UNIT.get(event.task, "step"),
+            )
             self.bars[event.task] = bar
         bar.update(event.done - bar.n)
         shown = _shown(event.info)

@@ -12,6 +12,7 @@ before the dataclass sees them (``true`` is not an integer; ``5.0`` is not an
 epoch count) and the dataclass's own range check is re-raised naming the key's
 dotted path, so a user learns which line of which file to fix.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -137,8 +138,7 @@ class _Loader(yaml.SafeLoader):
                 except TypeError:  # unhashable: the base class reports it
                     continue
                 if duplicate:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
-                                                            key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -157,14 +157,18 @@ def _check_expansion(root: yaml.Node, limit: int) -> None:
             sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[id(node)] > limit:
                 raise yaml.composer.ComposerError(
-                    None, None, f"the recipe's aliases expand to more than {limit:,} values (an alias bomb?); "
-                    "write the values out", node.start_mark)
+                    None,
+                    None,
+                    f"the recipe's aliases expand to more than {limit:,} values (an alias bomb?); write the values out",
+                    node.start_mark,
+                )
             continue
         if id(node) in sizes:
             continue
         if id(node) in open_nodes:
-            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it; a recipe "
-                                              "cannot be recursive", node.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it; a recipe cannot be recursive", node.start_mark
+            )
         open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
@@ -234,8 +238,9 @@ def _parse_toml(text: str, source: str) -> Any:
         try:
             import tomli as tomllib
         except ImportError:
-            raise RecipeError(f"{source}: reading TOML needs Python 3.11+ or `pip install tomli`; "
-                              "or write the recipe in YAML") from None
+            raise RecipeError(
+                f"{source}: reading TOML needs Python 3.11+ or `pip install tomli`; or write the recipe in YAML"
+            ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
@@ -247,48 +252,63 @@ def _parse_toml(text: str, source: str) -> Any:
 def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     """Validate a recipe already read into plain values (YAML/TOML/JSON alike)."""
     if not isinstance(mapping, Mapping):
-        raise RecipeError(f"{source}: expected a mapping of sections ({', '.join(TOP_KEYS)}) at the top level, "
-                          f"got {_kind(mapping)}")
+        raise RecipeError(
+            f"{source}: expected a mapping of sections ({', '.join(TOP_KEYS)}) at the top level, got {_kind(mapping)}"
+        )
     for key in mapping:
         _known(key, TOP_KEYS, "", source)
     version = mapping.get("version", RECIPE_VERSION)
     if not is_int(version) or version < 1:
         raise RecipeError(f"{source}: version: expected an integer >= 1, got {_show(version)}", field="version")
     if version > RECIPE_VERSION:
-        raise RecipeError(f"{source}: version: recipe version {version} is newer than this nncompress reads "
-                          f"(up to {RECIPE_VERSION}); upgrade nncompress", field="version")
+        raise RecipeError(
+            f"{source}: version: recipe version {version} is newer than this nncompress reads "
+            f"(up to {RECIPE_VERSION}); upgrade nncompress",
+            field="version",
+        )
     model = _model(mapping.get("model"), source)
     model_kwargs = mapping.get("model_kwargs")
     if model_kwargs is not None:
         if not isinstance(model_kwargs, Mapping) or not model or ":" not in model:
-            raise RecipeError(f"{source}: model_kwargs: expected a mapping of a model factory's keyword arguments "
-                              f"(with `model: package.module:factory`), got {_show(model_kwargs)}",
-                              field="model_kwargs")
+            raise RecipeError(
+                f"{source}: model_kwargs: expected a mapping of a model factory's keyword arguments "
+                f"(with `model: package.module:factory`), got {_show(model_kwargs)}",
+                field="model_kwargs",
+            )
         from nncompress.errors import ModelError
         from nncompress.models import plain_kwargs
+
         try:
             model_kwargs = plain_kwargs(model_kwargs)
         except ModelError as exc:
             raise RecipeError(f"{source}: model_kwargs: {exc}", field="model_kwargs") from None
     data = mapping.get("data")
     if data is not None and not (isinstance(data, str) and data.strip()):
-        raise RecipeError(f"{source}: data: expected fashion-mnist, digits, a folder path or package.module:function, "
-                          f"got {_show(data)}", field="data")
+        raise RecipeError(
+            f"{source}: data: expected fashion-mnist, digits, a folder path or package.module:function, "
+            f"got {_show(data)}",
+            field="data",
+        )
     normalize = mapping.get("normalize")
     if normalize is not None:
         from nncompress.data.datasets import _normalize_kind
+
         if not isinstance(normalize, str):
-            raise RecipeError(f"{source}: normalize: expected standardize, unit, none or 'MEAN,STD', "
-                              f"got {_show(normalize)}", field="normalize")
+            raise RecipeError(
+                f"{source}: normalize: expected standardize, unit, none or 'MEAN,STD', got {_show(normalize)}",
+                field="normalize",
+            )
         try:
             _normalize_kind(normalize)
         except ConfigError as exc:
             raise RecipeError(f"{source}: {exc}") from None
     objective = mapping.get("objective", "auto")
     if objective not in OBJECTIVES:
-        raise RecipeError(f"{source}: objective: expected one of {', '.join(OBJECTIVES)}, got {_show(objective)}"
-                          f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}",
-                          field="objective")
+        raise RecipeError(
+            f"{source}: objective: expected one of {', '.join(OBJECTIVES)}, got {_show(objective)}"
+            f"{_did_you_mean(objective, OBJECTIVES) if isinstance(objective, str) else ''}",
+            field="objective",
+        )
     seed = mapping.get("seed", 0)
     if not is_int(seed):
         raise RecipeError(f"{source}: seed: expected an integer, got {_show(seed)}", field="seed")
@@ -298,12 +318,21 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
     for key, value in coding.items():
         _known(key, _CODING_KEYS, "coding.", source)
         coding_kwargs[key] = _typed(value, _hints(ShareConfig)[key], f"coding.{key}", source)
-    configs: dict[str, Any] = {sec.name: _section(sec, mapping.get(sec.name), seed, source,
-                                  coding_kwargs if sec.name == "share" else {})
-               if sec.name in mapping or sec.absent_enabled else None
-               for sec in SECTIONS}
-    return Recipe(model=model, model_kwargs=model_kwargs, data=data, normalize=normalize, objective=objective,
-                  seed=seed, **configs)
+    configs: dict[str, Any] = {
+        sec.name: _section(sec, mapping.get(sec.name), seed, source, coding_kwargs if sec.name == "share" else {})
+        if sec.name in mapping or sec.absent_enabled
+        else None
+        for sec in SECTIONS
+    }
+    return Recipe(
+        model=model,
+        model_kwargs=model_kwargs,
+        data=data,
+        normalize=normalize,
+        objective=objective,
+        seed=seed,
+        **configs,
+    )
 
 
 def _model(value: Any, source: str) -> Optional[str]:
@@ -311,11 +340,15 @@ def _model(value: Any, source: str) -> Optional[str]:
         return None
     from nncompress.imports import is_import_spec
     from nncompress.models import MODELS  # lazy: imports torch
+
     if isinstance(value, str) and (value in MODELS or is_import_spec(value)):
         return value
     hint = _did_you_mean(value, MODELS) if isinstance(value, str) else ""
-    raise RecipeError(f"{source}: model: expected one of {', '.join(sorted(MODELS))} or a factory "
-                      f"package.module:name, got {_show(value)}{hint}", field="model")
+    raise RecipeError(
+        f"{source}: model: expected one of {', '.join(sorted(MODELS))} or a factory "
+        f"package.module:name, got {_show(value)}{hint}",
+        field="model",
+    )
 
 
 def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str, Any]) -> Any:
@@ -333,8 +366,9 @@ def _section(sec: _Section, raw: Any, seed: int, source: str, extra: Mapping[str
             enabled = _typed(value, bool, path, source)
         elif key == "layers":
             assert sec.layer_field is not None and sec.layer_key is not None  # keys() offers "layers" only then
-            kwargs[sec.layer_field] = _layers(value, path, sec.layer_key, typing.get_args(hints[sec.layer_field])[1],
-                                              source)
+            kwargs[sec.layer_field] = _layers(
+                value, path, sec.layer_key, typing.get_args(hints[sec.layer_field])[1], source
+            )
         else:
             kwargs[key] = _typed(value, hints[key], path, source)
     if "seed" in hints:
@@ -370,8 +404,9 @@ def _layers(raw: Any, path: str, key: str, value_type: Any, source: str) -> dict
     out: dict[str, Any] = {}
     for layer, entry in _mapping(raw, path, source).items():
         if not isinstance(layer, str) or not layer:
-            raise RecipeError(f"{source}: {path}: layer names must be non-empty strings, got {_show(layer)}",
-                              field=path)
+            raise RecipeError(
+                f"{source}: {path}: layer names must be non-empty strings, got {_show(layer)}", field=path
+            )
         for k, v in _mapping(entry, f"{path}.{layer}", source).items():
             _known(k, [key], f"{path}.{layer}.", source)
             out[layer] = _typed(v, value_type, f"{path}.{layer}.{k}", source)
@@ -398,8 +433,9 @@ def _expected(exc: ConfigError, path: str, source: Optional[str]) -> RecipeError
     head = f"{source}: {path}" if source else path
     if exc.expected is None:
         return RecipeError(f"{head}: {exc}", field=path)
-    return RecipeError(f"{head}: expected {exc.expected}, got {exc.got}", field=path, expected=exc.expected,
-                       got=exc.got)
+    return RecipeError(
+        f"{head}: expected {exc.expected}, got {exc.got}", field=path, expected=exc.expected, got=exc.got
+    )
 
 
 # ---------------------------------------------------------------- checks
@@ -412,17 +448,25 @@ def _known(key: Any, allowed: list[str] | tuple[str, ...], prefix: str, source: 
         return
     section = prefix.rstrip(".")
     if key == "seed" and section in _BY_NAME:
-        raise RecipeError(f"{source}: {prefix}seed: unknown key (the seed is set once, at the top level: "
-                          f"`seed: N` seeds every stage)", field=f"{prefix}seed")
+        raise RecipeError(
+            f"{source}: {prefix}seed: unknown key (the seed is set once, at the top level: "
+            f"`seed: N` seeds every stage)",
+            field=f"{prefix}seed",
+        )
     sec = _BY_NAME.get(section)
     if sec is not None and key == sec.layer_field:
-        raise RecipeError(f"{source}: {prefix}{key}: unknown key (write per-layer values as "
-                          f"{section}.layers.<layer>.{sec.layer_key})", field=f"{prefix}{key}")
+        raise RecipeError(
+            f"{source}: {prefix}{key}: unknown key (write per-layer values as "
+            f"{section}.layers.<layer>.{sec.layer_key})",
+            field=f"{prefix}{key}",
+        )
     homes = [s.name for s in SECTIONS if key in s.keys() and s.name != section]
     homes += ["coding"] if key in CODING_FIELDS and section != "coding" else []
     if homes:
-        raise RecipeError(f"{source}: {prefix}{key}: unknown key (it belongs in "
-                          f"{' or '.join(f'{h}.{key}' for h in homes)})", field=f"{prefix}{key}")
+        raise RecipeError(
+            f"{source}: {prefix}{key}: unknown key (it belongs in {' or '.join(f'{h}.{key}' for h in homes)})",
+            field=f"{prefix}{key}",
+        )
     hint = _did_you_mean(key, allowed)
     if not hint:
         hint = f"; expected one of {', '.join(allowed)}"
@@ -475,8 +519,9 @@ def _typed(value: Any, hint: Any, path: str, source: str) -> Any:
         expected = "a string"
     else:
         return value
-    raise RecipeError(f"{source}: {path}: expected {expected}, got {_show(value)}", field=path, expected=expected,
-                      got=_show(value))
+    raise RecipeError(
+        f"{source}: {path}: expected {expected}, got {_show(value)}", field=path, expected=expected, got=_show(value)
+    )
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -538,8 +583,7 @@ def _set(data: dict[str, Any], parts: list[str], value: Any, dotted: str, source
         if child is None:
             child = node[part] = {}
         elif not isinstance(child, dict):
-            raise RecipeError(f"{source}: {dotted}: unknown key ({'.'.join(parts[:i + 1])} is a value, "
-                              f"not a section)")
+            raise RecipeError(f"{source}: {dotted}: unknown key ({'.'.join(parts[: i + 1])} is a value, not a section)")
         node = child
     last = parts[-1]
     if isinstance(value, Mapping) and isinstance(node.get(last), dict):
@@ -610,7 +654,7 @@ def dump_recipe(recipe: Recipe) -> str:
         return yaml.dump(part, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
     head = dump({k: data[k] for k in HEAD_KEYS if k in data})
-    return "\n".join([head, *(dump({k: data[k]}) for k in TOP_KEYS[len(HEAD_KEYS):])])
+    return "\n".join([head, *(dump({k: data[k]}) for k in TOP_KEYS[len(HEAD_KEYS) :])])
 
 
 def save_recipe(recipe: Recipe, path: Union[str, Path]) -> None:
@@ -618,5 +662,15 @@ def save_recipe(recipe: Recipe, path: Union[str, Path]) -> None:
     write_text(path, dump_recipe(recipe))
 
 
-__all__ = ["RECIPE_VERSION", "Recipe", "RecipeError", "apply_overrides", "dump_recipe", "load_recipe",
-           "parse_recipe", "recipe_to_dict", "save_recipe", "shipped_recipe"]
+__all__ = [
+    "RECIPE_VERSION",
+    "Recipe",
+    "RecipeError",
+    "apply_overrides",
+    "dump_recipe",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_to_dict",
+    "save_recipe",
+    "shipped_recipe",
+]

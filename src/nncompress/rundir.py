@@ -15,6 +15,7 @@ complete files; ``nncompress report DIR`` reads them):
 Under torchrun rank 0 alone checks, reads and writes the folder; the other
 ranks get what it read (``distributed.on_main``) and write nothing.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -37,8 +38,18 @@ from nncompress.train.journal import Journal, RunStateError
 RUN_FILE = "run.json"
 #: Every name a run writes in its folder (pipeline.run_recipe and compress_model); "state" is the
 #: journal's folder. The CLI refuses outputs (a report, --out) that would land on one of them.
-RUN_FILES = (RUN_FILE, "recipe.yaml", "environment.json", "sensitivity.csv", "sensitivity.png", "steps.jsonl",
-             "histograms.json", "summary.json", "base.pt", "state")
+RUN_FILES = (
+    RUN_FILE,
+    "recipe.yaml",
+    "environment.json",
+    "sensitivity.csv",
+    "sensitivity.png",
+    "steps.jsonl",
+    "histograms.json",
+    "summary.json",
+    "base.pt",
+    "state",
+)
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:
@@ -62,11 +73,19 @@ def _new_run_dir(root: str | Path) -> Path:
 
 def environment(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """What a reader needs to repeat the run: versions, machine, threads, command line."""
-    return {"nncompress": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "machine": platform.machine(),
-            "cpus": os.cpu_count() or 0, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(), "command": " ".join(argv if argv is not None else sys.argv),
-            "started": _dt.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "nncompress": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count() or 0,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "command": " ".join(argv if argv is not None else sys.argv),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 class RunDir:
@@ -86,14 +105,19 @@ class RunDir:
         if resume and not (self.path / RUN_FILE).is_file():
             raise RunStateError(f"{self.path} holds no run to resume (no {RUN_FILE}); start it without --resume")
         if resume and (self.path / "summary.json").is_file() and not (self.path / "state").is_dir():
-            raise RunStateError(f"the run in {self.path} has finished; nothing to resume "
-                                f"(`nncompress report {self.path} --out REPORT.html` writes its report)")
+            raise RunStateError(
+                f"the run in {self.path} has finished; nothing to resume "
+                f"(`nncompress report {self.path} --out REPORT.html` writes its report)"
+            )
         if not resume and (self.path / RUN_FILE).is_file():
-            raise RunStateError(f"{self.path} already holds a run; continue it with --resume, or give another "
-                                "--run-dir")
+            raise RunStateError(
+                f"{self.path} already holds a run; continue it with --resume, or give another --run-dir"
+            )
         if not resume and self.path.is_dir() and any(self.path.iterdir()):
-            raise ConfigError(f"--run-dir {self.path} is not empty and holds no run: give a new or empty folder "
-                              "(a run writes summary.json, model.nnc, ... there)")
+            raise ConfigError(
+                f"--run-dir {self.path} is not empty and holds no run: give a new or empty folder "
+                "(a run writes summary.json, model.nnc, ... there)"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         if resume:
             for stale in self.path.glob(".*.tmp"):  # an atomic write that a kill -9 cut short
@@ -128,8 +152,10 @@ class RunDir:
         saved = self.read_run()
         differ = sorted(k for k in started if saved.get(k) != started[k])
         if differ:
-            raise RunStateError(f"{self.path} was started with other {', '.join(differ)} ({RUN_FILE}); resume it "
-                                "with the same settings, or give another --run-dir")
+            raise RunStateError(
+                f"{self.path} was started with other {', '.join(differ)} ({RUN_FILE}); resume it "
+                "with the same settings, or give another --run-dir"
+            )
         threads = saved.get("torch_threads")
         if isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # results depend on the thread count: keep the run's

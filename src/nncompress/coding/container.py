@@ -16,6 +16,7 @@ parser.
 
 Only struct, json and zlib are used to read: no pickle, nothing that executes data.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ MAX_HEADER_BYTES: int = 64 * 1024 * 1024
 #: Header keys the container owns; a caller's header must not use them.
 RESERVED_KEYS: frozenset[str] = frozenset({"sections", "data_bytes"})
 #: Header integers are signed 64-bit: any reader can hold them, and a 400-digit number is a lie.
-INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: Nesting deeper than this is refused, so no later reader of the header recurses itself to death.
 MAX_HEADER_DEPTH = 64
 
@@ -123,8 +124,7 @@ class Container:
         out = dict(self.header)
         out["data_bytes"] = self.data_bytes
         out["sections"] = [
-            {"name": e.name, "offset": e.offset, "length": e.length, "crc32": e.crc32}
-            for e in self.entries
+            {"name": e.name, "offset": e.offset, "length": e.length, "crc32": e.crc32} for e in self.entries
         ]
         return out
 
@@ -135,9 +135,7 @@ class Container:
 def _canonical_json(obj: Any) -> bytes:
     """The one encoding of a header: sorted keys, no whitespace, ASCII (non-ASCII as
     \\u escapes, so the bytes are also valid UTF-8), no NaN/Infinity."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _normalize(value: Any, where: str) -> Any:
@@ -163,9 +161,7 @@ def _normalize(value: Any, where: str) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [_normalize(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise FormatError(
-        f"header value at {where} has type {type(value).__name__}, which JSON cannot hold"
-    )
+    raise FormatError(f"header value at {where} has type {type(value).__name__}, which JSON cannot hold")
 
 
 def _check_sections(sections: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -187,12 +183,14 @@ def _check_sections(sections: Iterable[tuple[str, bytes]]) -> list[tuple[str, by
     return out
 
 
-def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
-            ) -> tuple[bytes, list[bytes]]:
+def _encode(
+    header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
+) -> tuple[bytes, list[bytes]]:
     """Everything before the data area, and the section blobs that follow it."""
     if not is_int(version) or not MIN_READ_VERSION <= version <= FORMAT_VERSION:
-        raise FormatError(f"cannot write format version {version!r}; this writer knows {MIN_READ_VERSION}.."
-                          f"{FORMAT_VERSION}")
+        raise FormatError(
+            f"cannot write format version {version!r}; this writer knows {MIN_READ_VERSION}..{FORMAT_VERSION}"
+        )
     if not isinstance(header, Mapping):
         raise FormatError(f"header must be a dict, not {type(header).__name__}")
     clash = RESERVED_KEYS.intersection(header)
@@ -215,15 +213,18 @@ def _encode(header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], ve
     return prefix, [blob for _, blob in blobs]
 
 
-def dumps(header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
-          ) -> bytes:
+def dumps(
+    header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
+) -> bytes:
     """Encode a container to bytes; the same header and sections always give the same bytes."""
     prefix, blobs = _encode(header, sections, version)
     return b"".join([prefix, *blobs])
 
 
 def write_container(
-    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]],
+    path: str | os.PathLike[str],
+    header: Mapping[str, Any],
+    sections: Sequence[tuple[str, bytes]],
     version: int = DEFAULT_WRITE_VERSION,
 ) -> int:
     """Write a container atomically (a crash leaves the old file or none, never half a
@@ -275,8 +276,9 @@ def _check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise FormatError(f"header string at {where[:200]} holds an unpaired surrogate escape, "
-                          "which is not text") from None
+        raise FormatError(
+            f"header string at {where[:200]} holds an unpaired surrogate escape, which is not text"
+        ) from None
 
 
 def _parse_header(text: bytes) -> dict[str, Any]:
@@ -378,15 +380,13 @@ def _head(view: memoryview, n: int) -> tuple[int, dict[str, Any], tuple[SectionE
             f"compressed file is truncated in its header: expected at least {data_start} bytes, got {n}"
         )
     (stored_crc,) = _U32.unpack_from(view, header_end)
-    if zlib.crc32(view[len(MAGIC):header_end]) != stored_crc:
+    if zlib.crc32(view[len(MAGIC) : header_end]) != stored_crc:
         raise ChecksumError("header checksum mismatch: the file's header is corrupt")
-    obj = _parse_header(bytes(view[_PREFIX.size:header_end]))
+    obj = _parse_header(bytes(view[_PREFIX.size : header_end]))
     entries, total = _parse_table(obj)
     expected = data_start + total
     if n < expected:
-        raise TruncatedError(
-            f"compressed file is truncated in its data area: expected {expected} bytes, got {n}"
-        )
+        raise TruncatedError(f"compressed file is truncated in its data area: expected {expected} bytes, got {n}")
     if n > expected:
         raise LayoutError(f"compressed file has {n - expected} trailing bytes after its data area")
     return version, obj, entries, total, data_start
@@ -402,7 +402,7 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
     sections: dict[str, bytes] = {}
     for e in entries:
         start = data_start + e.offset
-        chunk = view[start:start + e.length]
+        chunk = view[start : start + e.length]
         if zlib.crc32(chunk) != e.crc32:
             raise ChecksumError(f"section {e.name!r} checksum mismatch: its data is corrupt")
         sections[e.name] = bytes(chunk)

@@ -4,6 +4,7 @@ A weight of any rank is viewed as a matrix (rows = output units), which is how
 both Linear and Conv2d weights are laid out. Column indices use the narrowest
 integer type that holds them, so the dense/CSR break-even point is honest.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,12 @@ def to_csr(dense: np.ndarray) -> CSR:
     r, c = np.nonzero(mat)
     counts = np.bincount(r, minlength=rows)
     crow = np.concatenate([[0], np.cumsum(counts)])
-    return CSR(values=mat[r, c].astype(dense.dtype), col_indices=c.astype(index_dtype(mat.shape[1])),
-               crow_indices=crow.astype(index_dtype(len(c))), shape=tuple(dense.shape))
+    return CSR(
+        values=mat[r, c].astype(dense.dtype),
+        col_indices=c.astype(index_dtype(mat.shape[1])),
+        crow_indices=crow.astype(index_dtype(len(c))),
+        shape=tuple(dense.shape),
+    )
 
 
 def _bad(why: str) -> FormatError:
@@ -77,8 +82,9 @@ def check_csr(csr: CSR) -> None:
     row_of = np.repeat(np.arange(rows), np.diff(crow))
     same_row = row_of[1:] == row_of[:-1]
     if np.any(same_row & (col[1:] <= col[:-1])):
-        raise _bad("column indices must be strictly increasing within each row (a repeated index would "
-                   "overwrite a value)")
+        raise _bad(
+            "column indices must be strictly increasing within each row (a repeated index would overwrite a value)"
+        )
 
 
 def from_csr(csr: CSR) -> np.ndarray:

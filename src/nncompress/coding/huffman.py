@@ -30,6 +30,7 @@ codes of one length are consecutive in the listed symbol order. A stream with a
 single distinct symbol gets the 1-bit code ``0``. The CRC lets the decoder
 refuse a corrupted payload instead of returning wrong symbols silently.
 """
+
 from __future__ import annotations
 
 import struct
@@ -101,8 +102,7 @@ def _check_symbols(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
             return np.zeros(0, dtype=np.int64)
         raise ValueError(f"symbols must have an integer dtype, got {arr.dtype}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= alphabet_size):
-        raise ValueError(f"symbols must lie in [0, {alphabet_size}), got range "
-                         f"[{int(arr.min())}, {int(arr.max())}]")
+        raise ValueError(f"symbols must lie in [0, {alphabet_size}), got range [{int(arr.min())}, {int(arr.max())}]")
     return arr
 
 
@@ -141,8 +141,7 @@ def _table(lengths: np.ndarray) -> tuple[list[int], np.ndarray]:
 
 
 def _table_bytes(n_lengths: int, n_used: int, alphabet_size: int) -> int:
-    return (_FIXED.size + n_lengths * _count_width(alphabet_size)
-            + n_used * _symbol_width(alphabet_size) + _CRC.size)
+    return _FIXED.size + n_lengths * _count_width(alphabet_size) + n_used * _symbol_width(alphabet_size) + _CRC.size
 
 
 def encoded_bits_from_freq(freq: np.ndarray) -> tuple[int, int]:
@@ -177,7 +176,7 @@ def _code_dict(counts: list[int], syms: np.ndarray) -> dict[int, bitarray]:
     value = 0
     pos = 0
     for length, c in enumerate(counts, start=1):
-        for s in syms[pos:pos + c].tolist():
+        for s in syms[pos : pos + c].tolist():
             code[s] = bitarray(format(value, f"0{length}b"), endian="big")
             value += 1
         pos += c
@@ -228,12 +227,12 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
 def _parse_header(blob: bytes, alphabet: Optional[int] = None) -> tuple[int, int, int, list[int], np.ndarray, int]:
     """Check lengths and CRC; return (alphabet, n, bits, counts, symbols, payload offset)."""
     if len(blob) < _FIXED.size:
-        raise TruncatedError(f"Huffman blob has {len(blob)} bytes, shorter than its "
-                             f"{_FIXED.size}-byte header")
+        raise TruncatedError(f"Huffman blob has {len(blob)} bytes, shorter than its {_FIXED.size}-byte header")
     version, n_len, a, n, bits = _FIXED.unpack_from(blob, 0)
     if version > VERSION:
-        raise VersionError(f"Huffman blob version {version} is newer than this reader "
-                           f"(version {VERSION}); upgrade nncompress")
+        raise VersionError(
+            f"Huffman blob version {version} is newer than this reader (version {VERSION}); upgrade nncompress"
+        )
     if version != VERSION:
         raise FormatError(f"Huffman blob has invalid version {version}")
     if not 1 <= a <= MAX_ALPHABET:
@@ -258,7 +257,7 @@ def _parse_header(blob: bytes, alphabet: Optional[int] = None) -> tuple[int, int
     if len(blob) > need:
         raise FormatError(f"Huffman blob has {len(blob) - need} trailing bytes after its checksum")
     (crc,) = _CRC.unpack_from(blob, need - _CRC.size)
-    if zlib.crc32(memoryview(blob)[:need - _CRC.size]) != crc:
+    if zlib.crc32(memoryview(blob)[: need - _CRC.size]) != crc:
         raise ChecksumError("Huffman blob fails its CRC-32: the data is corrupted")
     syms = np.frombuffer(blob, dtype=f"<u{sw}", count=k, offset=pos).astype(np.int64)
     pos += k * sw
@@ -307,7 +306,7 @@ def decode(blob: bytes, alphabet: Optional[int] = None) -> np.ndarray:
     dtype = _out_dtype(a)
     if n == 0:
         return np.zeros(0, dtype=dtype)
-    payload = blob[pos:pos + (bits + 7) // 8]
+    payload = blob[pos : pos + (bits + 7) // 8]
     ba = bitarray(endian="big")
     ba.frombytes(payload)
     if ba[bits:].any():

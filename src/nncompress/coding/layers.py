@@ -10,6 +10,7 @@ is where we go past Deep Compression's fixed 5/8 bits. Each tensor is one
 container section named after it: every section costs a ~75-byte row in the
 header's table, more than most codebooks. numpy only.
 """
+
 from __future__ import annotations
 
 import json
@@ -137,25 +138,27 @@ def _pack_indices(indices: np.ndarray, width: int) -> bytes:
         return b""
     shifts = np.arange(width - 1, -1, -1, dtype=np.uint16)
     idx = np.asarray(indices).astype(np.uint16)  # codebooks have at most 2**15 entries
-    parts = [((idx[i:i + _CHUNK, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
-             for i in range(0, len(idx), _CHUNK)]
+    parts = [
+        ((idx[i : i + _CHUNK, None] >> shifts) & 1).astype(np.uint8).reshape(-1) for i in range(0, len(idx), _CHUNK)
+    ]
     return np.packbits(np.concatenate(parts)).tobytes()
 
 
 def _unpack_indices(data: bytes, n: int, width: int) -> np.ndarray:
     if len(data) != (n * width + 7) // 8:
-        raise FormatError(f"{len(data)} bytes of packed indices, expected {(n * width + 7) // 8} "
-                          f"for {n} indices of {width} bits")
+        raise FormatError(
+            f"{len(data)} bytes of packed indices, expected {(n * width + 7) // 8} for {n} indices of {width} bits"
+        )
     if width == 0:
         return np.zeros(n, dtype=np.int64)
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if bits[n * width:].any():
+    if bits[n * width :].any():
         raise FormatError("packed indices have nonzero padding bits")
-    weights = (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
+    weights = 1 << np.arange(width - 1, -1, -1, dtype=np.int64)
     out = np.empty(n, dtype=np.int64)
     for i in range(0, n, _CHUNK):
         m = min(_CHUNK, n - i)
-        out[i:i + m] = bits[i * width:(i + m) * width].reshape(m, width) @ weights
+        out[i : i + m] = bits[i * width : (i + m) * width].reshape(m, width) @ weights
     return out
 
 
@@ -190,8 +193,9 @@ LAYOUTS = ("auto", "huffman", "packed", "raw")
 ESTIMATE_SLACK = 256
 
 
-def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto",
-                  codebook_dtype: str = "auto", layout: str = "auto") -> tuple[dict[str, Any], Sections]:
+def encode_shared(
+    name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto", codebook_dtype: str = "auto", layout: str = "auto"
+) -> tuple[dict[str, Any], Sections]:
     """Header entry and the one section of a shared tensor: codebook, position data,
     index data back to back (``positions_bytes`` splits the last two).
 
@@ -209,8 +213,14 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
     size = int(np.prod(t.shape))
     k, n = len(codebook), len(t.positions)
     dense = n == size
-    base = {"name": name, "codec": "shared", "shape": list(t.shape), "codebook_size": k,
-            "codebook_dtype": stored, "nonzero": int(n)}
+    base = {
+        "name": name,
+        "codec": "shared",
+        "shape": list(t.shape),
+        "codebook_size": k,
+        "codebook_dtype": stored,
+        "nonzero": int(n),
+    }
     candidates: list[tuple[int, int, Any]] = []  # (bytes, preference, builder)
     bits = 0
     sizes: Optional[StreamSizes] = None
@@ -225,7 +235,7 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
             coded = huffman.encode(np.asarray(t.indices), max(1, k))
             return {**base, "positions": "all", "positions_bytes": 0}, [(name, codebook.tobytes() + coded)]
         rel, values = _streams(t, bits)
-        positions = huffman.encode(rel, 2 ** bits)
+        positions = huffman.encode(rel, 2**bits)
         entry = {**base, "rel_bits": bits, "entries": int(len(rel)), "positions_bytes": len(positions)}
         return entry, [(name, b"".join([codebook.tobytes(), positions, huffman.encode(values, k + 1)]))]
 
@@ -235,8 +245,7 @@ def encode_shared(name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto"
             flags = np.zeros(size, dtype=bool)
             flags[np.asarray(t.positions, dtype=np.int64)] = True
             bitmap = np.packbits(flags).tobytes()
-        entry = {**base, "indices": "packed", "positions": "all" if dense else "bitmap",
-                 "positions_bytes": len(bitmap)}
+        entry = {**base, "indices": "packed", "positions": "all" if dense else "bitmap", "positions_bytes": len(bitmap)}
         return entry, [(name, codebook.tobytes() + bitmap + _pack_indices(t.indices, index_width(k)))]
 
     def cost(built: tuple[dict[str, Any], Sections]) -> int:
@@ -332,8 +341,7 @@ def _decode_quant(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], d
 def _field(entry: Mapping[str, Any], key: str, kind: type) -> Any:
     value = entry.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise FormatError(f"tensor {entry.get('name')!r}: header field {key!r} is missing or not a "
-                          f"{kind.__name__}")
+        raise FormatError(f"tensor {entry.get('name')!r}: header field {key!r} is missing or not a {kind.__name__}")
     return value
 
 
@@ -347,11 +355,14 @@ def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
         raise FormatError(f"tensor {entry.get('name')!r}: codebook of {k!r} entries of {name!r} is not a codebook")
     book = k * DTYPES[name].itemsize
     if book > size:
-        raise FormatError(f"tensor {entry.get('name')!r}: codebook of {k} {name} entries needs {book} "
-                          f"bytes, the section holds {size}")
+        raise FormatError(
+            f"tensor {entry.get('name')!r}: codebook of {k} {name} entries needs {book} bytes, the section holds {size}"
+        )
     if not 0 <= pos <= size - book:
-        raise FormatError(f"tensor {entry.get('name')!r}: positions_bytes {pos} does not fit the {size - book} "
-                          "bytes after the codebook")
+        raise FormatError(
+            f"tensor {entry.get('name')!r}: positions_bytes {pos} does not fit the {size - book} "
+            "bytes after the codebook"
+        )
     return book, pos, size - book - pos
 
 
@@ -363,8 +374,10 @@ def _stream(name: str, what: str, blob: bytes, alphabet: int) -> np.ndarray:
     try:
         return huffman.decode(blob, alphabet=alphabet)
     except VersionError as exc:
-        raise FormatError(f"tensor {name!r}, {what} stream: no valid Huffman blob where the header puts it "
-                          "(a wrong codebook_size, codebook_dtype or positions_bytes)") from exc
+        raise FormatError(
+            f"tensor {name!r}, {what} stream: no valid Huffman blob where the header puts it "
+            "(a wrong codebook_size, codebook_dtype or positions_bytes)"
+        ) from exc
     except FormatError as exc:
         raise type(exc)(f"tensor {name!r}, {what} stream: {exc}") from exc
 
@@ -378,8 +391,9 @@ def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
     (Huffman-coded relative positions and indices)."""
     layout = (entry.get("positions"), entry.get("indices"))
     if not all(v is None or isinstance(v, str) for v in layout) or layout not in schema.LAYOUT_KEYS:
-        raise FormatError(f"tensor {entry.get('name')!r}: unknown layout positions={layout[0]!r}, "
-                          f"indices={layout[1]!r}")
+        raise FormatError(
+            f"tensor {entry.get('name')!r}: unknown layout positions={layout[0]!r}, indices={layout[1]!r}"
+        )
     return layout[0] or "relative", layout[1] or "huffman"
 
 
@@ -392,20 +406,22 @@ def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], 
     codebook = np.frombuffer(data, dtype=DTYPES[entry["codebook_dtype"]], count=k).astype(np.float32)
     if not np.all(np.isfinite(codebook)):
         raise FormatError(f"tensor {name!r}: its codebook holds NaN or Inf")
-    stream = data[book + pos:]
+    stream = data[book + pos :]
     positions: Optional[np.ndarray] = None  # None: every position, in order
     if positions_kind == "relative":
         bits = entry["rel_bits"]
-        rel = _stream(name, "positions", data[book:book + pos], 2 ** bits)
+        rel = _stream(name, "positions", data[book : book + pos], 2**bits)
         values = _stream(name, "indices", stream, k + 1)
         if len(rel) != entry["entries"] or len(values) != len(rel):
-            raise FormatError(f"tensor {name!r}: {len(rel)} relative indices and {len(values)} codebook indices "
-                              f"decoded, the header's 'entries' is {entry['entries']}")
+            raise FormatError(
+                f"tensor {name!r}: {len(rel)} relative indices and {len(values)} codebook indices "
+                f"decoded, the header's 'entries' is {entry['entries']}"
+            )
         indices, filler = split_values(values, k, rel=rel, bits=bits)
         positions = from_relative(rel, filler, bits=bits, size=size)
     else:
         if positions_kind == "bitmap":
-            flags = np.unpackbits(np.frombuffer(data[book:book + pos], dtype=np.uint8))
+            flags = np.unpackbits(np.frombuffer(data[book : book + pos], dtype=np.uint8))
             if flags[size:].any():
                 raise FormatError(f"tensor {name!r}: the position bitmap has nonzero padding bits")
             positions = np.flatnonzero(flags[:size])
@@ -428,8 +444,10 @@ def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], 
     if len(used) > k:
         raise FormatError(f"tensor {name!r}: index {len(used) - 1} is outside the codebook of {k}")
     if k and not used.all():
-        raise FormatError(f"tensor {name!r}: codebook entry {int(np.argmin(used))} of {k} is used by no weight; "
-                          "a writer stores only the entries it uses")
+        raise FormatError(
+            f"tensor {name!r}: codebook entry {int(np.argmin(used))} of {k} is used by no weight; "
+            "a writer stores only the entries it uses"
+        )
     if positions is None:
         return codebook[indices].reshape(shape)
     out = np.zeros(size, dtype=np.float32)  # calloc: pages no weight touches cost no memory
@@ -447,7 +465,7 @@ def _decode_raw(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], dat
     if dt.kind == "i":
         return values.astype(np.int64).reshape(shape)
     for i in range(0, len(values), _FINITE_CHUNK):
-        if not np.all(np.isfinite(values[i:i + _FINITE_CHUNK])):
+        if not np.all(np.isfinite(values[i : i + _FINITE_CHUNK])):
             raise FormatError(f"tensor {name!r}: its values hold NaN or Inf")
     return values.astype(np.float32).reshape(shape)
 

@@ -9,6 +9,7 @@ is known from its checked shape, so ``check_budget`` can refuse a file before on
 byte of weights is allocated. numpy-free and torch-free on purpose: this runs for
 ``inspect`` too, which never decodes.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,9 @@ MAX_DIMS = 32
 #: a tensor name is a state-dict key; longer is a lie that would only bloat messages
 MAX_NAME = 4096
 #: defaults of the decoded-size limits (float32 bytes; int64 raw tensors count 8 per value)
-DEFAULT_MAX_DECODED_BYTES = 2 * 1024 ** 3
-DEFAULT_MAX_TENSOR_BYTES = 1024 ** 3
-_U64 = 2 ** 64 - 1
+DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
+DEFAULT_MAX_TENSOR_BYTES = 1024**3
+_U64 = 2**64 - 1
 
 _COMMON = {"name", "codec", "shape"}
 _SHARED = _COMMON | {"codebook_size", "codebook_dtype", "nonzero", "positions_bytes"}
@@ -69,7 +70,7 @@ def _where(name: Any, key: str) -> str:
 def _int(entry: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     v = entry.get(key)
     if not is_int(v) or not lo <= v <= hi:
-        shown = repr(v)[:60] if not is_int(v) or abs(v) < 10 ** 30 else "a huge number"
+        shown = repr(v)[:60] if not is_int(v) or abs(v) < 10**30 else "a huge number"
         raise FormatError(f"{_where(entry.get('name'), key)} is {shown}; it must be an integer in {lo}..{hi}")
     return v
 
@@ -77,27 +78,33 @@ def _int(entry: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 def _choice(entry: Mapping[str, Any], key: str, allowed: Sequence[str]) -> str:
     v = entry.get(key)
     if not isinstance(v, str) or v not in allowed:
-        raise FormatError(f"{_where(entry.get('name'), key)} is {repr(v)[:60]}; it must be one of "
-                          f"{', '.join(map(repr, allowed))}")
+        raise FormatError(
+            f"{_where(entry.get('name'), key)} is {repr(v)[:60]}; it must be one of {', '.join(map(repr, allowed))}"
+        )
     return v
 
 
-def _keys(entry: Mapping[str, Any], required: frozenset[str] | set[str],
-          optional: frozenset[str] | set[str] = frozenset()) -> None:
+def _keys(
+    entry: Mapping[str, Any], required: frozenset[str] | set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> None:
     missing = sorted(set(required) - set(entry))
     extra = sorted(set(entry) - set(required) - set(optional))
     if missing or extra:
-        what = [f"lacks {missing}"] * bool(missing) + \
-            [f"has unknown key(s) {[k[:40] for k in extra[:5]]}"] * bool(extra)
-        raise FormatError(f"tensor {str(entry.get('name'))[:200]!r}: its {entry.get('codec')!r} entry "
-                          f"{' and '.join(what)}")
+        what = [f"lacks {missing}"] * bool(missing) + [f"has unknown key(s) {[k[:40] for k in extra[:5]]}"] * bool(
+            extra
+        )
+        raise FormatError(
+            f"tensor {str(entry.get('name'))[:200]!r}: its {entry.get('codec')!r} entry {' and '.join(what)}"
+        )
 
 
 def check_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
     shape = entry.get("shape")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(is_int(d) and 0 <= d <= _U64 for d in shape):
-        raise FormatError(f"{_where(entry.get('name'), 'shape')} is {repr(shape)[:80]}; it must be a list of at "
-                          f"most {MAX_DIMS} integers >= 0")
+        raise FormatError(
+            f"{_where(entry.get('name'), 'shape')} is {repr(shape)[:80]}; it must be a list of at "
+            f"most {MAX_DIMS} integers >= 0"
+        )
     return tuple(shape)
 
 
@@ -112,19 +119,25 @@ def _shared(entry: Mapping[str, Any], size: int, section: int, version: int) -> 
     layout = (positions, indices)
     known = all(v is None or isinstance(v, str) for v in layout) and layout in LAYOUT_KEYS
     if not known or (version < 3 and layout != (None, None)):
-        raise FormatError(f"tensor {str(name)[:200]!r}: positions={repr(positions)[:40]}, indices="
-                          f"{repr(indices)[:40]} is not a layout of a version {version} file")
+        raise FormatError(
+            f"tensor {str(name)[:200]!r}: positions={repr(positions)[:40]}, indices="
+            f"{repr(indices)[:40]} is not a layout of a version {version} file"
+        )
     _keys(entry, LAYOUT_KEYS[layout])
     k = _int(entry, "codebook_size", 0, MAX_CODEBOOK)
     book = k * BOOK_ITEMSIZE[_choice(entry, "codebook_dtype", tuple(BOOK_ITEMSIZE))]
     n = _int(entry, "nonzero", 0, size)
     if (k == 0) != (n == 0) or k > n:
-        raise FormatError(f"tensor {str(name)[:200]!r}: a codebook of {k} entries for {n} kept weights; every "
-                          "codebook entry is used by some weight (so 1 <= codebook_size <= nonzero, or both 0)")
+        raise FormatError(
+            f"tensor {str(name)[:200]!r}: a codebook of {k} entries for {n} kept weights; every "
+            "codebook entry is used by some weight (so 1 <= codebook_size <= nonzero, or both 0)"
+        )
     pos = _int(entry, "positions_bytes", 0, _U64)
     if book + pos > section:
-        raise FormatError(f"tensor {str(name)[:200]!r}: a codebook of {k} {entry['codebook_dtype']} values "
-                          f"({book} bytes) and positions_bytes {pos} do not fit its section of {section} bytes")
+        raise FormatError(
+            f"tensor {str(name)[:200]!r}: a codebook of {k} {entry['codebook_dtype']} values "
+            f"({book} bytes) and positions_bytes {pos} do not fit its section of {section} bytes"
+        )
     if positions is None:
         _int(entry, "rel_bits", 1, MAX_REL_BITS)
         _int(entry, "entries", n, _U64)
@@ -133,11 +146,14 @@ def _shared(entry: Mapping[str, Any], size: int, section: int, version: int) -> 
         raise FormatError(f"{_where(name, 'nonzero')} is {n}, but positions 'all' keeps every one of {size} weights")
     want = 0 if positions == "all" else (size + 7) // 8
     if pos != want:
-        raise FormatError(f"{_where(name, 'positions_bytes')} is {pos}; positions {positions!r} of {size} weights "
-                          f"take {want} bytes")
+        raise FormatError(
+            f"{_where(name, 'positions_bytes')} is {pos}; positions {positions!r} of {size} weights take {want} bytes"
+        )
     if indices == "packed" and section != book + pos + packed_bytes(n, k):
-        raise FormatError(f"tensor {str(name)[:200]!r}: its section has {section} bytes; codebook, positions and "
-                          f"{n} packed indices take {book + pos + packed_bytes(n, k)}")
+        raise FormatError(
+            f"tensor {str(name)[:200]!r}: its section has {section} bytes; codebook, positions and "
+            f"{n} packed indices take {book + pos + packed_bytes(n, k)}"
+        )
 
 
 def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
@@ -146,8 +162,10 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
         raise FormatError(f"a tensor entry is a {type(entry).__name__}, not an object")
     name = entry.get("name")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise FormatError(f"a tensor's field 'name' is {repr(name)[:60]}; it must be a non-empty string of at "
-                          f"most {MAX_NAME} characters")
+        raise FormatError(
+            f"a tensor's field 'name' is {repr(name)[:60]}; it must be a non-empty string of at "
+            f"most {MAX_NAME} characters"
+        )
     codecs = ("raw", "shared") + (("alias",) if version >= 3 else ()) + (("quant",) if version >= 4 else ())
     codec = _choice(entry, "codec", codecs)
     shape = check_shape(entry)
@@ -165,8 +183,10 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
         if "nonzero" in entry:
             _int(entry, "nonzero", 0, size)
         if section != size * RAW_ITEMSIZE[dtype]:
-            raise FormatError(f"tensor {name[:200]!r}: its section has {section} bytes; {size} {dtype} values "
-                              f"(shape {list(shape)[:8]}) take {size * RAW_ITEMSIZE[dtype]}")
+            raise FormatError(
+                f"tensor {name[:200]!r}: its section has {section} bytes; {size} {dtype} values "
+                f"(shape {list(shape)[:8]}) take {size * RAW_ITEMSIZE[dtype]}"
+            )
         return TensorPlan(name, codec, shape, size * (8 if dtype == "int64" else 4), section)
     if codec == "quant":
         _quant(entry, shape, section)
@@ -187,12 +207,16 @@ def _quant(entry: Mapping[str, Any], shape: tuple[int, ...], section: int) -> No
     dtype = _choice(entry, "dtype", tuple(QUANT_ITEMSIZE))
     scales = entry.get("scales")
     if not is_int(scales) or scales not in quant_scales(shape):
-        raise FormatError(f"{_where(name, 'scales')} is {repr(scales)[:60]}; for shape {list(shape)[:8]} it must be "
-                          f"one of {list(quant_scales(shape))}")
+        raise FormatError(
+            f"{_where(name, 'scales')} is {repr(scales)[:60]}; for shape {list(shape)[:8]} it must be "
+            f"one of {list(quant_scales(shape))}"
+        )
     want = 4 * scales + math.prod(shape) * QUANT_ITEMSIZE[dtype]
     if section != want:
-        raise FormatError(f"tensor {str(name)[:200]!r}: its section has {section} bytes; {scales} float32 scales "
-                          f"and {math.prod(shape)} {dtype} values take {want}")
+        raise FormatError(
+            f"tensor {str(name)[:200]!r}: its section has {section} bytes; {scales} float32 scales "
+            f"and {math.prod(shape)} {dtype} values take {want}"
+        )
 
 
 def check_meta(meta: Any) -> None:
@@ -216,11 +240,19 @@ def _finite(v: Any) -> bool:
 def _check_transform(t: Any) -> None:
     ok = isinstance(t, dict) and (
         (set(t) == {"normalize"} and isinstance(t["normalize"], str) and t["normalize"] != "explicit")
-        or (set(t) == {"normalize", "mean", "std"} and t["normalize"] == "explicit" and _finite(t["mean"])
-            and _finite(t["std"]) and t["std"] > 0))
+        or (
+            set(t) == {"normalize", "mean", "std"}
+            and t["normalize"] == "explicit"
+            and _finite(t["mean"])
+            and _finite(t["std"])
+            and t["std"] > 0
+        )
+    )
     if not ok:
-        raise FormatError(f"header field 'meta.transform' is {repr(t)[:120]}; it must be {{\"normalize\": name}} "
-                          "or {\"normalize\": \"explicit\", \"mean\": m, \"std\": s > 0}")
+        raise FormatError(
+            f"header field 'meta.transform' is {repr(t)[:120]}; it must be {{\"normalize\": name}} "
+            'or {"normalize": "explicit", "mean": m, "std": s > 0}'
+        )
 
 
 def check_arch(arch: Any) -> None:
@@ -230,15 +262,20 @@ def check_arch(arch: Any) -> None:
         return
     ok = isinstance(arch, dict) and (
         (set(arch) == {"name", "config"} and isinstance(arch["name"], str) and isinstance(arch["config"], dict))
-        or (set(arch) == {"factory", "kwargs"} and isinstance(arch["factory"], str)
-            and isinstance(arch["kwargs"], dict)))
+        or (
+            set(arch) == {"factory", "kwargs"} and isinstance(arch["factory"], str) and isinstance(arch["kwargs"], dict)
+        )
+    )
     if not ok:
-        raise FormatError(f"header field 'arch' is {repr(arch)[:120]}; it must be null, {{\"name\": str, "
-                          "\"config\": {...}} or {\"factory\": \"module:name\", \"kwargs\": {...}}")
+        raise FormatError(
+            f"header field 'arch' is {repr(arch)[:120]}; it must be null, {{\"name\": str, "
+            '"config": {...}} or {"factory": "module:name", "kwargs": {...}}'
+        )
 
 
-def check_model_header(header: Mapping[str, Any], sections: Sequence[tuple[str, int]], version: int
-                       ) -> list[TensorPlan]:
+def check_model_header(
+    header: Mapping[str, Any], sections: Sequence[tuple[str, int]], version: int
+) -> list[TensorPlan]:
     """Every claim of a model file's header against FORMAT.md and its section table
     ``sections`` ((name, length) in data-area order); the checked tensors in order."""
     if header.get("kind") != KIND:
@@ -266,14 +303,19 @@ def check_model_header(header: Mapping[str, Any], sections: Sequence[tuple[str, 
     stored = [p.name for p in plans if p.codec != "alias"]
     if [name for name, _ in sections] != stored:
         orphans = sorted(set(lengths) - set(stored))
-        what = f"section(s) {[o[:60] for o in orphans[:5]]} belong to no tensor" if orphans else \
-            "the sections do not stand in the order of the tensors"
+        what = (
+            f"section(s) {[o[:60] for o in orphans[:5]]} belong to no tensor"
+            if orphans
+            else "the sections do not stand in the order of the tensors"
+        )
         raise FormatError(f"{what}; each stored tensor has exactly one section, in 'tensors' order")
     shapes = {p.name: p.shape for p in plans if p.codec != "alias"}
     for p, entry in zip(plans, tensors, strict=True):
         if p.codec == "alias" and shapes.get(entry["of"]) != p.shape:
-            raise FormatError(f"tensor {p.name[:200]!r} is an alias of {entry['of'][:200]!r}, which is not a stored "
-                              "tensor of the file with the same shape")
+            raise FormatError(
+                f"tensor {p.name[:200]!r} is an alias of {entry['of'][:200]!r}, which is not a stored "
+                "tensor of the file with the same shape"
+            )
     return plans
 
 
@@ -282,19 +324,25 @@ def check_budget(plans: Sequence[TensorPlan], max_decoded_bytes: int, max_tensor
     for name, value in (("max_decoded_bytes", max_decoded_bytes), ("max_tensor_bytes", max_tensor_bytes)):
         if not is_int(value) or value < 0:
             raise ConfigError(f"{name} must be an integer >= 0, not {value!r}")
-    how = ("if you trust the file, raise the limit: --max-decoded-mb MB on the command line, or "
-           "max_decoded_bytes= / max_tensor_bytes= in Python")
+    how = (
+        "if you trust the file, raise the limit: --max-decoded-mb MB on the command line, or "
+        "max_decoded_bytes= / max_tensor_bytes= in Python"
+    )
     for p in plans:
         if p.decoded_bytes > max_tensor_bytes:
-            raise DecodeLimitError(f"tensor {p.name[:200]!r} (shape {list(p.shape)[:8]}) would decode to "
-                                   f"{_mb(p.decoded_bytes)}, above the limit of {_mb(max_tensor_bytes)} per tensor; "
-                                   f"{how}")
+            raise DecodeLimitError(
+                f"tensor {p.name[:200]!r} (shape {list(p.shape)[:8]}) would decode to "
+                f"{_mb(p.decoded_bytes)}, above the limit of {_mb(max_tensor_bytes)} per tensor; "
+                f"{how}"
+            )
     total = sum(p.decoded_bytes for p in plans)
     if total > max_decoded_bytes:
-        raise DecodeLimitError(f"the file's tensors would decode to {_mb(total)}, above the limit of "
-                               f"{_mb(max_decoded_bytes)} in all; {how}")
+        raise DecodeLimitError(
+            f"the file's tensors would decode to {_mb(total)}, above the limit of "
+            f"{_mb(max_decoded_bytes)} in all; {how}"
+        )
     return total
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2 ** 20:.1f} MB" if n < 2 ** 70 else f"about 2**{n.bit_length() - 1} bytes"
+    return f"{n / 2**20:.1f} MB" if n < 2**70 else f"about 2**{n.bit_length() - 1} bytes"

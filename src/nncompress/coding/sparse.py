@@ -11,6 +11,7 @@ reserved ``filler_symbol`` there, which is how a decoder tells them apart.
 
 Everything is vectorised numpy: there is no Python loop per entry.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,9 @@ def _check_entries(rel: np.ndarray, is_filler: np.ndarray, bits: int | None) -> 
     rel = np.asarray(rel)
     flags = np.asarray(is_filler)
     if rel.ndim != 1 or flags.shape != rel.shape:
-        raise FormatError(f"relative indices {rel.shape} and filler flags {flags.shape} "
-                          "must be 1-D arrays of one length")
+        raise FormatError(
+            f"relative indices {rel.shape} and filler flags {flags.shape} must be 1-D arrays of one length"
+        )
     if rel.size and (rel.dtype == np.bool_ or not np.issubdtype(rel.dtype, np.integer)):
         raise FormatError(f"relative indices must be integers, got {rel.dtype}")
     if flags.dtype != np.bool_:
@@ -106,8 +108,9 @@ def _check_entries(rel: np.ndarray, is_filler: np.ndarray, bits: int | None) -> 
     return rel, flags
 
 
-def from_relative(rel: np.ndarray, is_filler: np.ndarray, *, bits: int | None = None,
-                  size: int | None = None) -> np.ndarray:
+def from_relative(
+    rel: np.ndarray, is_filler: np.ndarray, *, bits: int | None = None, size: int | None = None
+) -> np.ndarray:
     """Positions (int64) of the real entries: the inverse of :func:`to_relative`.
 
     Each entry sits ``rel + 1`` positions after the previous one. With ``bits``,
@@ -148,8 +151,9 @@ def merge_values(symbols: np.ndarray, is_filler: np.ndarray, filler_symbol: int)
     return out
 
 
-def split_values(values: np.ndarray, filler_symbol: int, *, rel: np.ndarray | None = None,
-                 bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_values(
+    values: np.ndarray, filler_symbol: int, *, rel: np.ndarray | None = None, bits: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Undo :func:`merge_values`: ``(symbols of real entries, is_filler)``.
 
     Filler flags are derived from the value stream. Given the decoded relative

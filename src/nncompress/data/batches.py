@@ -18,6 +18,7 @@ Which output is judged (``pick_output``), in order:
 The source ("logits", "tensor", "last_hidden_state", ...) is returned beside the
 tensor; the label-free objective's "auto" rule reads it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -28,9 +29,20 @@ from torch import nn
 
 from nncompress.errors import DataError, ModelError
 
-__all__ = ["Inputs", "OutputFn", "EMBEDDING_KEYS", "check_inputs", "concat", "count", "describe", "model_device",
-           "model_outputs",
-           "pick_output", "take", "to_device"]
+__all__ = [
+    "Inputs",
+    "OutputFn",
+    "EMBEDDING_KEYS",
+    "check_inputs",
+    "concat",
+    "count",
+    "describe",
+    "model_device",
+    "model_outputs",
+    "pick_output",
+    "take",
+    "to_device",
+]
 
 Inputs = Union[torch.Tensor, tuple, dict]
 OutputFn = Callable[[Any], torch.Tensor]
@@ -57,8 +69,9 @@ def check_inputs(inputs: Any, what: str) -> None:
         if not inputs:
             raise DataError(f"{what}: an empty tuple of inputs")
     elif not isinstance(inputs, torch.Tensor):
-        raise DataError(f"{what}: inputs must be a tensor, a tuple of tensors or a dict of tensors, "
-                        f"got {type(inputs).__name__}")
+        raise DataError(
+            f"{what}: inputs must be a tensor, a tuple of tensors or a dict of tensors, got {type(inputs).__name__}"
+        )
     leaves = _leaves(inputs)
     bad = [type(t).__name__ for t in leaves if not isinstance(t, torch.Tensor)]
     if bad:
@@ -103,9 +116,12 @@ def detach_cpu(inputs: Inputs) -> Inputs:
 
 def describe(inputs: Inputs) -> str:
     """Shapes and dtypes, for messages: ``input_ids int64 [2, 16], attention_mask int64 [2, 16]``."""
+
     def one(t: Any) -> str:
-        return f"{str(t.dtype).replace('torch.', '')} {list(t.shape)}" if isinstance(t, torch.Tensor) \
-            else type(t).__name__
+        return (
+            f"{str(t.dtype).replace('torch.', '')} {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        )
+
     if isinstance(inputs, torch.Tensor):
         return one(inputs)
     if isinstance(inputs, Mapping):
@@ -129,14 +145,21 @@ def concat(parts: Sequence[Inputs], what: str) -> Inputs:
     first = _structure(parts[0])
     for i, part in enumerate(parts[1:], 1):
         here = _structure(part)
-        if here[0] != first[0] or (first[0] == "dict" and [k for k, *_ in here[1]] != [k for k, *_ in first[1]]) \
-                or (first[0] == "tuple" and len(here[1]) != len(first[1])):
-            raise DataError(f"{what}: batch {i} is {describe(part)} but batch 0 is {describe(parts[0])}; "
-                            "every batch must have the same structure")
+        if (
+            here[0] != first[0]
+            or (first[0] == "dict" and [k for k, *_ in here[1]] != [k for k, *_ in first[1]])
+            or (first[0] == "tuple" and len(here[1]) != len(first[1]))
+        ):
+            raise DataError(
+                f"{what}: batch {i} is {describe(part)} but batch 0 is {describe(parts[0])}; "
+                "every batch must have the same structure"
+            )
         if here != first:
-            raise DataError(f"{what}: inputs of different shapes (batch 0 {describe(parts[0])}, batch {i} "
-                            f"{describe(part)}); pad every batch to one fixed length (e.g. a tokenizer's "
-                            "padding='max_length', max_length=N) so the examples can be held as one tensor")
+            raise DataError(
+                f"{what}: inputs of different shapes (batch 0 {describe(parts[0])}, batch {i} "
+                f"{describe(part)}); pad every batch to one fixed length (e.g. a tokenizer's "
+                "padding='max_length', max_length=N) so the examples can be held as one tensor"
+            )
     if isinstance(parts[0], torch.Tensor):
         return torch.cat(cast(list[torch.Tensor], list(parts)))  # every part has batch 0's structure
     if isinstance(parts[0], Mapping):
@@ -175,8 +198,10 @@ def pick_output(out: Any, output: Optional[OutputFn] = None) -> tuple[torch.Tens
             value = _field(out, key)
             if value is not None:
                 return value, key
-    raise ModelError(f"cannot tell which output of the model to judge (it returned {type(out).__name__}); pass "
-                     "output=lambda out: ... that returns the tensor (logits or embeddings)")
+    raise ModelError(
+        f"cannot tell which output of the model to judge (it returned {type(out).__name__}); pass "
+        "output=lambda out: ... that returns the tensor (logits or embeddings)"
+    )
 
 
 def model_outputs(model: nn.Module, inputs: Inputs, output: Optional[OutputFn] = None) -> torch.Tensor:

@@ -3,6 +3,7 @@
 Splits are seeded and preprocessing statistics come from the train split only,
 so every run with the same spec and seed sees exactly the same tensors.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,19 @@ from nncompress.errors import ConfigError, DataError
 from nncompress.imports import is_import_spec
 from nncompress.paths import check_input_file
 
-__all__ = ["FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "IDX_FILES", "NORMALIZE_CHOICES", "Normalize", "Splits",
-           "describe_transform", "load_data", "fashion_mnist_dir", "recorded_normalize", "transform_record"]
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_ENV",
+    "IDX_FILES",
+    "NORMALIZE_CHOICES",
+    "Normalize",
+    "Splits",
+    "describe_transform",
+    "load_data",
+    "fashion_mnist_dir",
+    "recorded_normalize",
+    "transform_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +124,10 @@ def _normalize_kind(normalize: Normalize) -> tuple[str, Optional[tuple[float, fl
         try:
             mean, std = (float(p) for p in parts)
         except ValueError:
-            raise ConfigError(f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)} or "
-                              "'MEAN,STD' (applied to inputs scaled to [0, 1])") from None
+            raise ConfigError(
+                f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)} or "
+                "'MEAN,STD' (applied to inputs scaled to [0, 1])"
+            ) from None
         normalize = (mean, std)
     if isinstance(normalize, Mapping):
         if set(normalize) != {"mean", "std"}:
@@ -122,8 +136,10 @@ def _normalize_kind(normalize: Normalize) -> tuple[str, Optional[tuple[float, fl
     try:
         mean, std = (float(v) for v in normalize)
     except (TypeError, ValueError):
-        raise ConfigError(f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)}, "
-                          "a (mean, std) pair or {'mean': ..., 'std': ...}") from None
+        raise ConfigError(
+            f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)}, "
+            "a (mean, std) pair or {'mean': ..., 'std': ...}"
+        ) from None
     if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
         raise ConfigError(f"normalize: mean {mean} and std {std} must be finite numbers with std > 0")
     return "explicit", (mean, std)
@@ -145,9 +161,12 @@ def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) ->
     kind, explicit = _normalize_kind(normalize)
     if is_import_spec(spec) and not Path(spec).is_dir():
         if normalize is not None:
-            raise ConfigError(f"normalize {normalize!r} applies to image folders and the built-in data; "
-                              f"{spec} gives its own batches: transform them in that function")
+            raise ConfigError(
+                f"normalize {normalize!r} applies to image folders and the built-in data; "
+                f"{spec} gives its own batches: transform them in that function"
+            )
         from nncompress.data.loaders import splits_from_function  # loaders build on Splits
+
         return splits_from_function(spec, split_seed=split_seed)
     if spec == "fashion-mnist":
         folder = fashion_mnist_dir()
@@ -200,8 +219,7 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path
         raise DataError(f"{lbl_path}: labels must lie in 0..255, found range {lo}..{hi}")
 
 
-def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
-                     norm: tuple[str, Any]) -> Splits:
+def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None, norm: tuple[str, Any]) -> Splits:
     """Read the four standard IDX files and hold out a seeded validation split of train."""
     paths = [_find_file(folder, n, hint) for n in IDX_FILES]
     train_img, train_lbl, test_img, test_lbl = (read_idx(p) for p in paths)
@@ -219,8 +237,7 @@ def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
     bad = int(test_lbl.max())
     if bad >= num_classes:
         raise DataError(
-            f"{paths[3]}: test label {bad} does not occur in training data "
-            f"({paths[1]} has labels 0..{num_classes - 1})"
+            f"{paths[3]}: test label {bad} does not occur in training data ({paths[1]} has labels 0..{num_classes - 1})"
         )
     n_val = _VAL_SIZE if n >= _VAL_FIXED_MIN_TRAIN else max(1, int(n * _VAL_FRACTION))
     perm = np.random.default_rng(split_seed).permutation(n)
@@ -228,10 +245,15 @@ def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
     log.info("loaded %s from %s: %d train, %d val, %d test", name, folder, n - n_val, n_val, len(test_lbl))
     return _build(
         name,
-        train_img[train_idx], train_lbl[train_idx],
-        train_img[val_idx], train_lbl[val_idx],
-        test_img, test_lbl,
-        max_value=255, num_classes=num_classes, norm=norm,
+        train_img[train_idx],
+        train_lbl[train_idx],
+        train_img[val_idx],
+        train_lbl[val_idx],
+        test_img,
+        test_lbl,
+        max_value=255,
+        num_classes=num_classes,
+        norm=norm,
     )
 
 
@@ -251,19 +273,30 @@ def _load_digits(split_seed: int, norm: tuple[str, Any]) -> Splits:
     train_idx = np.sort(perm[n_test + n_val :])
     return _build(
         "digits",
-        images[train_idx], labels[train_idx],
-        images[val_idx], labels[val_idx],
-        images[test_idx], labels[test_idx],
-        max_value=16, num_classes=int(labels.max()) + 1, norm=norm,
+        images[train_idx],
+        labels[train_idx],
+        images[val_idx],
+        labels[val_idx],
+        images[test_idx],
+        labels[test_idx],
+        max_value=16,
+        num_classes=int(labels.max()) + 1,
+        norm=norm,
     )
 
 
 def _build(
     name: str,
-    train_img: np.ndarray, train_lbl: np.ndarray,
-    val_img: np.ndarray, val_lbl: np.ndarray,
-    test_img: np.ndarray, test_lbl: np.ndarray,
-    *, max_value: int, num_classes: int, norm: tuple[str, Any],
+    train_img: np.ndarray,
+    train_lbl: np.ndarray,
+    val_img: np.ndarray,
+    val_lbl: np.ndarray,
+    test_img: np.ndarray,
+    test_lbl: np.ndarray,
+    *,
+    max_value: int,
+    num_classes: int,
+    norm: tuple[str, Any],
 ) -> Splits:
     """Scale pixels as ``norm`` says (by default: to [0,1], then standardised with train-split
     statistics) and wrap them as N×1×H×W float32 tensors."""
@@ -286,8 +319,13 @@ def _build(
     elif kind == "explicit":
         mean, std = explicit
     scale, shift = 1.0 / (divisor * std), mean / std
-    transform = {"normalize": kind, "divisor": divisor, "mean": mean, "std": std,
-                 "formula": "x = (pixel / divisor - mean) / std"}
+    transform = {
+        "normalize": kind,
+        "divisor": divisor,
+        "mean": mean,
+        "std": std,
+        "formula": "x = (pixel / divisor - mean) / std",
+    }
     log.info("%s inputs: %s", name, describe_transform(transform))
 
     def to_x(img: np.ndarray) -> torch.Tensor:
@@ -300,9 +338,12 @@ def _build(
     h, w = int(train_img.shape[1]), int(train_img.shape[2])
     return Splits(
         name=name,
-        train_x=to_x(train_img), train_y=to_y(train_lbl),
-        val_x=to_x(val_img), val_y=to_y(val_lbl),
-        test_x=to_x(test_img), test_y=to_y(test_lbl),
+        train_x=to_x(train_img),
+        train_y=to_y(train_lbl),
+        val_x=to_x(val_img),
+        val_y=to_y(val_lbl),
+        test_x=to_x(test_img),
+        test_y=to_y(test_lbl),
         input_shape=(1, h, w),
         num_classes=num_classes,
         transform=transform,
@@ -315,8 +356,10 @@ def describe_transform(transform: Optional[Mapping[str, Any]]) -> str:
         return "as given"
     if "divisor" not in transform:
         return str(transform.get("normalize", "as given"))
-    return (f"{transform['normalize']}: x = (pixel / {transform['divisor']:g} - {transform['mean']:.6g}) "
-            f"/ {transform['std']:.6g}")
+    return (
+        f"{transform['normalize']}: x = (pixel / {transform['divisor']:g} - {transform['mean']:.6g}) "
+        f"/ {transform['std']:.6g}"
+    )
 
 
 def recorded_normalize(transform: Any) -> Normalize:

@@ -4,6 +4,7 @@ The reader is strict on purpose: a truncated download or a file with extra
 bytes must fail loudly with the file's path instead of producing a silently
 misaligned data set.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -98,8 +99,7 @@ def _read_payload(path: Path, stream: _Stream, plain_size: int | None, gzip_size
     if type_code not in IDX_DTYPES:
         supported = ", ".join(f"0x{c:02x} {n}" for c, n in _TYPE_NAMES.items())
         raise DataError(
-            f"{path}: wrong magic 0x{magic:08x}: unsupported IDX type code 0x{type_code:02x} "
-            f"(supported: {supported})"
+            f"{path}: wrong magic 0x{magic:08x}: unsupported IDX type code 0x{type_code:02x} (supported: {supported})"
         )
     if not 1 <= ndim <= 4:
         raise DataError(f"{path}: wrong magic 0x{magic:08x}: unsupported number of dimensions {ndim} (expected 1..4)")
@@ -127,8 +127,9 @@ def _read_payload(path: Path, stream: _Stream, plain_size: int | None, gzip_size
     trailing = len(stream.read(TRAILING_WINDOW + 1))
     if trailing:
         more = f"more than {TRAILING_WINDOW:,}" if trailing > TRAILING_WINDOW else str(trailing)
-        raise DataError(f"{path}: trailing bytes: {more} bytes after the {expected}-byte payload "
-                        f"that dims {dims} describe")
+        raise DataError(
+            f"{path}: trailing bytes: {more} bytes after the {expected}-byte payload that dims {dims} describe"
+        )
     # astype copies into a native-endian array
     return payload.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
 
@@ -140,6 +141,5 @@ def _wrong_length(path: Path, actual: int, expected: int, dims: tuple[int, ...])
             "the file is incomplete, re-download it"
         )
     raise DataError(
-        f"{path}: trailing bytes: {actual - expected} bytes after the {expected}-byte payload "
-        f"that dims {dims} describe"
+        f"{path}: trailing bytes: {actual - expected} bytes after the {expected}-byte payload that dims {dims} describe"
     )

@@ -18,6 +18,7 @@ positional inputs), and ``labels="key"`` names the dict key that holds them.
 Labels are class indices (1-D integers, one per example). Inputs keep their
 dtypes: token ids stay int64.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,14 @@ from nncompress.data.batches import Inputs, check_inputs, concat, count, describ
 from nncompress.data.datasets import Splits
 from nncompress.errors import ConfigError, DataError
 
-__all__ = ["AUTO", "LABEL_KEYS", "SINGLE_VAL_FRACTION", "SINGLE_TEST_FRACTION", "splits_from_function",
-           "splits_from_loaders"]
+__all__ = [
+    "AUTO",
+    "LABEL_KEYS",
+    "SINGLE_VAL_FRACTION",
+    "SINGLE_TEST_FRACTION",
+    "splits_from_function",
+    "splits_from_loaders",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +85,10 @@ def _split_batch(batch: Any, labels: Labels, which: str, i: int) -> tuple[Inputs
         if len(batch) == 1:
             return _inputs(batch[0]), None
         if len(batch) != 2:
-            raise DataError(f"{which} loader: batch {i} is a tuple of {len(batch)}, not an (inputs, labels) pair; "
-                            "if the batch is the model's positional inputs without labels, pass labels=None")
+            raise DataError(
+                f"{which} loader: batch {i} is a tuple of {len(batch)}, not an (inputs, labels) pair; "
+                "if the batch is the model's positional inputs without labels, pass labels=None"
+            )
         return _inputs(batch[0]), _as_tensor(batch[1])
     if labels not in (None, AUTO):
         raise DataError(f"{which} loader: batch {i} is a {type(batch).__name__}, so it has no key {labels!r}")
@@ -87,12 +96,19 @@ def _split_batch(batch: Any, labels: Labels, which: str, i: int) -> tuple[Inputs
 
 
 def _check_labels(y: Any, n: int, which: str, i: int) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1 \
-            or len(y) != n:
+    if (
+        not isinstance(y, torch.Tensor)
+        or y.dtype.is_floating_point
+        or y.dtype == torch.bool
+        or y.dim() != 1
+        or len(y) != n
+    ):
         what = f"{y.dtype} of shape {list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-        raise DataError(f"{which} loader: batch {i} labels must be a 1-D integer tensor, one per input; got {what} "
-                        f"for {n} inputs (if the batch is the model's positional inputs without labels, "
-                        "pass labels=None)")
+        raise DataError(
+            f"{which} loader: batch {i} labels must be a 1-D integer tensor, one per input; got {what} "
+            f"for {n} inputs (if the batch is the model's positional inputs without labels, "
+            "pass labels=None)"
+        )
     return y.detach().to("cpu", torch.int64)
 
 
@@ -133,8 +149,13 @@ def _classes(ys: list[torch.Tensor], num_classes: Optional[int]) -> int:
     return classes
 
 
-def _assemble(parts: dict[str, tuple[Inputs, Optional[torch.Tensor]]], name: str, num_classes: Optional[int],
-              test_is_val: bool, source: str) -> Splits:
+def _assemble(
+    parts: dict[str, tuple[Inputs, Optional[torch.Tensor]]],
+    name: str,
+    num_classes: Optional[int],
+    test_is_val: bool,
+    source: str,
+) -> Splits:
     shapes = {which: describe(take(x, slice(0, 0))) for which, (x, _) in parts.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"the loaders' inputs differ in shape: {shapes}")
@@ -147,16 +168,37 @@ def _assemble(parts: dict[str, tuple[Inputs, Optional[torch.Tensor]]], name: str
     classes = _classes(cast(list[torch.Tensor], [y for _, y in parts.values()]), num_classes) if labelled else None
     (tx, ty), (vx, vy), (sx, sy) = parts["train"], parts["val"], parts["test"]
     if test_is_val:
-        log.warning("%s: no test split; every 'test' figure is measured on the validation split, which also made "
-                    "every pruning decision (an optimistic estimate)", name)
+        log.warning(
+            "%s: no test split; every 'test' figure is measured on the validation split, which also made "
+            "every pruning decision (an optimistic estimate)",
+            name,
+        )
     if not labelled:
         log.info("%s: the batches carry no labels; runs distil from the dense model", name)
-    return Splits(name, tx, ty, vx, vy, sx, sy, _input_shape(tx), classes,
-                  transform={"normalize": "as given", "source": source}, test_is_val=test_is_val)
+    return Splits(
+        name,
+        tx,
+        ty,
+        vx,
+        vy,
+        sx,
+        sy,
+        _input_shape(tx),
+        classes,
+        transform={"normalize": "as given", "source": source},
+        test_is_val=test_is_val,
+    )
 
 
-def splits_from_loaders(train: Iterable[Any], val: Iterable[Any], test: Optional[Iterable[Any]] = None, *,
-                        name: str = "custom", num_classes: Optional[int] = None, labels: Labels = AUTO) -> Splits:
+def splits_from_loaders(
+    train: Iterable[Any],
+    val: Iterable[Any],
+    test: Optional[Iterable[Any]] = None,
+    *,
+    name: str = "custom",
+    num_classes: Optional[int] = None,
+    labels: Labels = AUTO,
+) -> Splits:
     """Read the loaders' batches (see the module docstring) into Splits. Every
     choice the pipeline makes is made on ``val``; ``test`` is only reported.
     Without ``test``, test figures are the validation split's (``Splits.test_is_val``,
@@ -166,18 +208,28 @@ def splits_from_loaders(train: Iterable[Any], val: Iterable[Any], test: Optional
     return _assemble(parts, name, num_classes, test is None, "loaders")
 
 
-def _hold_out(x: Inputs, y: Optional[torch.Tensor], split_seed: int, what: str
-              ) -> dict[str, tuple[Inputs, Optional[torch.Tensor]]]:
+def _hold_out(
+    x: Inputs, y: Optional[torch.Tensor], split_seed: int, what: str
+) -> dict[str, tuple[Inputs, Optional[torch.Tensor]]]:
     n = count(x)
     if n < 3:
         raise DataError(f"{what} gives {n} examples; holding out validation and test needs at least 3")
     n_val = max(1, int(n * SINGLE_VAL_FRACTION))
     n_test = max(1, int(n * SINGLE_TEST_FRACTION))
     perm = torch.from_numpy(np.random.default_rng(split_seed).permutation(n))
-    idx = {"val": perm[:n_val].sort().values, "test": perm[n_val:n_val + n_test].sort().values,
-           "train": perm[n_val + n_test:].sort().values}
-    log.info("%s: one stream of %d examples; held out a seeded %d for validation and %d for test (%.0f%% each)",
-             what, n, n_val, n_test, 100 * SINGLE_VAL_FRACTION)
+    idx = {
+        "val": perm[:n_val].sort().values,
+        "test": perm[n_val : n_val + n_test].sort().values,
+        "train": perm[n_val + n_test :].sort().values,
+    }
+    log.info(
+        "%s: one stream of %d examples; held out a seeded %d for validation and %d for test (%.0f%% each)",
+        what,
+        n,
+        n_val,
+        n_test,
+        100 * SINGLE_VAL_FRACTION,
+    )
     return {k: (take(x, i), None if y is None else y[i]) for k, i in idx.items()}
 
 
@@ -190,6 +242,7 @@ def splits_from_function(spec: str, *, split_seed: int = 0, labels: Labels = AUT
       validation and another 10 % as test (``split_seed`` chooses them).
     """
     from nncompress.imports import import_object
+
     fn = import_object(spec, "--data")
     if not callable(fn):
         raise ConfigError(f"--data {spec!r} is a {type(fn).__name__}, not a function returning data loaders")
@@ -201,8 +254,10 @@ def splits_from_function(spec: str, *, split_seed: int = 0, labels: Labels = AUT
     if isinstance(got, Mapping):
         unknown = sorted(set(got) - {"train", "val", "test"})
         if unknown or not {"train", "val"} <= set(got):
-            raise DataError(f"--data {spec!r} returned a dict with keys {sorted(got)}; expected 'train', 'val' and "
-                            "optionally 'test'")
+            raise DataError(
+                f"--data {spec!r} returned a dict with keys {sorted(got)}; expected 'train', 'val' and "
+                "optionally 'test'"
+            )
         loaders = (got["train"], got["val"], got.get("test"))
     elif isinstance(got, tuple) and len(got) in (2, 3):
         loaders = (*got, None) if len(got) == 2 else got
@@ -210,7 +265,9 @@ def splits_from_function(spec: str, *, split_seed: int = 0, labels: Labels = AUT
         x, y = _read(got, spec, labels)
         return _assemble(_hold_out(x, y, split_seed, spec), name, None, False, spec)
     else:
-        raise DataError(f"--data {spec!r} returned {type(got).__name__}; expected (train, val[, test]) loaders, "
-                        "a dict of them, or one iterable of batches")
+        raise DataError(
+            f"--data {spec!r} returned {type(got).__name__}; expected (train, val[, test]) loaders, "
+            "a dict of them, or one iterable of batches"
+        )
     splits = splits_from_loaders(*loaders, name=name, labels=labels)
     return dataclasses.replace(splits, transform={"normalize": "as given", "source": spec})

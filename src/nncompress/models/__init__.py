@@ -6,6 +6,7 @@ so a file can rebuild the network without pickling code: a built-in model's
 factory's ``{"factory": "module:name", "kwargs": dict}`` (the original sizes;
 ``fit_shapes_`` then fits them to the stored tensors).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Union
@@ -14,8 +15,16 @@ from torch import nn
 
 from nncompress.errors import ModelError
 from nncompress.imports import is_import_spec
-from nncompress.models.factory import (Trust, build_from_spec, factory_record, is_factory_record, plain_kwargs,
-                                       record_factory, remember, trusted_factory)
+from nncompress.models.factory import (
+    Trust,
+    build_from_spec,
+    factory_record,
+    is_factory_record,
+    plain_kwargs,
+    record_factory,
+    remember,
+    trusted_factory,
+)
 from nncompress.models.fit import fit_shapes_
 from nncompress.models.lenet import LeNet5, LeNet300, DigitsMLP
 from nncompress.models.vgg import VGG11, VGG16
@@ -32,19 +41,27 @@ MODELS: dict[str, type[Builtin]] = {
 }
 
 
-def build_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+def build_model(
+    spec: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    kwargs: Optional[Mapping[str, Any]] = None,
+) -> nn.Module:
     """Build a fresh model: a built-in name sized for the data it will see, or an
     import path ``pkg.module:factory`` / ``path/to/file.py:factory`` called with
     ``**kwargs`` (plain JSON values, recorded so files can rebuild it)."""
     if isinstance(spec, str) and is_import_spec(spec):
         return build_from_spec(spec, kwargs)
     if spec not in MODELS:
-        raise ModelError(f"unknown model {spec!r}: choose one of {', '.join(sorted(MODELS))}, or name a factory "
-                         "as 'package.module:factory' or 'path/to/file.py:factory'")
+        raise ModelError(
+            f"unknown model {spec!r}: choose one of {', '.join(sorted(MODELS))}, or name a factory "
+            "as 'package.module:factory' or 'path/to/file.py:factory'"
+        )
     if kwargs:
-        raise ModelError(f"built-in model {spec!r} takes no kwargs (got {sorted(kwargs)}): its sizes follow the "
-                         "data; name your own factory to choose them")
+        raise ModelError(
+            f"built-in model {spec!r} takes no kwargs (got {sorted(kwargs)}): its sizes follow the "
+            "data; name your own factory to choose them"
+        )
     try:
         return MODELS[spec].default(input_shape=input_shape, num_classes=num_classes)
     except ValueError as exc:
@@ -79,6 +96,20 @@ def from_record(record: dict[str, Any], *, trust_factory: Trust = False) -> nn.M
         raise ModelError(f"architecture record for {name!r} is invalid: {str(exc)[:300]}") from exc
 
 
-__all__ = ["MODELS", "Trust", "factory_record", "build_model", "arch_record", "from_record", "record_factory",
-           "fit_shapes_", "trusted_factory", "is_factory_record", "plain_kwargs", "remember", "LeNet300", "LeNet5",
-           "DigitsMLP"]
+__all__ = [
+    "MODELS",
+    "Trust",
+    "factory_record",
+    "build_model",
+    "arch_record",
+    "from_record",
+    "record_factory",
+    "fit_shapes_",
+    "trusted_factory",
+    "is_factory_record",
+    "plain_kwargs",
+    "remember",
+    "LeNet300",
+    "LeNet5",
+    "DigitsMLP",
+]

@@ -12,6 +12,7 @@ the named module runs only code already installed or on disk here, but
 without asking only when it resolves to an ``nn.Module`` subclass; any other
 callable needs the caller to name it (``trust`` = the same spec, or True).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -46,8 +47,10 @@ def _plain(value: Any, where: str) -> Any:
         if bad:
             raise ModelError(f"model kwargs {where} has non-string key(s) {bad[:3]}: use string keys")
         return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
-    raise ModelError(f"model kwargs {where} is a {type(value).__name__}: a file can only record plain JSON "
-                     "values (numbers, strings, true/false, null, lists and objects of them)")
+    raise ModelError(
+        f"model kwargs {where} is a {type(value).__name__}: a file can only record plain JSON "
+        "values (numbers, strings, true/false, null, lists and objects of them)"
+    )
 
 
 def plain_kwargs(kwargs: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -61,8 +64,10 @@ def plain_kwargs(kwargs: Optional[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _check_spec(spec: Any) -> str:
     if not is_import_spec(spec):
-        raise ModelError(f"model factory {spec!r} is not an import path of the form 'package.module:factory' "
-                         "or 'path/to/file.py:factory'")
+        raise ModelError(
+            f"model factory {spec!r} is not an import path of the form 'package.module:factory' "
+            "or 'path/to/file.py:factory'"
+        )
     return spec
 
 
@@ -89,8 +94,10 @@ def _call(factory: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> nn.
     except Exception as exc:
         raise ModelError(f"model factory {spec!r} failed with kwargs {kwargs}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise ModelError(f"model factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module: "
-                         "name a function or class that builds the model")
+        raise ModelError(
+            f"model factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module: "
+            "name a function or class that builds the model"
+        )
     return model
 
 
@@ -110,18 +117,23 @@ def is_factory_record(record: Any) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(record, Mapping) and "factory" in record
 
 
-def trusted_factory(record: Mapping[str, Any], trust: Trust = False, source: str = "the file",
-                    error: type[Exception] = ModelError) -> tuple[Callable[..., nn.Module], str, dict[str, Any]]:
+def trusted_factory(
+    record: Mapping[str, Any], trust: Trust = False, source: str = "the file", error: type[Exception] = ModelError
+) -> tuple[Callable[..., nn.Module], str, dict[str, Any]]:
     """The callable a file's factory record names, once the trust policy allows it:
     an ``nn.Module`` subclass always; anything else only when ``trust`` is True or
     the same spec. Returns (callable, spec, kwargs); raises ``error`` otherwise."""
     spec, kwargs = record.get("factory"), record.get("kwargs", {})
     if not is_import_spec(spec) or not isinstance(kwargs, Mapping) or set(record) - {"factory", "kwargs"}:
-        raise error(f"{source}: its architecture record {dict(record)!r} is malformed (expected "
-                    "{'factory': 'module:name', 'kwargs': {...}}): pass the model to load it")
+        raise error(
+            f"{source}: its architecture record {dict(record)!r} is malformed (expected "
+            "{'factory': 'module:name', 'kwargs': {...}}): pass the model to load it"
+        )
     if isinstance(trust, str) and trust != spec:
-        raise error(f"{source} records the model factory {spec!r}, not {trust!r}: pass --model {spec} "
-                    "(or a model instance in Python) to load it")
+        raise error(
+            f"{source} records the model factory {spec!r}, not {trust!r}: pass --model {spec} "
+            "(or a model instance in Python) to load it"
+        )
     try:
         kwargs = plain_kwargs(kwargs)
     except ModelError as exc:
@@ -134,15 +146,18 @@ def trusted_factory(record: Mapping[str, Any], trust: Trust = False, source: str
     except ConfigError as exc:
         if named:
             raise
-        raise error(f"{exc}; if you trust it, pass --model {spec} (in Python: trust_factory={spec!r}), "
-                    "or pass a model instance") from None
+        raise error(
+            f"{exc}; if you trust it, pass --model {spec} (in Python: trust_factory={spec!r}), or pass a model instance"
+        ) from None
     is_class = inspect.isclass(factory) and issubclass(factory, nn.Module)
     if not is_class and not named:
         kind = "a function" if inspect.isfunction(factory) else f"a {type(factory).__name__}"
-        raise error(f"{source} records the model factory {spec!r}, which is {kind}, not an nn.Module class: "
-                    "calling a callable named by a file could run any code, so it is only called when you "
-                    f"name it yourself: pass --model {spec} (in Python: trust_factory={spec!r}), "
-                    "or pass a model instance")
+        raise error(
+            f"{source} records the model factory {spec!r}, which is {kind}, not an nn.Module class: "
+            "calling a callable named by a file could run any code, so it is only called when you "
+            f"name it yourself: pass --model {spec} (in Python: trust_factory={spec!r}), "
+            "or pass a model instance"
+        )
     if not callable(factory):
         raise error(f"{source} records the model factory {spec!r}, which is not callable")
     return (lambda **kw: _call(factory, spec, kw)), spec, kwargs

@@ -7,6 +7,7 @@ features, an embedding's width). Those dimensions, and only those, may be
 fitted, and only downwards: any other difference is a different model, and
 is left for the strict loader to report.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional
@@ -32,8 +33,7 @@ def _plan(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> Optional[tup
     if isinstance(module, nn.Linear) and w is not None:
         if not _smaller(w, tuple(module.weight.shape), (0, 1)) or shapes.get("bias", (w[0],)) != (w[0],):
             return None
-        return ({"out_features": w[0], "in_features": w[1]}, w[0] < module.out_features,
-                w[1] < module.in_features)
+        return ({"out_features": w[0], "in_features": w[1]}, w[0] < module.out_features, w[1] < module.in_features)
     if isinstance(module, _CONV) and w is not None and module.groups == 1 and not module.transposed:
         if not _smaller(w, tuple(module.weight.shape), (0, 1)) or shapes.get("bias", (w[0],)) != (w[0],):
             return None
@@ -61,8 +61,11 @@ def _paired(plans: list[tuple[str, nn.Module, dict, tuple[dict[str, int], bool, 
     while True:
         outs = [i for i in alive if plans[i][3][1]]
         ins = [i for i in alive if plans[i][3][2]]
-        ok = [i for i in alive if (not plans[i][3][1] or any(j > i for j in ins))
-              and (not plans[i][3][2] or any(j < i for j in outs))]
+        ok = [
+            i
+            for i in alive
+            if (not plans[i][3][1] or any(j > i for j in ins)) and (not plans[i][3][2] or any(j < i for j in outs))
+        ]
         if ok == alive:
             return alive
         alive = ok
@@ -92,8 +95,11 @@ def fit_shapes_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str
     plans = []
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        own = {k: tuple(v.shape) for k, v in list(module.named_parameters(recurse=False))
-               + list(module.named_buffers(recurse=False)) if v is not None}
+        own = {
+            k: tuple(v.shape)
+            for k, v in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            if v is not None
+        }
         shapes = {k: tuple(state[prefix + k].shape) for k in own if prefix + k in state}
         if set(shapes) != set(own) or shapes == own:
             continue

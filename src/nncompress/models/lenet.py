@@ -5,6 +5,7 @@ its ``config()``: layer sizes (which shrink when dead neurons are removed) and
 dropout rates (which the pruner adjusts). Keeping them sequential lets the
 generic dead-neuron remover walk them.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -84,18 +85,31 @@ class LeNet5(nn.Sequential):
     fc1: nn.Linear
     fc2: nn.Linear
 
-    def __init__(self, in_channels: int = 1, image: int = 28, channels: Sequence[int] = (20, 50),
-                 hidden: int = 500, classes: int = 10) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image: int = 28,
+        channels: Sequence[int] = (20, 50),
+        hidden: int = 500,
+        classes: int = 10,
+    ) -> None:
         c1, c2 = _check_sizes(channels, "channels")
         hidden, classes, in_channels = _check_sizes([hidden, classes, in_channels], "sizes")
         side = ((int(image) - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"image side {image} is too small for LeNet-5 (needs >= 16)")
-        super().__init__(OrderedDict(
-            conv1=nn.Conv2d(in_channels, c1, 5), pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(c1, c2, 5), pool2=nn.MaxPool2d(2), flatten=nn.Flatten(),
-            fc1=nn.Linear(c2 * side * side, hidden), relu1=nn.ReLU(), fc2=nn.Linear(hidden, classes),
-        ))
+        super().__init__(
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, c1, 5),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(c1, c2, 5),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc1=nn.Linear(c2 * side * side, hidden),
+                relu1=nn.ReLU(),
+                fc2=nn.Linear(hidden, classes),
+            )
+        )
         self.image = int(image)
 
     @classmethod
@@ -106,6 +120,10 @@ class LeNet5(nn.Sequential):
         return cls(in_channels=c, image=h, classes=num_classes or 10)
 
     def config(self) -> dict[str, Any]:
-        return {"in_channels": self.conv1.in_channels, "image": self.image,
-                "channels": [self.conv1.out_channels, self.conv2.out_channels],
-                "hidden": self.fc1.out_features, "classes": self.fc2.out_features}
+        return {
+            "in_channels": self.conv1.in_channels,
+            "image": self.image,
+            "channels": [self.conv1.out_channels, self.conv2.out_channels],
+            "hidden": self.fc1.out_features,
+            "classes": self.fc2.out_features,
+        }

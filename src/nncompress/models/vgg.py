@@ -9,6 +9,7 @@ so VGG-16 has its 138 M parameters whatever the input size; pools round up
 like the LeNets: the dead-neuron remover walks it, the pruner adjusts its
 dropout, and a shrunk model is rebuilt from its record.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -44,8 +45,15 @@ class VGG(nn.Sequential):
     """Convolutions (3x3, BatchNorm, ReLU) and max pools per ``plan``, an adaptive
     average pool to ``pool`` x ``pool``, and a fully connected classifier."""
 
-    def __init__(self, plan: Plan, in_channels: int = 3, classifier: Sequence[int] = (4096, 4096),
-                 classes: int = 1000, pool: int = 7, dropout: Union[float, Sequence[float]] = 0.5) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        in_channels: int = 3,
+        classifier: Sequence[int] = (4096, 4096),
+        classes: int = 1000,
+        pool: int = 7,
+        dropout: Union[float, Sequence[float]] = 0.5,
+    ) -> None:
         plan = _check_plan(plan)
         in_channels, classes, pool = _check_sizes([in_channels, classes, pool], "sizes")
         widths = _check_sizes(classifier, "classifier widths")
@@ -95,8 +103,14 @@ class VGG(nn.Sequential):
                 linears.append(module)
             elif isinstance(module, nn.Dropout):
                 rates.append(float(module.p))
-        return {"plan": plan, "in_channels": in_channels, "classifier": [m.out_features for m in linears[:-1]],
-                "classes": linears[-1].out_features, "pool": self.pool, "dropout": rates}
+        return {
+            "plan": plan,
+            "in_channels": in_channels,
+            "classifier": [m.out_features for m in linears[:-1]],
+            "classes": linears[-1].out_features,
+            "pool": self.pool,
+            "dropout": rates,
+        }
 
 
 class VGG11(VGG):

@@ -4,6 +4,7 @@ Pruned weights are re-zeroed after every optimizer step, so momentum and
 weight decay cannot revive them; nothing (no hooks, no ``*_orig`` copies)
 is left on the model for a checkpoint to pick up.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,7 +81,7 @@ class PackedMasks:
         self.bits = {n: np.packbits(m.detach().cpu().numpy().reshape(-1)) for n, m in masks.items()}
 
     def _chunk(self, name: str, part: slice, device: torch.device) -> torch.Tensor:
-        data = self.bits[name][part.start // 8:(part.stop + 7) // 8]  # CHUNK is a multiple of 8
+        data = self.bits[name][part.start // 8 : (part.stop + 7) // 8]  # CHUNK is a multiple of 8
         bits = np.unpackbits(data, count=part.stop - part.start).view(np.bool_)
         return torch.from_numpy(bits).to(device)
 
@@ -122,4 +123,5 @@ def packing_masks(finetune: _Finetune, layers: Mapping[str, Compressible], masks
             finetune(params, epochs, lambda: packed.apply_(layers))
         finally:
             masks.update(packed.unpack(devices))
+
     return tune

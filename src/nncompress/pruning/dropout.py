@@ -4,6 +4,7 @@ A pruned layer has fewer connections, so less co-adaptation to break; the
 rate of each Dropout is scaled by the square root of the kept fraction of
 the connections of the layer it feeds.
 """
+
 from __future__ import annotations
 
 import math

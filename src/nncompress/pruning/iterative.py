@@ -6,6 +6,7 @@ masks re-applied after each step; ``evaluate()`` returns validation accuracy,
 or a ``train.evidence.Reading`` (per-example scores and KL too) for paired and
 pooled decisions (``pruning.judge``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,16 @@ from nncompress.chunked import all_finite
 from nncompress.config import PruneConfig
 from nncompress.errors import ConfigError, ModelError
 from nncompress.progress import ProgressFn, report
-from nncompress.pruning.apply import (Masks, apply_masks_, densities, initial_masks, overall_density, packing_masks,
-                                      restore_, snapshot)
+from nncompress.pruning.apply import (
+    Masks,
+    apply_masks_,
+    densities,
+    initial_masks,
+    overall_density,
+    packing_masks,
+    restore_,
+    snapshot,
+)
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.judge import Judgement, StepJudge
 from nncompress.pruning.masks import count_kept, prunable_layers, std_threshold, threshold_mask
@@ -39,19 +48,19 @@ Evaluate = Callable[[], Union[float, Reading]]
 class StepRecord:
     """One line of the per-step log."""
 
-    stage: str            # "dense", "control", "consolidate", "step", "recover", "target", "final"
+    stage: str  # "dense", "control", "consolidate", "step", "recover", "target", "final"
     group: int
     step: int
     q: dict[str, float]
     density: dict[str, float]
     overall_density: float
     val_accuracy: float
-    drop_points: float    # against the reference: min(dense, mean of dense and control)
+    drop_points: float  # against the reference: min(dense, mean of dense and control)
     accepted: bool
     seconds: float
-    drop_se: Optional[float] = None         # standard error of drop_points (paired with the dense model)
+    drop_se: Optional[float] = None  # standard error of drop_points (paired with the dense model)
     estimated_drop: Optional[float] = None  # the drop estimated from every reading so far: what was judged
-    kl: Optional[float] = None              # mean KL(dense || model) of the validation outputs, nats
+    kl: Optional[float] = None  # mean KL(dense || model) of the validation outputs, nats
 
     @property
     def judged_drop(self) -> float:
@@ -95,15 +104,28 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     small = {n for n, m in layers.items() if m.weight.numel() < cfg.min_layer_share * total_weights}
     groups = [kept for g in resolve_groups(cfg.groups, layers) if (kept := [n for n in g if n not in small])]
     if not groups:
-        raise ConfigError(f"groups {cfg.groups!r} selects only layers under min_layer_share {cfg.min_layer_share} "
-                          f"of the weights ({sorted(small)}): lower min_layer_share or name other layers")
+        raise ConfigError(
+            f"groups {cfg.groups!r} selects only layers under min_layer_share {cfg.min_layer_share} "
+            f"of the weights ({sorted(small)}): lower min_layer_share or name other layers"
+        )
     return groups
 
 
-def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: dict[str, float], masks: Masks,
-               q_now: dict[str, float], finetune: Finetune, evaluate: Evaluate, reapply: Callable[[], None],
-               record: Callable[..., StepRecord], kept_fraction: Optional[Callable[[], dict[str, float]]],
-               rates: dict[str, float], on_step: Callable[[int, int, float], None]) -> int:
+def _to_target(
+    model: nn.Module,
+    cfg: PruneConfig,
+    selected: list[str],
+    stds: dict[str, float],
+    masks: Masks,
+    q_now: dict[str, float],
+    finetune: Finetune,
+    evaluate: Evaluate,
+    reapply: Callable[[], None],
+    record: Callable[..., StepRecord],
+    kept_fraction: Optional[Callable[[], dict[str, float]]],
+    rates: dict[str, float],
+    on_step: Callable[[int, int, float], None],
+) -> int:
     """Prune ``selected`` to ``cfg.target_density`` in ``cfg.target_steps`` steps, each
     fine-tuned; every step is kept, whatever validation says (it is recorded)."""
     layers = prunable_layers(model, cfg.select, cfg.exclude)
@@ -112,8 +134,12 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
     assert cfg.target_density is not None  # the caller steps to a target only when one is set
     goals = density_steps(start, float(cfg.target_density), cfg.target_steps)
     if not goals:
-        log.warning("the selected layers already keep %.4f of their weights, no more than the target density "
-                    "%.4f: nothing to prune", start, cfg.target_density)
+        log.warning(
+            "the selected layers already keep %.4f of their weights, no more than the target density "
+            "%.4f: nothing to prune",
+            start,
+            cfg.target_density,
+        )
     for step, goal in enumerate(goals, 1):
         t0 = time.perf_counter()
         weights = {n: layers[n].weight for n in selected}
@@ -128,15 +154,26 @@ def _to_target(model: nn.Module, cfg: PruneConfig, selected: list[str], stds: di
         reading = as_reading(evaluate())
         rec = record("target", 0, step, reading, True, t0)
         if rec.judged_drop > cfg.tolerance:
-            log.info("target step %d/%d (density %.4f): validation drop %.2f points, over the tolerance; "
-                     "continuing", step, len(goals), goal, rec.judged_drop)
+            log.info(
+                "target step %d/%d (density %.4f): validation drop %.2f points, over the tolerance; continuing",
+                step,
+                len(goals),
+                goal,
+                rec.judged_drop,
+            )
         on_step(step, len(goals), reading.score)
     return len(goals)
 
 
-def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: Evaluate,
-           progress: Optional[ProgressFn] = None, on_step: Optional[Callable[[StepRecord], None]] = None
-           ) -> PruneResult:
+def prune_(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    finetune: Finetune,
+    evaluate: Evaluate,
+    progress: Optional[ProgressFn] = None,
+    on_step: Optional[Callable[[StepRecord], None]] = None,
+) -> PruneResult:
     """Prune ``model`` in place, group by group, raising q until the validation
     drop after fine-tuning exceeds the tolerance, then rolling back one step.
 
@@ -162,6 +199,7 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     def kept_fraction() -> dict[str, float]:
         """C_ir / C_io: connections now over connections when this run started."""
         return {n: count_kept(m) / start_kept[n] for n, m in masks.items()}
+
     qs = q_schedule(cfg.q0, cfg.q_step, cfg.q_max)
     total = len(groups) * (len(qs) + cfg.refine_steps) + 1
     tick = 0
@@ -170,14 +208,33 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
     def reapply() -> None:
         apply_masks_(layers, masks)
 
-    def record(stage: str, group: int, step: int, reading: Reading, accepted: Optional[bool], t0: float,
-               judged: Optional[Judgement] = None) -> StepRecord:
+    def record(
+        stage: str,
+        group: int,
+        step: int,
+        reading: Reading,
+        accepted: Optional[bool],
+        t0: float,
+        judged: Optional[Judgement] = None,
+    ) -> StepRecord:
         """Log one reading; ``accepted`` None: judged here against the whole tolerance."""
         judged = judged or judge.judge(reading)
         ok = judged.decisive <= cfg.tolerance if accepted is None else accepted
-        rec = StepRecord(stage, group, step, dict(q_now), densities(masks), overall_density(masks), reading.score,
-                         round(judged.drop, 4), ok, round(time.perf_counter() - t0, 3), judged.se,
-                         judged.estimate, None if reading.kl is None else round(reading.kl, 6))
+        rec = StepRecord(
+            stage,
+            group,
+            step,
+            dict(q_now),
+            densities(masks),
+            overall_density(masks),
+            reading.score,
+            round(judged.drop, 4),
+            ok,
+            round(time.perf_counter() - t0, 3),
+            judged.se,
+            judged.estimate,
+            None if reading.kl is None else round(reading.kl, 6),
+        )
         result.steps.append(rec)
         if on_step is not None:
             on_step(rec)
@@ -226,16 +283,38 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
             ok = judged.decisive <= allowed
         rec = record(stage, gi, si, reading, ok, t0, judged)
         tick += 1
-        report(progress, "prune", min(tick, total - 1), total, group=gi, q=q, density=rec.overall_density,
-               val=reading.score)
+        report(
+            progress,
+            "prune",
+            min(tick, total - 1),
+            total,
+            group=gi,
+            q=q,
+            density=rec.overall_density,
+            val=reading.score,
+        )
         return ok
 
     if cfg.target_density is not None:
+
         def on_target_step(step: int, steps: int, acc: float) -> None:
             report(progress, "prune", step, steps + 1, density=overall_density(masks), val=acc)
-        total = 1 + _to_target(model, cfg, [n for g in groups for n in g], stds, masks, q_now, finetune, evaluate,
-                               reapply, record, kept_fraction if cfg.adjust_dropout else None, rates,
-                               on_target_step)
+
+        total = 1 + _to_target(
+            model,
+            cfg,
+            [n for g in groups for n in g],
+            stds,
+            masks,
+            q_now,
+            finetune,
+            evaluate,
+            reapply,
+            record,
+            kept_fraction if cfg.adjust_dropout else None,
+            rates,
+            on_target_step,
+        )
     for gi, group in enumerate(groups if cfg.target_density is None else []):
         if gi > 0 and cfg.recover_epochs > 0:  # consolidate the earlier stages before this one starts
             t0 = time.perf_counter()
@@ -276,8 +355,12 @@ def prune_(model: nn.Module, cfg: PruneConfig, *, finetune: Finetune, evaluate: 
         del before
     final = record("final", len(groups), 0, reading, None, t0, judge.judge_final(reading))
     if cfg.target_density is not None and not final.accepted:
-        log.warning("pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
-                    final.overall_density, final.judged_drop, cfg.tolerance)
+        log.warning(
+            "pruned to density %.4f: the validation drop %.2f points exceeds the tolerance of %.2f points",
+            final.overall_density,
+            final.judged_drop,
+            cfg.tolerance,
+        )
     report(progress, "prune", total, total, density=overall_density(masks), val=reading.score)
     result.val_accuracy = reading.score
     result.final_drop = final.judged_drop

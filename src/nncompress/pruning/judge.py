@@ -22,6 +22,7 @@ as damage. The final model is judged by the estimate of the model its final
 fine-tune started from: that fine-tune is kept only when it does not leave the
 model worse beyond the noise of the comparison.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ from nncompress.train.evidence import DoseResponse, Reading, paired_drop
 
 @dataclass(frozen=True)
 class Judgement:
-    drop: float                       # this reading's drop against the reference, points
-    se: Optional[float] = None        # its standard error, from the examples whose score changed
+    drop: float  # this reading's drop against the reference, points
+    se: Optional[float] = None  # its standard error, from the examples whose score changed
     estimate: Optional[float] = None  # the drop estimated from all readings so far (pooled decisions)
 
     @property
@@ -87,8 +88,12 @@ class StepJudge:
     def keeps_final_tuning(self, before: Reading, after: Reading) -> bool:
         """The final fine-tune stays unless validation says it made the model worse: by more than
         one standard error of the paired difference (pooled), or at all (single readings)."""
-        if self.pooled and before.examples is not None and after.examples is not None \
-                and len(before.examples) == len(after.examples):
+        if (
+            self.pooled
+            and before.examples is not None
+            and after.examples is not None
+            and len(before.examples) == len(after.examples)
+        ):
             worse, se = paired_drop(before.examples, after.examples)
             return worse <= se
         return after.score >= before.score

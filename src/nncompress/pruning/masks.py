@@ -1,4 +1,5 @@
 """Which layers are prunable, and the pure threshold rule."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -9,8 +10,15 @@ from torch import nn
 from nncompress.chunked import chunks
 from nncompress.layers import Compressible, layer_kind, select_layers
 
-__all__ = ["PRUNABLE", "DEFAULT_PRUNE_LAYERS", "count_kept", "layer_kind", "prunable_layers",
-           "std_threshold", "threshold_mask"]
+__all__ = [
+    "PRUNABLE",
+    "DEFAULT_PRUNE_LAYERS",
+    "count_kept",
+    "layer_kind",
+    "prunable_layers",
+    "std_threshold",
+    "threshold_mask",
+]
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: the layers pruned unless a config says otherwise (embeddings are opted in with "embedding")

@@ -1,4 +1,5 @@
 """Pure schedule helpers: q values per step, and pruning groups."""
+
 from __future__ import annotations
 
 from typing import Mapping

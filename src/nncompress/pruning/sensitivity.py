@@ -4,6 +4,7 @@ Takes an evaluation callback and returns a table (exports to CSV); the table
 turns into per-layer q scales for the pruner, so robust layers are pruned
 harder than sensitive ones.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,9 @@ class SensitivityRow:
     val_accuracy: float
 
 
-def sensitivity_scan(model: nn.Module, qs: Sequence[float], evaluate: Callable[[], float],
-                     progress: Optional[ProgressFn] = None) -> tuple[float, list[SensitivityRow]]:
+def sensitivity_scan(
+    model: nn.Module, qs: Sequence[float], evaluate: Callable[[], float], progress: Optional[ProgressFn] = None
+) -> tuple[float, list[SensitivityRow]]:
     """(dense accuracy, one row per layer and q). The model is left unchanged."""
     layers = prunable_layers(model)
     base = evaluate()
@@ -83,8 +85,9 @@ def from_csv(path: str | Path) -> tuple[float, list[SensitivityRow]]:
             reader = csv.DictReader(handle)
             if tuple(reader.fieldnames or ()) != FIELDS:
                 raise DataError(f"{path}: expected CSV columns {','.join(FIELDS)}, got {reader.fieldnames}")
-            rows = [SensitivityRow(r["layer"], float(r["q"]), float(r["density"]), float(r["val_accuracy"]))
-                    for r in reader]
+            rows = [
+                SensitivityRow(r["layer"], float(r["q"]), float(r["density"]), float(r["val_accuracy"])) for r in reader
+            ]
     except FileNotFoundError as exc:
         raise DataError(f"sensitivity table {path} not found: run `nncompress sensitivity` first") from exc
     except (ValueError, KeyError, TypeError) as exc:
@@ -113,8 +116,7 @@ def layer_scales(rows: Sequence[SensitivityRow], base: float, max_drop: float) -
         raise ConfigError("the sensitivity table is empty")
     positive = [v for v in limits.values() if v > 0]
     if not positive:
-        log.warning("no layer stays within %.2f points at any q of the table: per-layer q scales are all 1",
-                    max_drop)
+        log.warning("no layer stays within %.2f points at any q of the table: per-layer q scales are all 1", max_drop)
         return {name: 1.0 for name in limits}
     ref = statistics.median(positive)
     floor = min(positive)

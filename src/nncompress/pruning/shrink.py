@@ -19,6 +19,7 @@ why. Models that are not plain ``nn.Sequential`` (residual nets, anything with
 its own ``forward``) are left alone: without the call graph nothing can be
 proven exact.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,17 +31,44 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU,
-                nn.Mish, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink,
-                nn.LogSigmoid, nn.Identity)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Identity,
+)
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LAYERS = (nn.Linear, *_CONV)
-_BN: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d,
-                                                nn.Conv3d: nn.BatchNorm3d}
+_BN: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+}
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-              nn.AdaptiveMaxPool3d)
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 _AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 _BatchNorm = Union[nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d]
@@ -51,10 +79,10 @@ _AvgPool = Union[nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d]
 
 @dataclass(frozen=True)
 class ShrinkReport:
-    removed: dict[str, int]   # layer name -> output units removed
+    removed: dict[str, int]  # layer name -> output units removed
     sizes: dict[str, tuple[int, int]]  # layer name -> (in, out) units after removal
     applicable: bool = True
-    reason: str = ""          # where and why removal did not apply (all of ``kept``, joined)
+    reason: str = ""  # where and why removal did not apply (all of ``kept``, joined)
     kept: dict[str, str] = field(default_factory=dict)  # layer name -> why its dead units (if any) stay
 
 
@@ -65,10 +93,10 @@ class _Link:
     a: str
     b: str
     between: list[tuple[str, nn.Module]]
-    unit_major: bool       # after a Flatten, a conv's units own contiguous runs of b's inputs; a Linear's interleave
+    unit_major: bool  # after a Flatten, a conv's units own contiguous runs of b's inputs; a Linear's interleave
     flattened: bool
-    pool_note: str = ""    # an average pool between that does not keep a constant channel constant
-    pad_note: str = ""     # b pads with zeros, so only a zero channel folds into its bias
+    pool_note: str = ""  # an average pool between that does not keep a constant channel constant
+    pad_note: str = ""  # b pads with zeros, so only a zero channel folds into its bias
 
 
 def _units(m: _Layer) -> int:
@@ -99,11 +127,13 @@ def _link(items: list[tuple[str, nn.Module]], ia: int, ib: int) -> Union[_Link, 
     assert isinstance(la, _LAYERS) and isinstance(lb, _LAYERS)  # _links passes the indices of layers only
     for name, layer in ((a, la), (b, lb)):
         if isinstance(layer, _CONV) and layer.groups != 1:
-            return (f"{name} is a grouped convolution (groups={layer.groups}): removing channels of {a} would "
-                    "unbalance its groups")
+            return (
+                f"{name} is a grouped convolution (groups={layer.groups}): removing channels of {a} would "
+                "unbalance its groups"
+            )
     conv_a = isinstance(la, _CONV)
     flattened, pool_note, pad_note = False, "", ""
-    between = items[ia + 1:ib]
+    between = items[ia + 1 : ib]
     for name, m in between:
         kind = f"{name} ({type(m).__name__})"
         if isinstance(m, _ELEMENTWISE + _DROPOUT) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
@@ -120,8 +150,10 @@ def _link(items: list[tuple[str, nn.Module]], ia: int, ib: int) -> Union[_Link, 
                 continue
             if isinstance(m, _AVG_POOLS):
                 if not _avg_pool_keeps_constants(m):
-                    pool_note = pool_note or (f"{kind} averages zero padding (or a fixed divisor) into its border "
-                                              f"windows, so a constant channel of {a} is not constant after it")
+                    pool_note = pool_note or (
+                        f"{kind} averages zero padding (or a fixed divisor) into its border "
+                        f"windows, so a constant channel of {a} is not constant after it"
+                    )
                 continue
         where = "after the Flatten" if flattened else f"on {a}'s output"
         return f"{kind} between {a} and {b} does not act on each unit of {a} separately ({where})"
@@ -132,8 +164,9 @@ def _link(items: list[tuple[str, nn.Module]], ia: int, ib: int) -> Union[_Link, 
         if flattened or not conv_a:
             return f"{b}'s input channels are not {a}'s units ({type(la).__name__} into {type(lb).__name__})"
         if _zero_padded(lb):
-            pad_note = (f"{b} pads its input with zeros, so a constant channel of {a} does not add a constant "
-                        "at the borders")
+            pad_note = (
+                f"{b} pads its input with zeros, so a constant channel of {a} does not add a constant at the borders"
+            )
     fan, units = _fan_in(lb), _units(la)
     if fan % units or (not flattened and fan != units):
         return f"{b} takes {fan} inputs, which do not map onto the {units} units of {a}"
@@ -213,8 +246,17 @@ def _rebuild(m: _Layer, w: torch.Tensor, b: Optional[torch.Tensor]) -> _Layer:
         new: _Layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     else:
         conv: Callable[..., _Conv] = type(m)  # takes back the tuples it stores (kernel_size, stride...)
-        new = conv(w.shape[1], w.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
-                   dilation=m.dilation, groups=1, bias=b is not None, padding_mode=m.padding_mode)
+        new = conv(
+            w.shape[1],
+            w.shape[0],
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=1,
+            bias=b is not None,
+            padding_mode=m.padding_mode,
+        )
     new = new.to(device=w.device, dtype=w.dtype)
     new.train(m.training)
     with torch.no_grad():
@@ -230,7 +272,7 @@ def _shrink_link(model: nn.Sequential, link: _Link, notes: dict[str, str]) -> in
     units = _units(la)
     cols = _columns(units, _fan_in(lb) // units, link.unit_major)
     wb = lb.weight.detach()
-    feeds = wb[:, cols].transpose(0, 1).reshape(units, -1)   # unit -> every weight it feeds in b
+    feeds = wb[:, cols].transpose(0, 1).reshape(units, -1)  # unit -> every weight it feeds in b
     no_out = (feeds != 0).sum(1) == 0
     no_in = (la.weight.detach().reshape(units, -1) != 0).sum(1) == 0
     const, constant = _constants(link, la)
@@ -241,14 +283,17 @@ def _shrink_link(model: nn.Sequential, link: _Link, notes: dict[str, str]) -> in
     if dead.all():
         dead[0] = False  # a layer keeps at least one unit
     if stuck.any():
-        why = (link.pool_note if (stuck & ~constant).any() else
-               link.pad_note or f"{link.b} has no bias to take their constant output")
+        why = (
+            link.pool_note
+            if (stuck & ~constant).any()
+            else link.pad_note or f"{link.b} has no bias to take their constant output"
+        )
         notes[link.a] = f"{int(stuck.sum())} unit(s) of {link.a} without inputs kept: {why}"
     if not dead.any():
         return 0
     fold = no_in & ~no_out & dead & ~silent
     if fold.any():
-        per_unit = wb[:, cols[fold]].flatten(2).sum(2)   # out of b, folded unit
+        per_unit = wb[:, cols[fold]].flatten(2).sum(2)  # out of b, folded unit
         with torch.no_grad():
             lb.bias.add_((per_unit * const[fold]).sum(1))
     keep = ~dead
@@ -266,9 +311,11 @@ def remove_dead_neurons_(model: nn.Module) -> ShrinkReport:
     """Shrink a sequential ``model`` in place where that is exact; report what was
     removed, and where and why removal did not apply."""
     if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
-        why = (f"model is a {type(model).__name__}, not a plain nn.Sequential: its forward may add, concatenate "
-               "or reuse outputs (residual connections), so removing a unit cannot be proven exact; dead "
-               "neurons are left in place (their weights stay zero)")
+        why = (
+            f"model is a {type(model).__name__}, not a plain nn.Sequential: its forward may add, concatenate "
+            "or reuse outputs (residual connections), so removing a unit cannot be proven exact; dead "
+            "neurons are left in place (their weights stay zero)"
+        )
         return ShrinkReport({}, {}, False, why)
     links, declined = _links(model)
     removed: dict[str, int] = {}

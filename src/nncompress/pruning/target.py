@@ -1,5 +1,6 @@
 """Pure helpers for pruning to a target density: the per-step densities, and
 the q whose std-threshold masks reach one of them."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -24,16 +25,22 @@ def density_steps(start: float, target: float, steps: int) -> list[float]:
 
 
 @torch.no_grad()
-def masked_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                   scaled_std: Mapping[str, float], q: float) -> float:
+def masked_density(
+    weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], scaled_std: Mapping[str, float], q: float
+) -> float:
     """Fraction of all weights kept by ``mask & (|w| >= q x scaled_std)``."""
     kept = sum(count_kept(masks[n], w, q * scaled_std[n]) for n, w in weights.items())
     return kept / max(1, sum(w.numel() for w in weights.values()))
 
 
 @torch.no_grad()
-def q_for_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                  scaled_std: Mapping[str, float], density: float, iterations: int = 60) -> float:
+def q_for_density(
+    weights: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    scaled_std: Mapping[str, float],
+    density: float,
+    iterations: int = 60,
+) -> float:
     """The smallest q (found by bisection) whose masks keep at most ``density`` of
     the weights; ``scaled_std`` is each layer's std times its layer scale."""
     if masked_density(weights, masks, scaled_std, 0.0) <= density:

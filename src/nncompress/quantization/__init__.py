@@ -1,4 +1,5 @@
 """Weight sharing (Deep Compression stage 2): k-means codebooks and centroid fine-tuning."""
+
 from nncompress.quantization.kmeans import kmeans_1d
 from nncompress.quantization.shared import (
     CentroidTuner,

@@ -11,6 +11,7 @@ Each extra bit cuts a layer's k-means error about fourfold, so about three
 quarters of its part of the drop is expected back; layers are raised until the
 expected gain covers the excess.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,10 +70,18 @@ def choose_raises(parts: Mapping[str, float], sizes: Mapping[str, int], excess: 
     return chosen or list(parts)
 
 
-def fit_bits_(layers: Mapping[str, Compressible], bits: Mapping[str, int], init: Union[str, Mapping[str, str]],
-              drop: Callable[[], float], tolerance: float, *, max_bits: Union[int, Mapping[str, int]] = 10,
-              seed: int = 0, progress: Optional[ProgressFn] = None,
-              noise: Optional[Callable[[], float]] = None) -> tuple[dict[str, SharedLayer], BitSearch]:
+def fit_bits_(
+    layers: Mapping[str, Compressible],
+    bits: Mapping[str, int],
+    init: Union[str, Mapping[str, str]],
+    drop: Callable[[], float],
+    tolerance: float,
+    *,
+    max_bits: Union[int, Mapping[str, int]] = 10,
+    seed: int = 0,
+    progress: Optional[ProgressFn] = None,
+    noise: Optional[Callable[[], float]] = None,
+) -> tuple[dict[str, SharedLayer], BitSearch]:
     """Share ``layers`` in place at ``bits``, then raise widths until ``drop()`` (the
     model's validation drop in points, as it stands) is at most ``tolerance``.
     Returns the shared layers and what the search did; ``met`` is False when the
@@ -96,8 +105,9 @@ def fit_bits_(layers: Mapping[str, Compressible], bits: Mapping[str, int], init:
             break
         # a layer with no more weights than entries is exact already (an empty cluster is not:
         # linear init leaves some on heavy-tailed weights, which need the width most)
-        growable = {n: s for n, s in shared.items()
-                    if widths[n] < caps[n] and int(torch.count_nonzero(s.mask)) > 2 ** widths[n]}
+        growable = {
+            n: s for n, s in shared.items() if widths[n] < caps[n] and int(torch.count_nonzero(s.mask)) > 2 ** widths[n]
+        }
         if not growable:
             break
         parts = {}
@@ -111,17 +121,25 @@ def fit_bits_(layers: Mapping[str, Compressible], bits: Mapping[str, int], init:
                 widths[name] += 1
                 layers[name].weight.copy_(originals[name])
         inits = init if isinstance(init, str) else {n: init[n] for n in raised if n in init}
-        shared.update(share_weights_({n: layers[n] for n in raised}, {n: widths[n] for n in raised}, inits, seed,
-                                     warn=False))
+        shared.update(
+            share_weights_({n: layers[n] for n in raised}, {n: widths[n] for n in raised}, inits, seed, warn=False)
+        )
         current = drop()
-        search.rounds.append({"round": round_no, "drop": round(current, 4),
-                              "raised": [[n, widths[n]] for n in raised]})
-        log.info("bit search round %d: %d layer(s) one bit wider, validation drop %.3f points",
-                 round_no, len(raised), current)
+        search.rounds.append({"round": round_no, "drop": round(current, 4), "raised": [[n, widths[n]] for n in raised]})
+        log.info(
+            "bit search round %d: %d layer(s) one bit wider, validation drop %.3f points",
+            round_no,
+            len(raised),
+            current,
+        )
     search.met = fits(current)
     warn_empty_codebooks(shared)
     if not search.met:
-        log.warning("weight sharing leaves a validation drop of %.3f points, over its tolerance of %g, with "
-                    "every layer that could grow grown (at most %d bits); raise max_bits or the tolerance",
-                    current, tolerance, max(caps.values(), default=0))
+        log.warning(
+            "weight sharing leaves a validation drop of %.3f points, over its tolerance of %g, with "
+            "every layer that could grow grown (at most %d bits); raise max_bits or the tolerance",
+            current,
+            tolerance,
+            max(caps.values(), default=0),
+        )
     return shared, search

@@ -15,6 +15,7 @@ float32, and the float64 prefix sums and the final assignment are made a chunk
 at a time (each running sum carried into the next chunk, so the result is the
 same bit for bit as one pass); no per-value temporary is wider than a chunk.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,8 @@ def _centred_prefix(s: np.ndarray, centre: float) -> np.ndarray:
     prefix = np.empty(s.size + 1, dtype=np.float64)
     prefix[0] = 0.0
     for a in _chunks(s.size):
-        part = prefix[a:a + min(CHUNK, s.size - a) + 1]  # starts at the running total
-        part[1:] = s[a:a + len(part) - 1]
+        part = prefix[a : a + min(CHUNK, s.size - a) + 1]  # starts at the running total
+        part[1:] = s[a : a + len(part) - 1]
         part[1:] -= centre
         np.cumsum(part, out=part)
     return prefix
@@ -104,7 +105,7 @@ def _distinct(s: np.ndarray, limit: int) -> tuple[int, np.ndarray | None]:
     """The number of distinct values of ascending ``s`` and, when at most ``limit``, the values."""
     count, found = 0, []
     for a in _chunks(s.size):
-        part = s[a:a + CHUNK + 1]  # one value of overlap: a run across chunks counts once
+        part = s[a : a + CHUNK + 1]  # one value of overlap: a run across chunks counts once
         new = np.flatnonzero(part[1:] != part[:-1]) + 1
         if a == 0:
             new = np.concatenate(([0], new))
@@ -114,9 +115,7 @@ def _distinct(s: np.ndarray, limit: int) -> tuple[int, np.ndarray | None]:
     return count, (np.concatenate(found) if count <= limit else None)
 
 
-def _lloyd_sorted(
-    s: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float
-) -> np.ndarray:
+def _lloyd_sorted(s: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
     """Lloyd iterations on ascending float32 values ``s``; returns ascending centroids."""
     n = s.size
     centre = float(s[n // 2])  # prefix sums of centred values lose less precision
@@ -179,7 +178,7 @@ def kmeans_1d(
     if distinct is not None:
         labels = np.empty(v32.size, dtype=np.int64)
         for a in _chunks(v32.size):
-            labels[a:a + CHUNK] = np.searchsorted(distinct, v32[a:a + CHUNK])
+            labels[a : a + CHUNK] = np.searchsorted(distinct, v32[a : a + CHUNK])
         return distinct, labels
 
     if init == "auto":
@@ -196,13 +195,14 @@ def squared_error(values: np.ndarray, codebook: np.ndarray, labels: np.ndarray) 
         return float(np.sum((v.astype(np.float64) - book[labels]) ** 2))
     total = 0.0
     for a in _chunks(v.size):
-        err = v[a:a + CHUNK].astype(np.float64) - book[labels[a:a + CHUNK]]
+        err = v[a : a + CHUNK].astype(np.float64) - book[labels[a : a + CHUNK]]
         total += float(np.sum(err * err))
     return total
 
 
-def _auto(v32: np.ndarray, s: np.ndarray, k: int, seed: int, max_iter: int,
-          tol: float) -> tuple[np.ndarray, np.ndarray, str]:
+def _auto(
+    v32: np.ndarray, s: np.ndarray, k: int, seed: int, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Both inits, measured: linear unless it leaves most centroids empty or its error
     exceeds ``AUTO_ERROR_RATIO`` x density's."""
     runs = {}
@@ -216,8 +216,7 @@ def _auto(v32: np.ndarray, s: np.ndarray, k: int, seed: int, max_iter: int,
     return runs[pick][0], runs[pick][1], pick
 
 
-def choose_init(values: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100,
-                tol: float = 1e-7) -> str:
+def choose_init(values: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100, tol: float = 1e-7) -> str:
     """The init ``auto`` takes for these values ("linear" or "density")."""
     v32 = _as_values(values)
     s = np.sort(v32)
@@ -233,8 +232,8 @@ def _assign(v32: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(c.size, dtype=np.int64)
     sums = np.zeros(c.size, dtype=np.float64)
     for a in _chunks(v32.size):
-        v64 = v32[a:a + CHUNK].astype(np.float64)
-        part = labels[a:a + CHUNK]
+        v64 = v32[a : a + CHUNK].astype(np.float64)
+        part = labels[a : a + CHUNK]
         part[:] = np.searchsorted(mids, v64, side="left")
         counts += np.bincount(part, minlength=c.size)
         sums += np.bincount(part, weights=v64, minlength=c.size)
@@ -246,5 +245,5 @@ def _assign(v32: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codebook, inverse = np.unique(codebook, return_inverse=True)
         remap = inverse.reshape(-1)[remap]
     for a in _chunks(v32.size):
-        labels[a:a + CHUNK] = remap[labels[a:a + CHUNK]]
+        labels[a : a + CHUNK] = remap[labels[a : a + CHUNK]]
     return codebook, labels

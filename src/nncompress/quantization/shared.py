@@ -8,6 +8,7 @@ fixed, and the weights are rewritten from the codebook after every step, so
 the model always holds exactly ``codebook[indices]`` at kept positions and
 exact zeros elsewhere.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,8 +79,9 @@ class SharedLayer:
                 f"got {self.indices.dtype} {tuple(self.indices.shape)}"
             )
         if self.codebook.dtype != torch.float32 or self.codebook.dim() != 1:
-            raise ConfigError(f"codebook must be a 1-D float32 tensor; got {self.codebook.dtype} "
-                              f"{tuple(self.codebook.shape)}")
+            raise ConfigError(
+                f"codebook must be a 1-D float32 tensor; got {self.codebook.dtype} {tuple(self.codebook.shape)}"
+            )
         if kept and (int(self.indices.min()) < 0 or int(self.indices.max()) >= self.codebook.numel()):
             raise ConfigError(f"indices must lie in [0, {self.codebook.numel()}) for this codebook")
 
@@ -105,12 +107,10 @@ def _check_bits(layers: Mapping[str, nn.Module], bits: Mapping[str, int]) -> Non
         raise ConfigError(f"no bit width given for layer(s) {', '.join(missing)}")
     unknown = [name for name in bits if name not in layers]
     if unknown:
-        raise ConfigError(f"bit widths given for unknown layer(s) {', '.join(unknown)}; "
-                          f"layers are {', '.join(layers)}")
+        raise ConfigError(f"bit widths given for unknown layer(s) {', '.join(unknown)}; layers are {', '.join(layers)}")
     for name, b in bits.items():
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_CODEBOOK_BITS:
-            raise ConfigError(f"bits for layer {name!r} must be an integer in "
-                              f"1..{MAX_CODEBOOK_BITS}; got {b!r}")
+            raise ConfigError(f"bits for layer {name!r} must be an integer in 1..{MAX_CODEBOOK_BITS}; got {b!r}")
 
 
 def tied_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
@@ -187,14 +187,20 @@ def share_weights_(
 
 def warn_empty_codebooks(shared: Mapping[str, SharedLayer]) -> None:
     """Empty clusters cost no bytes (they are not stored), but they are resolution not used."""
-    sparse_books = [f"{name} {layer.codebook.numel()}/{layer.capacity}" for name, layer in shared.items()
-                    if int(torch.count_nonzero(layer.mask)) > layer.capacity
-                    and layer.codebook.numel() < (1 - EMPTY_WARNING) * layer.capacity]
+    sparse_books = [
+        f"{name} {layer.codebook.numel()}/{layer.capacity}"
+        for name, layer in shared.items()
+        if int(torch.count_nonzero(layer.mask)) > layer.capacity
+        and layer.codebook.numel() < (1 - EMPTY_WARNING) * layer.capacity
+    ]
     if sparse_books:
-        log.warning("k-means left more than %d%% of the codebook empty in %d layer(s) (%s; used/allowed): "
-                    "outliers stretch the range; init 'density' spreads the centroids over the weights",
-                    round(100 * EMPTY_WARNING), len(sparse_books), ", ".join(sparse_books[:8])
-                    + (", ..." if len(sparse_books) > 8 else ""))
+        log.warning(
+            "k-means left more than %d%% of the codebook empty in %d layer(s) (%s; used/allowed): "
+            "outliers stretch the range; init 'density' spreads the centroids over the weights",
+            round(100 * EMPTY_WARNING),
+            len(sparse_books),
+            ", ".join(sparse_books[:8]) + (", ..." if len(sparse_books) > 8 else ""),
+        )
 
 
 def unshared_parameters(model: nn.Module, shared: Mapping[str, SharedLayer]) -> Iterator[nn.Parameter]:
@@ -274,4 +280,4 @@ class CentroidTuner:
         for name, layer in self.shared.items():
             layer.codebook.copy_(state[f"codebook.{name}"])
             layer.apply_()
-        self._buffers = {k[len("momentum."):]: v.clone() for k, v in state.items() if k.startswith("momentum.")}
+        self._buffers = {k[len("momentum.") :]: v.clone() for k, v in state.items() if k.startswith("momentum.")}

@@ -7,6 +7,7 @@ carrying their key path and raw JSON value, which the HTML exposes as
 ``data-field`` / ``data-value`` so a test (or a person) can check the page
 against the file.
 """
+
 from __future__ import annotations
 
 import base64
@@ -147,34 +148,55 @@ class Doc:
         """Headline figures: (label, value, small print)."""
         out = ['<div class="cards">']
         for label, value, sub in items:
-            out.append(f'<div class="card"><div class="label">{html.escape(label)}</div>'
-                       f'<div class="value">{_h(value)}</div>'
-                       f'<div class="sub">{"".join(_h(p) for p in sub)}</div></div>')
+            out.append(
+                f'<div class="card"><div class="label">{html.escape(label)}</div>'
+                f'<div class="value">{_h(value)}</div>'
+                f'<div class="sub">{"".join(_h(p) for p in sub)}</div></div>'
+            )
             small = "".join(_m(p) for p in sub)
             self.md.append(f"- {md_escape(label)}: **{_m(value)}**" + (f" ({small})" if small else ""))
         out.append("</div>")
         self.html.append("".join(out))
         self.md.append("")
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Inline]], foot: Sequence[Sequence[Inline]] = (),
-              collapsed: str = "") -> None:
+    def table(
+        self,
+        header: Sequence[str],
+        rows: Sequence[Sequence[Inline]],
+        foot: Sequence[Sequence[Inline]] = (),
+        collapsed: str = "",
+    ) -> None:
         """A table; numeric columns align right. ``collapsed`` folds it (HTML) under that summary line."""
         nums = [any(isinstance(c := r[i], Cell) and c.num for r in [*rows, *foot]) for i in range(len(header))]
         cls = lambda i: ' class="num"' if nums[i] else ""  # noqa: E731
 
         def tr(row: Sequence[Inline]) -> str:
-            return "<tr>" + "".join(f"<td{cls(i)}{_data(c) if isinstance(c, Cell) else ''}>"
-                                    f"{html.escape(c.text if isinstance(c, Cell) else c)}</td>"
-                                    for i, c in enumerate(row)) + "</tr>"
+            return (
+                "<tr>"
+                + "".join(
+                    f"<td{cls(i)}{_data(c) if isinstance(c, Cell) else ''}>"
+                    f"{html.escape(c.text if isinstance(c, Cell) else c)}</td>"
+                    for i, c in enumerate(row)
+                )
+                + "</tr>"
+            )
 
-        body = ("<table><thead><tr>" + "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
-                + "</tr></thead><tbody>" + "".join(tr(r) for r in rows) + "</tbody>"
-                + (f"<tfoot>{''.join(tr(r) for r in foot)}</tfoot>" if foot else "") + "</table>")
+        body = (
+            "<table><thead><tr>"
+            + "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
+            + "</tr></thead><tbody>"
+            + "".join(tr(r) for r in rows)
+            + "</tbody>"
+            + (f"<tfoot>{''.join(tr(r) for r in foot)}</tfoot>" if foot else "")
+            + "</table>"
+        )
         if collapsed:
             body = f"<details><summary>{html.escape(collapsed)}</summary>{body}</details>"
         self.html.append(f'<div class="scroll">{body}</div>')
-        md = ["| " + " | ".join(md_escape(h) for h in header) + " |",
-              "|" + "|".join("---:" if n else "---" for n in nums) + "|"]
+        md = [
+            "| " + " | ".join(md_escape(h) for h in header) + " |",
+            "|" + "|".join("---:" if n else "---" for n in nums) + "|",
+        ]
         md += ["| " + " | ".join(_m(c) for c in r) + " |" for r in rows]
         md += ["| " + " | ".join(f"**{_m(c)}**" if _m(c) else "" for c in r) + " |" for r in foot]
         self.md.append("\n".join(md) + "\n")
@@ -195,11 +217,13 @@ class Doc:
 
     def render_html(self, subtitle: Sequence[Inline] = ()) -> str:
         sub = f'<p class="subtitle">{"".join(_h(p) for p in subtitle)}</p>' if subtitle else ""
-        return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-                f"<title>{html.escape(self.title)}</title>\n<style>{CSS}</style>\n<script>{SCRIPT}</script>\n"
-                '</head>\n<body>\n<div id="image-check" class="banner" hidden></div>\n<main>\n'
-                f"<h1>{html.escape(self.title)}</h1>\n{sub}\n" + "\n".join(self.html) + "\n</main>\n</body>\n</html>\n")
+        return (
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(self.title)}</title>\n<style>{CSS}</style>\n<script>{SCRIPT}</script>\n"
+            '</head>\n<body>\n<div id="image-check" class="banner" hidden></div>\n<main>\n'
+            f"<h1>{html.escape(self.title)}</h1>\n{sub}\n" + "\n".join(self.html) + "\n</main>\n</body>\n</html>\n"
+        )
 
     def render_markdown(self, subtitle: Sequence[Inline] = ()) -> str:
         head = f"# {md_escape(self.title)}\n\n" + (f"{''.join(_m(p) for p in subtitle)}\n\n" if subtitle else "")

@@ -3,6 +3,7 @@
 Drawn from the run directory's numbers, not from a model, so a report can
 be made long after the run, on a machine without the data.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -12,11 +13,20 @@ from nncompress.report.histograms import STAGES
 from nncompress.report.metric import ACCURACY, Metric
 from nncompress.report.plots import _pyplot, png_bytes, sensitivity_figure
 
-STAGE_TITLES = {"dense": "dense (all weights)", "pruned": "after pruning (nonzero)",
-                "shared": "after weight sharing (nonzero)"}
+STAGE_TITLES = {
+    "dense": "dense (all weights)",
+    "pruned": "after pruning (nonzero)",
+    "shared": "after weight sharing (nonzero)",
+}
 STAGE_COLORS = {"dense": "#3b6ea8", "pruned": "#c0692b", "shared": "#3f8f4f"}
-STEP_COLORS = {"dense": "#222222", "control": "#8c8c8c", "consolidate": "#8e5ab5", "step": "#3b6ea8",
-               "recover": "#d08a1e", "final": "#3f8f4f"}
+STEP_COLORS = {
+    "dense": "#222222",
+    "control": "#8c8c8c",
+    "consolidate": "#8e5ab5",
+    "step": "#3b6ea8",
+    "recover": "#d08a1e",
+    "final": "#3f8f4f",
+}
 
 
 def _finish(fig) -> bytes:
@@ -33,8 +43,7 @@ def histogram_grid(stages: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> byt
     layers: list[str] = []
     for s in cols:
         layers += [name for name in stages[s] if name not in layers]
-    fig, axes = plt.subplots(len(layers), len(cols), figsize=(3.9 * len(cols), 2.3 * len(layers) + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(layers), len(cols), figsize=(3.9 * len(cols), 2.3 * len(layers) + 0.4), squeeze=False)
     for r, layer in enumerate(layers):
         recs = [stages[s].get(layer) for s in cols]
         drawn = [rec for rec in recs if rec and sum(rec["counts"]) > 0]  # an all-pruned layer has no range
@@ -47,8 +56,15 @@ def histogram_grid(stages: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> byt
             if c == 0:
                 ax.set_ylabel(f"{layer}\ncount", fontsize=9)
             if rec is None or rec not in drawn:
-                ax.text(0.5, 0.5, "not recorded" if rec is None else "no nonzero weights", ha="center",
-                        va="center", transform=ax.transAxes, color="grey")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "not recorded" if rec is None else "no nonzero weights",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="grey",
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
@@ -57,8 +73,16 @@ def histogram_grid(stages: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> byt
             ax.set_ylim(0, 1.3 * max(max(rec["counts"], default=0), 1))  # headroom for the caption
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.25)
-            ax.text(0.98, 0.95, _caption(stage, rec), ha="right", va="top", fontsize=7.5,
-                    transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+            ax.text(
+                0.98,
+                0.95,
+                _caption(stage, rec),
+                ha="right",
+                va="top",
+                fontsize=7.5,
+                transform=ax.transAxes,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+            )
             if r == len(layers) - 1:
                 ax.set_xlabel("weight value", fontsize=8)
     fig.tight_layout()
@@ -114,12 +138,22 @@ def steps_png(steps: Sequence[Mapping[str, Any]], metric: Metric = ACCURACY) -> 
         for stage in dict.fromkeys(str(s.get("stage", "step")) for s in steps):
             color = STEP_COLORS.get(stage, "#555555")
             for accepted, marker in ((True, "o"), (False, "x")):
-                pts = [(i, ys[i]) for i, s in enumerate(steps)
-                       if str(s.get("stage", "step")) == stage and bool(s["accepted"]) == accepted]
+                pts = [
+                    (i, ys[i])
+                    for i, s in enumerate(steps)
+                    if str(s.get("stage", "step")) == stage and bool(s["accepted"]) == accepted
+                ]
                 if pts:
                     xs, vs = zip(*pts, strict=True)
-                    ax.scatter(xs, vs, marker=marker, s=42 if accepted else 60, color=color, zorder=3,
-                               linewidths=None if accepted else 2)
+                    ax.scatter(
+                        xs,
+                        vs,
+                        marker=marker,
+                        s=42 if accepted else 60,
+                        color=color,
+                        zorder=3,
+                        linewidths=None if accepted else 2,
+                    )
         ax.grid(alpha=0.3)
     dense = [a for s, a in zip(steps, acc, strict=True) if s.get("stage") == "dense"]
     if dense:
@@ -131,24 +165,42 @@ def steps_png(steps: Sequence[Mapping[str, Any]], metric: Metric = ACCURACY) -> 
                 for ax in (top, bottom):
                     ax.axvline(i - 0.5, color="#999999", linestyle=":", linewidth=1)
             if i == 0 or groups[i] != groups[i - 1]:
-                top.text(i - 0.4, 1.01, _group_label(steps, i), transform=top.get_xaxis_transform(), fontsize=8,
-                         va="bottom", color="#555555")
+                top.text(
+                    i - 0.4,
+                    1.01,
+                    _group_label(steps, i),
+                    transform=top.get_xaxis_transform(),
+                    fontsize=8,
+                    va="bottom",
+                    color="#555555",
+                )
     top.set_ylabel(metric.axis_label)
     top.set_title("Pruning log: one point per record (x = rejected)", pad=34)
     bottom.set_ylabel("weights kept (%)")
     bottom.set_xlabel("record in steps.jsonl")
     from matplotlib.lines import Line2D
+
     present = list(dict.fromkeys(str(s.get("stage", "step")) for s in steps))
-    handles: list[Any] = [Line2D([], [], marker="o", color=STEP_COLORS.get(st, "#555555"), linestyle="none")
-                          for st in present]
+    handles: list[Any] = [
+        Line2D([], [], marker="o", color=STEP_COLORS.get(st, "#555555"), linestyle="none") for st in present
+    ]
     labels = list(present)
     handles.append(Line2D([], [], marker="x", color="black", linestyle="none", markeredgewidth=2))
     labels.append("rejected")
     if dense:
         handles.append(Line2D([], [], color="grey", linestyle="--"))
         labels.append(f"dense {metric.label}")
-    top.legend(handles, labels, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.04), ncol=len(labels),
-               frameon=False, handletextpad=0.3, columnspacing=1.2)
+    top.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.04),
+        ncol=len(labels),
+        frameon=False,
+        handletextpad=0.3,
+        columnspacing=1.2,
+    )
     if len(x) <= 40:
         bottom.set_xticks(x)
     bottom.tick_params(labelsize=8)

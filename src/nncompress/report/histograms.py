@@ -4,6 +4,7 @@ The run directory keeps histograms as JSON rather than as pictures, so the
 report can draw every stage of every layer at one scale, and a test can read
 the numbers back.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -31,6 +32,10 @@ def histogram_record(weights: Mapping[str, np.ndarray], nonzero_only: bool, bins
             values = values[values != 0]
         values = values[np.isfinite(values)]
         counts, edges = np.histogram(values, bins=bins)
-        out[name] = {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
-                     "weights": int(np.asarray(w).size), "nonzero": nonzero}
+        out[name] = {
+            "edges": [float(e) for e in edges],
+            "counts": [int(c) for c in counts],
+            "weights": int(np.asarray(w).size),
+            "nonzero": nonzero,
+        }
     return out

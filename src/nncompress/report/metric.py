@@ -3,6 +3,7 @@
 A run folder's summary names its metric (``metric``, ``objective``); folders
 written before those keys existed are classification runs, scored by accuracy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,13 @@ class Metric:
         objective = objective if isinstance(objective, Mapping) else {}
         name = summary.get("metric") or objective.get("metric") or "accuracy"
         text = [objective.get(k) if isinstance(objective.get(k), str) else None for k in ("reference", "tolerance")]
-        return cls(str(name), objective.get("higher_is_better") is not False, text[0], text[1],
-                   str(objective.get("kind") or ("classification" if name == "accuracy" else "objective")))
+        return cls(
+            str(name),
+            objective.get("higher_is_better") is not False,
+            text[0],
+            text[1],
+            str(objective.get("kind") or ("classification" if name == "accuracy" else "objective")),
+        )
 
     @property
     def percent(self) -> bool:

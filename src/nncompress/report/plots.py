@@ -5,6 +5,7 @@ package stays fast and works without a display. It is an optional extra
 (``nncompress[plots]``): without it the figures are skipped, saying so, and
 everything else (tables, CSVs, the report's text) is written as before.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,8 +46,10 @@ def _skipped(path: str | Path) -> bool:
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -63,8 +66,9 @@ def _save(fig, path: str | Path) -> None:
         handle.write(data)
 
 
-def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title: str,
-                      nonzero_only: bool = False, bins: int = 100) -> bool:
+def weight_histograms(
+    weights: Mapping[str, np.ndarray], path: str | Path, title: str, nonzero_only: bool = False, bins: int = 100
+) -> bool:
     """One panel per layer: the before/after-pruning figures. After pruning, the
     zeros are left out so the bimodal shape shows. False: not drawn (no matplotlib)."""
     if _skipped(path):
@@ -92,8 +96,13 @@ def weight_histograms(weights: Mapping[str, np.ndarray], path: str | Path, title
     return True
 
 
-def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
-                     ylabel: str = "validation accuracy (%)", scale: float = 100.0) -> bool:
+def sensitivity_plot(
+    base: float,
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    ylabel: str = "validation accuracy (%)",
+    scale: float = 100.0,
+) -> bool:
     """The validation score against q, one line per layer pruned alone. False: not drawn
     (no matplotlib)."""
     if _skipped(path):
@@ -104,8 +113,13 @@ def sensitivity_plot(base: float, curves: Mapping[str, Sequence[tuple[float, flo
     return True
 
 
-def sensitivity_figure(base: float, curves: Mapping[str, Sequence[tuple[float, float]]], *,
-                       ylabel: str = "validation accuracy (%)", scale: float = 100.0):
+def sensitivity_figure(
+    base: float,
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    ylabel: str = "validation accuracy (%)",
+    scale: float = 100.0,
+):
     """The sensitivity figure, unsaved: the CLI writes it to a file, the report embeds it.
     Scores are multiplied by ``scale`` (100: fractions shown in %)."""
     plt = _pyplot()

@@ -5,6 +5,7 @@ can say which file to fix or which command to rerun. An optional file that is
 absent is ``None``; one that is present but malformed is an error (a report
 that silently drops a broken section would hide the problem).
 """
+
 from __future__ import annotations
 
 import math
@@ -90,14 +91,18 @@ def _histograms(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     data = _json(path)
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, dict):
-        raise ReportError(f"{path}: expected {{\"stages\": {{stage: {{layer: histogram}}}}}}")
+        raise ReportError(f'{path}: expected {{"stages": {{stage: {{layer: histogram}}}}}}')
     for stage, layers in stages.items():
         if not isinstance(layers, dict):
             raise ReportError(f"{path}: stage {stage!r} is not an object of layers")
         for layer, rec in layers.items():
-            ok = (isinstance(rec, dict) and isinstance(rec.get("edges"), list) and isinstance(rec.get("counts"), list)
-                  and len(rec["edges"]) == len(rec["counts"]) + 1
-                  and all(isinstance(x, (int, float)) and math.isfinite(x) for x in rec["edges"] + rec["counts"]))
+            ok = (
+                isinstance(rec, dict)
+                and isinstance(rec.get("edges"), list)
+                and isinstance(rec.get("counts"), list)
+                and len(rec["edges"]) == len(rec["counts"]) + 1
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in rec["edges"] + rec["counts"])
+            )
             if not ok:
                 raise ReportError(f"{path}: histogram {stage}/{layer} needs finite 'edges' (one more than 'counts')")
     return stages
@@ -131,6 +136,7 @@ def load_run(run_dir: str | Path) -> RunData:
         run.histograms = _histograms(run_dir / HISTOGRAMS)
     if (run_dir / RECIPE).is_file():
         from nncompress.recipe import MAX_RECIPE_BYTES
+
         raw = read_bounded(run_dir / RECIPE, MAX_RECIPE_BYTES, str(run_dir / RECIPE), ReportError)
         run.recipe = raw.decode("utf-8", errors="replace")
     if (run_dir / ENVIRONMENT).is_file():

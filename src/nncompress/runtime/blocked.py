@@ -16,6 +16,7 @@ saves, not for speed.
 numba is optional (the ``runtime`` extra): without it the runtime keeps torch's CSR and
 says so once in the log.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,9 @@ from nncompress.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-BLOCK_COLS = 2048   # a 64-wide input chunk's slice is 512 KB: with a 4,096-row output (1 MB) it fits the 2 MB L2
-CHUNK = 64          # input vectors per pass over the weights (conv im2col gives thousands)
-BOOK = 256          # codebook entries an 8-bit index reaches
+BLOCK_COLS = 2048  # a 64-wide input chunk's slice is 512 KB: with a 4,096-row output (1 MB) it fits the 2 MB L2
+CHUNK = 64  # input vectors per pass over the weights (conv im2col gives thousands)
+BOOK = 256  # codebook entries an 8-bit index reaches
 PARALLEL_WORK = 1_000_000  # multiply-adds (nonzeros x input vectors) from which a call uses more than one thread
 
 _KERNELS: dict[str, Optional[ModuleType]] = {}
@@ -47,16 +48,21 @@ def kernels() -> Optional[ModuleType]:
     if "mod" not in _KERNELS:
         try:
             import numba
+
             if "NUMBA_THREADING_LAYER" not in os.environ:
                 # numba's OpenMP layer spins waiting workers: on cores shared with other work a kernel took
                 # 30x longer; the workqueue's threads sleep. A layer the user names is kept.
                 # (numba.config's settings are made from the environment at import, not declared)
                 numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
             from nncompress.runtime import nbkernels
+
             mod: Optional[ModuleType] = nbkernels
         except ImportError as exc:
-            log.info("numba is not installed (%s): sparse layers run on torch's CSR (MKL), which is slower; "
-                     "pip install 'nncompress[runtime]' for the numba kernels", exc)
+            log.info(
+                "numba is not installed (%s): sparse layers run on torch's CSR (MKL), which is slower; "
+                "pip install 'nncompress[runtime]' for the numba kernels",
+                exc,
+            )
             mod = None
         _KERNELS["mod"] = mod
     return _KERNELS["mod"]
@@ -69,6 +75,7 @@ def available() -> bool:
 def set_threads() -> int:
     """numba's worker count follows torch's (``torch.set_num_threads``), within numba's pool size."""
     import numba
+
     want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)
@@ -105,21 +112,26 @@ def build(matrix: torch.Tensor, shared: bool = False, width: int = BLOCK_COLS) -
     indices, values = [], []
     offset = 0
     for b, start in enumerate(starts):
-        part = matrix[:, start:start + width]
+        part = matrix[:, start : start + width]
         rows, cols = part.nonzero(as_tuple=True)
         indptr[b, 0] = offset
         indptr[b, 1:] = offset + torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
         offset += rows.numel()
         indices.append(cols.to(torch.int16))  # wraps above 32767: read back as uint16
         values.append(part[rows, cols])
-    out = {"indptr": indptr, "starts": torch.tensor(starts, dtype=torch.int64),
-           "indices": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.int16)}
+    out = {
+        "indptr": indptr,
+        "starts": torch.tensor(starts, dtype=torch.int64),
+        "indices": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.int16),
+    }
     flat = torch.cat(values) if values else torch.zeros(0)
     if shared:
         book = codebook(matrix)
         if book is None:
-            raise ConfigError(f"the matrix has more than {BOOK} distinct nonzero values: no 8-bit codebook; "
-                              "use the engine with fp32 values (\"numba\")")
+            raise ConfigError(
+                f"the matrix has more than {BOOK} distinct nonzero values: no 8-bit codebook; "
+                'use the engine with fp32 values ("numba")'
+            )
         out["codes"] = torch.searchsorted(book, flat).to(torch.uint8)
         out["book"] = torch.cat([book, torch.zeros(BOOK - book.numel())]).contiguous()
     else:
@@ -145,8 +157,10 @@ def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[
     if mod is None:
         raise ConfigError("the numba kernels need numba: pip install 'nncompress[runtime]'")
     if xt.dtype != torch.float32 or xt.device.type != "cpu":
-        raise ModelError(f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
-                         "convert the input (x.float().cpu())")
+        raise ModelError(
+            f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
+            "convert the input (x.float().cpu())"
+        )
     threads = set_threads()
     indptr = parts["indptr"].numpy()
     starts = parts["starts"].numpy()
@@ -158,18 +172,39 @@ def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[
         y = torch.zeros(n_rows) if bias_col is None else bias_col.reshape(n_rows).clone()
         x = xt.reshape(-1).contiguous().numpy()
         if shared:
-            _call(mod.spmv_shared, parallel, indptr, starts, indices, parts["codes"].numpy(), parts["book"].numpy(),
-                  x, y.numpy())
+            _call(
+                mod.spmv_shared,
+                parallel,
+                indptr,
+                starts,
+                indices,
+                parts["codes"].numpy(),
+                parts["book"].numpy(),
+                x,
+                y.numpy(),
+            )
         else:
             _call(mod.spmv, parallel, indptr, starts, indices, parts["values"].numpy(), x, y.numpy())
         return y.reshape(n_rows, 1)
     x3, n = _chunked(xt)
     chunks = x3.shape[0]
-    y3 = torch.zeros(chunks, n_rows, n) if bias_col is None else \
-        torch.empty(chunks, n_rows, n).copy_(bias_col.reshape(1, n_rows, 1).expand(chunks, n_rows, n))
+    y3 = (
+        torch.zeros(chunks, n_rows, n)
+        if bias_col is None
+        else torch.empty(chunks, n_rows, n).copy_(bias_col.reshape(1, n_rows, 1).expand(chunks, n_rows, n))
+    )
     if shared:
-        _call(mod.spmm_shared, parallel, indptr, starts, indices, parts["codes"].numpy(), parts["book"].numpy(),
-              x3.numpy(), y3.numpy())
+        _call(
+            mod.spmm_shared,
+            parallel,
+            indptr,
+            starts,
+            indices,
+            parts["codes"].numpy(),
+            parts["book"].numpy(),
+            x3.numpy(),
+            y3.numpy(),
+        )
     else:
         _call(mod.spmm, parallel, indptr, starts, indices, parts["values"].numpy(), x3.numpy(), y3.numpy())
     if chunks == 1:
@@ -195,8 +230,12 @@ def warm_up() -> float:
         return 0.0
     start = time.perf_counter()
     matrix = torch.tensor([[0.5, 0.0, -1.0], [0.0, 0.0, 0.5]])
-    x1, x3, y1, y3 = np.ones(3, np.float32), np.ones((1, 3, 2), np.float32), np.zeros(2, np.float32), \
-        np.zeros((1, 2, 2), np.float32)
+    x1, x3, y1, y3 = (
+        np.ones(3, np.float32),
+        np.ones((1, 3, 2), np.float32),
+        np.zeros(2, np.float32),
+        np.zeros((1, 2, 2), np.float32),
+    )
     for shared in (False, True):
         parts = build(matrix, shared=shared)
         head = [parts["indptr"].numpy(), parts["starts"].numpy(), parts["indices"].numpy().view(np.uint16)]

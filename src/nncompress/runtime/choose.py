@@ -10,6 +10,7 @@ majority of the rounds) and its median time is at most ``margin`` of the base's 
 among such kernels the lowest median wins. A candidate whose paired ratios are clearly
 worse (median above ``DROP``) is not timed after the second round, which saves load time.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -35,8 +36,14 @@ class Choice:
     rounds: dict[str, int] = field(default_factory=dict)
 
 
-def choose(candidates: Mapping[str, Callable[[], Any]], base: str, timer: Timer, positions: int,
-           rounds: int = ROUNDS, margin: float = MARGIN) -> Choice:
+def choose(
+    candidates: Mapping[str, Callable[[], Any]],
+    base: str,
+    timer: Timer,
+    positions: int,
+    rounds: int = ROUNDS,
+    margin: float = MARGIN,
+) -> Choice:
     """The candidate to run (``base`` unless another is faster by ``margin`` on the median of paired rounds
     and on the median time)."""
     if base not in candidates:
@@ -46,8 +53,9 @@ def choose(candidates: Mapping[str, Callable[[], Any]], base: str, timer: Timer,
     alive = list(candidates)
     for r in range(max(1, rounds)):
         shift = r % len(alive)
-        measured = {key: timer(candidates[key], kernel=key, positions=positions)
-                    for key in alive[shift:] + alive[:shift]}
+        measured = {
+            key: timer(candidates[key], kernel=key, positions=positions) for key in alive[shift:] + alive[:shift]
+        }
         for key, seconds in measured.items():
             times[key].append(seconds)
             if key != base:

@@ -7,6 +7,7 @@ values). ``auto`` times them on an input of the layer's real size and keeps a sp
 kernel only where it beats the dense one by ``margin`` in paired rounds
 (``choose.py``), so no layer gets slower at a batch size it was asked about.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,15 +43,17 @@ def check_options(mode: str, batch_sizes: Sequence[int], threads: Optional[int])
         batch_sizes = [batch_sizes]
     sizes = list(batch_sizes)
     if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
-        raise ConfigError(f"batch_sizes must be positive integers (the batch sizes the model will run at), "
-                          f"got {batch_sizes!r}")
+        raise ConfigError(
+            f"batch_sizes must be positive integers (the batch sizes the model will run at), got {batch_sizes!r}"
+        )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be a positive integer or None (torch's setting), got {threads!r}")
     return sorted(set(sizes))
 
 
-def input_shapes(model: nn.Module, layers: Mapping[str, nn.Module], batch_sizes: Sequence[int],
-                 input_shape: Optional[Sequence[int]]) -> dict[str, dict[int, tuple[int, ...]]]:
+def input_shapes(
+    model: nn.Module, layers: Mapping[str, nn.Module], batch_sizes: Sequence[int], input_shape: Optional[Sequence[int]]
+) -> dict[str, dict[int, tuple[int, ...]]]:
     """Per layer and batch size, the shape of the input it receives: from one forward pass on zeros of
     ``(batch, *input_shape)``, else (no shape known) ``(batch, in_features)`` for Linear layers only."""
     seen: dict[str, dict[int, tuple[int, ...]]] = {name: {} for name in layers}
@@ -64,6 +67,7 @@ def input_shapes(model: nn.Module, layers: Mapping[str, nn.Module], batch_sizes:
     def recorder(name: str, batch: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input is left as it is
             seen[name].setdefault(batch, tuple(args[0].shape))
+
         return hook
 
     for batch in batch_sizes:
@@ -72,9 +76,11 @@ def input_shapes(model: nn.Module, layers: Mapping[str, nn.Module], batch_sizes:
             with torch.inference_mode():
                 model(torch.zeros((batch, *shape)))
         except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"the model does not accept inputs of shape {(batch, *shape)}: "
-                             f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; give the input shape of one "
-                             "example (input_shape=, --input-shape)") from exc
+            raise ModelError(
+                f"the model does not accept inputs of shape {(batch, *shape)}: "
+                f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; give the input shape of one "
+                "example (input_shape=, --input-shape)"
+            ) from exc
         finally:
             for hook in hooks:
                 hook.remove()
@@ -100,8 +106,15 @@ def numba_engines(layer: Layer) -> list[str]:
     return ["numba-shared"] if blocked.codebook(layer.weight.detach()) is not None else ["numba"]
 
 
-def convert_layer(name: str, layer: Layer, shapes: dict[int, tuple[int, ...]], mode: str, int8: bool,
-                  timer: Timer, margin: float = MARGIN) -> tuple[Optional[nn.Module], LayerChoice]:
+def convert_layer(
+    name: str,
+    layer: Layer,
+    shapes: dict[int, tuple[int, ...]],
+    mode: str,
+    int8: bool,
+    timer: Timer,
+    margin: float = MARGIN,
+) -> tuple[Optional[nn.Module], LayerChoice]:
     """The module to put in ``layer``'s place (None: keep it) and what was chosen."""
     kept = density(layer)
     choice = LayerChoice(name, type(layer).__name__, list(layer.weight.shape), kept)
@@ -139,12 +152,14 @@ def convert_layer(name: str, layer: Layer, shapes: dict[int, tuple[int, ...]], m
         if mode == "sparse" or len(candidates) == 1:
             pick = preferred
         else:
-            result = choose({key: partial(kernel, x) for key, kernel in candidates.items()}, base_name,
-                            timer, n, margin=margin)
+            result = choose(
+                {key: partial(kernel, x) for key, kernel in candidates.items()}, base_name, timer, n, margin=margin
+            )
             pick, times = result.pick, result.median_s
         routes.append((n, pick))
-        choice.choices.append(BatchChoice(batch, n, pick, {k: round(v * 1e3, 4) for k, v in times.items()},
-                                          list(shape)))
+        choice.choices.append(
+            BatchChoice(batch, n, pick, {k: round(v * 1e3, 4) for k, v in times.items()}, list(shape))
+        )
     choice.note = "; ".join(notes)
     picked = {pick for _, pick in routes} or {base_name}
     if picked == {"dense"}:
@@ -155,9 +170,17 @@ def convert_layer(name: str, layer: Layer, shapes: dict[int, tuple[int, ...]], m
     return Routed({k: built[k] for k in picked}, routes, in_features), choice
 
 
-def convert_(model: nn.Module, mode: str = "auto", *, batch_sizes: Sequence[int] = (1, 64),
-             input_shape: Optional[Sequence[int]] = None, int8: bool = False, threads: Optional[int] = None,
-             timer: Optional[Timer] = None, margin: float = MARGIN) -> tuple[nn.Module, RuntimePlan]:
+def convert_(
+    model: nn.Module,
+    mode: str = "auto",
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    input_shape: Optional[Sequence[int]] = None,
+    int8: bool = False,
+    threads: Optional[int] = None,
+    timer: Optional[Timer] = None,
+    margin: float = MARGIN,
+) -> tuple[nn.Module, RuntimePlan]:
     """Replace ``model``'s Linear/Conv1d/Conv2d layers by their chosen kernels, in place; returns the model
     (a new object only when the model itself is one such layer) and the plan. ``threads`` sets torch's
     (process-wide) thread count first, so the timings are those the model will run with."""
@@ -177,8 +200,13 @@ def convert_(model: nn.Module, mode: str = "auto", *, batch_sizes: Sequence[int]
     for name, layer in layers.items():
         new, choice = convert_layer(name, layer, shapes[name], mode, int8, clock, margin)
         plan.layers.append(choice)
-        log.info("%s (%.1f %% kept): %s %s", name, 100 * choice.density,
-                 ", ".join(f"batch {c.batch} -> {c.kernel}" for c in choice.choices), choice.note)
+        log.info(
+            "%s (%.1f %% kept): %s %s",
+            name,
+            100 * choice.density,
+            ", ".join(f"batch {c.batch} -> {c.kernel}" for c in choice.choices),
+            choice.note,
+        )
         if new is None:
             continue
         if not name:

@@ -5,6 +5,7 @@ torch's CPU build calls MKL's sparse BLAS for a CSR matrix times a dense one
 blocks keeps the slice of the input each block reads in L2 cache when many rows
 are multiplied at once (bench/results/runtime_bench.md has the measurements).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -31,13 +32,14 @@ def csr_blocks(matrix: torch.Tensor, width: int) -> list[torch.Tensor]:
     """``matrix`` (2-D, dense) as CSR tensors of ``width`` columns each, int32 indices."""
     out = []
     for start in range(0, matrix.shape[1], width):
-        part = matrix[:, start:start + width]
+        part = matrix[:, start : start + width]
         rows, cols = part.nonzero(as_tuple=True)
         counts = torch.bincount(rows, minlength=part.shape[0])
         crow = torch.zeros(part.shape[0] + 1, dtype=torch.int32)
         crow[1:] = torch.cumsum(counts, 0)
-        out.append(torch.sparse_csr_tensor(crow, cols.to(torch.int32), part[rows, cols].contiguous(),
-                                           size=tuple(part.shape)))
+        out.append(
+            torch.sparse_csr_tensor(crow, cols.to(torch.int32), part[rows, cols].contiguous(), size=tuple(part.shape))
+        )
     return out
 
 
@@ -46,7 +48,7 @@ def csr_matmul(blocks: Sequence[torch.Tensor], xt: torch.Tensor, bias_col: Optio
     start = 0
     y: Optional[torch.Tensor] = None
     for block in blocks:
-        part = xt[start:start + block.shape[1]]
+        part = xt[start : start + block.shape[1]]
         start += block.shape[1]
         if y is None:
             y = torch.addmm(bias_col, block, part) if bias_col is not None else torch.mm(block, part)

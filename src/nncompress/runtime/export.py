@@ -5,6 +5,7 @@ as CSR components per weight (read back by ``read_safetensors``), in ONNX as
 ``sparse_initializer``s, which onnxruntime turns dense when it loads the model
 (standard ONNX has no sparse-weight matmul, so only the file gets smaller).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
 CSR_KEY = "nncompress.csr"  # safetensors metadata: JSON {tensor name: shape} of the tensors stored as CSR
 CSR_PARTS = ("csr_values", "csr_crow_indices", "csr_col_indices")
-ONNX_LIMIT = 2 ** 31 - 1  # protobuf's limit on one serialized message
+ONNX_LIMIT = 2**31 - 1  # protobuf's limit on one serialized message
 
 
 @dataclass
@@ -43,9 +44,15 @@ class ExportResult:
     checked_batches: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": str(self.path), "format": self.format, "file_bytes": self.file_bytes,
-                "tensors": self.tensors, "sparse_tensors": self.sparse_tensors,
-                "max_abs_diff": self.max_abs_diff, "checked_batches": self.checked_batches}
+        return {
+            "out": str(self.path),
+            "format": self.format,
+            "file_bytes": self.file_bytes,
+            "tensors": self.tensors,
+            "sparse_tensors": self.sparse_tensors,
+            "max_abs_diff": self.max_abs_diff,
+            "checked_batches": self.checked_batches,
+        }
 
 
 def export_format(path: str | os.PathLike[str]) -> Optional[str]:
@@ -55,11 +62,13 @@ def export_format(path: str | os.PathLike[str]) -> Optional[str]:
 
 def _need(module: str, extra: str = "export") -> Any:
     import importlib
+
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"writing this format needs the package {module.split('.')[0]!r}: "
-                          f"pip install 'nncompress[{extra}]'") from None
+        raise ConfigError(
+            f"writing this format needs the package {module.split('.')[0]!r}: pip install 'nncompress[{extra}]'"
+        ) from None
 
 
 def _csr_smaller(t: torch.Tensor) -> bool:
@@ -85,16 +94,23 @@ def safetensors_dict(state: Mapping[str, torch.Tensor], sparse: bool) -> tuple[d
             csr.append(name)
         else:
             out[name] = t.contiguous().clone()
-    clash = sorted(set(out) & {f"{n}.{p}" for n in state for p in CSR_PARTS} - {f"{n}.{p}" for n in csr
-                                                                                 for p in CSR_PARTS})
+    clash = sorted(
+        set(out) & {f"{n}.{p}" for n in state for p in CSR_PARTS} - {f"{n}.{p}" for n in csr for p in CSR_PARTS}
+    )
     if clash:
-        raise ModelError(f"tensor name(s) {clash} collide with the CSR parts of another tensor; "
-                         "export with sparse=False")
+        raise ModelError(
+            f"tensor name(s) {clash} collide with the CSR parts of another tensor; export with sparse=False"
+        )
     return out, csr
 
 
-def export_safetensors(state: Mapping[str, torch.Tensor], out: str | os.PathLike[str], *, sparse: bool = False,
-                       metadata: Optional[Mapping[str, str]] = None) -> ExportResult:
+def export_safetensors(
+    state: Mapping[str, torch.Tensor],
+    out: str | os.PathLike[str],
+    *,
+    sparse: bool = False,
+    metadata: Optional[Mapping[str, str]] = None,
+) -> ExportResult:
     """Write a state dict with the safetensors library; ``sparse`` stores each weight that is smaller as
     CSR as three tensors (``NAME.csr_values``, ``.csr_crow_indices``, ``.csr_col_indices``, int32 indices)
     listed with their shapes under the metadata key ``nncompress.csr``."""
@@ -126,8 +142,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             raise ModelError(f"{path}: {name} is listed as CSR but its {', '.join(CSR_PARTS)} are not all there")
         values, crow, col = parts
         rows = int(shape[0])
-        dense = torch.sparse_csr_tensor(crow.long(), col.long(), values,
-                                        size=(rows, int(np.prod(shape[1:])) if len(shape) > 1 else 1)).to_dense()
+        dense = torch.sparse_csr_tensor(
+            crow.long(), col.long(), values, size=(rows, int(np.prod(shape[1:])) if len(shape) > 1 else 1)
+        ).to_dense()
         tensors[name] = dense.reshape(shape)
     return tensors
 
@@ -146,28 +163,45 @@ def _onnx_program(model: nn.Module, example: torch.Tensor) -> Any:
 def _export_proto(model: nn.Module, example: torch.Tensor) -> Any:
     try:
         batch = torch.export.Dim("batch")
-        program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=["input"],
-                                    output_names=["output"], dynamic_shapes=({0: batch},))
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: batch},),
+        )
         assert program is not None  # the dynamo exporter returns its program
         return program.model_proto
     except Exception as exc:  # the dynamo exporter fails on some models the TorchScript exporter takes
         log.info("dynamo ONNX export failed (%s); trying the TorchScript exporter", exc)
         import io
         import onnx
+
         buffer = io.BytesIO()
         try:
             # the TorchScript exporter writes to a file object too; torch annotates the argument as a path
-            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["input"],  # type: ignore[arg-type]
-                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                buffer,  # type: ignore[arg-type]
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
         except Exception as second:
-            raise ModelError(f"torch.onnx.export cannot export this model: {exc}; the TorchScript exporter: "
-                             f"{second}") from second
+            raise ModelError(
+                f"torch.onnx.export cannot export this model: {exc}; the TorchScript exporter: {second}"
+            ) from second
         return onnx.load_from_string(buffer.getvalue())
 
 
 def _sparsify_initializers(proto: Any) -> list[str]:
     """Move each 2-D+ initializer whose nonzeros fit in under a third of it to ``sparse_initializer``."""
     from onnx import helper, numpy_helper
+
     graph = proto.graph
     keep, moved = [], []
     for init in list(graph.initializer):
@@ -175,9 +209,13 @@ def _sparsify_initializers(proto: Any) -> list[str]:
         if array.ndim >= 2 and array.dtype == np.float32 and np.count_nonzero(array) * 3 < array.size:
             flat = array.reshape(-1)
             index = np.flatnonzero(flat).astype(np.int64)
-            graph.sparse_initializer.append(helper.make_sparse_tensor(
-                numpy_helper.from_array(flat[index], init.name),
-                numpy_helper.from_array(index, f"{init.name}_indices"), list(array.shape)))
+            graph.sparse_initializer.append(
+                helper.make_sparse_tensor(
+                    numpy_helper.from_array(flat[index], init.name),
+                    numpy_helper.from_array(index, f"{init.name}_indices"),
+                    list(array.shape),
+                )
+            )
             moved.append(init.name)
         else:
             keep.append(init)
@@ -186,8 +224,9 @@ def _sparsify_initializers(proto: Any) -> list[str]:
     return moved
 
 
-def onnx_max_abs_diff(data: bytes, model: nn.Module, input_shape: Sequence[int], batches: Sequence[int],
-                      seed: int = 0) -> float:
+def onnx_max_abs_diff(
+    data: bytes, model: nn.Module, input_shape: Sequence[int], batches: Sequence[int], seed: int = 0
+) -> float:
     """Largest |onnxruntime - PyTorch| over the outputs for random normal inputs of each batch size."""
     ort = _need("onnxruntime")
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -203,8 +242,14 @@ def onnx_max_abs_diff(data: bytes, model: nn.Module, input_shape: Sequence[int],
     return worst
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike[str], input_shape: Sequence[int], *, sparse: bool = False,
-                check_batches: Sequence[int] = (1, 3)) -> ExportResult:
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    *,
+    sparse: bool = False,
+    check_batches: Sequence[int] = (1, 3),
+) -> ExportResult:
     """Export ``model`` (inputs ``(batch, *input_shape)``, batch dynamic) to ONNX, run it in onnxruntime on
     ``check_batches`` and report the largest difference from PyTorch's outputs."""
     _need("onnx")
@@ -214,11 +259,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], input_shape: Sequ
     proto = _onnx_program(model, torch.zeros((2, *shape)))
     moved = _sparsify_initializers(proto) if sparse else []
     if proto.ByteSize() > ONNX_LIMIT:
-        raise ModelError(f"the ONNX model would take {proto.ByteSize():,} bytes, over protobuf's 2 GB limit on "
-                         "one file; export to .safetensors instead")
+        raise ModelError(
+            f"the ONNX model would take {proto.ByteSize():,} bytes, over protobuf's 2 GB limit on "
+            "one file; export to .safetensors instead"
+        )
     data = proto.SerializeToString()
     diff = onnx_max_abs_diff(data, model, shape, check_batches) if check_batches else None
     with atomic_open(out, "wb") as handle:
         handle.write(data)
-    return ExportResult(Path(out), "onnx", len(data), len(proto.graph.initializer) + len(moved), moved, diff,
-                        list(check_batches))
+    return ExportResult(
+        Path(out), "onnx", len(data), len(proto.graph.initializer) + len(moved), moved, diff, list(check_batches)
+    )

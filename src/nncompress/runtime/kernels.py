@@ -6,6 +6,7 @@ weights are held by one of three engines: ``"mkl"`` (torch's sparse CSR, multipl
 MKL), ``"numba"`` (column-blocked CSR with 16-bit indices, ``blocked.py``) and
 ``"numba-shared"`` (the same with 8-bit codebook indices, for weight-shared layers).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, TypeGuard, Union
@@ -96,14 +97,15 @@ class SparseLinear(_CsrHolder):
         return blocked.transposed(self._matmul(xt)).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
-                f"width={self.width}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
+            f"width={self.width}"
+        )
 
 
 def sparse_conv_supported(conv: nn.Module) -> TypeGuard[Union[nn.Conv1d, nn.Conv2d]]:
     """Conv1d/Conv2d with zero padding given as numbers: what unfold (im2col) computes exactly."""
-    return (type(conv) in (nn.Conv1d, nn.Conv2d) and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str))
+    return type(conv) in (nn.Conv1d, nn.Conv2d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
 def _pair(conv: nn.Module, name: str) -> tuple[int, int]:
@@ -118,8 +120,10 @@ class SparseConv(_CsrHolder):
     def __init__(self, conv: nn.Module, width: int = 0, engine: str = "mkl") -> None:
         super().__init__()
         if not sparse_conv_supported(conv):
-            raise TypeError(f"{type(conv).__name__} with padding_mode={conv.padding_mode!r}, "
-                            f"padding={conv.padding!r} has no sparse kernel")
+            raise TypeError(
+                f"{type(conv).__name__} with padding_mode={conv.padding_mode!r}, "
+                f"padding={conv.padding!r} has no sparse kernel"
+            )
         self.one_d = isinstance(conv, nn.Conv1d)
         self.kernel, self.stride = _pair(conv, "kernel_size"), _pair(conv, "stride")
         self.padding, self.dilation = _pair(conv, "padding"), _pair(conv, "dilation")
@@ -135,7 +139,7 @@ class SparseConv(_CsrHolder):
             rows_per = conv.out_channels // conv.groups
             for g in range(conv.groups):
                 rows = slice(g * rows_per, (g + 1) * rows_per)
-                matrix[rows, g * per_group:(g + 1) * per_group] = weight[rows]
+                matrix[rows, g * per_group : (g + 1) * per_group] = weight[rows]
         self._set_matrix(matrix, self.width, engine)
         bias = conv.bias.detach()[:, None].contiguous() if conv.bias is not None else None
         self.register_buffer("bias_col", bias, persistent=False)
@@ -159,9 +163,11 @@ class SparseConv(_CsrHolder):
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, engine={self.engine}, "
-                f"width={self.width}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, engine={self.engine}, "
+            f"width={self.width}"
+        )
 
 
 def positions(x: torch.Tensor, layer: Union[nn.Linear, nn.Conv1d, nn.Conv2d, Routed]) -> int:

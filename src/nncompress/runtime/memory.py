@@ -1,4 +1,5 @@
 """Bytes a model's weights hold, counting CSR and int8 packed weights at their real size."""
+
 from __future__ import annotations
 
 import itertools

@@ -13,6 +13,7 @@ output run per four at batch R.
 Only ``contract`` (fused multiply-add) is asked of fast-math: reassociating the batch-1
 sum lets LLVM use gathers, which measured slower here than four scalar sums.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,12 @@ def _jit(fn, parallel: bool):
     try:
         return njit(parallel=parallel, fastmath=FAST, cache=True, nogil=True)(fn)
     except RuntimeError as exc:
-        log.info("numba cannot cache %s (%s): it compiles on each start; set NUMBA_CACHE_DIR to a writable "
-                 "folder to keep the compiled code", fn.__name__, exc)
+        log.info(
+            "numba cannot cache %s (%s): it compiles on each start; set NUMBA_CACHE_DIR to a writable "
+            "folder to keep the compiled code",
+            fn.__name__,
+            exc,
+        )
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 

@@ -1,4 +1,5 @@
 """What the runtime chose per layer and batch size, with the times it chose by."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

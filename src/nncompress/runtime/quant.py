@@ -4,6 +4,7 @@
 kernels); it covers Linear layers only, so convolutions stay float32. torch 2.13 marks this
 eager API deprecated in favour of torchao, which has no CPU wheel in this project's setup.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 def int8_linear(linear: nn.Linear) -> nn.Module:
     """A dynamically quantized copy of ``linear`` (per-channel int8 weights, float32 in and out)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
     copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
     holder = nn.Sequential(copy)
     with torch.no_grad():
@@ -33,6 +35,7 @@ def int8_linear(linear: nn.Linear) -> nn.Module:
 
 def is_int8(module: nn.Module) -> TypeGuard[DynamicLinear]:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
     return isinstance(module, DynamicLinear)
 
 

@@ -1,4 +1,5 @@
 """A layer that holds one or more kernels and calls, per input, the one chosen for that input size."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,7 @@ class Routed(nn.Module):
     """Kernels by name plus routes (input vectors measured -> kernel name); a call takes the route whose
     size is nearest on a log scale, so batch 1 and batch 64 may run different kernels."""
 
-    def __init__(self, kernels: dict[str, nn.Module], routes: Sequence[tuple[int, str]],
-                 in_features: int) -> None:
+    def __init__(self, kernels: dict[str, nn.Module], routes: Sequence[tuple[int, str]], in_features: int) -> None:
         super().__init__()
         self.kernels = nn.ModuleDict({name.replace("/", "_"): k for name, k in kernels.items()})
         self.routes = sorted((int(n), name.replace("/", "_")) for n, name in routes)

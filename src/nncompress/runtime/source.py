@@ -3,6 +3,7 @@
 ``evaluate`` sizes a model from the data; the runtime and the exports have only
 the file: the input shape it recorded (``meta.input_shape``) or one the user gives.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def parse_shape(text: Optional[str], flag: str = "--input-shape") -> Optional[li
     except ValueError:
         shape = []
     if not shape or any(s < 1 for s in shape):
-        raise ConfigError(f"{flag} must be the shape of one input example without the batch axis, "
-                          f"like 1,28,28 or 784; got {text!r}")
+        raise ConfigError(
+            f"{flag} must be the shape of one input example without the batch axis, like 1,28,28 or 784; got {text!r}"
+        )
     return shape
 
 
@@ -41,25 +43,36 @@ def check_shape(shape: Optional[Sequence[int]]) -> Optional[list[int]]:
         return None
     if isinstance(shape, int):
         shape = [shape]
-    if not isinstance(shape, (list, tuple)) or not shape or \
-            any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ConfigError(f"input_shape must be the shape of one example without the batch axis, like (1, 28, 28); "
-                          f"got {shape!r}")
+    if (
+        not isinstance(shape, (list, tuple))
+        or not shape
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
+    ):
+        raise ConfigError(
+            f"input_shape must be the shape of one example without the batch axis, like (1, 28, 28); got {shape!r}"
+        )
     return [int(s) for s in shape]
 
 
-def model_from_file(path: str | os.PathLike[str], model_name: Optional[str] = None,
-                    model_kwargs: Optional[Mapping[str, Any]] = None) -> tuple[nn.Module, dict[str, Any]]:
+def model_from_file(
+    path: str | os.PathLike[str], model_name: Optional[str] = None, model_kwargs: Optional[Mapping[str, Any]] = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """(model, meta) from a ``.nnc`` file or checkpoint: its recorded architecture, or ``model_name`` (a
     built-in sized by the recorded input shape and classes, or a factory the user names and so trusts)."""
     from nncompress.imports import is_import_spec
     from nncompress.models import build_model, is_factory_record
     from nncompress.pipeline import read_model_file
+
     file = read_model_file(path)
     meta = dict(file.meta)
     arch = file.arch
-    if model_name and is_import_spec(model_name) and model_kwargs is None and is_factory_record(arch) \
-            and arch.get("factory") == model_name:
+    if (
+        model_name
+        and is_import_spec(model_name)
+        and model_kwargs is None
+        and is_factory_record(arch)
+        and arch.get("factory") == model_name
+    ):
         return file.build_model(trust_factory=model_name), meta
     if model_name:
         if is_import_spec(model_name):
@@ -76,6 +89,8 @@ def input_shape_for(meta: Mapping[str, Any], given: Optional[Sequence[int]], wha
     """The input shape to use: the one given, else the file's record; refused when neither exists."""
     shape = check_shape(given) or recorded_shape(meta)
     if shape is None:
-        raise ConfigError(f"{what} needs the shape of one input example and the file records none: "
-                          "give --input-shape (input_shape= in Python), e.g. 1,28,28")
+        raise ConfigError(
+            f"{what} needs the shape of one input example and the file records none: "
+            "give --input-shape (input_shape= in Python), e.g. 1,28,28"
+        )
     return shape

@@ -3,6 +3,7 @@
 A shared 2-core machine makes single timings meaningless; medians of repeated runs
 after warm-up are stable enough to rank kernels run back to back.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -19,8 +20,9 @@ class Timer(Protocol):
     def __call__(self, fn: Callable[[], Any], *, kernel: str, positions: int) -> float: ...
 
 
-def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, budget_s: float = 0.05,
-                most: int = 50) -> float:
+def median_time(
+    fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, budget_s: float = 0.05, most: int = 50
+) -> float:
     """Median seconds of at least ``repeats`` calls after ``warmup`` calls; fast calls are repeated
     up to ``most`` times, as many as fit ``budget_s``, since their timings scatter the most."""
     with torch.inference_mode():

@@ -5,6 +5,7 @@ Pruned weights may be stored as CSR (values, indices, shape) where that is
 smaller than dense; masks and ``*_orig`` copies are never written. Files
 from elsewhere (bare state dicts, GPU-saved, DataParallel-wrapped) load too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,23 @@ MAX_CSR_ELEMENTS = 2**30
 """Default bound on the dense elements all CSR weights of one checkpoint decode to (4 GiB of float32): a
 shape is a claim a few bytes can make, so it is checked before anything is allocated. ``load_checkpoint``'s
 ``max_elements`` raises it."""
-PLAIN_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8,
-                          torch.int8, torch.int16, torch.int32, torch.int64})
-WIDENED_DTYPES = frozenset(getattr(torch, n) for n in dir(torch) if n.startswith("float8_")
-                           and isinstance(getattr(torch, n), torch.dtype))
+PLAIN_DTYPES = frozenset(
+    {
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.bool,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+    }
+)
+WIDENED_DTYPES = frozenset(
+    getattr(torch, n) for n in dir(torch) if n.startswith("float8_") and isinstance(getattr(torch, n), torch.dtype)
+)
 """8-bit floats load widened to float32, which holds each of their values exactly (and which every
 operation supports)."""
 
@@ -56,10 +70,13 @@ class Checkpoint:
         ``trust_factory`` is True or names the same spec (see ``models.factory``)."""
         if model is None:
             if self.arch is None:
-                raise CheckpointError("this checkpoint records no architecture: pass --model NAME "
-                                      "(or a model instance in Python) to load it")
-            model = model_for_state(self.arch, self.state, trust_factory=trust_factory, source="the checkpoint",
-                                    error=CheckpointError)
+                raise CheckpointError(
+                    "this checkpoint records no architecture: pass --model NAME "
+                    "(or a model instance in Python) to load it"
+                )
+            model = model_for_state(
+                self.arch, self.state, trust_factory=trust_factory, source="the checkpoint", error=CheckpointError
+            )
         fit_shapes_(model, self.state)
         load_state(model, self.state)
         model.eval()
@@ -75,8 +92,14 @@ def _materialises_from_state(model: nn.Module) -> bool:
     return all(id(t) in in_state for t in tensors) and not loose
 
 
-def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, trust_factory: Trust = False,
-                    source: str = "the file", error: type[Exception] = CheckpointError) -> nn.Module:
+def model_for_state(
+    arch: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    *,
+    trust_factory: Trust = False,
+    source: str = "the file",
+    error: type[Exception] = CheckpointError,
+) -> nn.Module:
     """A model of the recorded architecture, shaped to take ``state`` (load it next, with
     ``load_state``: the model may still be on the meta device, to take the state's tensors).
 
@@ -97,9 +120,14 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
         log.info("model factory %s cannot run on the meta device (%s); building it directly", spec, exc)
         probe = None
     if probe is not None:
-        built = _from_probe(probe, state, error, f"{source} records the model factory {spec} with kwargs {kwargs}, "
-                            "but what it builds does not match the stored weights ({problem}): the file is damaged "
-                            "or the factory has changed since it was written; pass a matching model to load it")
+        built = _from_probe(
+            probe,
+            state,
+            error,
+            f"{source} records the model factory {spec} with kwargs {kwargs}, "
+            "but what it builds does not match the stored weights ({problem}): the file is damaged "
+            "or the factory has changed since it was written; pass a matching model to load it",
+        )
         if built is not None:
             return remember(built, spec, kwargs)
     model = factory(**kwargs)
@@ -107,8 +135,9 @@ def model_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
     return remember(model, spec, kwargs)
 
 
-def _from_probe(probe: nn.Module, state: Mapping[str, torch.Tensor], error: type[Exception], message: str
-                ) -> Optional[nn.Module]:
+def _from_probe(
+    probe: nn.Module, state: Mapping[str, torch.Tensor], error: type[Exception], message: str
+) -> Optional[nn.Module]:
     """A meta-device ``probe`` fitted to ``state`` and checked against it (``message``, with
     ``{problem}`` filled in, when it does not match), when the state covers every tensor it
     holds (load the state next), else None (it must be built for real)."""
@@ -124,15 +153,21 @@ def _from_probe(probe: nn.Module, state: Mapping[str, torch.Tensor], error: type
     return probe.to_empty(device="cpu") if tied else probe
 
 
-def _builtin_for_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str,
-                       error: type[Exception]) -> nn.Module:
+def _builtin_for_state(
+    arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str, error: type[Exception]
+) -> nn.Module:
     """A built-in model of the record, built on the meta device first and checked against ``state``: a
     record asking for huge sizes costs nothing unless the stored tensors have them too."""
     with torch.device("meta"):
         probe = from_record(dict(arch))  # from_record takes a dict; a Mapping is copied into one
-    built = _from_probe(probe, state, error, f"{source} records the model {arch.get('name')!r} with config "
-                        f"{arch.get('config')}, but it does not match the stored weights ({{problem}}): the file is "
-                        "damaged; pass a matching model to load it")
+    built = _from_probe(
+        probe,
+        state,
+        error,
+        f"{source} records the model {arch.get('name')!r} with config "
+        f"{arch.get('config')}, but it does not match the stored weights ({{problem}}): the file is "
+        "damaged; pass a matching model to load it",
+    )
     if built is not None:
         return built
     model = from_record(dict(arch))
@@ -144,8 +179,9 @@ def _is_sparse_weight(name: str, tensor: torch.Tensor) -> bool:
     return name.endswith("weight") and tensor.dim() >= 2 and tensor.is_floating_point()
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Optional[Mapping[str, Any]] = None,
-                    storage: str = "auto") -> dict[str, str]:
+def save_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, *, meta: Optional[Mapping[str, Any]] = None, storage: str = "auto"
+) -> dict[str, str]:
     """Write ``model`` atomically; return how each weight was stored ('dense'/'csr')."""
     if storage not in STORAGES:
         raise CheckpointError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -158,17 +194,27 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, meta: Opt
     for name, tensor in state.items():
         arr = tensor.numpy()
         use_csr = _is_sparse_weight(name, tensor) and (
-            storage == "csr" or (storage == "auto" and csr_bytes(arr) < arr.nbytes))
+            storage == "csr" or (storage == "auto" and csr_bytes(arr) < arr.nbytes)
+        )
         if use_csr:
             csr = to_csr(arr)
-            sparse[name] = {"values": torch.from_numpy(csr.values), "col_indices": torch.from_numpy(csr.col_indices),
-                            "crow_indices": torch.from_numpy(csr.crow_indices), "shape": list(csr.shape)}
+            sparse[name] = {
+                "values": torch.from_numpy(csr.values),
+                "col_indices": torch.from_numpy(csr.col_indices),
+                "crow_indices": torch.from_numpy(csr.crow_indices),
+                "shape": list(csr.shape),
+            }
             layout[name] = "csr"
         else:
             dense[name] = tensor
             layout[name] = "dense"
-    payload = {CHECKPOINT_KEY: CHECKPOINT_VERSION, "arch": arch_record(model), "state": dense, "sparse": sparse,
-               "meta": dict(meta or {})}
+    payload = {
+        CHECKPOINT_KEY: CHECKPOINT_VERSION,
+        "arch": arch_record(model),
+        "state": dense,
+        "sparse": sparse,
+        "meta": dict(meta or {}),
+    }
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
     return layout
@@ -182,14 +228,16 @@ def nonfinite(state: Mapping[str, torch.Tensor]) -> list[str]:
 def check_finite(state: Mapping[str, torch.Tensor]) -> None:
     bad = nonfinite(state)
     if bad:
-        raise ModelError(f"weights contain NaN or Inf in {', '.join(bad)}: the model cannot be compressed; "
-                         "retrain it or restore an earlier checkpoint")
+        raise ModelError(
+            f"weights contain NaN or Inf in {', '.join(bad)}: the model cannot be compressed; "
+            "retrain it or restore an earlier checkpoint"
+        )
 
 
 def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     """Drop DataParallel/DistributedDataParallel 'module.' prefixes."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -202,8 +250,10 @@ def _names_python_objects(exc: pickle.UnpicklingError) -> bool:
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if path.suffix == ".nnc":  # a compressed file whose magic is damaged lands here
-        return CheckpointError(f"{path} is neither an nncompress file (its first bytes are not the file magic; "
-                               "damaged?) nor a PyTorch checkpoint")
+        return CheckpointError(
+            f"{path} is neither an nncompress file (its first bytes are not the file magic; "
+            "damaged?) nor a PyTorch checkpoint"
+        )
     message = f"{path} is not a readable PyTorch checkpoint, corrupt or not a torch.save file"
     # torch's own text may advise weights_only=False, i.e. running the file's code: never pass that on
     text = str(exc)
@@ -216,8 +266,10 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
 def _read(path: Path) -> Any:
     with open_input(path, f"checkpoint {path}", CheckpointError) as handle:  # a FIFO or device is refused, not read
         if os.fstat(handle.fileno()).st_size == 0 and path.suffix != ".nnc":
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
-                                  "interrupted save or copy?): point to the file torch.save wrote")
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint: the file is empty (0 bytes; an "
+                "interrupted save or copy?): point to the file torch.save wrote"
+            )
         return _torch_load(path, handle)
 
 
@@ -244,18 +296,25 @@ def _check_fields(raw: Mapping[str, Any], path: Path) -> None:
     for key in ("state", "sparse", "meta"):
         value = raw.get(key, {})
         if not isinstance(value, dict):
-            raise CheckpointError(f"{path}: checkpoint field {key!r} must be a dict, not a {type(value).__name__}; "
-                                  "the file is damaged or was not written by nncompress: save the model again")
+            raise CheckpointError(
+                f"{path}: checkpoint field {key!r} must be a dict, not a {type(value).__name__}; "
+                "the file is damaged or was not written by nncompress: save the model again"
+            )
     arch = raw.get("arch")
     if arch is not None and not isinstance(arch, dict):
-        raise CheckpointError(f"{path}: checkpoint field 'arch' must be a dict or absent, not a "
-                              f"{type(arch).__name__}; the file is damaged or was not written by nncompress")
-    bad = [repr(k) for k, v in raw.get("state", {}).items()
-           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        raise CheckpointError(
+            f"{path}: checkpoint field 'arch' must be a dict or absent, not a "
+            f"{type(arch).__name__}; the file is damaged or was not written by nncompress"
+        )
+    bad = [
+        repr(k) for k, v in raw.get("state", {}).items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
     bad += [repr(k) for k in raw.get("sparse", {}) if not isinstance(k, str)]
     if bad:
-        raise CheckpointError(f"{path}: checkpoint fields 'state'/'sparse' must map tensor names to tensors; "
-                              f"bad entries {', '.join(bad[:6])}: the file is damaged, save the model again")
+        raise CheckpointError(
+            f"{path}: checkpoint fields 'state'/'sparse' must map tensor names to tensors; "
+            f"bad entries {', '.join(bad[:6])}: the file is damaged, save the model again"
+        )
 
 
 def _fold_pruning_masks(state: dict[str, torch.Tensor], source: Path | str) -> dict[str, torch.Tensor]:
@@ -270,9 +329,11 @@ def _fold_pruning_masks(state: dict[str, torch.Tensor], source: Path | str) -> d
             continue
         orig, mask = state[key], state[base + "_mask"]
         if orig.shape != mask.shape:
-            raise CheckpointError(f"{source}: pruning mask {base}_mask has shape {tuple(mask.shape)} but "
-                                  f"{key} has {tuple(orig.shape)}: the file is damaged; save the model again "
-                                  "after torch.nn.utils.prune.remove")
+            raise CheckpointError(
+                f"{source}: pruning mask {base}_mask has shape {tuple(mask.shape)} but "
+                f"{key} has {tuple(orig.shape)}: the file is damaged; save the model again "
+                "after torch.nn.utils.prune.remove"
+            )
         state[base] = (orig * mask).to(orig.dtype)
         del state[key], state[base + "_mask"]
         folded.append(base)
@@ -304,8 +365,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, max_elements: int = MAX_CSR
             if isinstance(raw.get(key), dict):
                 raw = raw[key]
                 break
-        tensors = {k: plain_tensor(k, v, path) for k, v in raw.items()
-                   if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        tensors = {
+            k: plain_tensor(k, v, path) for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)
+        }
         if not tensors:
             raise CheckpointError(f"{path} holds no tensors: expected a state dict")
         ckpt = Checkpoint(state=_strip_prefix(tensors))
@@ -317,11 +379,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, max_elements: int = MAX_CSR
 def _check_version(version: Any, path: Path) -> None:
     """The version is a plain integer: ``true`` is no version (bool is an int to Python), nor is ``"1"``."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path}: checkpoint version must be an integer >= 1, got {version!r} "
-                              f"({type(version).__name__}): the file is damaged or was not written by nncompress")
+        raise CheckpointError(
+            f"{path}: checkpoint version must be an integer >= 1, got {version!r} "
+            f"({type(version).__name__}): the file is damaged or was not written by nncompress"
+        )
     if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer nncompress (checkpoint version {version}; this one "
-                              f"reads up to {CHECKPOINT_VERSION}); upgrade nncompress to read it")
+        raise CheckpointError(
+            f"{path} was written by a newer nncompress (checkpoint version {version}; this one "
+            f"reads up to {CHECKPOINT_VERSION}); upgrade nncompress to read it"
+        )
 
 
 def plain_tensor(name: str, tensor: torch.Tensor, source: Path | str) -> torch.Tensor:
@@ -330,31 +396,43 @@ def plain_tensor(name: str, tensor: torch.Tensor, source: Path | str) -> torch.T
     and packed/sub-byte tensors are refused; 8-bit floats are widened to float32 (exactly)."""
     if tensor.layout != torch.strided:
         layout = str(tensor.layout).replace("torch.", "")
-        raise CheckpointError(f"{source}: tensor {name} is stored in the {layout} layout; nncompress loads dense "
-                              "tensors: save it with .to_dense() (nncompress writes its own CSR for pruned weights)")
+        raise CheckpointError(
+            f"{source}: tensor {name} is stored in the {layout} layout; nncompress loads dense "
+            "tensors: save it with .to_dense() (nncompress writes its own CSR for pruned weights)"
+        )
     if tensor.device.type == "meta":
-        raise CheckpointError(f"{source}: tensor {name} is a meta-device tensor and holds no values (saved from a "
-                              "model that was never materialised?): save the model's real weights")
+        raise CheckpointError(
+            f"{source}: tensor {name} is a meta-device tensor and holds no values (saved from a "
+            "model that was never materialised?): save the model's real weights"
+        )
     if tensor.is_quantized:
-        raise CheckpointError(f"{source}: tensor {name} is quantized ({tensor.dtype}); nncompress does not "
-                              "dequantize: save tensor.dequantize() (or the float weights) and load again")
+        raise CheckpointError(
+            f"{source}: tensor {name} is quantized ({tensor.dtype}); nncompress does not "
+            "dequantize: save tensor.dequantize() (or the float weights) and load again"
+        )
     if tensor.is_complex():
-        raise CheckpointError(f"{source}: tensor {name} is complex ({tensor.dtype}); nncompress compresses "
-                              "real-valued networks only")
+        raise CheckpointError(
+            f"{source}: tensor {name} is complex ({tensor.dtype}); nncompress compresses real-valued networks only"
+        )
     if tensor.dtype in WIDENED_DTYPES:
         return tensor.to(torch.float32)
     if tensor.dtype not in PLAIN_DTYPES:
-        raise CheckpointError(f"{source}: tensor {name} has dtype {str(tensor.dtype).replace('torch.', '')}, "
-                              "which nncompress does not load: save it as float32 (or float16/bfloat16)")
+        raise CheckpointError(
+            f"{source}: tensor {name} has dtype {str(tensor.dtype).replace('torch.', '')}, "
+            "which nncompress does not load: save it as float32 (or float16/bfloat16)"
+        )
     return tensor
 
 
 def _sparse_weight(name: str, parts: Any, path: Path, budget: int) -> torch.Tensor:
     """One CSR weight of ours, checked field by field and then structurally (``csr.check_csr``) before
     its dense tensor is allocated."""
+
     def bad(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: sparse weight {name} is malformed: {why}; the file is damaged or was "
-                               "not written by nncompress: save the model again")
+        return CheckpointError(
+            f"{path}: sparse weight {name} is malformed: {why}; the file is damaged or was "
+            "not written by nncompress: save the model again"
+        )
 
     keys = ("values", "col_indices", "crow_indices", "shape")
     if not isinstance(parts, dict) or set(parts) != set(keys):
@@ -374,12 +452,17 @@ def _sparse_weight(name: str, parts: Any, path: Path, budget: int) -> torch.Tens
             raise bad(f"{key} must be integers, got {t.dtype}")
         arrays[key] = t.numpy()
     shape = parts["shape"]
-    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+    if (
+        not isinstance(shape, (list, tuple))
+        or not 1 <= len(shape) <= 8
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
         raise bad(f"shape must be a list of 1 to 8 non-negative integers, got {shape!r}")
     if math.prod(shape) > budget:
-        raise bad(f"shape {list(shape)} asks for {math.prod(shape):,} elements, more than the {max(budget, 0):,} "
-                  "left of the bound on dense weights decoded from CSR (load_checkpoint's max_elements raises it)")
+        raise bad(
+            f"shape {list(shape)} asks for {math.prod(shape):,} elements, more than the {max(budget, 0):,} "
+            "left of the bound on dense weights decoded from CSR (load_checkpoint's max_elements raises it)"
+        )
     try:
         csr = CSR(arrays["values"], arrays["col_indices"], arrays["crow_indices"], tuple(shape))
         return torch.from_numpy(from_csr(csr))
@@ -392,8 +475,11 @@ def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     parts = []
     if missing:
         parts.append(f"missing {', '.join(missing[:6])}")
@@ -413,9 +499,11 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     # casting int8/bool weights to float would load garbage without a word
     cast = [f"{k} ({state[k].dtype})" for k in own if own[k].is_floating_point() and not state[k].is_floating_point()]
     if cast:
-        raise CheckpointError(f"checkpoint tensor(s) {', '.join(cast[:6])} are not floating point but the model's "
-                              "are: nncompress does not dequantize; dequantize them (or save the float weights) "
-                              "and load again")
+        raise CheckpointError(
+            f"checkpoint tensor(s) {', '.join(cast[:6])} are not floating point but the model's "
+            "are: nncompress does not dequantize; dequantize them (or save the float weights) "
+            "and load again"
+        )
     # a model on the meta device (``model_for_state``) takes the state's tensors themselves
     assign = any(t.is_meta for t in own.values())
     converted = {k: v.to(own[k].dtype) for k, v in state.items()}
@@ -431,8 +519,12 @@ def _owned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out, seen = {}, set()
     for k, v in state.items():
         ptr = v.untyped_storage().data_ptr()
-        alone = (v.is_contiguous() and v.storage_offset() == 0 and ptr not in seen
-                 and v.untyped_storage().nbytes() == v.numel() * v.element_size())
+        alone = (
+            v.is_contiguous()
+            and v.storage_offset() == 0
+            and ptr not in seen
+            and v.untyped_storage().nbytes() == v.numel() * v.element_size()
+        )
         out[k] = v if alone else v.clone(memory_format=torch.contiguous_format)
         seen.add(out[k].untyped_storage().data_ptr())
     return out

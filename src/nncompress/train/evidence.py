@@ -15,6 +15,7 @@ close to a coin toss. Two things make the evidence firmer:
   the run (weighted by 1 / SE^2), estimates the drop at the current KL from
   all of them rather than from the last one alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,7 @@ from nncompress.data.batches import Inputs, count, model_device, take, to_device
 from nncompress.train.objective import EVAL_BATCH, Objective
 
 # The dense model's log-probabilities are kept for the KL only while they take at most this much memory.
-MAX_REFERENCE_BYTES = 256 * 2 ** 20
+MAX_REFERENCE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,16 @@ class ValidationReader:
     spread over several processes, a reading is the plain score. ``with_kl`` False: no KL (no pooled fit
     will read it), so the dense model's outputs are not kept."""
 
-    def __init__(self, objective: Objective, inputs: Inputs, labels: Optional[torch.Tensor], dense: nn.Module,
-                 batch_size: int = EVAL_BATCH, *, with_kl: bool = True) -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        inputs: Inputs,
+        labels: Optional[torch.Tensor],
+        dense: nn.Module,
+        batch_size: int = EVAL_BATCH,
+        *,
+        with_kl: bool = True,
+    ) -> None:
         self.objective, self.inputs, self.labels, self.batch_size = objective, inputs, labels, batch_size
         self.paired = not distributed.active()
         self.dense_log_probs: Optional[torch.Tensor] = None

@@ -19,6 +19,7 @@ Under torchrun only rank 0 reads and writes the folder: it sends the saved
 entry's bytes to every rank, so rank 0's state restores them all (the other
 ranks need no copy of the folder, as on other nodes).
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,9 +62,18 @@ def _rng_state() -> dict[str, Any]:
     # the legacy tuple: numpy's global generator is a Mersenne Twister
     np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": repr(random.getstate()),
-            "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4]), "name": str(np_state[0])}}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "python": repr(random.getstate()),
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+            "name": str(np_state[0]),
+        },
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -98,8 +108,10 @@ class Journal:
         self._sweep(".fit-*.tmp")  # what a kill -9 in the middle of a write left
         existing = sorted(self.directory.glob("fit-*.pt")) if self.directory.is_dir() else []
         if existing and not resume:
-            raise RunStateError(f"{directory} already holds a run ({len(existing)} saved training calls); "
-                                "continue it with --resume, or give another --run-dir")
+            raise RunStateError(
+                f"{directory} already holds a run ({len(existing)} saved training calls); "
+                "continue it with --resume, or give another --run-dir"
+            )
 
     @property
     def calls(self) -> int:
@@ -129,8 +141,15 @@ class Journal:
     def _path(self, call: int) -> Path:
         return self.directory / f"fit-{call:04d}.pt"
 
-    def begin(self, model: nn.Module, opt: Optional[torch.optim.Optimizer], generator: torch.Generator,
-              epochs: int, task: str, settings: str = "") -> tuple[int, list[float]]:
+    def begin(
+        self,
+        model: nn.Module,
+        opt: Optional[torch.optim.Optimizer],
+        generator: torch.Generator,
+        epochs: int,
+        task: str,
+        settings: str = "",
+    ) -> tuple[int, list[float]]:
         """Start the next fit call: (epochs already done, their losses); the model,
         optimizer and RNGs are set to where the saved call stopped. ``settings``
         (the training recipe, as text) must match too: a call that starts from the
@@ -147,11 +166,17 @@ class Journal:
         except Exception as exc:
             log.warning("saved state %s is unreadable (%s); training call %d again", path, exc, call)
             return 0, []
-        if (saved.get("before") != self._current[1] or saved.get("task") != task or saved.get("epochs") != epochs
-                or saved.get("settings", "") != settings):
-            raise RunStateError(f"{path} was saved by a different run (training call {call}, '{saved.get('task')}', "
-                                "started from other weights or settings); resume with the same checkpoint, data and "
-                                "recipe, or give another --run-dir")
+        if (
+            saved.get("before") != self._current[1]
+            or saved.get("task") != task
+            or saved.get("epochs") != epochs
+            or saved.get("settings", "") != settings
+        ):
+            raise RunStateError(
+                f"{path} was saved by a different run (training call {call}, '{saved.get('task')}', "
+                "started from other weights or settings); resume with the same checkpoint, data and "
+                "recipe, or give another --run-dir"
+            )
         model.load_state_dict(saved["model"])
         if opt is not None and saved.get("opt") is not None:
             opt.load_state_dict(saved["opt"])
@@ -164,19 +189,32 @@ class Journal:
         log.info("resumed training call %d (%s) after epoch %d of %d", call, task, saved["epoch"], epochs)
         return int(saved["epoch"]), [float(x) for x in saved["losses"]]
 
-    def epoch_done(self, epoch: int, model: nn.Module, opt: Optional[torch.optim.Optimizer],
-                   generator: torch.Generator, losses: list[float]) -> None:
+    def epoch_done(
+        self,
+        epoch: int,
+        model: nn.Module,
+        opt: Optional[torch.optim.Optimizer],
+        generator: torch.Generator,
+        losses: list[float],
+    ) -> None:
         """Write the state after ``epoch`` epochs of the current call (atomically; rank 0 only)."""
         if not distributed.is_main():
             return
         call, before, task, epochs, settings = self._current
-        entry = {"before": before, "task": task, "epochs": epochs, "settings": settings, "epoch": epoch,
-                 "losses": list(losses),
-                 # saved before anything can change it, so no copy (a second model in memory) is needed
-                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 # a finished call is only ever loaded, never continued: no optimizer state needed
-                 "opt": opt.state_dict() if opt is not None and epoch < epochs else None,
-                 "generator": generator.get_state(),
-                 "rng": _rng_state(), "extra": {name: get() for name, (get, _) in self._extra.items()}}
+        entry = {
+            "before": before,
+            "task": task,
+            "epochs": epochs,
+            "settings": settings,
+            "epoch": epoch,
+            "losses": list(losses),
+            # saved before anything can change it, so no copy (a second model in memory) is needed
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            # a finished call is only ever loaded, never continued: no optimizer state needed
+            "opt": opt.state_dict() if opt is not None and epoch < epochs else None,
+            "generator": generator.get_state(),
+            "rng": _rng_state(),
+            "extra": {name: get() for name, (get, _) in self._extra.items()},
+        }
         with atomic_open(self._path(call), "wb") as handle:
             torch.save(entry, handle)

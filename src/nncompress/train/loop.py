@@ -15,6 +15,7 @@ a single process within training noise, not bit for bit). Each rank draws
 dropout from its own stream during an epoch; BatchNorm statistics and the
 global RNG state are made equal on every rank after it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,7 @@ class Teacher:
     matches the dense model's softened outputs, which carry more than the
     labels about what the removed weights did."""
 
-    def __init__(self, model: nn.Module, weight: float, temperature: float,
-                 output: Optional[OutputFn] = None) -> None:
+    def __init__(self, model: nn.Module, weight: float, temperature: float, output: Optional[OutputFn] = None) -> None:
         self.model = model.eval()
         self.output = output
         for p in self.model.parameters():
@@ -62,7 +62,7 @@ class Teacher:
         with torch.no_grad():  # log-probabilities on both sides: no 0 * log 0 where a class underflows
             soft = F.log_softmax(model_outputs(self.model, inputs, self.output) / self.temperature, dim=1)
         kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean", log_target=True)
-        return (1 - self.weight) * F.cross_entropy(logits, target) + self.weight * self.temperature ** 2 * kd
+        return (1 - self.weight) * F.cross_entropy(logits, target) + self.weight * self.temperature**2 * kd
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -83,18 +83,34 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], batch_size: int = 1000,
-             objective: Optional[Objective] = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: Inputs,
+    y: Optional[torch.Tensor],
+    batch_size: int = 1000,
+    objective: Optional[Objective] = None,
+) -> tuple[float, float]:
     """Mean loss and score of ``model`` on (x, y): cross-entropy and accuracy (fraction)
     unless ``objective`` says otherwise."""
     return (objective or default_objective(y)).evaluate(model, x, y, batch_size)
 
 
-def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig, *,
-        params: Optional[Iterable[nn.Parameter]] = None, after_step: Optional[AfterStep] = None,
-        generator: Optional[torch.Generator] = None, progress: Optional[ProgressFn] = None,
-        task: str = "train", freeze_others: bool = True, journal: Optional["Journal"] = None,
-        teacher: Optional[Teacher] = None, objective: Optional[Objective] = None) -> list[float]:
+def fit(
+    model: nn.Module,
+    x: Inputs,
+    y: Optional[torch.Tensor],
+    cfg: TrainConfig,
+    *,
+    params: Optional[Iterable[nn.Parameter]] = None,
+    after_step: Optional[AfterStep] = None,
+    generator: Optional[torch.Generator] = None,
+    progress: Optional[ProgressFn] = None,
+    task: str = "train",
+    freeze_others: bool = True,
+    journal: Optional["Journal"] = None,
+    teacher: Optional[Teacher] = None,
+    objective: Optional[Objective] = None,
+) -> list[float]:
     """Train with SGD + Nesterov momentum on a one-cycle cosine schedule.
 
     ``params`` restricts what is trained (the rest stays frozen); ``after_step``
@@ -115,8 +131,13 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
     if cfg.epochs == 0 or (not trainable and after_step is None):
         return []
     gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
-    opt = InPlaceSGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                     weight_decay=cfg.weight_decay) if trainable else None
+    opt = (
+        InPlaceSGD(
+            trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+        )
+        if trainable
+        else None
+    )
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     chosen = {id(p) for p in trainable}
@@ -133,8 +154,10 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
     try:
         start = 0
         if journal is not None:
-            described: dict = {"train": cfg.to_dict(), "distill": [teacher.weight, teacher.temperature]
-                               if teacher is not None else None}
+            described: dict = {
+                "train": cfg.to_dict(),
+                "distill": [teacher.weight, teacher.temperature] if teacher is not None else None,
+            }
             if objective.kind != "classification":  # classification keeps the settings older journals hold
                 described["objective"] = objective.describe()
             settings = json.dumps(described, sort_keys=True)
@@ -157,7 +180,7 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
             if ranks > 1:
                 distributed.fork_rng()
             for i in range(0, n, cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
+                idx = order[i : i + cfg.batch_size]
                 mine = distributed.shard(idx) if ranks > 1 else idx
                 model.zero_grad(set_to_none=True)
                 if opt is not None:
@@ -185,8 +208,10 @@ def fit(model: nn.Module, x: Inputs, y: Optional[torch.Tensor], cfg: TrainConfig
                 distributed.sync_rng()
             losses.append(running / n)
             if not math.isfinite(losses[-1]):  # before the journal saves it: a resume must not start from NaN
-                raise ModelError(f"{task} diverged: the mean loss of epoch {epoch + 1} is {losses[-1]}; "
-                                 f"lower the learning rate (it peaked at {cfg.lr:g})")
+                raise ModelError(
+                    f"{task} diverged: the mean loss of epoch {epoch + 1} is {losses[-1]}; "
+                    f"lower the learning rate (it peaked at {cfg.lr:g})"
+                )
             if journal is not None:
                 journal.epoch_done(epoch + 1, model, opt, gen, losses)
             report(progress, task, epoch + 1, cfg.epochs, loss=losses[-1])

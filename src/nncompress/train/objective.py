@@ -23,6 +23,7 @@ otherwise; the choice is logged. Scores are fractions where 1.0 is perfect
 is bound to a frozen copy of the dense model; its outputs on a split are
 computed once and reused for every score on that split.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,18 @@ from nncompress import distributed
 from nncompress.data.batches import Inputs, OutputFn, call_model, count, model_device, pick_output, take, to_device
 from nncompress.errors import ConfigError, DataError
 
-__all__ = ["AUTO", "Classification", "Distillation", "KINDS", "Objective", "ObjectiveSpec", "UserObjective",
-           "default_objective", "resolution_warning", "resolve_objective"]
+__all__ = [
+    "AUTO",
+    "Classification",
+    "Distillation",
+    "KINDS",
+    "Objective",
+    "ObjectiveSpec",
+    "UserObjective",
+    "default_objective",
+    "resolution_warning",
+    "resolve_objective",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +68,8 @@ class Objective:
     metric = "score"
     higher_is_better = True
     needs_labels = False
-    kl_probe = False           # outputs are logits: the probe's KL test applies
-    counts_examples = False    # the score is a fraction of examples (1 example = 100/n points)
+    kl_probe = False  # outputs are logits: the probe's KL test applies
+    counts_examples = False  # the score is a fraction of examples (1 example = 100/n points)
     uses_teacher_term = False  # the pruner's ``distill`` adds the Teacher term to this loss
 
     def __init__(self, output: Optional[OutputFn] = None) -> None:
@@ -78,12 +89,13 @@ class Objective:
     def outputs(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         return pick_output(call_model(model, inputs), self.output)[0]
 
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH
-                ) -> torch.Tensor:
+    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
         """What a split's outputs are compared with: its labels here; the dense model's outputs for distillation."""
         if labels is None:
-            raise DataError(f"the {self.kind} objective needs labels, and these data carry none; "
-                            "use a label-free objective ('kl', 'cosine', 'mse') or a UserObjective")
+            raise DataError(
+                f"the {self.kind} objective needs labels, and these data carry none; "
+                "use a label-free objective ('kl', 'cosine', 'mse') or a UserObjective"
+            )
         return labels
 
     # -- what subclasses define ------------------------------------------------
@@ -100,8 +112,9 @@ class Objective:
         return None
 
     # -- used by the loops -----------------------------------------------------
-    def train_loss(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor],
-                   teacher: Any = None) -> torch.Tensor:
+    def train_loss(
+        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
+    ) -> torch.Tensor:
         """The loss of one training batch (``teacher``: classification's optional distillation term)."""
         out = self.outputs(model, inputs)
         return self.loss(out, self._batch_targets(inputs, labels))
@@ -110,8 +123,9 @@ class Objective:
         return self.targets(inputs, labels)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor],
-                 batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    def evaluate(
+        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH
+    ) -> tuple[float, float]:
         """(mean loss, score) of ``model`` on one split; the model's train/eval mode is restored."""
         was_training = model.training
         model.eval()
@@ -163,8 +177,9 @@ class Classification(Objective):
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(out, target)
 
-    def train_loss(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor],
-                   teacher: Any = None) -> torch.Tensor:
+    def train_loss(
+        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
+    ) -> torch.Tensor:
         logits = self.outputs(model, inputs)
         target = self.targets(inputs, labels)
         return F.cross_entropy(logits, target) if teacher is None else teacher.loss(logits, inputs, target)
@@ -205,8 +220,10 @@ class Distillation(Objective):
 
     def _reference(self) -> nn.Module:
         if self.dense is None:
-            raise ConfigError(f"the {self.kind} objective is not bound to a dense model: "
-                              "call resolve_objective(objective, dense_model, splits) first")
+            raise ConfigError(
+                f"the {self.kind} objective is not bound to a dense model: "
+                "call resolve_objective(objective, dense_model, splits) first"
+            )
         return self.dense
 
     def _batch_targets(self, inputs: Inputs, labels: Optional[torch.Tensor]) -> torch.Tensor:
@@ -214,16 +231,19 @@ class Distillation(Objective):
             return self.outputs(self._reference(), inputs)
 
     @torch.no_grad()
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH
-                ) -> torch.Tensor:
+    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
         """The dense model's outputs on a whole split, computed once per split (kept on the CPU)."""
         hit = self._cache.get(id(inputs))
         if hit is not None and hit[0] is inputs:
             return hit[1]
         dense = self._reference()
         device = model_device(dense)
-        outs = torch.cat([self.outputs(dense, to_device(take(inputs, slice(i, i + batch_size)), device)).cpu()
-                          for i in range(0, count(inputs), batch_size)])
+        outs = torch.cat(
+            [
+                self.outputs(dense, to_device(take(inputs, slice(i, i + batch_size)), device)).cpu()
+                for i in range(0, count(inputs), batch_size)
+            ]
+        )
         self._cache[id(inputs)] = (inputs, outs)  # the inputs are held so their id cannot be reused
         return outs
 
@@ -311,9 +331,16 @@ class UserObjective(Objective):
 
     kind = "user"
 
-    def __init__(self, loss: Optional[LossFn] = None, metric: Optional[MetricFn] = None, *, name: str = "metric",
-                 higher_is_better: bool = True, base: Union[str, Objective, None] = AUTO,
-                 output: Optional[OutputFn] = None) -> None:
+    def __init__(
+        self,
+        loss: Optional[LossFn] = None,
+        metric: Optional[MetricFn] = None,
+        *,
+        name: str = "metric",
+        higher_is_better: bool = True,
+        base: Union[str, Objective, None] = AUTO,
+        output: Optional[OutputFn] = None,
+    ) -> None:
         if loss is None and metric is None:
             raise ConfigError("a UserObjective needs a loss, a metric, or both")
         super().__init__(output)
@@ -348,15 +375,15 @@ class UserObjective(Objective):
     def outputs(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         return self._base().outputs(model, inputs)
 
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH
-                ) -> torch.Tensor:
+    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
         return self._base().targets(inputs, labels, batch_size)
 
     def _batch_targets(self, inputs: Inputs, labels: Optional[torch.Tensor]) -> torch.Tensor:
         return self._base()._batch_targets(inputs, labels)
 
-    def train_loss(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor],
-                   teacher: Any = None) -> torch.Tensor:
+    def train_loss(
+        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
+    ) -> torch.Tensor:
         if self.user_loss is None:
             return self._base().train_loss(model, inputs, labels, teacher)
         return self.loss(self.outputs(model, inputs), self._batch_targets(inputs, labels))
@@ -390,25 +417,34 @@ class UserObjective(Objective):
 
     def describe(self) -> dict[str, Any]:
         base = self._base().describe() if self.base is not None else None
-        return {**super().describe(), "user_loss": self.user_loss is not None,
-                "user_metric": self.user_metric is not None, "base": base}
+        return {
+            **super().describe(),
+            "user_loss": self.user_loss is not None,
+            "user_metric": self.user_metric is not None,
+            "base": base,
+        }
 
 
-_LABEL_FREE: dict[str, type[Distillation]] = {"kl": KLDistillation, "cosine": CosineDistillation,
-                                              "mse": MSEDistillation}
+_LABEL_FREE: dict[str, type[Distillation]] = {
+    "kl": KLDistillation,
+    "cosine": CosineDistillation,
+    "mse": MSEDistillation,
+}
 ObjectiveSpec = Union[None, str, Objective]
 
 
 def default_objective(labels: Optional[torch.Tensor]) -> Objective:
     """What loops use when no objective is given: classification; label-free data need one bound to a model."""
     if labels is None:
-        raise ConfigError("these data carry no labels: give an objective bound to the dense model "
-                          "(nncompress.train.objective.resolve_objective(None, model, splits) distils from it)")
+        raise ConfigError(
+            "these data carry no labels: give an objective bound to the dense model "
+            "(nncompress.train.objective.resolve_objective(None, model, splits) distils from it)"
+        )
     return Classification()
 
 
 def _auto_label_free(model: nn.Module, val_x: Inputs, output: Optional[OutputFn]) -> str:
-    """"kl" when the judged output came from ``.logits``, else "cosine"."""
+    """ "kl" when the judged output came from ``.logits``, else "cosine"."""
     device, training = model_device(model), model.training
     model.eval()
     try:
@@ -419,8 +455,9 @@ def _auto_label_free(model: nn.Module, val_x: Inputs, output: Optional[OutputFn]
     return "kl" if source == "logits" else "cosine"
 
 
-def resolve_objective(spec: ObjectiveSpec, model: nn.Module, splits: Any, *,
-                      output: Optional[OutputFn] = None) -> Objective:
+def resolve_objective(
+    spec: ObjectiveSpec, model: nn.Module, splits: Any, *, output: Optional[OutputFn] = None
+) -> Objective:
     """The objective of a run on ``splits``, bound to ``model`` (the dense reference) where it distils.
 
     ``spec``: None or "auto" (classification with labels; without, "kl" when the
@@ -440,19 +477,26 @@ def resolve_objective(spec: ObjectiveSpec, model: nn.Module, splits: Any, *,
             return Classification(output)
         kind = _auto_label_free(model, splits.val_x, output)
         chosen = _LABEL_FREE[kind](output).bind(model)
-        log.info("%s carries no labels: distilling from the dense model by %s; score = %s (%s)", splits.name,
-                 "KL divergence of its logits" if kind == "kl" else "cosine of its outputs", chosen.metric,
-                 "the output is .logits" if kind == "kl" else "the output is not .logits")
+        log.info(
+            "%s carries no labels: distilling from the dense model by %s; score = %s (%s)",
+            splits.name,
+            "KL divergence of its logits" if kind == "kl" else "cosine of its outputs",
+            chosen.metric,
+            "the output is .logits" if kind == "kl" else "the output is not .logits",
+        )
         return chosen
     if spec == "classification":
         if not labelled:
-            raise ConfigError(f"objective 'classification' needs labels, and {splits.name} carries none; "
-                              "use 'auto', 'kl', 'cosine' or 'mse' to distil from the dense model")
+            raise ConfigError(
+                f"objective 'classification' needs labels, and {splits.name} carries none; "
+                "use 'auto', 'kl', 'cosine' or 'mse' to distil from the dense model"
+            )
         return Classification(output)
     if spec in _LABEL_FREE:
         return _LABEL_FREE[spec](output).bind(model)
-    raise ConfigError(f"unknown objective {spec!r}: expected 'auto', {', '.join(repr(k) for k in KINDS)} "
-                      "or an Objective")
+    raise ConfigError(
+        f"unknown objective {spec!r}: expected 'auto', {', '.join(repr(k) for k in KINDS)} or an Objective"
+    )
 
 
 def against_reference(spec: ObjectiveSpec, reference: nn.Module, splits: Any) -> Objective:
@@ -461,8 +505,9 @@ def against_reference(spec: ObjectiveSpec, reference: nn.Module, splits: Any) ->
     if spec is None or spec == AUTO:
         spec = _auto_label_free(reference, splits.val_x, None)
     if spec == "classification":
-        raise ConfigError("a reference model is compared by its outputs: use the objective 'auto', 'kl', "
-                          "'cosine' or 'mse' with it")
+        raise ConfigError(
+            "a reference model is compared by its outputs: use the objective 'auto', 'kl', 'cosine' or 'mse' with it"
+        )
     return resolve_objective(spec, reference, splits)
 
 
@@ -477,8 +522,7 @@ def resolution_warning(objective: Objective, tolerance: float, n_val: int, dense
     se = 100 * math.sqrt(p * (1 - p) / n_val)
     reasons = []
     if examples < MIN_TOLERANCE_EXAMPLES:
-        reasons.append(f"a {tolerance:g}-point tolerance on {n_val:,} validation examples is "
-                       f"{examples:.3g} example(s)")
+        reasons.append(f"a {tolerance:g}-point tolerance on {n_val:,} validation examples is {examples:.3g} example(s)")
     if 0 < se and tolerance < se:
         reasons.append(f"it is below one standard error of the dense {objective.metric}")
     wrong = (1 - p) * n_val
@@ -486,6 +530,9 @@ def resolution_warning(objective: Objective, tolerance: float, n_val: int, dense
         reasons.append(f"{objective.metric} {100 * p:.2f} % leaves {wrong:.0f} wrong example(s) to measure a drop by")
     if not reasons:
         return None
-    return (f"the validation split cannot resolve a tolerance of {objective.tolerance_text(tolerance)}: "
-            + "; ".join(reasons) + f" (standard error {se:.2f} points at {objective.metric} {100 * p:.2f} %); "
-            "use more validation examples or a larger tolerance")
+    return (
+        f"the validation split cannot resolve a tolerance of {objective.tolerance_text(tolerance)}: "
+        + "; ".join(reasons)
+        + f" (standard error {se:.2f} points at {objective.metric} {100 * p:.2f} %); "
+        "use more validation examples or a larger tolerance"
+    )

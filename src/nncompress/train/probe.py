@@ -16,6 +16,7 @@ is taken when one step's fine-tuning costs more than the tolerance of that
 score. Without labels the fine-tuning already distils from the dense model, so
 the fallback lowers the rate only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,9 +72,12 @@ class FinetuneChoice:
         if self.probe_val_accuracy is None:
             return f"{recipe} (no probe)"
         drop = self.probe_drop_points or 0.0
-        moved = (f"one step's fine-tuning moved the dense model's validation outputs by KL {self.probe_kl:.3f} "
-                 f"and its {self.metric} by {-drop:+.2f} points" if self.probe_kl is not None else
-                 f"one step's fine-tuning moved the dense model's validation {self.metric} by {-drop:+.2f} points")
+        moved = (
+            f"one step's fine-tuning moved the dense model's validation outputs by KL {self.probe_kl:.3f} "
+            f"and its {self.metric} by {-drop:+.2f} points"
+            if self.probe_kl is not None
+            else f"one step's fine-tuning moved the dense model's validation {self.metric} by {-drop:+.2f} points"
+        )
         return f"{recipe} ({moved}: too far, so the fallback)" if self.fallback else f"{recipe} ({moved})"
 
 
@@ -86,10 +90,17 @@ def _costs_too_much(dense: Reading, trial: Reading, cfg: PruneConfig) -> bool:
     return drop > cfg.tolerance
 
 
-def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.Tensor], val_x: Inputs,
-                    val_y: Optional[torch.Tensor], cfg: PruneConfig, progress: Optional[ProgressFn] = None,
-                    objective: Optional[Objective] = None, reader: Optional[ValidationReader] = None
-                    ) -> tuple[PruneConfig, FinetuneChoice]:
+def choose_finetune(
+    model: nn.Module,
+    train_x: Inputs,
+    train_y: Optional[torch.Tensor],
+    val_x: Inputs,
+    val_y: Optional[torch.Tensor],
+    cfg: PruneConfig,
+    progress: Optional[ProgressFn] = None,
+    objective: Optional[Objective] = None,
+    reader: Optional[ValidationReader] = None,
+) -> tuple[PruneConfig, FinetuneChoice]:
     """Return the config the pruning should run with and why. ``model`` and
     every global RNG are left exactly as they were. ``objective`` (bound to
     the dense model; default classification) sets the loss and the score;
@@ -100,8 +111,11 @@ def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.T
     reader = reader or ValidationReader(objective, val_x, val_y, model)
     dense_reading = reader.read(model)
     dense = dense_reading.score
-    teacher = Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output) \
-        if cfg.distill > 0 and objective.uses_teacher_term else None
+    teacher = (
+        Teacher(copy.deepcopy(model), cfg.distill, cfg.distill_temperature, objective.output)
+        if cfg.distill > 0 and objective.uses_teacher_term
+        else None
+    )
     # the trial tunes the model itself and is rolled back after (a copy would hold the model twice while
     # it trains; the rollback copy of a large model waits on disk)
     saved, trial = Rollback(model), model
@@ -122,24 +136,47 @@ def choose_finetune(model: nn.Module, train_x: Inputs, train_y: Optional[torch.T
     if unstable:
         distill = max(cfg.distill, cfg.fallback_distill) if objective.uses_teacher_term else cfg.distill
         cfg = dataclasses.replace(cfg, lr=min(cfg.lr, cfg.fallback_lr), distill=distill)
-    choice = FinetuneChoice(cfg.lr, cfg.distill, fallback=unstable, dense_val_accuracy=dense,
-                            probe_val_accuracy=probed, probe_kl=kl, probe_diverged=diverged,
-                            metric=objective.metric)
+    choice = FinetuneChoice(
+        cfg.lr,
+        cfg.distill,
+        fallback=unstable,
+        dense_val_accuracy=dense,
+        probe_val_accuracy=probed,
+        probe_kl=kl,
+        probe_diverged=diverged,
+        metric=objective.metric,
+    )
     log.info("%s", choice.describe())
     return cfg, choice
 
 
-def _trial(trial: nn.Module, train_x: Inputs, train_y: Optional[torch.Tensor], cfg: PruneConfig,
-           progress: Optional[ProgressFn], teacher: Optional[Teacher], objective: Objective,
-           reader: ValidationReader) -> tuple[bool, Optional[Reading]]:
+def _trial(
+    trial: nn.Module,
+    train_x: Inputs,
+    train_y: Optional[torch.Tensor],
+    cfg: PruneConfig,
+    progress: Optional[ProgressFn],
+    teacher: Optional[Teacher],
+    objective: Objective,
+    reader: ValidationReader,
+) -> tuple[bool, Optional[Reading]]:
     """One step's fine-tuning at the configured rate: (diverged, the validation reading after)."""
     device = model_device(trial)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + PROBE_SEED_OFFSET)  # dropout too: the same decision every time
         gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
         try:
-            fit(trial, train_x, train_y, cfg.finetune(cfg.epochs_per_step), generator=gen, progress=progress,
-                task="probe", teacher=teacher, objective=objective)
+            fit(
+                trial,
+                train_x,
+                train_y,
+                cfg.finetune(cfg.epochs_per_step),
+                generator=gen,
+                progress=progress,
+                task="probe",
+                teacher=teacher,
+                objective=objective,
+            )
             diverged = False
         except ModelError:  # the loss went to NaN/Inf: the clearest case for the fallback
             diverged = True

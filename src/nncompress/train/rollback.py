@@ -7,6 +7,7 @@ its size), and a fourth copy in memory is what would not fit. The file has no na
 the operating system frees it when the copy is dropped or the process dies; it lives in
 ``tempfile``'s directory (``TMPDIR``).
 """
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,10 @@ class Rollback:
     (False); by default state of ``SPILL_BYTES`` or more is spilled."""
 
     def __init__(self, model: nn.Module, extra: Optional[Tensors] = None, *, spill: Optional[bool] = None) -> None:
-        tensors = {**{f"state.{k}": v for k, v in model.state_dict().items()},
-                   **{f"extra.{k}": v for k, v in (extra or {}).items()}}
+        tensors = {
+            **{f"state.{k}": v for k, v in model.state_dict().items()},
+            **{f"extra.{k}": v for k, v in (extra or {}).items()},
+        }
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         self.spilled = size >= SPILL_BYTES if spill is None else bool(spill)
         self._kinds = {k: (t.dtype, t.shape) for k, t in tensors.items()}
@@ -65,8 +68,10 @@ class Rollback:
         offset, nbytes = self._layout[key]
         dtype, shape = self._kinds[key]
         if target.dtype != dtype or target.shape != shape:
-            raise ModelError(f"cannot roll back {key[key.index('.') + 1:]!r}: it is now {tuple(target.shape)} "
-                             f"{target.dtype}, the copy holds {tuple(shape)} {dtype}")
+            raise ModelError(
+                f"cannot roll back {key[key.index('.') + 1 :]!r}: it is now {tuple(target.shape)} "
+                f"{target.dtype}, the copy holds {tuple(shape)} {dtype}"
+            )
         assert self._file is not None
         self._file.seek(offset)
         direct = target.device.type == "cpu" and target.is_contiguous()
@@ -95,7 +100,7 @@ class Rollback:
             self._restore(f"state.{name}", target)
         if extra is None:
             return
-        names = [k[len("extra."):] for k in self._kinds if k.startswith("extra.")]
+        names = [k[len("extra.") :] for k in self._kinds if k.startswith("extra.")]
         for name in list(extra):
             if name not in names:
                 del extra[name]

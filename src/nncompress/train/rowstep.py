@@ -9,6 +9,7 @@ and lets the block go. Only the weight's own gradient is treated so; the input's
 bias's flow on as usual. Under torchrun each block is averaged over the ranks before it is
 applied (``BackwardStep``); a step taken after backward uses the plain layer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,9 @@ Stepper = Callable[[slice, torch.Tensor], None]
 
 class _RowStepped(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                stepper: Stepper) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stepper: Stepper
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stepper = stepper
         ctx.has_bias = bias is not None
@@ -58,6 +60,7 @@ def _stepped_forward(module: nn.Linear, stepper: Stepper, gate: BackwardStep) ->
         if not gate.on or not torch.is_grad_enabled() or not module.weight.requires_grad:
             return F.linear(x, module.weight, module.bias)
         return _RowStepped.apply(x, module.weight, module.bias, stepper)
+
     return forward
 
 
@@ -76,9 +79,15 @@ def row_stepped(model: nn.Module, opt: InPlaceSGD, gate: BackwardStep) -> Iterat
     for m in model.modules():
         for p in m.parameters(recurse=False):
             uses[id(p)] = uses.get(id(p), 0) + 1
-    chosen = [ms[0] for pid, ms in owners.items()
-              if len(ms) == 1 and uses.get(pid) == 1 and pid in trained and ms[0].weight.dim() == 2
-              and ms[0].weight.numel() * ms[0].weight.element_size() >= ROW_STEP_BYTES]
+    chosen = [
+        ms[0]
+        for pid, ms in owners.items()
+        if len(ms) == 1
+        and uses.get(pid) == 1
+        and pid in trained
+        and ms[0].weight.dim() == 2
+        and ms[0].weight.numel() * ms[0].weight.element_size() >= ROW_STEP_BYTES
+    ]
     before = {id(m): m.__dict__.get("forward") for m in chosen}
     for m in chosen:  # an instance attribute shadows the class's forward (mypy sees a method assigned)
         m.forward = _stepped_forward(m, _stepper(opt, m.weight, gate), gate)  # type: ignore[method-assign, assignment]
@@ -97,4 +106,5 @@ def _stepper(opt: InPlaceSGD, weight: torch.Tensor, gate: BackwardStep) -> Stepp
     def step(rows: slice, grad: torch.Tensor) -> None:
         gate.prepare(grad)  # under torchrun: this block averaged over the ranks first
         opt.update_rows(weight, rows, grad)
+
     return step

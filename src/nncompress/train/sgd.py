@@ -8,6 +8,7 @@ moment the model, its gradients and its momentum are all held. Here both are
 written into the gradient itself, which the next step clears anyway. The state dict
 is torch's (``momentum_buffer`` per parameter), so saved runs load either way.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
@@ -22,14 +23,19 @@ class InPlaceSGD(torch.optim.Optimizer):
     """``torch.optim.SGD(params, lr, momentum, nesterov=..., weight_decay=...)``; it
     overwrites each parameter's ``.grad`` during :meth:`step`."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                                  "weight_decay": weight_decay})
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay})
 
     # narrower than Optimizer.step on purpose: a closure is refused, not evaluated
     @torch.no_grad()
@@ -96,6 +102,7 @@ class InPlaceSGD(torch.optim.Optimizer):
             gate.prepare(p.grad)
             self._update(p, owner[id(p)])
             p.grad = None
+
         return [p.register_post_accumulate_grad_hook(hook) for group in self.param_groups for p in group["params"]]
 
 

@@ -4,6 +4,7 @@ Run from the repository root: ``python tests/data/golden/make_golden.py``. The f
 the format: tests decode them with both readers, and rebuild them to check the writer's
 bytes have not changed. Every layout the format has appears at least once.
 """
+
 from __future__ import annotations
 
 import struct
@@ -32,14 +33,21 @@ def layouts_file() -> tuple[bytes, dict[str, np.ndarray]]:
     rng = np.random.default_rng(12)
     parts = [
         encode_shared("rel.weight", _shared(rng, (20, 30), 60, 6), layout="huffman"),
-        encode_shared("rel32.weight", SharedTensor((7, 9), np.array([0, 5, 62]), np.array([0, 1, 0]),
-                                                   np.array([1e-7, -3.5], np.float32)), rel_bits=2, layout="huffman"),
+        encode_shared(
+            "rel32.weight",
+            SharedTensor((7, 9), np.array([0, 5, 62]), np.array([0, 1, 0]), np.array([1e-7, -3.5], np.float32)),
+            rel_bits=2,
+            layout="huffman",
+        ),
         encode_shared("all.weight", _shared(rng, (16, 16), 256, 5), layout="huffman"),
         encode_shared("bitmap.weight", _shared(rng, (3, 5), 4, 3), layout="packed"),
         encode_shared("allpacked.weight", _shared(rng, (2, 3), 6, 4), layout="packed"),
         encode_shared("asraw.weight", _shared(rng, (2, 2), 2, 2), layout="raw"),
-        encode_shared("empty.weight", SharedTensor((4, 4), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                                   np.zeros(0, np.float32)), layout="huffman"),
+        encode_shared(
+            "empty.weight",
+            SharedTensor((4, 4), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)),
+            layout="huffman",
+        ),
         encode_raw("bias32", rng.standard_normal(10).astype(np.float32), "float32"),
         encode_raw("big16", rng.standard_normal((64, 64)).astype(np.float32)),  # auto: float16
         encode_raw("steps", np.array(123456789, dtype=np.int64)),
@@ -54,6 +62,7 @@ def layouts_file() -> tuple[bytes, dict[str, np.ndarray]]:
 
 def _expected(parts: list, tensors: list, version: int = 3) -> dict[str, np.ndarray]:
     from nncompress.coding.layers import decode_tensor
+
     sections = {n: b for _, secs in parts for n, b in secs}
     out = {e["name"]: decode_tensor(e, sections, version) for e in tensors if e["codec"] != "alias"}
     for e in tensors:
@@ -72,24 +81,32 @@ def mlp_file() -> tuple[bytes, dict[str, np.ndarray]]:
         parts.append(encode_raw(f"fc{i}.bias", rng.standard_normal(n_out).astype(np.float32)))
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
-    header = {"kind": KIND, "arch": {"name": "mlp", "config": {"sizes": sizes, "dropout": [0.0, 0.0]}},
-              "meta": {"dense_params": 360, "dense_weights": {"fc1": 192, "fc2": 96, "fc3": 32},
-                       "transform": {"normalize": "unit"}},
-              "tensors": tensors}
+    header = {
+        "kind": KIND,
+        "arch": {"name": "mlp", "config": {"sizes": sizes, "dropout": [0.0, 0.0]}},
+        "meta": {
+            "dense_params": 360,
+            "dense_weights": {"fc1": 192, "fc2": 96, "fc3": 32},
+            "transform": {"normalize": "unit"},
+        },
+        "tensors": tensors,
+    }
     return dumps(header, sections), _expected(parts, tensors)
 
 
 def as_version_2(data: bytes) -> bytes:
     hlen = struct.unpack_from("<I", data, 12)[0]
-    body = struct.pack("<II", 2, hlen) + data[16:16 + hlen]
-    return data[:8] + body + struct.pack("<I", zlib.crc32(body)) + data[20 + hlen:]
+    body = struct.pack("<II", 2, hlen) + data[16 : 16 + hlen]
+    return data[:8] + body + struct.pack("<I", zlib.crc32(body)) + data[20 + hlen :]
 
 
 def v2_file() -> tuple[bytes, dict[str, np.ndarray]]:
     """Version 2's only layouts: relative Huffman shared tensors and raw tensors."""
     rng = np.random.default_rng(2)
-    parts = [encode_shared("fc.weight", _shared(rng, (30, 20), 90, 8), layout="huffman"),
-             encode_raw("fc.bias", rng.standard_normal(30).astype(np.float32), "float32")]
+    parts = [
+        encode_shared("fc.weight", _shared(rng, (30, 20), 90, 8), layout="huffman"),
+        encode_raw("fc.bias", rng.standard_normal(30).astype(np.float32), "float32"),
+    ]
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
     data = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections)
@@ -103,10 +120,12 @@ def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
     conv = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
     conv[np.abs(conv) < 0.3] = 0
     conv[2] = 0
-    parts = [encode_quant("conv.weight", conv, "int8"),
-             encode_quant("vec.weight", rng.standard_normal((1, 7)).astype(np.float32), "int16"),
-             encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
-             encode_raw("fc.bias", rng.standard_normal(6).astype(np.float32), "float32")]
+    parts = [
+        encode_quant("conv.weight", conv, "int8"),
+        encode_quant("vec.weight", rng.standard_normal((1, 7)).astype(np.float32), "int16"),
+        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
+        encode_raw("fc.bias", rng.standard_normal(6).astype(np.float32), "float32"),
+    ]
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
     blob = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 4)
