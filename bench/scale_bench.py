@@ -159,7 +159,12 @@ def main() -> None:
         if "peak_rss_mb" in r:
             r["peak_over_model"] = round((r["peak_rss_mb"] - r["base_rss_mb"]) / fp32_mb, 2)
     meta = run_meta(
-        "scale_bench.py", fp32_mb=round(fp32_mb), density=args.density, images=args.images, batch=args.batch
+        "scale_bench.py",
+        fp32_mb=round(fp32_mb),
+        density=args.density,
+        images=args.images,
+        batch=args.batch,
+        load_average=[round(x, 2) for x in os.getloadavg()],  # after the run: seconds mean little when high
     )
     how = "one process per stage" if args.procs == 1 else f"prune and compress as {args.procs} ranks under torchrun"
     lines = [
@@ -167,7 +172,8 @@ def main() -> None:
         "",
         f"`{meta['command']}` on {meta['machine']}, {args.threads} threads per process, torch {meta['torch']}, "
         f"{meta['date']}. Model fp32: {fp32_mb:,.0f} MiB. Random weights, synthetic {SHAPE} inputs. Each "
-        "stage runs in fresh processes; peak RSS is each process's own (`ru_maxrss`).",
+        "stage runs in fresh processes; peak RSS is each process's own (`ru_maxrss`). Load average after the "
+        f"run {meta['load_average']} (seconds are only comparable on a quiet machine; memory is not affected).",
         "",
         "| stage | rank | seconds | peak RSS MiB | after import MiB | (peak - import) / model fp32 | notes |",
         "|---|---|---|---|---|---|---|",
