@@ -116,7 +116,8 @@ def test_benchmark_json_schema(lenet300_file, capsys):
     assert [b["batch"] for b in res["batches"]] == [1, 16]
     for row in res["batches"] + res["layers"]:
         assert row["dense_ms"] > 0 and row["runtime_ms"] > 0
-        assert row["speedup"] == pytest.approx(row["dense_ms"] / row["runtime_ms"], rel=1e-2)
+        # speedup is rounded to 3 places: half a unit of that is the whole error allowed on a slow runtime
+        assert row["speedup"] == pytest.approx(row["dense_ms"] / row["runtime_ms"], rel=1e-2, abs=5e-4)
     assert {(r["layer"], r["batch"]) for r in res["layers"]} == {(f"fc{i}", b) for i in (1, 2, 3) for b in (1, 16)}
     assert all(
         r["kernel"] in ("dense", "csr", "numba", "numba-shared") or r["kernel"].startswith("csr/")
