@@ -522,7 +522,7 @@ def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> None:
 
 
 def test_a_huge_recipe_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nncompress.recipe as recipe_mod
+    import nncompress.recipe.load as recipe_mod  # load_recipe reads the limit from its own module
 
     path = tmp_path / "big.yaml"
     path.write_text("# padding\n" * 200 + "seed: 1\n")
