@@ -26,18 +26,26 @@ computed once and reused for every score on that split.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nncompress import distributed
-from nncompress.data.batches import Inputs, OutputFn, call_model, count, model_device, pick_output, take, to_device
-from nncompress.errors import ConfigError, DataError
+from nncompress.data.batches import Inputs, OutputFn, call_model, model_device, pick_output, take, to_device
+from nncompress.errors import ConfigError
+from nncompress.train.distillation import LABEL_FREE, Distillation
+from nncompress.train.objective_base import AUTO, KINDS, Classification, Objective
+from nncompress.train.user_objective import UserObjective
+
+# Defined beside their kin, imported from here by the loops, the pipeline and users.
+from nncompress.train.distillation import CosineDistillation as CosineDistillation
+from nncompress.train.distillation import KLDistillation as KLDistillation
+from nncompress.train.distillation import MSEDistillation as MSEDistillation
+from nncompress.train.objective_base import EVAL_BATCH as EVAL_BATCH
+from nncompress.train.user_objective import LossFn as LossFn
+from nncompress.train.user_objective import MetricFn as MetricFn
 
 __all__ = [
     "AUTO",
@@ -53,383 +61,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-AUTO = "auto"
-KINDS = ("classification", "kl", "cosine", "mse")
-EVAL_BATCH = 1000
 # The resolution warning fires when the tolerance spans fewer validation examples than this.
 MIN_TOLERANCE_EXAMPLES = 5
 
-
-class Objective:
-    """Base of every objective: how outputs are picked, a batch's loss, a split's score."""
-
-    kind = "objective"
-    metric = "score"
-    higher_is_better = True
-    needs_labels = False
-    kl_probe = False  # outputs are logits: the probe's KL test applies
-    counts_examples = False  # the score is a fraction of examples (1 example = 100/n points)
-    uses_teacher_term = False  # the pruner's ``distill`` adds the Teacher term to this loss
-
-    def __init__(self, output: Optional[OutputFn] = None) -> None:
-        self.output = output
-        self.dense: Optional[nn.Module] = None
-
-    # -- binding -------------------------------------------------------------
-    @property
-    def bound(self) -> bool:
-        return True
-
-    def bind(self, dense: nn.Module) -> "Objective":
-        """This objective tied to ``dense`` as the reference (a frozen copy); a no-op where none is needed."""
-        return self
-
-    # -- outputs and targets -------------------------------------------------
-    def outputs(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return pick_output(call_model(model, inputs), self.output)[0]
-
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
-        """What a split's outputs are compared with: its labels here; the dense model's outputs for distillation."""
-        if labels is None:
-            raise DataError(
-                f"the {self.kind} objective needs labels, and these data carry none; "
-                "use a label-free objective ('kl', 'cosine', 'mse') or a UserObjective"
-            )
-        return labels
-
-    # -- what subclasses define ------------------------------------------------
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        """(sum of per-example losses, sum of per-example scores) of one batch."""
-        raise NotImplementedError
-
-    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
-        """One score per example of a batch (the split's score is their mean), so two models can be
-        compared on the same examples; None where the score is not such a mean."""
-        return None
-
-    # -- used by the loops -----------------------------------------------------
-    def train_loss(
-        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
-    ) -> torch.Tensor:
-        """The loss of one training batch (``teacher``: classification's optional distillation term)."""
-        out = self.outputs(model, inputs)
-        return self.loss(out, self._batch_targets(inputs, labels))
-
-    def _batch_targets(self, inputs: Inputs, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.targets(inputs, labels)
-
-    @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH
-    ) -> tuple[float, float]:
-        """(mean loss, score) of ``model`` on one split; the model's train/eval mode is restored."""
-        was_training = model.training
-        model.eval()
-        device = model_device(model)
-        targets = self.targets(inputs, labels, batch_size)
-        loss, score = 0.0, 0.0
-        n = count(inputs)
-        lo, hi = distributed.span(n)  # under torchrun each rank scores its share; the sums are added up
-        try:
-            for i in range(lo, hi, batch_size):
-                end = min(i + batch_size, hi)
-                out = self.outputs(model, to_device(take(inputs, slice(i, end)), device))
-                batch_loss, batch_score = self.batch_sums(out, targets[i:end].to(device))
-                loss += batch_loss
-                score += batch_score
-        finally:
-            model.train(was_training)
-        if distributed.active():
-            loss, score = distributed.all_sum([loss, score])
-        n = max(1, n)
-        return loss / n, score / n
-
-    def score(self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor]) -> float:
-        return self.evaluate(model, inputs, labels)[1]
-
-    def signed(self, score: float) -> float:
-        """The score as the pruner reads it: higher is always better (a lower-is-better metric is negated)."""
-        return score if self.higher_is_better else -score
-
-    # -- words -----------------------------------------------------------------
-    def tolerance_text(self, points: float) -> str:
-        """A tolerance of ``points`` (1/100 of the score) in the metric's own units."""
-        return f"{points / 100:g} of {self.metric}"
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "metric": self.metric, "higher_is_better": self.higher_is_better}
-
-
-class Classification(Objective):
-    """Labels present: cross-entropy, scored by accuracy."""
-
-    kind = "classification"
-    metric = "accuracy"
-    needs_labels = True
-    kl_probe = True
-    counts_examples = True
-    uses_teacher_term = True
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out, target)
-
-    def train_loss(
-        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
-    ) -> torch.Tensor:
-        logits = self.outputs(model, inputs)
-        target = self.targets(inputs, labels)
-        return F.cross_entropy(logits, target) if teacher is None else teacher.loss(logits, inputs, target)
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        return F.cross_entropy(out, target, reduction="sum").item(), int((out.argmax(1) == target).sum())
-
-    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
-        return (out.argmax(1) == target).float()
-
-    def tolerance_text(self, points: float) -> str:
-        return f"{points:g} points of accuracy"
-
-
-def _per_example(values: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the first."""
-    return values.reshape(len(values), -1).mean(1) if values.dim() > 1 else values
-
-
-class Distillation(Objective):
-    """No labels: the dense model's outputs are the targets."""
-
-    def __init__(self, output: Optional[OutputFn] = None) -> None:
-        super().__init__(output)
-        self._cache: dict[int, tuple[Inputs, torch.Tensor]] = {}
-
-    @property
-    def bound(self) -> bool:
-        return self.dense is not None
-
-    def bind(self, dense: nn.Module) -> "Objective":
-        bound = copy.copy(self)
-        bound.dense = copy.deepcopy(dense).eval()
-        for p in bound.dense.parameters():
-            p.requires_grad_(False)
-        bound._cache = {}
-        return bound
-
-    def _reference(self) -> nn.Module:
-        if self.dense is None:
-            raise ConfigError(
-                f"the {self.kind} objective is not bound to a dense model: "
-                "call resolve_objective(objective, dense_model, splits) first"
-            )
-        return self.dense
-
-    def _batch_targets(self, inputs: Inputs, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            return self.outputs(self._reference(), inputs)
-
-    @torch.no_grad()
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
-        """The dense model's outputs on a whole split, computed once per split (kept on the CPU)."""
-        hit = self._cache.get(id(inputs))
-        if hit is not None and hit[0] is inputs:
-            return hit[1]
-        dense = self._reference()
-        device = model_device(dense)
-        outs = torch.cat(
-            [
-                self.outputs(dense, to_device(take(inputs, slice(i, i + batch_size)), device)).cpu()
-                for i in range(0, count(inputs), batch_size)
-            ]
-        )
-        self._cache[id(inputs)] = (inputs, outs)  # the inputs are held so their id cannot be reused
-        return outs
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "reference": "the dense model's outputs"}
-
-
-class KLDistillation(Distillation):
-    kind = "kl"
-    metric = "agreement"
-    kl_probe = True
-    counts_examples = True
-
-    def __init__(self, output: Optional[OutputFn] = None, temperature: float = 1.0) -> None:
-        super().__init__(output)
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"temperature must be a positive number, got {temperature}")
-        self.temperature = float(temperature)
-
-    def _kl(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per position KL(dense || model) of the softened distributions, shape = out.shape[:-1]."""
-        t = self.temperature
-        logp = F.log_softmax(out.float() / t, dim=-1)
-        logq = F.log_softmax(target.float() / t, dim=-1)
-        return (logq.exp() * (logq - logp)).sum(-1) * t * t
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self._kl(out, target).mean()
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        agree = (out.argmax(-1) == target.argmax(-1)).float()
-        return float(_per_example(self._kl(out, target)).sum()), float(_per_example(agree).sum())
-
-    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
-        return _per_example((out.argmax(-1) == target.argmax(-1)).float())
-
-    def tolerance_text(self, points: float) -> str:
-        return f"{points:g} points of top-1 agreement with the dense model"
-
-
-def _cosine(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(out.float().reshape(len(out), -1), target.float().reshape(len(target), -1), dim=1)
-
-
-class CosineDistillation(Distillation):
-    kind = "cosine"
-    metric = "mean_cosine"
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (1 - _cosine(out, target)).mean()
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        cos = _cosine(out, target)
-        return float((1 - cos).sum()), float(cos.sum())
-
-    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
-        return _cosine(out, target)
-
-    def tolerance_text(self, points: float) -> str:
-        return f"{points / 100:g} of mean cosine to the dense model's outputs"
-
-
-class MSEDistillation(CosineDistillation):
-    kind = "mse"
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(out.float(), target.float())
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        err = _per_example((out.float() - target.float()) ** 2)
-        return float(err.sum()), float(_cosine(out, target).sum())
-
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MetricFn = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, float]]
-
-
-class UserObjective(Objective):
-    """A user's loss and/or metric. Both are called as ``fn(outputs, target)``, where
-    ``target`` is the labels when the data carry them and the dense model's outputs
-    otherwise. ``loss`` returns a scalar tensor to descend; ``metric`` returns one value
-    per example or the batch's mean, and the score is its mean over the split.
-    ``higher_is_better`` gives its direction; tolerances are in 1/100 of the metric.
-    What is not given comes from ``base`` (default: "auto", the rule for the data)."""
-
-    kind = "user"
-
-    def __init__(
-        self,
-        loss: Optional[LossFn] = None,
-        metric: Optional[MetricFn] = None,
-        *,
-        name: str = "metric",
-        higher_is_better: bool = True,
-        base: Union[str, Objective, None] = AUTO,
-        output: Optional[OutputFn] = None,
-    ) -> None:
-        if loss is None and metric is None:
-            raise ConfigError("a UserObjective needs a loss, a metric, or both")
-        super().__init__(output)
-        self.user_loss, self.user_metric = loss, metric
-        self.base_spec = base
-        self.base: Optional[Objective] = base if isinstance(base, Objective) and base.bound else None
-        if metric is not None:
-            self.metric = name
-            self.higher_is_better = bool(higher_is_better)
-
-    def _base(self) -> Objective:
-        if self.base is None:
-            raise ConfigError("a UserObjective is bound to the data and the dense model by resolve_objective first")
-        return self.base
-
-    @property
-    def bound(self) -> bool:
-        return self.base is not None
-
-    def with_base(self, base: Objective) -> "UserObjective":
-        bound = copy.copy(self)
-        bound.base = base
-        if self.user_metric is None:
-            bound.metric, bound.higher_is_better = base.metric, base.higher_is_better
-        bound.needs_labels = base.needs_labels
-        bound.kl_probe = base.kl_probe
-        bound.counts_examples = base.counts_examples and self.user_metric is None
-        bound.uses_teacher_term = base.uses_teacher_term and self.user_loss is None
-        bound.dense = base.dense
-        return bound
-
-    def outputs(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return self._base().outputs(model, inputs)
-
-    def targets(self, inputs: Inputs, labels: Optional[torch.Tensor], batch_size: int = EVAL_BATCH) -> torch.Tensor:
-        return self._base().targets(inputs, labels, batch_size)
-
-    def _batch_targets(self, inputs: Inputs, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        return self._base()._batch_targets(inputs, labels)
-
-    def train_loss(
-        self, model: nn.Module, inputs: Inputs, labels: Optional[torch.Tensor], teacher: Any = None
-    ) -> torch.Tensor:
-        if self.user_loss is None:
-            return self._base().train_loss(model, inputs, labels, teacher)
-        return self.loss(self.outputs(model, inputs), self._batch_targets(inputs, labels))
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.user_loss(out, target) if self.user_loss is not None else self._base().loss(out, target)
-
-    def batch_sums(self, out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-        n = len(out)
-        if self.user_loss is not None:
-            loss_sum = float(self.user_loss(out, target)) * n
-        else:
-            loss_sum = self._base().batch_sums(out, target)[0]
-        if self.user_metric is None:
-            return loss_sum, self._base().batch_sums(out, target)[1]
-        value = torch.as_tensor(self.user_metric(out, target), dtype=torch.float64)
-        score_sum = float(value) * n if value.dim() == 0 else float(value.sum())
-        return loss_sum, score_sum
-
-    def example_scores(self, out: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
-        if self.user_metric is None:
-            return self._base().example_scores(out, target)
-        value = torch.as_tensor(self.user_metric(out, target), dtype=torch.float64)
-        return value.reshape(-1) if value.dim() == 1 and len(value) == len(out) else None
-
-    def tolerance_text(self, points: float) -> str:
-        if self.user_metric is None:
-            return self._base().tolerance_text(points)
-        direction = "higher" if self.higher_is_better else "lower"
-        return f"{points / 100:g} of {self.metric} ({direction} is better)"
-
-    def describe(self) -> dict[str, Any]:
-        base = self._base().describe() if self.base is not None else None
-        return {
-            **super().describe(),
-            "user_loss": self.user_loss is not None,
-            "user_metric": self.user_metric is not None,
-            "base": base,
-        }
-
-
-_LABEL_FREE: dict[str, type[Distillation]] = {
-    "kl": KLDistillation,
-    "cosine": CosineDistillation,
-    "mse": MSEDistillation,
-}
 ObjectiveSpec = Union[None, str, Objective]
 
 
@@ -476,7 +110,7 @@ def resolve_objective(
         if labelled:
             return Classification(output)
         kind = _auto_label_free(model, splits.val_x, output)
-        chosen = _LABEL_FREE[kind](output).bind(model)
+        chosen = LABEL_FREE[kind](output).bind(model)
         log.info(
             "%s carries no labels: distilling from the dense model by %s; score = %s (%s)",
             splits.name,
@@ -492,8 +126,8 @@ def resolve_objective(
                 "use 'auto', 'kl', 'cosine' or 'mse' to distil from the dense model"
             )
         return Classification(output)
-    if spec in _LABEL_FREE:
-        return _LABEL_FREE[spec](output).bind(model)
+    if spec in LABEL_FREE:
+        return LABEL_FREE[spec](output).bind(model)
     raise ConfigError(
         f"unknown objective {spec!r}: expected 'auto', {', '.join(repr(k) for k in KINDS)} or an Objective"
     )

@@ -1,0 +1,93 @@
+"""What the compressed file's container is made of: its constants, the section table row, the decoded
+container, and the one canonical encoding of a header. ``container`` writes it, ``container_read`` reads it."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from nncompress.errors import FormatError
+
+#: PNG-style: the high byte catches 7-bit transports, CR LF / ^Z / LF catch text-mode
+#: and line-ending conversions, which would otherwise corrupt the file silently.
+MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
+#: 2: one section per tensor (model files). 3: the same container; model files gain
+#: layouts (no positions for an unpruned tensor, packed and raw fallbacks, tied-weight
+#: aliases). 4: model files gain the ``quant`` codec (uniform int8/int16 with per-channel
+#: scales). Writers write the lowest version that holds what a file uses. Versions 2 and 3
+#: are still read; version 1 was a pre-release and is refused.
+FORMAT_VERSION: int = 4
+#: what a file is written as unless its content needs a newer version
+DEFAULT_WRITE_VERSION: int = 3
+#: the oldest version this reader accepts
+MIN_READ_VERSION: int = 2
+#: Above this the length field is corrupt rather than the file truncated; it also keeps
+#: a damaged length from making us allocate or parse gigabytes.
+MAX_HEADER_BYTES: int = 64 * 1024 * 1024
+#: Header keys the container owns; a caller's header must not use them.
+RESERVED_KEYS: frozenset[str] = frozenset({"sections", "data_bytes"})
+#: Header integers are signed 64-bit: any reader can hold them, and a 400-digit number is a lie.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: Nesting deeper than this is refused, so no later reader of the header recurses itself to death.
+MAX_HEADER_DEPTH = 64
+
+_U32 = struct.Struct("<I")
+_PREFIX = struct.Struct("<8sII")  # magic, version, header length
+_ENTRY_KEYS = frozenset({"name", "offset", "length", "crc32"})
+_U32_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SectionEntry:
+    """One row of the header's section table; offset is from the start of the data area."""
+
+    name: str
+    offset: int
+    length: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class Container:
+    """A decoded, fully verified container (``version``: the format version it was written in).
+
+    ``header`` is the caller's part of the header (what was passed to ``dumps``, after
+    the JSON round trip: tuples come back as lists). The container's own keys are kept
+    in ``entries`` and ``data_bytes``; ``full_header`` rebuilds the header as stored.
+    """
+
+    header: dict[str, Any]
+    sections: dict[str, bytes]
+    entries: tuple[SectionEntry, ...] = field(default=())
+    data_bytes: int = 0
+    version: int = FORMAT_VERSION
+
+    def section(self, name: str) -> bytes:
+        """Bytes of section ``name``; a missing one is a malformed file for the codec
+        asking, hence FormatError rather than KeyError."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            have = ", ".join(repr(n) for n in self.sections) or "none"
+            raise FormatError(f"compressed file has no section {name!r} (it has: {have})") from None
+
+    @property
+    def full_header(self) -> dict[str, Any]:
+        """The header exactly as stored in the file, container keys included."""
+        out = dict(self.header)
+        out["data_bytes"] = self.data_bytes
+        out["sections"] = [
+            {"name": e.name, "offset": e.offset, "length": e.length, "crc32": e.crc32} for e in self.entries
+        ]
+        return out
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _canonical_json(obj: Any) -> bytes:
+    """The one encoding of a header: sorted keys, no whitespace, ASCII (non-ASCII as
+    \\u escapes, so the bytes are also valid UTF-8), no NaN/Infinity."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
