@@ -274,7 +274,8 @@ def test_prune_max_drop_needs_sensitivity(files: dict[str, Path], tmp_path: Path
 
 
 def test_prune_sensitivity_without_max_drop_uses_the_default(files: dict[str, Path], tmp_path: Path) -> None:
-    from nncompress.cli import _prune_config, build_parser
+    from nncompress.cli import build_parser
+    from nncompress.cli.training import _prune_config
 
     # fc1 loses 0.5 points per unit of q, fc2 1 point: the default 2-point budget tells them apart
     rows = [
