@@ -507,3 +507,14 @@ def test_evaluate_scores_a_label_free_file_against_its_reference(
         ]
     )
     assert rc == 0 and json.loads(out)["score"] == pytest.approx(1.0, abs=1e-6)  # itself: identical outputs
+
+
+def test_the_model_help_names_every_registered_model(capsys) -> None:
+    """The built-in names in --help come from the registry, so a model added there is offered."""
+    from nncompress.cli import main
+    from nncompress.models import MODELS
+
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"a built-in model ({', '.join(MODELS)})" in text and "vgg16" in MODELS

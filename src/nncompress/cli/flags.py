@@ -8,13 +8,14 @@ from typing import Any, Sequence
 
 from nncompress.config import GROUP_PRESETS
 from nncompress.errors import ConfigError
+from nncompress.models import MODELS
 
 DATA_HELP = (
     "fashion-mnist, digits, a folder with the four MNIST-format IDX files, or package.module:function "
     "returning (train, val[, test]) loaders"
 )
 MODEL_HELP = (
-    "a built-in model (lenet300, lenet5, mlp) or your own: package.module:factory or path/to/file.py:factory "
+    f"a built-in model ({', '.join(MODELS)}) or your own: package.module:factory or path/to/file.py:factory "
     "(a class or function returning an nn.Module; naming it also trusts a file that records it)"
 )
 NORMALIZE_HELP = (
