@@ -157,6 +157,14 @@ def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) ->
     pixels scaled to [0, 1] (``(x / 255 - mean) / std``, as torchvision's
     ToTensor + Normalize). A user's function transforms its own batches, so
     ``normalize`` is refused there.
+
+    >>> import nncompress as nnc
+    >>> digits = nnc.load_data("digits")                      # ships with scikit-learn
+    >>> digits.train_x.shape, digits.val_x.shape, digits.num_classes
+    (torch.Size([1295, 1, 8, 8]), torch.Size([143, 1, 8, 8]), 10)
+    >>> unit = nnc.load_data("digits", normalize="unit")
+    >>> unit.transform["normalize"], float(unit.train_x.min()), float(unit.train_x.max())
+    ('unit', 0.0, 1.0)
     """
     kind, explicit = _normalize_kind(normalize)
     if is_import_spec(spec) and not Path(spec).is_dir():

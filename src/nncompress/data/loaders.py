@@ -202,7 +202,18 @@ def splits_from_loaders(
     """Read the loaders' batches (see the module docstring) into Splits. Every
     choice the pipeline makes is made on ``val``; ``test`` is only reported.
     Without ``test``, test figures are the validation split's (``Splits.test_is_val``,
-    logged as a warning)."""
+    logged as a warning).
+
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> import nncompress as nnc
+    >>> x, y = torch.randn(100, 8), torch.randint(0, 3, (100,))
+    >>> train = DataLoader(TensorDataset(x[:80], y[:80]), batch_size=16)
+    >>> val = DataLoader(TensorDataset(x[80:], y[80:]), batch_size=16)
+    >>> splits = nnc.splits_from_loaders(train, val, num_classes=3)
+    >>> splits.train_x.shape, splits.num_classes, splits.test_is_val
+    (torch.Size([80, 8]), 3, True)
+    """
     parts = {"train": _read(train, "train", labels), "val": _read(val, "val", labels)}
     parts["test"] = parts["val"] if test is None else _read(test, "test", labels)
     return _assemble(parts, name, num_classes, test is None, "loaders")

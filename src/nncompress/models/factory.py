@@ -73,7 +73,15 @@ def _check_spec(spec: Any) -> str:
 
 def record_factory(model: nn.Module, spec: str, kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Remember that ``model`` is what ``spec(**kwargs)`` builds, so checkpoints and
-    .nnc files record it; for models built by hand rather than by ``build_model``."""
+    .nnc files record it; for models built by hand rather than by ``build_model``.
+
+    >>> from torch import nn
+    >>> import nncompress as nnc
+    >>> from nncompress.models.factory import factory_record
+    >>> net = nnc.record_factory(nn.Linear(4, 2), "torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> factory_record(net)["factory"], factory_record(net)["kwargs"]
+    ('torch.nn:Linear', {'in_features': 4, 'out_features': 2})
+    """
     if not isinstance(model, nn.Module):
         raise ModelError(f"record_factory needs an nn.Module, got a {type(model).__name__}")
     _RECORDS[model] = {"factory": _check_spec(spec), "kwargs": plain_kwargs(kwargs)}

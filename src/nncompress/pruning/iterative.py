@@ -187,7 +187,22 @@ def prune_(
     first starts with ``recover_epochs`` of fine-tuning of all layers, so
     the earlier stages' losses are recovered before the next stage is judged.
     With ``cfg.target_density`` the steps aim at that density instead and
-    are never rolled back (see ``PruneConfig``)."""
+    are never rolled back (see ``PruneConfig``).
+
+    ``finetune(params, epochs, after_step)`` trains and ``evaluate()`` scores, so any
+    training loop and metric fit; here, no training and a fixed score:
+
+    >>> import torch
+    >>> import nncompress as nnc
+    >>> from nncompress.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> net = build_model("lenet300")
+    >>> cfg = nnc.PruneConfig(q_max=1.0, control=False, remove_dead=False, min_layer_share=0.0)
+    >>> result = nnc.prune_(net, cfg, finetune=lambda params, epochs, after_step: after_step(),
+    ...                     evaluate=lambda: 0.9)
+    >>> [r.stage for r in result.steps][:2], result.steps[-1].overall_density < 0.5
+    (['dense', 'step'], True)
+    """
     layers = prunable_layers(model, cfg.select, cfg.exclude)
     groups = pruning_groups(model, cfg)
     stds = {n: float(m.weight.detach().std()) for n, m in layers.items()}

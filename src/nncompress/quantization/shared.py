@@ -144,6 +144,16 @@ def share_weights_(
     an earlier layer's (``tied_layers``) is shared once, under the earlier name;
     the result has no entry for the later one. ``warn`` logs codebooks that
     k-means left mostly empty (``warn_empty_codebooks``).
+
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import nncompress as nnc
+    >>> _ = torch.manual_seed(0)
+    >>> layer = nn.Linear(64, 32)
+    >>> shared = nnc.share_weights_({"fc": layer}, {"fc": 3})      # 3 bits: at most 8 values
+    >>> int(layer.weight.unique().numel()) <= 8, shared["fc"].codebook.numel() <= 8
+    (True, True)
     """
     inits = {name: init if isinstance(init, str) else init.get(name, "linear") for name in layers}
     for chosen in [init] if isinstance(init, str) else inits.values():
