@@ -8,7 +8,7 @@ their memory bound.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -18,9 +18,10 @@ __all__ = ["CHUNK", "all_finite", "chunks"]
 CHUNK = 1 << 24
 
 
-def chunks(n: int) -> Iterator[slice]:
-    """Slices of ``range(n)``, ``CHUNK`` elements each."""
-    return (slice(i, min(n, i + CHUNK)) for i in range(0, n, CHUNK))
+def chunks(n: int, size: Optional[int] = None) -> Iterator[slice]:
+    """Slices of ``range(n)``, ``size`` (default ``CHUNK``) elements each."""
+    step = CHUNK if size is None else size
+    return (slice(i, min(n, i + step)) for i in range(0, n, step))
 
 
 def all_finite(t: torch.Tensor) -> bool:

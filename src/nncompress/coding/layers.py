@@ -39,9 +39,7 @@ from nncompress.coding.shared_codec import SharedTensor as SharedTensor
 from nncompress.coding.shared_codec import StreamSizes as StreamSizes
 from nncompress.coding.shared_codec import _entry_bytes as _entry_bytes
 from nncompress.coding.shared_codec import _streams as _streams
-from nncompress.coding.shared_codec import choose_rel_bits as choose_rel_bits
 from nncompress.coding.shared_codec import codebook_storage as codebook_storage
-from nncompress.coding.shared_codec import coded_bits as coded_bits
 from nncompress.coding.shared_codec import encode_shared as encode_shared
 from nncompress.coding.shared_codec import shared_layout as shared_layout
 from nncompress.coding.shared_codec import split_shared as split_shared

@@ -88,17 +88,9 @@ class StreamSizes:
         val_bits, val_table = huffman.encoded_bits_from_freq(values)
         return pos_bits + val_bits + 8 * (pos_table + val_table)
 
-
-def coded_bits(t: SharedTensor, bits: int) -> int:
-    """Bits of both Huffman-coded streams (payload and tables) at this relative-index width."""
-    return StreamSizes(t, max(bits, max(REL_BITS_CANDIDATES))).coded_bits(bits)
-
-
-def choose_rel_bits(t: SharedTensor, candidates: Iterable[int] = REL_BITS_CANDIDATES) -> int:
-    """The width that makes the coded position and value streams smallest (ties: narrower)."""
-    widths = list(candidates)
-    sizes = StreamSizes(t, max(widths))
-    return min(widths, key=lambda b: (sizes.coded_bits(b), b))
+    def best(self, candidates: Iterable[int] = REL_BITS_CANDIDATES) -> int:
+        """The width that makes the two coded streams smallest (ties: the narrower)."""
+        return min(candidates, key=lambda b: (self.coded_bits(b), b))
 
 
 def codebook_storage(codebook: np.ndarray, codebook_dtype: str = "auto") -> str:
@@ -182,10 +174,9 @@ def encode_shared(
     bits = 0
     sizes: Optional[StreamSizes] = None
     if layout in ("auto", "huffman") and not dense:
-        bits = int(rel_bits) if rel_bits != "auto" else max(REL_BITS_CANDIDATES)
-        sizes = StreamSizes(t, max(bits, max(REL_BITS_CANDIDATES)))
-        if rel_bits == "auto":
-            bits = min(REL_BITS_CANDIDATES, key=lambda b: (sizes.coded_bits(b), b))
+        fixed = None if rel_bits == "auto" else int(rel_bits)
+        sizes = StreamSizes(t, max(fixed or 0, max(REL_BITS_CANDIDATES)))
+        bits = sizes.best() if fixed is None else fixed
 
     def huffman_layout() -> tuple[dict[str, Any], Sections]:
         if dense:

@@ -18,7 +18,6 @@ from torch import nn
 from nncompress.chunked import chunks
 from nncompress.layers import Compressible
 from nncompress.pruning.masks import count_kept
-from nncompress.train.rollback import Rollback
 
 Masks = dict[str, torch.Tensor]
 
@@ -55,15 +54,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(all weights and biases, nonzero ones)."""
     params = list(model.parameters())
     return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p)) for p in params)
-
-
-def snapshot(model: nn.Module, masks: Masks) -> Rollback:
-    """The model and its masks as they are, on disk when they are large (``train.rollback``)."""
-    return Rollback(model, masks)
-
-
-def restore_(model: nn.Module, masks: Masks, saved: Rollback) -> None:
-    saved.restore_(model, masks)
 
 
 #: masks of at least this many bytes are held at one bit per weight while the model trains

@@ -27,8 +27,6 @@ from nncompress.pruning.apply import (
     initial_masks,
     overall_density,
     packing_masks,
-    restore_,
-    snapshot,
 )
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.judge import Judgement, StepJudge
@@ -37,6 +35,7 @@ from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
 from nncompress.pruning.target import density_steps, masked_density, q_for_density
 from nncompress.train.evidence import Reading, as_reading
+from nncompress.train.rollback import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +337,7 @@ def prune_(
             record("consolidate", gi, 0, consolidated, True, t0, judge.judge(consolidated, after_pruning=False))
         params = [p for n in group for p in layers[n].parameters()]
         judge.new_stage(first=gi == 0)
-        good = snapshot(model, masks), dict(q_now), judge.last_estimate
+        good = Rollback(model, masks), dict(q_now), judge.last_estimate
         q_good, q_bad, refined, si = 0.0, None, 0, 0
         while True:
             if q_bad is None and si < len(qs):
@@ -348,9 +347,9 @@ def prune_(
             else:
                 break
             if try_step(gi, si, q, group, params):
-                good, q_good = (snapshot(model, masks), dict(q_now), judge.last_estimate), q
+                good, q_good = (Rollback(model, masks), dict(q_now), judge.last_estimate), q
             else:
-                restore_(model, masks, good[0])
+                good[0].restore_(model, masks)
                 q_now.clear()
                 q_now.update(good[1])
                 judge.last_estimate = good[2]  # the model is the kept one again, and so is its estimate
@@ -361,11 +360,11 @@ def prune_(
     t0 = time.perf_counter()
     reading = as_reading(evaluate())
     if cfg.final_epochs > 0:  # no copy of the model to roll back to when there is nothing to roll back
-        before, reading_before = snapshot(model, masks), reading
+        before, reading_before = Rollback(model, masks), reading
         finetune(list(model.parameters()), cfg.final_epochs, reapply)
         reading = as_reading(evaluate())
         if not judge.keeps_final_tuning(reading_before, reading):  # validation says it made things worse
-            restore_(model, masks, before)
+            before.restore_(model, masks)
             reading = reading_before
         del before
     final = record("final", len(groups), 0, reading, None, t0, judge.judge_final(reading))

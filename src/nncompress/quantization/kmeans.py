@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompress.chunked import chunks
 from nncompress.config import SHARE_INITS  # one list: the config checks what k-means accepts
 from nncompress.errors import ConfigError, ModelError
 
@@ -74,18 +75,14 @@ def _initial_centroids(sorted_vals: np.ndarray, k: int, init: str, seed: int) ->
 CHUNK = 1 << 22
 
 
-def _chunks(n: int) -> range:
-    return range(0, n, CHUNK)
-
-
 def _centred_prefix(s: np.ndarray, centre: float) -> np.ndarray:
     """``[0, cumsum(s - centre)]`` in float64, a chunk at a time: each chunk's sum starts from
     the last one's total (cumsum adds in order), so it equals one whole-array cumsum."""
     prefix = np.empty(s.size + 1, dtype=np.float64)
     prefix[0] = 0.0
-    for a in _chunks(s.size):
-        part = prefix[a : a + min(CHUNK, s.size - a) + 1]  # starts at the running total
-        part[1:] = s[a : a + len(part) - 1]
+    for run in chunks(s.size, CHUNK):
+        part = prefix[run.start : run.stop + 1]  # starts at the running total
+        part[1:] = s[run]
         part[1:] -= centre
         np.cumsum(part, out=part)
     return prefix
@@ -104,8 +101,9 @@ def _count_at_most(s: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _distinct(s: np.ndarray, limit: int) -> tuple[int, np.ndarray | None]:
     """The number of distinct values of ascending ``s`` and, when at most ``limit``, the values."""
     count, found = 0, []
-    for a in _chunks(s.size):
-        part = s[a : a + CHUNK + 1]  # one value of overlap: a run across chunks counts once
+    for run in chunks(s.size, CHUNK):
+        a = run.start
+        part = s[a : run.stop + 1]  # one value of overlap: a run across chunks counts once
         new = np.flatnonzero(part[1:] != part[:-1]) + 1
         if a == 0:
             new = np.concatenate(([0], new))
@@ -177,8 +175,8 @@ def kmeans_1d(
     distinct = _distinct(s, k)[1]
     if distinct is not None:
         labels = np.empty(v32.size, dtype=np.int64)
-        for a in _chunks(v32.size):
-            labels[a : a + CHUNK] = np.searchsorted(distinct, v32[a : a + CHUNK])
+        for run in chunks(v32.size, CHUNK):
+            labels[run] = np.searchsorted(distinct, v32[run])
         return distinct, labels
 
     if init == "auto":
@@ -194,8 +192,8 @@ def squared_error(values: np.ndarray, codebook: np.ndarray, labels: np.ndarray) 
     if v.size <= CHUNK:  # one pass (numpy's pairwise sum), as it always was for layers this size
         return float(np.sum((v.astype(np.float64) - book[labels]) ** 2))
     total = 0.0
-    for a in _chunks(v.size):
-        err = v[a : a + CHUNK].astype(np.float64) - book[labels[a : a + CHUNK]]
+    for run in chunks(v.size, CHUNK):
+        err = v[run].astype(np.float64) - book[labels[run]]
         total += float(np.sum(err * err))
     return total
 
@@ -231,9 +229,9 @@ def _assign(v32: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.empty(v32.size, dtype=np.int64)
     counts = np.zeros(c.size, dtype=np.int64)
     sums = np.zeros(c.size, dtype=np.float64)
-    for a in _chunks(v32.size):
-        v64 = v32[a : a + CHUNK].astype(np.float64)
-        part = labels[a : a + CHUNK]
+    for run in chunks(v32.size, CHUNK):
+        v64 = v32[run].astype(np.float64)
+        part = labels[run]
         part[:] = np.searchsorted(mids, v64, side="left")
         counts += np.bincount(part, minlength=c.size)
         sums += np.bincount(part, weights=v64, minlength=c.size)
@@ -244,6 +242,6 @@ def _assign(v32: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if codebook.size > 1 and np.any(codebook[1:] <= codebook[:-1]):
         codebook, inverse = np.unique(codebook, return_inverse=True)
         remap = inverse.reshape(-1)[remap]
-    for a in _chunks(v32.size):
-        labels[a : a + CHUNK] = remap[labels[a : a + CHUNK]]
+    for run in chunks(v32.size, CHUNK):
+        labels[run] = remap[labels[run]]
     return codebook, labels

@@ -33,7 +33,6 @@ from nncompress import distributed
 from nncompress.config import TrainConfig
 from nncompress.data.batches import Inputs, OutputFn, count, model_device, model_outputs, take, to_device
 from nncompress.errors import ModelError
-from nncompress.memory import release_freed
 from nncompress.progress import ProgressFn, report
 from nncompress.train.objective import Objective, default_objective
 from nncompress.train.rowstep import row_stepped
@@ -149,7 +148,6 @@ def fit(
     opt_params: list[nn.Parameter] = []
     hooks = contextlib.ExitStack()
     device = model_device(model)
-    release_freed()  # what the caller freed before training (a state dict, bool masks) leaves the peak
     model.train()
     try:
         start = 0
