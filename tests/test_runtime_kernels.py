@@ -257,3 +257,48 @@ def pruned_lenet() -> nn.Module:
             with torch.no_grad():
                 module.weight.mul_((torch.rand(module.weight.shape, generator=gen) < 0.1).float())
     return model.eval()
+
+
+def test_the_serial_and_parallel_builds_keep_apart_in_numbas_cache(tmp_path):
+    """numba keys its disk cache by function name, not by ``parallel``: under one name a parallel kernel
+    loaded the serial build's machine code and ran on one thread."""
+    import subprocess
+
+    script = (
+        "import sys, numpy as np\n"
+        "from nncompress.runtime import blocked, nbkernels\n"
+        "blocked.kernels()\n"
+        "which = int(sys.argv[1])\n"
+        "kernel = nbkernels.SPMM[(blocked.CHUNK, False)][which]\n"
+        "head, vals = blocked._args(blocked.build(__import__('torch').eye(3)))\n"
+        "x3, y3 = np.ones((1, 3 * 64), np.float32), np.zeros((1, 3 * 64), np.float32)\n"
+        "kernel(*head, *vals, x3, y3, 1, 64)\n"
+        "print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))\n"
+    )
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script, which], env=env, capture_output=True, text=True, check=True)
+        for which in ("0", "1", "1")
+    ]
+    hits_misses = [run.stdout.split() for run in runs]
+    assert hits_misses == [["0", "1"], ["0", "1"], ["1", "0"]]  # each build compiles once, then loads its own
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_rows_shared_out_among_threads_give_the_one_thread_result(monkeypatch, shared):
+    dense = masked_linear(203, 3000, 0.05, shared=True)
+    layer = SparseLinear(dense, engine="numba-shared" if shared else "numba")
+    monkeypatch.setattr(blocked, "PARALLEL_WORK", 0)
+    monkeypatch.setattr(blocked, "PARALLEL_NONZEROS", 0)
+    before = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(2)
+    try:
+        torch.set_num_threads(2)
+        for tiles_per_thread in (1, 3):
+            monkeypatch.setattr(blocked, "TILES_PER_THREAD", tiles_per_thread)
+            for batch in (1, 64, 70):
+                x = torch.randn(batch, 3000, generator=gen)
+                with torch.no_grad():
+                    torch.testing.assert_close(layer(x), dense(x), rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(before)

@@ -34,9 +34,11 @@ from nncompress.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 BLOCK_COLS = 2048  # a 64-wide input chunk's slice is 512 KB: with a 4,096-row output (1 MB) it fits the 2 MB L2
-CHUNK = 64  # input vectors per pass over the weights (conv im2col gives thousands)
+CHUNK = 64  # input vectors per chunk, the width the main kernels are compiled for; the rest of a call is one chunk
 BOOK = 256  # codebook entries an 8-bit index reaches
-PARALLEL_WORK = 1_000_000  # multiply-adds (nonzeros x input vectors) from which a call uses more than one thread
+PARALLEL_WORK = 8_000_000  # multiply-adds (nonzeros x input vectors) from which a call uses more than one thread
+PARALLEL_NONZEROS = 250_000  # nonzeros from which a one-vector product uses more than one thread
+TILES_PER_THREAD = 2  # runs of rows per thread in a parallel call
 
 _KERNELS: dict[str, Optional[ModuleType]] = {}
 _READY: list[float] = []  # seconds the first warm_up took
@@ -139,83 +141,107 @@ def build(matrix: torch.Tensor, shared: bool = False, width: int = BLOCK_COLS) -
     return out
 
 
-def _chunked(xt: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``xt`` (columns, R) as (chunks, columns, n) with chunks * n >= R (zero padded), n <= ``CHUNK``."""
-    cols, width = xt.shape
-    chunks = -(-width // CHUNK)
-    if chunks == 1:
-        return xt.contiguous().unsqueeze(0), width
-    n = -(-width // chunks)
-    if chunks * n != width:
-        xt = torch.cat([xt, xt.new_zeros(cols, chunks * n - width)], 1)
-    return xt.reshape(cols, chunks, n).permute(1, 0, 2).contiguous(), n
+def _tiles(threads: int, n_rows: int, parallel: bool) -> int:
+    """How many runs of rows a call's threads share out."""
+    return max(1, min(threads * TILES_PER_THREAD, n_rows)) if parallel else 1
 
 
-def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[torch.Tensor]) -> torch.Tensor:
-    """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32."""
+def _plan(count: int) -> list[tuple[int, int, int]]:
+    """(width, first, chunks) runs that cover ``count`` input vectors: chunks of ``CHUNK``, then one chunk of
+    the rest."""
+    full = count // CHUNK
+    plan = [(CHUNK, 0, full)] if full else []
+    if count > full * CHUNK:
+        plan.append((count - full * CHUNK, full * CHUNK, 1))
+    return plan
+
+
+def _chunks(xt: np.ndarray, first: int, chunks: int, width: int) -> np.ndarray:
+    """Input vectors ``first`` .. ``first + chunks * width`` of ``xt`` (columns, R), zero padded past its
+    end, as (chunks, columns, width)."""
+    take = xt[:, first : first + chunks * width]
+    if take.shape[1] < chunks * width:
+        take = np.concatenate([take, np.zeros((take.shape[0], chunks * width - take.shape[1]), np.float32)], 1)
+    return np.ascontiguousarray(take.reshape(take.shape[0], chunks, width).transpose(1, 0, 2))
+
+
+def _multiply(
+    parts: dict[str, torch.Tensor], src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool
+) -> np.ndarray:
+    """W x^T (+ bias) through the chunked kernels: (R, rows) from ``src`` = x (R, columns) when ``by_row``
+    (``nn.Linear``'s layout: a chunk's inputs are transposed to (columns, width) on the way in and its
+    outputs back on the way out), else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's)."""
     mod = kernels()
-    if mod is None:
+    assert mod is not None
+    threads = set_threads()
+    head, vals = _args(parts)
+    n_rows, count = head[0].shape[1] - 1, src.shape[0 if by_row else 1]
+    parallel = threads > 1 and head[2].shape[0] * count >= PARALLEL_WORK
+    tiles = _tiles(threads, n_rows, parallel)
+    shared = "codes" in parts
+    out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
+    for width, first, chunks in _plan(count):
+        if by_row:
+            x3 = np.empty((chunks, src.shape[1], width), np.float32)
+            mod.gather_rows(src, first, x3)
+        else:
+            x3 = _chunks(src, first, chunks, width)
+        y3 = np.empty((chunks, n_rows, width), np.float32)
+        y3[:] = 0.0 if bias_col is None else bias_col.numpy().reshape(1, n_rows, 1)
+        kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
+        _call(kernel, parallel, *head, *vals, x3.reshape(chunks, -1), y3.reshape(chunks, -1), tiles, width)
+        if by_row:
+            mod.scatter_rows(y3, first, out)
+        else:
+            done = min(count - first, chunks * width)
+            out[:, first : first + done] = y3.transpose(1, 0, 2).reshape(n_rows, chunks * width)[:, :done]
+    return out
+
+
+def _args(parts: dict[str, torch.Tensor]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The kernels' arguments: (indptr, starts, indices as uint16) and (values or codes, codebook)."""
+    head = [parts["indptr"].numpy(), parts["starts"].numpy().view(np.uint64), parts["indices"].numpy().view(np.uint16)]
+    if "codes" in parts:
+        return head, [parts["codes"].numpy(), parts["book"].numpy()]
+    return head, [parts["values"].numpy(), _NO_BOOK]
+
+
+_NO_BOOK = np.zeros(1, np.float32)
+
+
+def _check(xt: torch.Tensor) -> None:
+    if kernels() is None:
         raise ConfigError("the numba kernels need numba: pip install 'nncompress[runtime]'")
     if xt.dtype != torch.float32 or xt.device.type != "cpu":
         raise ModelError(
             f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
             "convert the input (x.float().cpu())"
         )
+
+
+def linear(parts: dict[str, torch.Tensor], x: torch.Tensor, bias_col: Optional[torch.Tensor]) -> torch.Tensor:
+    """x W^T (+ bias): (R, rows) from ``x`` (R, columns), float32; the layout of ``nn.Linear``."""
+    _check(x)
+    if x.shape[0] == 1:
+        return matmul(parts, x.reshape(-1, 1), bias_col).reshape(1, -1)
+    return torch.from_numpy(_multiply(parts, np.ascontiguousarray(x.detach().numpy()), bias_col, True))
+
+
+def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[torch.Tensor]) -> torch.Tensor:
+    """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32; the layout of im2col."""
+    _check(xt)
+    mod = kernels()
+    assert mod is not None
+    if xt.shape[1] != 1:
+        return torch.from_numpy(_multiply(parts, xt.detach().numpy(), bias_col, False))
     threads = set_threads()
-    indptr = parts["indptr"].numpy()
-    starts = parts["starts"].numpy()
-    indices = parts["indices"].numpy().view(np.uint16)
-    n_rows, width = indptr.shape[1] - 1, xt.shape[1]
-    shared = "codes" in parts
-    parallel = threads > 1 and indices.shape[0] * width >= PARALLEL_WORK
-    if width == 1:
-        y = torch.zeros(n_rows) if bias_col is None else bias_col.reshape(n_rows).clone()
-        x = xt.reshape(-1).contiguous().numpy()
-        if shared:
-            _call(
-                mod.spmv_shared,
-                parallel,
-                indptr,
-                starts,
-                indices,
-                parts["codes"].numpy(),
-                parts["book"].numpy(),
-                x,
-                y.numpy(),
-            )
-        else:
-            _call(mod.spmv, parallel, indptr, starts, indices, parts["values"].numpy(), x, y.numpy())
-        return y.reshape(n_rows, 1)
-    x3, n = _chunked(xt)
-    chunks = x3.shape[0]
-    y3 = (
-        torch.zeros(chunks, n_rows, n)
-        if bias_col is None
-        else torch.empty(chunks, n_rows, n).copy_(bias_col.reshape(1, n_rows, 1).expand(chunks, n_rows, n))
-    )
-    if shared:
-        _call(
-            mod.spmm_shared,
-            parallel,
-            indptr,
-            starts,
-            indices,
-            parts["codes"].numpy(),
-            parts["book"].numpy(),
-            x3.numpy(),
-            y3.numpy(),
-        )
-    else:
-        _call(mod.spmm, parallel, indptr, starts, indices, parts["values"].numpy(), x3.numpy(), y3.numpy())
-    if chunks == 1:
-        return y3[0]
-    return y3.permute(1, 0, 2).reshape(n_rows, chunks * n)[:, :width]
-
-
-def transposed(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous copy of the 2-D float32 ``t`` transposed; numpy's copy took half the time of torch's
-    ``t().contiguous()`` for a (64, 784) input, which matters next to a small layer's product."""
-    return torch.from_numpy(np.ascontiguousarray(t.detach().numpy().T))
+    head, vals = _args(parts)
+    n_rows = head[0].shape[1] - 1
+    parallel = threads > 1 and head[2].shape[0] >= PARALLEL_NONZEROS
+    y1 = torch.zeros(n_rows) if bias_col is None else bias_col.reshape(n_rows).clone()
+    x1 = xt.reshape(-1).contiguous().numpy()
+    _call(mod.SPMV["codes" in parts], parallel, *head, *vals, x1, y1.numpy(), _tiles(threads, n_rows, parallel))
+    return y1.reshape(n_rows, 1)
 
 
 def part_bytes(parts: dict[str, torch.Tensor]) -> int:
@@ -230,19 +256,17 @@ def warm_up() -> float:
         return 0.0
     start = time.perf_counter()
     matrix = torch.tensor([[0.5, 0.0, -1.0], [0.0, 0.0, 0.5]])
-    x1, x3, y1, y3 = (
-        np.ones(3, np.float32),
-        np.ones((1, 3, 2), np.float32),
-        np.zeros(2, np.float32),
-        np.zeros((1, 2, 2), np.float32),
-    )
+    x1, y1 = np.ones(3, np.float32), np.zeros(2, np.float32)
     for shared in (False, True):
-        parts = build(matrix, shared=shared)
-        head = [parts["indptr"].numpy(), parts["starts"].numpy(), parts["indices"].numpy().view(np.uint16)]
-        vals = [parts["codes"].numpy(), parts["book"].numpy()] if shared else [parts["values"].numpy()]
+        head, vals = _args(build(matrix, shared=shared))
         for parallel in (False, True):
-            _call(mod.spmv_shared if shared else mod.spmv, parallel, *head, *vals, x1, y1)
-            _call(mod.spmm_shared if shared else mod.spmm, parallel, *head, *vals, x3, y3)
+            _call(mod.SPMV[shared], parallel, *head, *vals, x1, y1, 1)
+            for width in (3, CHUNK):
+                x3, y3 = np.ones((1, 3, width), np.float32), np.zeros((1, 2, width), np.float32)
+                kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
+                _call(kernel, parallel, *head, *vals, x3.reshape(1, -1), y3.reshape(1, -1), 1, width)
+                mod.gather_rows(np.ones((2, 3), np.float32), 0, x3)
+                mod.scatter_rows(y3, 0, np.empty((2, 2), np.float32))
     seconds = time.perf_counter() - start
     _READY.append(seconds)
     log.info("numba sparse kernels ready in %.2f s", seconds)

@@ -93,8 +93,8 @@ class SparseLinear(_CsrHolder):
         if self.engine == "mkl" or x.dtype != torch.float32:
             xt = x.reshape(-1, self.in_features).t().contiguous()
             return self._matmul(xt).t().contiguous().reshape(*lead, self.out_features)
-        xt = blocked.transposed(x.reshape(-1, self.in_features))
-        return blocked.transposed(self._matmul(xt)).reshape(*lead, self.out_features)
+        y = blocked.linear(self.parts(), x.reshape(-1, self.in_features), self.bias_col)
+        return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -3,33 +3,45 @@
 Only ``blocked.py`` imports this module, and only when numba is installed. The matrix is
 cut into blocks of at most 65,536 columns, so a column index relative to its block fits
 in 16 bits (6 bytes per nonzero with fp32 values, 3 with 8-bit codebook indices instead of
-the 8 of int32 CSR): batch 1 is bound by the bytes read. For many inputs (the input
-transposed, ``(columns, n)`` row-major, per chunk of ``n`` input vectors) every nonzero adds
-a contiguous run of ``n`` products to its output row, which vectorises; blocks of columns
-and chunks of inputs keep the slice of the input being read in L2 cache. Four nonzeros are taken at once: four
-independent sums at batch 1 (one sum would wait on each add), one read and write of the
-output run per four at batch R.
+the 8 of int32 CSR): batch 1 is bound by the bytes read. For many inputs the input comes
+transposed in chunks of ``width`` vectors, ``(chunks, columns, width)``: every nonzero adds
+a contiguous run of ``width`` products to its output row. Whole chunks of 64 go through a
+kernel compiled for that width (LLVM then vectorises the run with no remainder loop; a run-time
+width measured 10-30 % slower), the rest of a call through one that takes the width at run time
+(a constant 16 was unrolled into scalar code: no faster than 64). Four nonzeros are taken at once:
+four independent sums at batch 1 (one sum would wait on each add), one read and write of
+the output run per four at larger batches. A parallel kernel gives each thread its own
+rows for the whole call, so the threads meet once per call, not once per block.
 
 Only ``contract`` (fused multiply-add) is asked of fast-math: reassociating the batch-1
 sum lets LLVM use gathers, which measured slower here than four scalar sums.
+
+Each kernel is a closure over its constants (width, codebook or not); the serial and the
+parallel build of one kernel get different names, because numba's on-disk cache keys a
+function by its name and closure values, not by ``parallel``: under one name the parallel
+build loaded the serial machine code from the cache and ran on one thread.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 import numpy as np
 from numba import njit, prange
+
+from nncompress.runtime.blocked import CHUNK
 
 log = logging.getLogger(__name__)
 
 FAST = {"contract"}
 
 
-def _jit(fn, parallel: bool):
+def _jit(fn: Callable[..., Any], parallel: bool) -> Any:
     """Compile ``fn`` (lazily, at its first call) with an on-disk cache; numba refuses ``cache=True`` at
     decoration when no cache folder is writable (neither NUMBA_CACHE_DIR, nor ``__pycache__`` beside this
     file, nor the user's cache folder), and then the kernel compiles on every start instead."""
+    fn.__qualname__ = f"{fn.__qualname__}_{'parallel' if parallel else 'serial'}"
     try:
         return njit(parallel=parallel, fastmath=FAST, cache=True, nogil=True)(fn)
     except RuntimeError as exc:
@@ -42,123 +54,159 @@ def _jit(fn, parallel: bool):
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 
-def _spmv(indptr, starts, indices, values, x, y):
-    """y[r] += sum_k values[k] * x[starts[b] + indices[k]] over the nonzeros of row r in every block b."""
-    n_rows = indptr.shape[1] - 1
-    for b in range(indptr.shape[0]):
-        s0 = starts[b]
-        for r in prange(n_rows):
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            k = indptr[b, r]
-            e = indptr[b, r + 1]
-            while k + 4 <= e:
-                a0 += values[k] * x[s0 + indices[k]]
-                a1 += values[k + 1] * x[s0 + indices[k + 1]]
-                a2 += values[k + 2] * x[s0 + indices[k + 2]]
-                a3 += values[k + 3] * x[s0 + indices[k + 3]]
-                k += 4
-            while k < e:
-                a0 += values[k] * x[s0 + indices[k]]
-                k += 1
-            y[r] += (a0 + a1) + (a2 + a3)
+def _spmv_source(shared: bool) -> Callable[..., None]:
+    """y[r] += sum_k w[k] * x[starts[b] + indices[k]] over the nonzeros of row r in every block b, where w[k]
+    is ``values[k]``, or ``book[values[k]]`` for a codebook (``values`` then holds the 8-bit codes); rows cut
+    into ``tiles`` runs, one per thread, as in ``spmm``."""
+
+    def spmv(indptr, starts, indices, values, book, x, y, tiles):
+        n_rows = indptr.shape[1] - 1
+        per = (n_rows + tiles - 1) // tiles
+        for t in prange(tiles):
+            for b in range(indptr.shape[0]):
+                s0 = starts[b]
+                for r in range(t * per, min(n_rows, (t + 1) * per)):
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
+                    k = indptr[b, r]
+                    e = indptr[b, r + 1]
+                    while k + 4 <= e:
+                        if shared:
+                            v0 = book[np.int64(values[k])]
+                            v1 = book[np.int64(values[k + 1])]
+                            v2 = book[np.int64(values[k + 2])]
+                            v3 = book[np.int64(values[k + 3])]
+                        else:
+                            v0 = np.float32(values[k])
+                            v1 = np.float32(values[k + 1])
+                            v2 = np.float32(values[k + 2])
+                            v3 = np.float32(values[k + 3])
+                        a0 += v0 * x[s0 + indices[k]]
+                        a1 += v1 * x[s0 + indices[k + 1]]
+                        a2 += v2 * x[s0 + indices[k + 2]]
+                        a3 += v3 * x[s0 + indices[k + 3]]
+                        k += 4
+                    while k < e:
+                        v0 = book[np.int64(values[k])] if shared else np.float32(values[k])
+                        a0 += v0 * x[s0 + indices[k]]
+                        k += 1
+                    y[r] += (a0 + a1) + (a2 + a3)
+
+    spmv.__qualname__ = f"spmv_{'shared' if shared else 'fp32'}"
+    return spmv
 
 
-def _spmv_shared(indptr, starts, indices, codes, book, x, y):
-    """``_spmv`` with each value looked up in a codebook: ``book[codes[k]]``."""
-    n_rows = indptr.shape[1] - 1
-    for b in range(indptr.shape[0]):
-        s0 = starts[b]
-        for r in prange(n_rows):
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            k = indptr[b, r]
-            e = indptr[b, r + 1]
-            while k + 4 <= e:
-                a0 += book[codes[k]] * x[s0 + indices[k]]
-                a1 += book[codes[k + 1]] * x[s0 + indices[k + 1]]
-                a2 += book[codes[k + 2]] * x[s0 + indices[k + 2]]
-                a3 += book[codes[k + 3]] * x[s0 + indices[k + 3]]
-                k += 4
-            while k < e:
-                a0 += book[codes[k]] * x[s0 + indices[k]]
-                k += 1
-            y[r] += (a0 + a1) + (a2 + a3)
+def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
+    """y3[c, r * w + j] += sum_k w[k] * x3[c, (starts[b] + indices[k]) * w + j] for each chunk c of ``w``
+    input vectors, ``x3`` being (chunks, columns * w) and ``y3`` (chunks, rows * w): every chunk transposed
+    and flat. ``w`` is ``width`` when that is not 0 (a constant of the compiled code), else the argument
+    ``n``. Rows are cut into ``tiles`` runs, one per thread.
+
+    Flat rows and unsigned offsets matter: numba wraps a negative signed index around and multiplies by
+    each array's run-time stride, about ten instructions per nonzero that made up a third of the time."""
+
+    def spmm(indptr, starts, indices, values, book, x3, y3, tiles, n):
+        w = np.uint64(width if width else n)
+        n_rows = indptr.shape[1] - 1
+        per = (n_rows + tiles - 1) // tiles
+        for t in prange(tiles):
+            r0 = t * per
+            r1 = min(n_rows, r0 + per)
+            for c in range(x3.shape[0]):
+                xt = x3[c]
+                y = y3[c]
+                for b in range(indptr.shape[0]):
+                    s0 = starts[b]
+                    for r in range(r0, r1):
+                        k = np.uint64(indptr[b, r])
+                        e = np.uint64(indptr[b, r + 1])
+                        yo = np.uint64(r) * w
+                        while k + np.uint64(4) <= e:
+                            c0 = (s0 + indices[k]) * w
+                            c1 = (s0 + indices[k + np.uint64(1)]) * w
+                            c2 = (s0 + indices[k + np.uint64(2)]) * w
+                            c3 = (s0 + indices[k + np.uint64(3)]) * w
+                            if shared:
+                                v0 = book[np.int64(values[k])]
+                                v1 = book[np.int64(values[k + np.uint64(1)])]
+                                v2 = book[np.int64(values[k + np.uint64(2)])]
+                                v3 = book[np.int64(values[k + np.uint64(3)])]
+                            else:
+                                v0 = np.float32(values[k])
+                                v1 = np.float32(values[k + np.uint64(1)])
+                                v2 = np.float32(values[k + np.uint64(2)])
+                                v3 = np.float32(values[k + np.uint64(3)])
+                            for j in range(w):
+                                y[yo + j] += (v0 * xt[c0 + j] + v1 * xt[c1 + j]) + (v2 * xt[c2 + j] + v3 * xt[c3 + j])
+                            k += np.uint64(4)
+                        while k < e:
+                            c0 = (s0 + indices[k]) * w
+                            v0 = book[np.int64(values[k])] if shared else np.float32(values[k])
+                            for j in range(w):
+                                y[yo + j] += v0 * xt[c0 + j]
+                            k += np.uint64(1)
+
+    spmm.__qualname__ = f"spmm{width or 'n'}_{'shared' if shared else 'fp32'}"
+    return spmm
 
 
-def _spmm(indptr, starts, indices, values, x3, y3):
-    """y3[c, r, :] += sum_k values[k] * x3[c, starts[b] + indices[k], :] for each chunk c of input vectors
-    (``x3`` is (chunks, columns, n)); per chunk and block, all rows in parallel. Indexing whole 2-D chunks
-    from 0 matters: an offset range into a wider array stopped LLVM from vectorising the inner loop."""
-    n_rows = indptr.shape[1] - 1
-    n = x3.shape[2]
-    for c in range(x3.shape[0]):
-        xt = x3[c]
-        y = y3[c]
-        for b in range(indptr.shape[0]):
-            s0 = starts[b]
-            for r in prange(n_rows):
-                k = indptr[b, r]
-                e = indptr[b, r + 1]
-                while k + 4 <= e:
-                    c0 = s0 + indices[k]
-                    c1 = s0 + indices[k + 1]
-                    c2 = s0 + indices[k + 2]
-                    c3 = s0 + indices[k + 3]
-                    v0 = values[k]
-                    v1 = values[k + 1]
-                    v2 = values[k + 2]
-                    v3 = values[k + 3]
-                    for j in range(n):
-                        y[r, j] += (v0 * xt[c0, j] + v1 * xt[c1, j]) + (v2 * xt[c2, j] + v3 * xt[c3, j])
-                    k += 4
-                while k < e:
-                    c0 = s0 + indices[k]
-                    v0 = values[k]
-                    for j in range(n):
-                        y[r, j] += v0 * xt[c0, j]
-                    k += 1
+def _gather_rows(src, first, x3):
+    """x3[c, :, i] = src[first + c * width + i, :] (zero past the end of ``src``): rows of ``src`` (R, columns)
+    as chunks (chunks, columns, width), transposed in 8 x 8 tiles; numpy's and torch's transposing copies
+    took 2-4x longer here."""
+    chunks, cols, width = x3.shape
+    n = src.shape[0]
+    edge = cols - cols % 8
+    for c in range(chunks):
+        for i0 in range(0, width, 8):
+            base = first + c * width + i0
+            if base + 8 <= n and i0 + 8 <= width:
+                for k0 in range(0, edge, 8):
+                    for k in range(8):
+                        for i in range(8):
+                            x3[c, k0 + k, i0 + i] = src[base + i, k0 + k]
+                for k in range(edge, cols):
+                    for i in range(8):
+                        x3[c, k, i0 + i] = src[base + i, k]
+            else:
+                for k in range(cols):
+                    for i in range(min(8, width - i0)):
+                        x3[c, k, i0 + i] = src[base + i, k] if base + i < n else np.float32(0.0)
 
 
-def _spmm_shared(indptr, starts, indices, codes, book, x3, y3):
-    """``_spmm`` with each value looked up in a codebook."""
-    n_rows = indptr.shape[1] - 1
-    n = x3.shape[2]
-    for c in range(x3.shape[0]):
-        xt = x3[c]
-        y = y3[c]
-        for b in range(indptr.shape[0]):
-            s0 = starts[b]
-            for r in prange(n_rows):
-                k = indptr[b, r]
-                e = indptr[b, r + 1]
-                while k + 4 <= e:
-                    c0 = s0 + indices[k]
-                    c1 = s0 + indices[k + 1]
-                    c2 = s0 + indices[k + 2]
-                    c3 = s0 + indices[k + 3]
-                    v0 = book[codes[k]]
-                    v1 = book[codes[k + 1]]
-                    v2 = book[codes[k + 2]]
-                    v3 = book[codes[k + 3]]
-                    for j in range(n):
-                        y[r, j] += (v0 * xt[c0, j] + v1 * xt[c1, j]) + (v2 * xt[c2, j] + v3 * xt[c3, j])
-                    k += 4
-                while k < e:
-                    c0 = s0 + indices[k]
-                    v0 = book[codes[k]]
-                    for j in range(n):
-                        y[r, j] += v0 * xt[c0, j]
-                    k += 1
+def _scatter_rows(y3, first, out):
+    """out[first + c * width + i, :] = y3[c, :, i] for the rows ``out`` (R, rows) has: ``_gather_rows``
+    backwards."""
+    chunks, rows, width = y3.shape
+    n = out.shape[0]
+    edge = rows - rows % 8
+    for c in range(chunks):
+        for i0 in range(0, width, 8):
+            base = first + c * width + i0
+            if base + 8 <= n and i0 + 8 <= width:
+                for r0 in range(0, edge, 8):
+                    for i in range(8):
+                        for r in range(8):
+                            out[base + i, r0 + r] = y3[c, r0 + r, i0 + i]
+                for r in range(edge, rows):
+                    for i in range(8):
+                        out[base + i, r] = y3[c, r, i0 + i]
+            else:
+                for i in range(min(8, width - i0)):
+                    if base + i < n:
+                        for r in range(rows):
+                            out[base + i, r] = y3[c, r, i0 + i]
 
 
 # (serial, parallel) pairs: waking worker threads costs tens of microseconds per parallel loop, more than a
 # small layer's whole product, and one thread needs none.
-spmv = (_jit(_spmv, False), _jit(_spmv, True))
-spmv_shared = (_jit(_spmv_shared, False), _jit(_spmv_shared, True))
-spmm = (_jit(_spmm, False), _jit(_spmm, True))
-spmm_shared = (_jit(_spmm_shared, False), _jit(_spmm_shared, True))
+SPMV = {shared: (_jit(_spmv_source(shared), False), _jit(_spmv_source(shared), True)) for shared in (False, True)}
+SPMM = {
+    (width, shared): (_jit(_spmm_source(width, shared), False), _jit(_spmm_source(width, shared), True))
+    for width in (0, CHUNK)
+    for shared in (False, True)
+}
+gather_rows = _jit(_gather_rows, False)
+scatter_rows = _jit(_scatter_rows, False)
