@@ -38,7 +38,7 @@ CHUNK = 64  # input vectors per chunk, the width the main kernels are compiled f
 BOOK = 256  # codebook entries an 8-bit index reaches
 PARALLEL_WORK = 8_000_000  # multiply-adds (nonzeros x input vectors) from which a call uses more than one thread
 PARALLEL_NONZEROS = 250_000  # nonzeros from which a one-vector product uses more than one thread
-TILES_PER_THREAD = 2  # runs of rows per thread in a parallel call
+TILES_PER_THREAD = 4  # runs of rows per thread in a parallel call
 
 _KERNELS: dict[str, Optional[ModuleType]] = {}
 _READY: list[float] = []  # seconds the first warm_up took
