@@ -43,7 +43,8 @@ ODD = ["x", "", [1], [], {}, {"a": 1}, None, True, False, 1.5, -0.0, 1e308, "flo
 def parse(data: bytes) -> tuple[int, dict, list[tuple[str, bytes]]]:
     """(version, header without the container's keys, sections in order) of a well-formed file."""
     version, hlen = struct.unpack_from("<II", data, 8)
-    full = json.loads(data[16 : 16 + hlen])
+    stored = data[16 : 16 + hlen]
+    full = json.loads(zlib.decompress(stored) if version >= 5 else stored)
     base = 20 + hlen
     sections = [(r["name"], data[base + r["offset"] : base + r["offset"] + r["length"]]) for r in full["sections"]]
     return version, {k: v for k, v in full.items() if k not in ("sections", "data_bytes")}, sections
@@ -75,6 +76,8 @@ def build(
         "data_bytes": offset if data_bytes is None else data_bytes,
     }
     text = header_text(full, nest)
+    if version >= 5:  # the header is stored deflated
+        text = zlib.compress(text, 9)
     body = struct.pack("<II", version, len(text)) + text
     return MAGIC + body + struct.pack("<I", zlib.crc32(body)) + b"".join(b for _, b in sections)
 

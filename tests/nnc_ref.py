@@ -38,10 +38,17 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _need(data[:8] == MAGIC, "magic")
     _need(len(data) >= 16, "short prefix")
     version, hlen = struct.unpack_from("<II", data, 8)
-    _need(version in (2, 3, 4), f"version {version}")
+    _need(version in (2, 3, 4, 5), f"version {version}")
     _need(2 <= hlen <= 64 * 2**20 and len(data) >= 20 + hlen, "header length")
     _need(zlib.crc32(data[8 : 16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
     text = data[16 : 16 + hlen]
+    if version == 5:  # a zlib stream, whole, alone, inflating to at most 64 MiB
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(text, 64 * 2**20 + 1)
+        except zlib.error as exc:
+            raise RefError(f"header zlib: {exc}") from None
+        _need(len(text) <= 64 * 2**20 and inflater.eof and not inflater.unused_data, "header zlib stream")
     try:
         header = json.loads(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

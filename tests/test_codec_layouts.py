@@ -214,8 +214,9 @@ def test_a_bad_alias_is_a_format_error(tmp_path, tensors, sections, match) -> No
 
 def _as_version_2(data: bytes) -> bytes:
     """The same file stamped version 2 (header CRC recomputed)."""
-    hlen = struct.unpack_from("<I", data, 12)[0]
-    body = struct.pack("<II", 2, hlen) + data[16 : 16 + hlen]
+    version, hlen = struct.unpack_from("<II", data, 8)
+    text = zlib.decompress(data[16 : 16 + hlen]) if version >= 5 else data[16 : 16 + hlen]
+    body = struct.pack("<II", 2, len(text)) + text
     return data[:8] + body + struct.pack("<I", zlib.crc32(body)) + data[20 + hlen :]
 
 

@@ -41,7 +41,10 @@ def _canon(obj: object) -> bytes:
 
 
 def _forge(header_text: bytes, data: bytes, version: int = FORMAT_VERSION) -> bytes:
-    """A file with any header bytes but a correct header CRC: tests checks past the CRC."""
+    """A file with any header bytes (deflated for version 5 on) but a correct header CRC: tests checks past the
+    CRC."""
+    if version >= 5:
+        header_text = zlib.compress(header_text, 9)
     crc_input = struct.pack("<II", version, len(header_text)) + header_text
     return MAGIC + crc_input + struct.pack("<I", zlib.crc32(crc_input)) + data
 
@@ -100,8 +103,48 @@ def test_golden_bytes() -> None:
         "616263"  # data area: section "x"
     )
     assert len(header_json) == 88
-    assert dumps({"a": 1}, [("x", b"abc")]).hex() == expected
+    assert dumps({"a": 1}, [("x", b"abc")], version=3).hex() == expected
     assert len(bytes.fromhex(expected)) == 111
+
+
+def test_golden_bytes_of_version_5() -> None:
+    """FORMAT.md's example as version 5: the same header JSON, stored as its zlib stream (level 9)."""
+    header_json = b'{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
+    stream = zlib.compress(header_json, 9)
+    data = dumps({"a": 1}, [("x", b"abc")])
+    assert data[8:16] == struct.pack("<II", 5, len(stream)) and data[16 : 16 + len(stream)] == stream
+    assert data[16 + len(stream) : 20 + len(stream)] == struct.pack("<I", zlib.crc32(data[8 : 16 + len(stream)]))
+    assert data[20 + len(stream) :] == b"abc" and loads(data).header == {"a": 1}
+
+
+def test_a_deflated_header_must_be_one_whole_bounded_zlib_stream() -> None:
+    text = _canon({"a": 1, "data_bytes": 0, "sections": []})
+    stream = zlib.compress(text, 9)
+
+    def as_v5(stored: bytes) -> bytes:
+        body = struct.pack("<II", 5, len(stored)) + stored
+        return MAGIC + body + struct.pack("<I", zlib.crc32(body))
+
+    assert loads(as_v5(stream)).header == {"a": 1}
+    assert loads(as_v5(zlib.compress(text, 1))).header == {"a": 1}  # any valid stream of the canonical text
+    for stored, match in (
+        (text, "not a valid zlib stream"),  # an uncompressed header stamped version 5
+        (stream[:-3], "ends early"),
+        (stream + b"\x00", "1 bytes after its zlib stream"),
+        (zlib.compress(b'{"a":1, "data_bytes":0,"sections":[]}'), "canonical"),
+    ):
+        with pytest.raises(FormatError, match=match):
+            loads(as_v5(stored))
+
+
+def test_a_header_that_inflates_past_the_limit_is_refused_without_inflating_it_all(monkeypatch) -> None:
+    from nncompress.coding import container_read
+
+    monkeypatch.setattr(container_read, "MAX_HEADER_BYTES", 1000)
+    bomb = zlib.compress(b" " * 500_000, 9)  # 500 kB of spaces in about 500 bytes
+    body = struct.pack("<II", 5, len(bomb)) + bomb
+    with pytest.raises(FormatError, match="inflates to more than 1000 bytes"):
+        loads(MAGIC + body + struct.pack("<I", zlib.crc32(body)))
 
 
 def test_version_2_files_are_still_read() -> None:
@@ -110,7 +153,7 @@ def test_version_2_files_are_still_read() -> None:
     v2 = bytes.fromhex("894e4e430d0a1a0a0200000058000000" + header_json.encode().hex() + "5b573800616263")
     box = loads(v2)
     assert (box.version, box.header, box.sections) == (2, {"a": 1}, {"x": b"abc"})
-    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 3
+    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 5
 
 
 # ------------------------------------------------------------------------ corruption sweeps
@@ -242,7 +285,7 @@ def test_bad_header_json_is_format_error(text: bytes) -> None:
 
 
 def test_header_lying_about_offsets() -> None:
-    good = dumps({"a": 1}, [("x", b"abc"), ("y", b"de")])
+    good = dumps({"a": 1}, [("x", b"abc"), ("y", b"de")], version=3)
     hlen = struct.unpack_from("<I", good, 12)[0]
     data = good[20 + hlen :]
     obj = json.loads(good[16 : 16 + hlen])

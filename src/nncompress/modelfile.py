@@ -103,7 +103,7 @@ def save_compressed(
     """Write ``model`` with its shared layers coded; return the file size. A tensor the
     model holds under several names is stored once; the other names are aliases.
     ``quantized`` maps state-dict keys of unshared tensors to "int8" or "int16"
-    (per-channel uniform quantisation, which makes the file format version 4)."""
+    (per-channel uniform quantisation, the codec version 4 of the format added)."""
     quantized = dict(quantized or {})
     clash = sorted(set(quantized) & {f"{name}.weight" for name in shared})
     if clash:
@@ -132,8 +132,7 @@ def save_compressed(
     if unknown:
         raise ConfigError(f"quantized names tensor(s) {unknown[:5]} the model does not hold")
     header = {"kind": KIND, "arch": arch_record(model), "tensors": entries, "meta": dict(meta or {})}
-    version = 4 if any(e["codec"] == "quant" for e in entries) else DEFAULT_WRITE_VERSION
-    return write_container(path, header, sections, version)
+    return write_container(path, header, sections, DEFAULT_WRITE_VERSION)
 
 
 @dataclass

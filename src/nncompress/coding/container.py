@@ -8,8 +8,8 @@ byte-level spec; this module must agree with it.
 
 Reading order of checks (each failure gets its own error type):
 magic -> version -> header length -> enough bytes for the header -> header CRC ->
-header JSON (UTF-8, object, canonical) -> section table layout -> data area length ->
-section CRCs. The version is checked right after the magic, before the CRC, so a file
+inflating the header (version 5 on) -> header JSON (UTF-8, object, canonical) ->
+section table layout -> data area length -> section CRCs. The version is checked right after the magic, before the CRC, so a file
 from a newer writer says "upgrade" even if a newer writer changed everything after it.
 The header CRC is checked before the JSON is parsed so corrupt bytes never reach the
 parser.
@@ -42,6 +42,7 @@ from nncompress.coding.container_format import (
     Container,
     SectionEntry,
     _canonical_json,
+    _stored_header,
 )
 from nncompress.coding.container_read import loads, read_container, read_header
 from nncompress.errors import FormatError, LayoutError
@@ -137,7 +138,8 @@ def _encode(
     text = _canonical_json(full)
     if len(text) > MAX_HEADER_BYTES:
         raise FormatError(f"header is {len(text)} bytes; the limit is {MAX_HEADER_BYTES}")
-    crc_input = _U32.pack(version) + _U32.pack(len(text)) + text
+    stored = _stored_header(text, version)
+    crc_input = _U32.pack(version) + _U32.pack(len(stored)) + stored
     prefix = MAGIC + crc_input + _U32.pack(zlib.crc32(crc_input))
     return prefix, [blob for _, blob in blobs]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,15 +17,19 @@ MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
 #: 2: one section per tensor (model files). 3: the same container; model files gain
 #: layouts (no positions for an unpruned tensor, packed and raw fallbacks, tied-weight
 #: aliases). 4: model files gain the ``quant`` codec (uniform int8/int16 with per-channel
-#: scales). Writers write the lowest version that holds what a file uses. Versions 2 and 3
-#: are still read; version 1 was a pre-release and is refused.
-FORMAT_VERSION: int = 4
-#: what a file is written as unless its content needs a newer version
-DEFAULT_WRITE_VERSION: int = 3
+#: scales). 5: the header is stored deflated (zlib): it was up to a third of a small model's
+#: file. Versions 2-4 are still read (and written on request); version 1 was a pre-release
+#: and is refused.
+FORMAT_VERSION: int = 5
+#: what a file is written as unless the caller asks for an older version
+DEFAULT_WRITE_VERSION: int = 5
+#: from this version on the header is stored as a zlib stream of its canonical JSON
+DEFLATED_HEADER_VERSION: int = 5
 #: the oldest version this reader accepts
 MIN_READ_VERSION: int = 2
 #: Above this the length field is corrupt rather than the file truncated; it also keeps
-#: a damaged length from making us allocate or parse gigabytes.
+#: a damaged length from making us allocate or parse gigabytes. A deflated header is held
+#: to it both as stored and as inflated (so a small stream cannot inflate without bound).
 MAX_HEADER_BYTES: int = 64 * 1024 * 1024
 #: Header keys the container owns; a caller's header must not use them.
 RESERVED_KEYS: frozenset[str] = frozenset({"sections", "data_bytes"})
@@ -91,3 +96,9 @@ def _canonical_json(obj: Any) -> bytes:
     """The one encoding of a header: sorted keys, no whitespace, ASCII (non-ASCII as
     \\u escapes, so the bytes are also valid UTF-8), no NaN/Infinity."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _stored_header(text: bytes, version: int) -> bytes:
+    """The header's bytes as the file stores them: its canonical JSON, deflated from version 5 on (level 9;
+    the same text gives the same stream under one zlib build)."""
+    return zlib.compress(text, 9) if version >= DEFLATED_HEADER_VERSION else text

@@ -16,6 +16,7 @@ from nncompress.coding.container_format import (
     _PREFIX,
     _U32,
     _U32_MAX,
+    DEFLATED_HEADER_VERSION,
     FORMAT_VERSION,
     INT_MAX,
     INT_MIN,
@@ -104,6 +105,23 @@ def _parse_header(text: bytes) -> dict[str, Any]:
     return obj
 
 
+def _inflate(stored: bytes) -> bytes:
+    """A version 5 header's JSON from its zlib stream: one whole stream, nothing after it, at most
+    ``MAX_HEADER_BYTES`` inflated (inflating stops there, so a small stream cannot fill memory)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(stored, MAX_HEADER_BYTES + 1)
+    except zlib.error as exc:
+        raise FormatError(f"header is not a valid zlib stream ({exc})") from None
+    if len(text) > MAX_HEADER_BYTES:
+        raise FormatError(f"header inflates to more than {MAX_HEADER_BYTES} bytes, the limit")
+    if not inflater.eof:
+        raise FormatError("header's zlib stream ends early: the header is cut short")
+    if inflater.unused_data:
+        raise FormatError(f"header has {len(inflater.unused_data)} bytes after its zlib stream")
+    return text
+
+
 def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     """Check that the section table tiles the data area exactly, in order."""
     if "sections" not in obj or "data_bytes" not in obj:
@@ -180,7 +198,8 @@ def _head(view: memoryview, n: int) -> tuple[int, dict[str, Any], tuple[SectionE
     (stored_crc,) = _U32.unpack_from(view, header_end)
     if zlib.crc32(view[len(MAGIC) : header_end]) != stored_crc:
         raise ChecksumError("header checksum mismatch: the file's header is corrupt")
-    obj = _parse_header(bytes(view[_PREFIX.size : header_end]))
+    stored = bytes(view[_PREFIX.size : header_end])
+    obj = _parse_header(_inflate(stored) if version >= DEFLATED_HEADER_VERSION else stored)
     entries, total = _parse_table(obj)
     expected = data_start + total
     if n < expected:

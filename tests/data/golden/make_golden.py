@@ -56,7 +56,7 @@ def layouts_file() -> tuple[bytes, dict[str, np.ndarray]]:
     tensors = [e for e, _ in parts]
     tensors.insert(1, {"name": "tied.weight", "codec": "alias", "of": "rel.weight", "shape": [20, 30]})
     sections = [s for _, secs in parts for s in secs]
-    data = dumps({"kind": KIND, "arch": None, "meta": {"dense_params": 2000}, "tensors": tensors}, sections)
+    data = dumps({"kind": KIND, "arch": None, "meta": {"dense_params": 2000}, "tensors": tensors}, sections, 3)
     return data, _expected(parts, tensors)
 
 
@@ -71,8 +71,8 @@ def _expected(parts: list, tensors: list, version: int = 3) -> dict[str, np.ndar
     return out
 
 
-def mlp_file() -> tuple[bytes, dict[str, np.ndarray]]:
-    """A built-in MLP (its architecture record included): what ``compress`` writes."""
+def mlp_file(version: int = 3) -> tuple[bytes, dict[str, np.ndarray]]:
+    """A built-in MLP (its architecture record included): what ``compress`` writes, as ``version``."""
     rng = np.random.default_rng(5)
     sizes = [16, 12, 8, 4]
     parts = []
@@ -91,7 +91,12 @@ def mlp_file() -> tuple[bytes, dict[str, np.ndarray]]:
         },
         "tensors": tensors,
     }
-    return dumps(header, sections), _expected(parts, tensors)
+    return dumps(header, sections, version), _expected(parts, tensors, min(version, 4))
+
+
+def v5_mlp_file() -> tuple[bytes, dict[str, np.ndarray]]:
+    """Version 5: the same MLP file with its header deflated (what ``compress`` writes today)."""
+    return mlp_file(5)
 
 
 def as_version_2(data: bytes) -> bytes:
@@ -109,7 +114,7 @@ def v2_file() -> tuple[bytes, dict[str, np.ndarray]]:
     ]
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
-    data = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections)
+    data = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 3)
     return as_version_2(data), _expected(parts, tensors)
 
 
@@ -132,7 +137,13 @@ def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
     return blob, _expected(parts, tensors, 4)
 
 
-GOLDEN = {"v3_layouts": layouts_file, "v3_mlp": mlp_file, "v2_relative": v2_file, "v4_quant": v4_quant_file}
+GOLDEN = {
+    "v3_layouts": layouts_file,
+    "v3_mlp": mlp_file,
+    "v2_relative": v2_file,
+    "v4_quant": v4_quant_file,
+    "v5_mlp": v5_mlp_file,
+}
 
 
 def main() -> None:
