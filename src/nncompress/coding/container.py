@@ -9,8 +9,8 @@ byte-level spec; this module must agree with it.
 Reading order of checks (each failure gets its own error type):
 magic -> version -> header length -> enough bytes for the header -> header CRC ->
 inflating the header (version 5 on) -> header JSON (UTF-8, object, canonical) ->
-section table layout -> data area length -> section CRCs. The version is checked right after the magic, before the CRC, so a file
-from a newer writer says "upgrade" even if a newer writer changed everything after it.
+section table layout -> data area length -> section CRCs. The version is checked right
+after the magic, before the CRC, so a file from a newer writer says "upgrade" even if a newer writer changed everything after it.
 The header CRC is checked before the JSON is parsed so corrupt bytes never reach the
 parser.
 
