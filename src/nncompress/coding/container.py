@@ -10,9 +10,9 @@ Reading order of checks (each failure gets its own error type):
 magic -> version -> header length -> enough bytes for the header -> header CRC ->
 inflating the header (version 5 on) -> header JSON (UTF-8, object, canonical) ->
 section table layout -> data area length -> section CRCs. The version is checked right
-after the magic, before the CRC, so a file from a newer writer says "upgrade" even if a newer writer changed everything after it.
-The header CRC is checked before the JSON is parsed so corrupt bytes never reach the
-parser.
+after the magic, before the CRC, so a file from a newer writer says "upgrade" even if
+a newer writer changed everything after it. The header CRC is checked before the header
+is inflated or parsed, so corrupt bytes never reach zlib or the parser.
 
 Only struct, json and zlib are used to read: no pickle, nothing that executes data.
 
