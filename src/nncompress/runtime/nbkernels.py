@@ -152,52 +152,45 @@ def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
     return spmm
 
 
+def _transpose(a, b):
+    """b[j, i] = a[i, j], in 8 x 8 tiles: numpy's and torch's transposing copies took 2-4x longer here."""
+    rows, cols = a.shape
+    r8, c8 = rows - rows % 8, cols - cols % 8
+    for i0 in range(0, r8, 8):
+        for j0 in range(0, c8, 8):
+            for j in range(8):
+                for i in range(8):
+                    b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
+        for j in range(c8, cols):
+            for i in range(8):
+                b[j, i0 + i] = a[i0 + i, j]
+    for i in range(r8, rows):
+        for j in range(cols):
+            b[j, i] = a[i, j]
+
+
+transpose = njit(fastmath=FAST, cache=True, nogil=True)(_transpose)
+
+
 def _gather_rows(src, first, x3):
-    """x3[c, :, i] = src[first + c * width + i, :] (zero past the end of ``src``): rows of ``src`` (R, columns)
-    as chunks (chunks, columns, width), transposed in 8 x 8 tiles; numpy's and torch's transposing copies
-    took 2-4x longer here."""
-    chunks, cols, width = x3.shape
-    n = src.shape[0]
-    edge = cols - cols % 8
+    """x3[c, :, i] = src[first + c * width + i, :], zero past the end of ``src``: rows of ``src`` (R, columns)
+    as chunks (chunks, columns, width)."""
+    chunks, width = x3.shape[0], x3.shape[2]
     for c in range(chunks):
-        for i0 in range(0, width, 8):
-            base = first + c * width + i0
-            if base + 8 <= n and i0 + 8 <= width:
-                for k0 in range(0, edge, 8):
-                    for k in range(8):
-                        for i in range(8):
-                            x3[c, k0 + k, i0 + i] = src[base + i, k0 + k]
-                for k in range(edge, cols):
-                    for i in range(8):
-                        x3[c, k, i0 + i] = src[base + i, k]
-            else:
-                for k in range(cols):
-                    for i in range(min(8, width - i0)):
-                        x3[c, k, i0 + i] = src[base + i, k] if base + i < n else np.float32(0.0)
+        base = first + c * width
+        have = max(0, min(width, src.shape[0] - base))
+        transpose(src[base : base + have], x3[c, :, :have])
+        x3[c, :, have:] = 0.0
 
 
 def _scatter_rows(y3, first, out):
     """out[first + c * width + i, :] = y3[c, :, i] for the rows ``out`` (R, rows) has: ``_gather_rows``
     backwards."""
-    chunks, rows, width = y3.shape
-    n = out.shape[0]
-    edge = rows - rows % 8
+    chunks, width = y3.shape[0], y3.shape[2]
     for c in range(chunks):
-        for i0 in range(0, width, 8):
-            base = first + c * width + i0
-            if base + 8 <= n and i0 + 8 <= width:
-                for r0 in range(0, edge, 8):
-                    for i in range(8):
-                        for r in range(8):
-                            out[base + i, r0 + r] = y3[c, r0 + r, i0 + i]
-                for r in range(edge, rows):
-                    for i in range(8):
-                        out[base + i, r] = y3[c, r, i0 + i]
-            else:
-                for i in range(min(8, width - i0)):
-                    if base + i < n:
-                        for r in range(rows):
-                            out[base + i, r] = y3[c, r, i0 + i]
+        base = first + c * width
+        have = max(0, min(width, out.shape[0] - base))
+        transpose(y3[c, :, :have], out[base : base + have])
 
 
 # (serial, parallel) pairs: waking worker threads costs tens of microseconds per parallel loop, more than a
