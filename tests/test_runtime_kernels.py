@@ -271,8 +271,8 @@ def test_the_serial_and_parallel_builds_keep_apart_in_numbas_cache(tmp_path):
         "which = int(sys.argv[1])\n"
         "kernel = nbkernels.SPMM[(blocked.CHUNK, False)][which]\n"
         "head, vals = blocked._args(blocked.build(__import__('torch').eye(3)))\n"
-        "x3, y3 = np.ones((1, 3 * 64), np.float32), np.zeros((1, 3 * 64), np.float32)\n"
-        "kernel(*head, *vals, x3, y3, 1, 64)\n"
+        "x, out = np.ones((64, 3), np.float32), np.zeros((64, 3), np.float32)\n"
+        "kernel(*head, *vals, x, np.zeros(3, np.float32), out, 0, 1, 64, 1, True)\n"
         "print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))\n"
     )
     env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}

@@ -156,21 +156,12 @@ def _plan(count: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _chunks(xt: np.ndarray, first: int, chunks: int, width: int) -> np.ndarray:
-    """Input vectors ``first`` .. ``first + chunks * width`` of ``xt`` (columns, R), zero padded past its
-    end, as (chunks, columns, width)."""
-    take = xt[:, first : first + chunks * width]
-    if take.shape[1] < chunks * width:
-        take = np.concatenate([take, np.zeros((take.shape[0], chunks * width - take.shape[1]), np.float32)], 1)
-    return np.ascontiguousarray(take.reshape(take.shape[0], chunks, width).transpose(1, 0, 2))
-
-
 def _multiply(
     parts: dict[str, torch.Tensor], src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool
 ) -> np.ndarray:
-    """W x^T (+ bias) through the chunked kernels: (R, rows) from ``src`` = x (R, columns) when ``by_row``
-    (``nn.Linear``'s layout: a chunk's inputs are transposed to (columns, width) on the way in and its
-    outputs back on the way out), else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's)."""
+    """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
+    else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
+    ``CHUNK`` vectors, one for the rest."""
     mod = kernels()
     assert mod is not None
     threads = set_threads()
@@ -179,22 +170,11 @@ def _multiply(
     parallel = threads > 1 and head[2].shape[0] * count >= PARALLEL_WORK
     tiles = _tiles(threads, n_rows, parallel)
     shared = "codes" in parts
+    bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
     out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
     for width, first, chunks in _plan(count):
-        if by_row:
-            x3 = np.empty((chunks, src.shape[1], width), np.float32)
-            mod.gather_rows(src, first, x3)
-        else:
-            x3 = _chunks(src, first, chunks, width)
-        y3 = np.empty((chunks, n_rows, width), np.float32)
-        y3[:] = 0.0 if bias_col is None else bias_col.numpy().reshape(1, n_rows, 1)
         kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
-        _call(kernel, parallel, *head, *vals, x3.reshape(chunks, -1), y3.reshape(chunks, -1), tiles, width)
-        if by_row:
-            mod.scatter_rows(y3, first, out)
-        else:
-            done = min(count - first, chunks * width)
-            out[:, first : first + done] = y3.transpose(1, 0, 2).reshape(n_rows, chunks * width)[:, :done]
+        _call(kernel, parallel, *head, *vals, src, bias, out, first, chunks, width, tiles, by_row)
     return out
 
 
@@ -233,7 +213,7 @@ def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[
     mod = kernels()
     assert mod is not None
     if xt.shape[1] != 1:
-        return torch.from_numpy(_multiply(parts, xt.detach().numpy(), bias_col, False))
+        return torch.from_numpy(_multiply(parts, np.ascontiguousarray(xt.detach().numpy()), bias_col, False))
     threads = set_threads()
     head, vals = _args(parts)
     n_rows = head[0].shape[1] - 1
@@ -262,11 +242,11 @@ def warm_up() -> float:
         for parallel in (False, True):
             _call(mod.SPMV[shared], parallel, *head, *vals, x1, y1, 1)
             for width in (3, CHUNK):
-                x3, y3 = np.ones((1, 3, width), np.float32), np.zeros((1, 2, width), np.float32)
                 kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
-                _call(kernel, parallel, *head, *vals, x3.reshape(1, -1), y3.reshape(1, -1), 1, width)
-                mod.gather_rows(np.ones((2, 3), np.float32), 0, x3)
-                mod.scatter_rows(y3, 0, np.empty((2, 2), np.float32))
+                for by_row in (True, False):
+                    src = np.ones((width, 3) if by_row else (3, width), np.float32)
+                    out = np.empty((width, 2) if by_row else (2, width), np.float32)
+                    _call(kernel, parallel, *head, *vals, src, np.zeros(2, np.float32), out, 0, 1, width, 1, by_row)
     seconds = time.perf_counter() - start
     _READY.append(seconds)
     log.info("numba sparse kernels ready in %.2f s", seconds)

@@ -54,6 +54,26 @@ def _jit(fn: Callable[..., Any], parallel: bool) -> Any:
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 
+def _transpose(a, b):
+    """b[j, i] = a[i, j], in 8 x 8 tiles: numpy's and torch's transposing copies took 2-4x longer here."""
+    rows, cols = a.shape
+    r8, c8 = rows - rows % 8, cols - cols % 8
+    for i0 in range(0, r8, 8):
+        for j0 in range(0, c8, 8):
+            for j in range(8):
+                for i in range(8):
+                    b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
+        for j in range(c8, cols):
+            for i in range(8):
+                b[j, i0 + i] = a[i0 + i, j]
+    for i in range(r8, rows):
+        for j in range(cols):
+            b[j, i] = a[i, j]
+
+
+transpose = njit(fastmath=FAST, cache=True, nogil=True)(_transpose)
+
+
 def _spmv_source(shared: bool) -> Callable[..., None]:
     """y[r] += sum_k w[k] * x[starts[b] + indices[k]] over the nonzeros of row r in every block b, where w[k]
     is ``values[k]``, or ``book[values[k]]`` for a codebook (``values`` then holds the 8-bit codes); rows cut
@@ -99,24 +119,45 @@ def _spmv_source(shared: bool) -> Callable[..., None]:
 
 
 def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
-    """y3[c, r * w + j] += sum_k w[k] * x3[c, (starts[b] + indices[k]) * w + j] for each chunk c of ``w``
-    input vectors, ``x3`` being (chunks, columns * w) and ``y3`` (chunks, rows * w): every chunk transposed
-    and flat. ``w`` is ``width`` when that is not 0 (a constant of the compiled code), else the argument
-    ``n``. Rows are cut into ``tiles`` runs, one per thread.
+    """A whole product for ``chunks`` chunks of ``w`` input vectors from vector ``first`` on: ``w`` is
+    ``width`` when that is not 0 (a constant of the compiled code), else the argument ``n``. With ``by_row``
+    the vectors are the rows of ``src`` (R, columns) and the results go to the rows of ``out`` (R, rows),
+    else they are the columns of ``src`` (columns, R) and of ``out`` (rows, R). Each chunk is copied,
+    transposed where it must be, to a flat (columns * w) run, zero past the last vector; its outputs start
+    at ``bias``; every nonzero k then adds w[k] times its input run to its row's output run; the outputs
+    go back to ``out``. Rows are cut into ``tiles`` runs, one per thread. One call does it all: separate
+    calls for the copies cost a third of a small layer's time.
 
     Flat rows and unsigned offsets matter: numba wraps a negative signed index around and multiplies by
     each array's run-time stride, about ten instructions per nonzero that made up a third of the time."""
 
-    def spmm(indptr, starts, indices, values, book, x3, y3, tiles, n):
-        w = np.uint64(width if width else n)
+    def spmm(indptr, starts, indices, values, book, src, bias, out, first, chunks, n, tiles, by_row):
+        wi = width if width else n
+        w = np.uint64(wi)
         n_rows = indptr.shape[1] - 1
+        cols = src.shape[1] if by_row else src.shape[0]
+        count = out.shape[0] if by_row else out.shape[1]
+        x3 = np.empty((chunks, cols, wi), np.float32)
+        y3 = np.empty((chunks, n_rows, wi), np.float32)
+        for c in range(chunks):
+            base = first + c * wi
+            have = max(0, min(wi, count - base))
+            if by_row:
+                transpose(src[base : base + have], x3[c, :, :have])
+            else:
+                x3[c, :, :have] = src[:, base : base + have]
+            x3[c, :, have:] = 0.0
+            for r in range(n_rows):
+                y3[c, r, :] = bias[r]
+        x3 = x3.reshape(chunks, cols * wi)
+        y3f = y3.reshape(chunks, n_rows * wi)
         per = (n_rows + tiles - 1) // tiles
         for t in prange(tiles):
             r0 = t * per
             r1 = min(n_rows, r0 + per)
-            for c in range(x3.shape[0]):
+            for c in range(chunks):
                 xt = x3[c]
-                y = y3[c]
+                y = y3f[c]
                 for b in range(indptr.shape[0]):
                     s0 = starts[b]
                     for r in range(r0, r1):
@@ -147,50 +188,16 @@ def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
                             for j in range(w):
                                 y[yo + j] += v0 * xt[c0 + j]
                             k += np.uint64(1)
+        for c in range(chunks):
+            base = first + c * wi
+            have = max(0, min(wi, count - base))
+            if by_row:
+                transpose(y3[c, :, :have], out[base : base + have])
+            else:
+                out[:, base : base + have] = y3[c, :, :have]
 
     spmm.__qualname__ = f"spmm{width or 'n'}_{'shared' if shared else 'fp32'}"
     return spmm
-
-
-def _transpose(a, b):
-    """b[j, i] = a[i, j], in 8 x 8 tiles: numpy's and torch's transposing copies took 2-4x longer here."""
-    rows, cols = a.shape
-    r8, c8 = rows - rows % 8, cols - cols % 8
-    for i0 in range(0, r8, 8):
-        for j0 in range(0, c8, 8):
-            for j in range(8):
-                for i in range(8):
-                    b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
-        for j in range(c8, cols):
-            for i in range(8):
-                b[j, i0 + i] = a[i0 + i, j]
-    for i in range(r8, rows):
-        for j in range(cols):
-            b[j, i] = a[i, j]
-
-
-transpose = njit(fastmath=FAST, cache=True, nogil=True)(_transpose)
-
-
-def _gather_rows(src, first, x3):
-    """x3[c, :, i] = src[first + c * width + i, :], zero past the end of ``src``: rows of ``src`` (R, columns)
-    as chunks (chunks, columns, width)."""
-    chunks, width = x3.shape[0], x3.shape[2]
-    for c in range(chunks):
-        base = first + c * width
-        have = max(0, min(width, src.shape[0] - base))
-        transpose(src[base : base + have], x3[c, :, :have])
-        x3[c, :, have:] = 0.0
-
-
-def _scatter_rows(y3, first, out):
-    """out[first + c * width + i, :] = y3[c, :, i] for the rows ``out`` (R, rows) has: ``_gather_rows``
-    backwards."""
-    chunks, width = y3.shape[0], y3.shape[2]
-    for c in range(chunks):
-        base = first + c * width
-        have = max(0, min(width, out.shape[0] - base))
-        transpose(y3[c, :, :have], out[base : base + have])
 
 
 # (serial, parallel) pairs: waking worker threads costs tens of microseconds per parallel loop, more than a
@@ -201,5 +208,3 @@ SPMM = {
     for width in (0, CHUNK)
     for shared in (False, True)
 }
-gather_rows = _jit(_gather_rows, False)
-scatter_rows = _jit(_scatter_rows, False)
