@@ -74,6 +74,16 @@ def _transpose(a, b):
 transpose = njit(fastmath=FAST, cache=True, nogil=True)(_transpose)
 
 
+def _copy(a, b):
+    """b[:] = a for 2-D arrays of one shape, as a serial loop."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            b[i, j] = a[i, j]
+
+
+copy = njit(fastmath=FAST, cache=True, nogil=True)(_copy)
+
+
 def _spmv_source(shared: bool) -> Callable[..., None]:
     """y[r] += sum_k w[k] * x[starts[b] + indices[k]] over the nonzeros of row r in every block b, where w[k]
     is ``values[k]``, or ``book[values[k]]`` for a codebook (``values`` then holds the 8-bit codes); rows cut
@@ -139,16 +149,21 @@ def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
         count = out.shape[0] if by_row else out.shape[1]
         x3 = np.empty((chunks, cols, wi), np.float32)
         y3 = np.empty((chunks, n_rows, wi), np.float32)
+        # explicit loops, not array expressions: in a parallel build numba turns each of those into a
+        # parallel region of its own (a row's bias fill woke the threads 4,096 times per call)
         for c in range(chunks):
             base = first + c * wi
             have = max(0, min(wi, count - base))
             if by_row:
                 transpose(src[base : base + have], x3[c, :, :have])
             else:
-                x3[c, :, :have] = src[:, base : base + have]
-            x3[c, :, have:] = 0.0
+                copy(src[:, base : base + have], x3[c, :, :have])
+            for k in range(cols):
+                for j in range(have, wi):
+                    x3[c, k, j] = 0.0
             for r in range(n_rows):
-                y3[c, r, :] = bias[r]
+                for j in range(wi):
+                    y3[c, r, j] = bias[r]
         x3 = x3.reshape(chunks, cols * wi)
         y3f = y3.reshape(chunks, n_rows * wi)
         per = (n_rows + tiles - 1) // tiles
@@ -194,7 +209,7 @@ def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
             if by_row:
                 transpose(y3[c, :, :have], out[base : base + have])
             else:
-                out[:, base : base + have] = y3[c, :, :have]
+                copy(y3[c, :, :have], out[:, base : base + have])
 
     spmm.__qualname__ = f"spmm{width or 'n'}_{'shared' if shared else 'fp32'}"
     return spmm
