@@ -125,9 +125,38 @@ def test_shared_layers_run_on_the_codebook_kernel_and_others_on_fp32_values():
     _, plan = convert_(
         copy.deepcopy(model), "auto", batch_sizes=(1,), input_shape=(64,), timer=lambda fn, *, kernel, positions: 1.0
     )
-    assert set(plan.layers[0].choices[0].times_ms) == {"dense", "csr", "numba-shared"}
-    assert set(plan.layers[1].choices[0].times_ms) == {"dense", "csr", "numba"}
+    one = {"numba-shared/1t", "numba/1t"} if torch.get_num_threads() > 1 else set()  # one-thread candidates
+    assert set(plan.layers[0].choices[0].times_ms) == {"dense", "csr", "numba-shared"} | (one - {"numba/1t"})
+    assert set(plan.layers[1].choices[0].times_ms) == {"dense", "csr", "numba"} | (one - {"numba-shared/1t"})
     assert plan.numba
+
+
+def test_with_several_threads_a_one_thread_numba_kernel_is_a_candidate_and_runs_on_one():
+    layer = masked_linear(300, 4000, 0.1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runtime, plan = convert_(
+            nn.Sequential(copy.deepcopy(layer)),
+            "auto",
+            batch_sizes=(64,),
+            input_shape=(4000,),
+            timer=lambda fn, *, kernel, positions: 0.1 if kernel == "numba/1t" else 1.0,
+        )
+        assert plan.layers[0].choices[0].kernel == "numba/1t" and runtime[0].one_thread
+        calls = []
+        real = blocked._call
+        monkeypatch_call = lambda pair, parallel, *args: (calls.append(parallel), real(pair, parallel, *args))  # noqa: E731
+        blocked._call = monkeypatch_call
+        try:
+            x = torch.randn(64, 4000)
+            with torch.no_grad():
+                torch.testing.assert_close(runtime(x), layer(x), rtol=1e-4, atol=1e-4)
+        finally:
+            blocked._call = real
+        assert calls and not any(calls)  # 25 M multiply-adds would use both threads; this kernel keeps one
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_without_numba_the_runtime_uses_torch_csr_and_says_so(monkeypatch, caplog):
@@ -244,7 +273,8 @@ def test_the_fastest_winner_is_taken_and_clear_losers_are_timed_no_more():
 
 def test_the_runtime_uses_the_robust_rule():
     dense = pruned_lenet()
-    timer = sequence_timer({"dense": [1.0], "csr": [0.5, 0.5, 1.2, 1.2, 1.2], "numba": [2.0], "numba-shared": [2.0]})
+    slow = {key: [2.0] for key in ("numba", "numba-shared", "numba/1t", "numba-shared/1t")}
+    timer = sequence_timer({"dense": [1.0], "csr": [0.5, 0.5, 1.2, 1.2, 1.2], **slow})
     _, plan = convert_(copy.deepcopy(dense), "auto", batch_sizes=(1,), input_shape=(784,), timer=timer)
     assert all(c.kernel == "dense" for layer in plan.layers for c in layer.choices)
 

@@ -157,7 +157,7 @@ def _plan(count: int) -> list[tuple[int, int, int]]:
 
 
 def _multiply(
-    parts: dict[str, torch.Tensor], src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool
+    parts: dict[str, torch.Tensor], src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool, one_thread: bool
 ) -> np.ndarray:
     """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
     else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
@@ -167,7 +167,7 @@ def _multiply(
     threads = set_threads()
     head, vals = _args(parts)
     n_rows, count = head[0].shape[1] - 1, src.shape[0 if by_row else 1]
-    parallel = threads > 1 and head[2].shape[0] * count >= PARALLEL_WORK
+    parallel = not one_thread and threads > 1 and head[2].shape[0] * count >= PARALLEL_WORK
     tiles = _tiles(threads, n_rows, parallel)
     shared = "codes" in parts
     bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
@@ -199,25 +199,32 @@ def _check(xt: torch.Tensor) -> None:
         )
 
 
-def linear(parts: dict[str, torch.Tensor], x: torch.Tensor, bias_col: Optional[torch.Tensor]) -> torch.Tensor:
-    """x W^T (+ bias): (R, rows) from ``x`` (R, columns), float32; the layout of ``nn.Linear``."""
+def linear(
+    parts: dict[str, torch.Tensor], x: torch.Tensor, bias_col: Optional[torch.Tensor], one_thread: bool = False
+) -> torch.Tensor:
+    """x W^T (+ bias): (R, rows) from ``x`` (R, columns), float32; the layout of ``nn.Linear``. ``one_thread``:
+    never more than one thread."""
     _check(x)
     if x.shape[0] == 1:
-        return matmul(parts, x.reshape(-1, 1), bias_col).reshape(1, -1)
-    return torch.from_numpy(_multiply(parts, np.ascontiguousarray(x.detach().numpy()), bias_col, True))
+        return matmul(parts, x.reshape(-1, 1), bias_col, one_thread).reshape(1, -1)
+    return torch.from_numpy(_multiply(parts, np.ascontiguousarray(x.detach().numpy()), bias_col, True, one_thread))
 
 
-def matmul(parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[torch.Tensor]) -> torch.Tensor:
+def matmul(
+    parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[torch.Tensor], one_thread: bool = False
+) -> torch.Tensor:
     """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32; the layout of im2col."""
     _check(xt)
     mod = kernels()
     assert mod is not None
     if xt.shape[1] != 1:
-        return torch.from_numpy(_multiply(parts, np.ascontiguousarray(xt.detach().numpy()), bias_col, False))
+        return torch.from_numpy(
+            _multiply(parts, np.ascontiguousarray(xt.detach().numpy()), bias_col, False, one_thread)
+        )
     threads = set_threads()
     head, vals = _args(parts)
     n_rows = head[0].shape[1] - 1
-    parallel = threads > 1 and head[2].shape[0] >= PARALLEL_NONZEROS
+    parallel = not one_thread and threads > 1 and head[2].shape[0] >= PARALLEL_NONZEROS
     y1 = torch.zeros(n_rows) if bias_col is None else bias_col.reshape(n_rows).clone()
     x1 = xt.reshape(-1).contiguous().numpy()
     _call(mod.SPMV["codes" in parts], parallel, *head, *vals, x1, y1.numpy(), _tiles(threads, n_rows, parallel))

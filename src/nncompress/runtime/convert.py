@@ -94,8 +94,10 @@ def _columns(layer: Layer) -> int:
     return layer.in_channels * math.prod(layer.kernel_size)
 
 
-def _sparse_kernel(layer: Layer, width: int, engine: str = "mkl") -> nn.Module:
-    return SparseLinear(layer, width, engine) if isinstance(layer, nn.Linear) else SparseConv(layer, width, engine)
+def _sparse_kernel(layer: Layer, width: int, engine: str = "mkl", one_thread: bool = False) -> nn.Module:
+    if isinstance(layer, nn.Linear):
+        return SparseLinear(layer, width, engine, one_thread)
+    return SparseConv(layer, width, engine, one_thread)
 
 
 def numba_engines(layer: Layer) -> list[str]:
@@ -143,11 +145,14 @@ def convert_layer(
             cols = _columns(layer)
             width = block_width(cols, n)
             keys = [("csr" if width == cols else f"csr/{width}", "mkl")] + [(engine, engine) for engine in engines]
+            if torch.get_num_threads() > 1:  # where waking threads does not pay, one thread may win
+                keys += [(f"{engine}/1t", engine) for engine in engines]
             for key, engine in keys:
                 if key not in built:
-                    built[key] = _sparse_kernel(layer, width, engine)
+                    built[key] = _sparse_kernel(layer, width, engine, one_thread=key.endswith("/1t"))
                 candidates[key] = built[key]
-                preferred = key  # the last: the numba kernel, else the fitted CSR blocks
+                if not key.endswith("/1t"):
+                    preferred = key  # the last: the numba kernel, else the fitted CSR blocks
         times: dict[str, float] = {}
         if mode == "sparse" or len(candidates) == 1:
             pick = preferred

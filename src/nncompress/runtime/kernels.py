@@ -30,6 +30,7 @@ class _CsrHolder(nn.Module):
     dicts."""
 
     engine = "mkl"
+    one_thread = False  # the numba engines: never use more than one thread (a candidate the chooser may take)
     n_blocks = 0
     part_names: list[str]  # set with the numba engines
     bias_col: Optional[torch.Tensor]  # a buffer, registered by the subclasses
@@ -64,7 +65,7 @@ class _CsrHolder(nn.Module):
     def _matmul(self, xt: torch.Tensor) -> torch.Tensor:
         if self.engine == "mkl":
             return csr_matmul(self.blocks(), xt, self.bias_col)
-        return blocked.matmul(self.parts(), xt, self.bias_col)
+        return blocked.matmul(self.parts(), xt, self.bias_col, self.one_thread)
 
     def weight_bytes(self) -> int:
         """Bytes of sparse weights (values or codes and codebook, indices, row pointers): what one call reads."""
@@ -79,8 +80,9 @@ class SparseLinear(_CsrHolder):
     """``nn.Linear`` from sparse weights: y = x W^T + b as (W @ x^T)^T; ``width`` columns per CSR block (engine
     "mkl"; the numba engines block by ``blocked.BLOCK_COLS``)."""
 
-    def __init__(self, linear: nn.Linear, width: int = 0, engine: str = "mkl") -> None:
+    def __init__(self, linear: nn.Linear, width: int = 0, engine: str = "mkl", one_thread: bool = False) -> None:
         super().__init__()
+        self.one_thread = one_thread
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.width = (width or linear.in_features) if engine == "mkl" else min(linear.in_features, blocked.BLOCK_COLS)
         weight = linear.weight.detach()
@@ -93,7 +95,7 @@ class SparseLinear(_CsrHolder):
         if self.engine == "mkl" or x.dtype != torch.float32:
             xt = x.reshape(-1, self.in_features).t().contiguous()
             return self._matmul(xt).t().contiguous().reshape(*lead, self.out_features)
-        y = blocked.linear(self.parts(), x.reshape(-1, self.in_features), self.bias_col)
+        y = blocked.linear(self.parts(), x.reshape(-1, self.in_features), self.bias_col, self.one_thread)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
@@ -117,8 +119,9 @@ class SparseConv(_CsrHolder):
     """Conv1d/Conv2d as im2col (``F.unfold``) times a CSR matrix. Groups become one block-diagonal
     matrix over the unfolded channels, so grouped and depthwise convolutions take a single product."""
 
-    def __init__(self, conv: nn.Module, width: int = 0, engine: str = "mkl") -> None:
+    def __init__(self, conv: nn.Module, width: int = 0, engine: str = "mkl", one_thread: bool = False) -> None:
         super().__init__()
+        self.one_thread = one_thread
         if not sparse_conv_supported(conv):
             raise TypeError(
                 f"{type(conv).__name__} with padding_mode={conv.padding_mode!r}, "
