@@ -301,7 +301,7 @@ ERRORS = [
     (
         "- train\n- prune\n",
         "recipe.yaml: expected a mapping of sections (version, model, model_kwargs, data, "
-        "normalize, objective, seed, train, sensitivity, prune, share, coding) at the top level, "
+        "normalize, val_size, objective, seed, train, sensitivity, prune, share, coding) at the top level, "
         "got a list",
     ),
     ("lenet5\n", "recipe.yaml: expected a mapping of sections"),

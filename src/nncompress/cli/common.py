@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nncompress.errors import ConfigError, NNCompressError
+
+log = logging.getLogger("nncompress.cli")
 
 
 def _model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
@@ -24,14 +27,40 @@ def _model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
 
 
 def _splits(args: argparse.Namespace, recorded_meta: Optional[dict[str, Any]] = None) -> Any:
-    """The data of --data with --normalize, or, when that is not given, the transform the model file recorded."""
-    from nncompress.data import load_data
+    """The data of --data with --normalize and --val-size, or, where they are not given, the transform and
+    the validation split the model file recorded."""
     from nncompress.data.datasets import recorded_normalize
 
     normalize = getattr(args, "normalize", None)
     if normalize is None and recorded_meta:
         normalize = recorded_normalize(recorded_meta.get("transform"))
-    return load_data(args.data, normalize=normalize)
+    return load_checked(args.data, normalize, getattr(args, "val_size", None), recorded_meta)
+
+
+def load_checked(data: str, normalize: Any, val_size: Optional[int], recorded_meta: Optional[dict[str, Any]]) -> Any:
+    """``load_data`` with ``val_size``, else the validation size the model recorded for this same data. The split
+    is a seeded permutation's head, so a larger one than the model was trained with holds out images it trained
+    on: warned (a smaller one is a subset of its validation images)."""
+    from nncompress.data import load_data
+    from nncompress.data.datasets import data_name, recorded_val_size
+
+    meta = recorded_meta or {}
+    same = meta.get("data") is not None and meta.get("data") == data_name(data)
+    recorded = recorded_val_size(meta.get("split")) if same else None
+
+    splits = load_data(data, normalize=normalize, val_size=val_size if val_size is not None else recorded)
+    held = (splits.split or {}).get("val")
+    if recorded is not None and held is not None and held > recorded:
+        log.warning(
+            "the model was trained holding out %d validation examples, this run holds out %d: %d of them are "
+            "images it trained on, so drops read on them are optimistic; leave --val-size out to use the "
+            "recorded %d",
+            recorded,
+            held,
+            held - recorded,
+            recorded,
+        )
+    return splits
 
 
 def _recorded(path: Optional[str]) -> tuple[dict[str, Any], Optional[str]]:

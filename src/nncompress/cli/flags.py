@@ -23,6 +23,10 @@ NORMALIZE_HELP = (
     "none (raw pixel values) or MEAN,STD (applied to [0, 1] inputs); a .nnc made with another records "
     "it and evaluate reuses it"
 )
+VAL_SIZE_HELP = (
+    "training examples the built-in data and IDX folders hold out for validation (default 5000, or 10 %% of "
+    "a training set under 25,000); a model's later runs reuse the size its checkpoint records"
+)
 
 
 def _int_option(flag: str, value: str) -> int:
@@ -122,6 +126,7 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "fixes every source of randomness"),
     ("--data", "data", str, DATA_HELP),
     ("--normalize", "normalize", str, NORMALIZE_HELP),
+    ("--val-size", "val_size", int, VAL_SIZE_HELP),
     ("--model", "model", str, MODEL_HELP + "; trained from scratch when no checkpoint is given"),
     ("--model-kwargs", "model_kwargs", "json", "JSON object of the factory's keyword arguments"),
     (

@@ -7,7 +7,15 @@ from typing import NoReturn
 
 from nncompress import __version__
 from nncompress.cli.files import cmd_benchmark, cmd_decompress, cmd_evaluate, cmd_inspect
-from nncompress.cli.flags import COMPRESS_FLAGS, COMPRESS_SWITCHES, DATA_HELP, MODEL_HELP, NORMALIZE_HELP, _prune_flags
+from nncompress.cli.flags import (
+    COMPRESS_FLAGS,
+    COMPRESS_SWITCHES,
+    DATA_HELP,
+    MODEL_HELP,
+    NORMALIZE_HELP,
+    VAL_SIZE_HELP,
+    _prune_flags,
+)
 from nncompress.cli.runs import cmd_compress, cmd_demo, cmd_report
 from nncompress.cli.training import cmd_prune, cmd_sensitivity, cmd_train
 from nncompress.config import PruneConfig, SensitivityConfig
@@ -21,6 +29,7 @@ def _add_common(p: argparse.ArgumentParser, data: bool = True, objective: bool =
     p.add_argument("--model-kwargs", default=None, help="JSON object of the factory's keyword arguments")
     if data:
         p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
+        p.add_argument("--val-size", type=int, default=None, help=VAL_SIZE_HELP)
     if objective:
         p.add_argument(
             "--objective",
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--normalize", default=None, help=NORMALIZE_HELP)
+    p.add_argument("--val-size", type=int, default=None, help=VAL_SIZE_HELP)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--batch-size", type=int, default=128)

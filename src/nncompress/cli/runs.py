@@ -15,7 +15,7 @@ from nncompress.cli.checks import (
     _run_owned,
     _sensitivity_input,
 )
-from nncompress.cli.common import _check_model, _emit, _model_kwargs, _pct, _recorded
+from nncompress.cli.common import _check_model, _emit, _model_kwargs, _pct, _recorded, load_checked
 from nncompress.cli.flags import (
     COMPRESS_FLAGS,
     COMPRESS_SWITCHES,
@@ -151,7 +151,7 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn, pending: Pendin
     recipe, run, checkpoint, out = _resolve_compress(args, pending)
     try:
         pending.resume_dir = run.path  # for the interruption message
-        splits = _compress_splits(recipe)
+        splits = _compress_splits(recipe, checkpoint)
         res = run_recipe(recipe, run, checkpoint=checkpoint, out=out, progress=progress, splits=splits)
     except ConfigError as exc:  # a flag's value found wrong once the model is loaded (--groups fc9)
         pending.drop_if_unstarted()
@@ -194,13 +194,14 @@ def cmd_compress(args: argparse.Namespace, progress: ProgressFn, pending: Pendin
     )
 
 
-def _compress_splits(recipe: Any) -> Any:
-    """The run's data, loaded before the run starts (None: no data named; run_recipe says so)."""
+def _compress_splits(recipe: Any, checkpoint: Optional[str]) -> Any:
+    """The run's data, loaded before the run starts (None: no data named; run_recipe says so); without a
+    val_size of its own, the validation split the checkpoint records."""
     if recipe.data is None:
         return None
-    from nncompress.data import load_data
-
-    return load_data(recipe.data, normalize=recipe.normalize)
+    return load_checked(
+        recipe.data, recipe.normalize, recipe.val_size, _recorded(checkpoint)[0] if checkpoint else None
+    )
 
 
 def cmd_report(args: argparse.Namespace, progress: ProgressFn, pending: PendingRun) -> None:

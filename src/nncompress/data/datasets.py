@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,18 @@ from nncompress.data.idx import read_idx
 from nncompress.errors import ConfigError, DataError
 from nncompress.imports import is_import_spec
 from nncompress.paths import check_input_file
+from nncompress.plain import is_int
+
+# Defined beside their kin, importable from here as before.
+from nncompress.data.transforms import (
+    NORMALIZE_CHOICES as NORMALIZE_CHOICES,
+    Normalize as Normalize,
+    _normalize_kind as _normalize_kind,
+    describe_transform as describe_transform,
+    recorded_normalize as recorded_normalize,
+    recorded_val_size as recorded_val_size,
+    transform_record as transform_record,
+)
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -32,6 +44,7 @@ __all__ = [
     "load_data",
     "fashion_mnist_dir",
     "recorded_normalize",
+    "recorded_val_size",
     "transform_record",
 ]
 
@@ -85,6 +98,7 @@ class Splits:
     num_classes: Optional[int]
     transform: Optional[dict[str, Any]] = None
     test_is_val: bool = False
+    split: Optional[dict[str, int]] = None  # {"seed", "val"}: how the built-in data held out validation
 
     @property
     def has_labels(self) -> bool:
@@ -108,44 +122,7 @@ def fashion_mnist_dir() -> Path:
     return Path(override) if override else FASHION_MNIST_DIR
 
 
-Normalize = Union[str, tuple[float, float], Mapping[str, float], None]
-NORMALIZE_CHOICES = ("standardize", "unit", "none")
-
-
-def _normalize_kind(normalize: Normalize) -> tuple[str, Optional[tuple[float, float]]]:
-    """("standardize" | "unit" | "none" | "explicit", (mean, std) when explicit); bad values are ConfigErrors."""
-    if normalize is None:
-        return "standardize", None
-    if isinstance(normalize, str):
-        text = normalize.strip().lower().replace("standardise", "standardize")
-        if text in NORMALIZE_CHOICES:
-            return text, None
-        parts = text.split(",")
-        try:
-            mean, std = (float(p) for p in parts)
-        except ValueError:
-            raise ConfigError(
-                f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)} or "
-                "'MEAN,STD' (applied to inputs scaled to [0, 1])"
-            ) from None
-        normalize = (mean, std)
-    if isinstance(normalize, Mapping):
-        if set(normalize) != {"mean", "std"}:
-            raise ConfigError(f"normalize {dict(normalize)}: a mapping needs exactly the keys 'mean' and 'std'")
-        normalize = (normalize["mean"], normalize["std"])
-    try:
-        mean, std = (float(v) for v in normalize)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"normalize {normalize!r}: expected one of {', '.join(NORMALIZE_CHOICES)}, "
-            "a (mean, std) pair or {'mean': ..., 'std': ...}"
-        ) from None
-    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise ConfigError(f"normalize: mean {mean} and std {std} must be finite numbers with std > 0")
-    return "explicit", (mean, std)
-
-
-def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) -> Splits:
+def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None, val_size: Optional[int] = None) -> Splits:
     """Load "fashion-mnist", "digits", a folder of the four IDX files, or a user's
     ``package.module:function`` (see ``nncompress.data.loaders.splits_from_function``)
     into seeded splits.
@@ -158,6 +135,12 @@ def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) ->
     ToTensor + Normalize). A user's function transforms its own batches, so
     ``normalize`` is refused there.
 
+    ``val_size`` is how many training examples the built-in data and IDX folders hold out for
+    validation (default: 5,000 from training sets of 25,000 or more, else 10 %); every drop a
+    run decides on is read there, so more examples mean less noise (the standard error of a
+    paired drop falls as 1/sqrt(val_size)). A model must be tuned on the split it was trained
+    with: ``Splits.split`` records it and model files keep it.
+
     >>> import nncompress as nnc
     >>> digits = nnc.load_data("digits")                      # ships with scikit-learn
     >>> digits.train_x.shape, digits.val_x.shape, digits.num_classes
@@ -167,7 +150,14 @@ def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) ->
     ('unit', 0.0, 1.0)
     """
     kind, explicit = _normalize_kind(normalize)
+    if val_size is not None and (not is_int(val_size) or val_size < 1):
+        raise ConfigError(f"val_size must be a positive number of examples, got {val_size!r}", field="val_size")
     if is_import_spec(spec) and not Path(spec).is_dir():
+        if val_size is not None:
+            raise ConfigError(
+                f"val_size applies to image folders and the built-in data; {spec} gives its own splits",
+                field="val_size",
+            )
         if normalize is not None:
             raise ConfigError(
                 f"normalize {normalize!r} applies to image folders and the built-in data; "
@@ -180,17 +170,30 @@ def load_data(spec: str, *, split_seed: int = 0, normalize: Normalize = None) ->
         folder = fashion_mnist_dir()
         if not folder.is_dir():
             raise DataError(f"Fashion-MNIST not found: no folder {folder}; {_INSTALL_HINT}")
-        return _load_idx_folder(folder, "fashion-mnist", split_seed, hint=_INSTALL_HINT, norm=(kind, explicit))
+        return _load_idx_folder(
+            folder, "fashion-mnist", split_seed, hint=_INSTALL_HINT, norm=(kind, explicit), val_size=val_size
+        )
     if spec == "digits":
-        return _load_digits(split_seed, norm=(kind, explicit))
+        return _load_digits(split_seed, norm=(kind, explicit), val_size=val_size)
     folder = Path(spec)
     if folder.is_dir():
-        return _load_idx_folder(folder, folder.name or str(folder), split_seed, hint=None, norm=(kind, explicit))
+        name = data_name(spec) or str(folder)
+        return _load_idx_folder(folder, name, split_seed, hint=None, norm=(kind, explicit), val_size=val_size)
     raise DataError(
         f"unknown data spec {spec!r} (not an existing folder): expected 'fashion-mnist', 'digits', "
         f"a path to a folder holding {', '.join(f'{n}(.gz)' for n in IDX_FILES)}, or 'package.module:function' "
         "returning data loaders"
     )
+
+
+def data_name(spec: str) -> Optional[str]:
+    """The name ``load_data(spec)`` gives built-in data or an IDX folder (what files record as their
+    ``data``); None for a user's function."""
+    if spec in ("fashion-mnist", "digits"):
+        return spec
+    if is_import_spec(spec) and not Path(spec).is_dir():
+        return None
+    return Path(spec).name or str(Path(spec))
 
 
 def _find_file(folder: Path, name: str, hint: str | None) -> Path:
@@ -227,7 +230,20 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path
         raise DataError(f"{lbl_path}: labels must lie in 0..255, found range {lo}..{hi}")
 
 
-def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None, norm: tuple[str, Any]) -> Splits:
+def _held_out(n: int, val_size: Optional[int], default: int, what: str) -> int:
+    """Validation examples to hold out of ``n``: ``val_size``, else ``default``; at least one must stay to train."""
+    if val_size is None:
+        return default
+    if val_size >= n:
+        raise ConfigError(
+            f"val_size {val_size:,} leaves nothing to train on: {what} has {n:,} training examples", field="val_size"
+        )
+    return val_size
+
+
+def _load_idx_folder(
+    folder: Path, name: str, split_seed: int, hint: str | None, norm: tuple[str, Any], val_size: Optional[int] = None
+) -> Splits:
     """Read the four standard IDX files and hold out a seeded validation split of train."""
     paths = [_find_file(folder, n, hint) for n in IDX_FILES]
     train_img, train_lbl, test_img, test_lbl = (read_idx(p) for p in paths)
@@ -247,7 +263,8 @@ def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
         raise DataError(
             f"{paths[3]}: test label {bad} does not occur in training data ({paths[1]} has labels 0..{num_classes - 1})"
         )
-    n_val = _VAL_SIZE if n >= _VAL_FIXED_MIN_TRAIN else max(1, int(n * _VAL_FRACTION))
+    default = _VAL_SIZE if n >= _VAL_FIXED_MIN_TRAIN else max(1, int(n * _VAL_FRACTION))
+    n_val = _held_out(n, val_size, default, str(paths[0]))
     perm = np.random.default_rng(split_seed).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     log.info("loaded %s from %s: %d train, %d val, %d test", name, folder, n - n_val, n_val, len(test_lbl))
@@ -262,10 +279,11 @@ def _load_idx_folder(folder: Path, name: str, split_seed: int, hint: str | None,
         max_value=255,
         num_classes=num_classes,
         norm=norm,
+        split={"seed": split_seed, "val": n_val},
     )
 
 
-def _load_digits(split_seed: int, norm: tuple[str, Any]) -> Splits:
+def _load_digits(split_seed: int, norm: tuple[str, Any], val_size: Optional[int] = None) -> Splits:
     """scikit-learn's embedded 8×8 digits: seeded 20% test, then 10% of the rest as validation."""
     from sklearn.datasets import load_digits  # imported lazily: sklearn is slow to import
 
@@ -274,7 +292,7 @@ def _load_digits(split_seed: int, norm: tuple[str, Any]) -> Splits:
     labels = bunch.target.astype(np.int64)
     n = len(labels)
     n_test = max(1, int(n * _DIGITS_TEST_FRACTION))
-    n_val = max(1, int((n - n_test) * _VAL_FRACTION))
+    n_val = _held_out(n - n_test, val_size, max(1, int((n - n_test) * _VAL_FRACTION)), "digits")
     perm = np.random.default_rng(split_seed).permutation(n)
     test_idx = np.sort(perm[:n_test])
     val_idx = np.sort(perm[n_test : n_test + n_val])
@@ -290,6 +308,7 @@ def _load_digits(split_seed: int, norm: tuple[str, Any]) -> Splits:
         max_value=16,
         num_classes=int(labels.max()) + 1,
         norm=norm,
+        split={"seed": split_seed, "val": n_val},
     )
 
 
@@ -305,6 +324,7 @@ def _build(
     max_value: int,
     num_classes: int,
     norm: tuple[str, Any],
+    split: Optional[dict[str, int]] = None,
 ) -> Splits:
     """Scale pixels as ``norm`` says (by default: to [0,1], then standardised with train-split
     statistics) and wrap them as N×1×H×W float32 tensors."""
@@ -355,42 +375,5 @@ def _build(
         input_shape=(1, h, w),
         num_classes=num_classes,
         transform=transform,
+        split=split,
     )
-
-
-def describe_transform(transform: Optional[Mapping[str, Any]]) -> str:
-    """One line for logs and reports: how raw inputs became the tensors a model sees."""
-    if not transform:
-        return "as given"
-    if "divisor" not in transform:
-        return str(transform.get("normalize", "as given"))
-    return (
-        f"{transform['normalize']}: x = (pixel / {transform['divisor']:g} - {transform['mean']:.6g}) "
-        f"/ {transform['std']:.6g}"
-    )
-
-
-def recorded_normalize(transform: Any) -> Normalize:
-    """The ``normalize`` argument that reproduces a transform a file recorded (see
-    ``transform_record``); None, i.e. the default, for anything else."""
-    if not isinstance(transform, Mapping):
-        return None
-    kind = transform.get("normalize")
-    if kind in ("unit", "none"):
-        return kind
-    if kind == "explicit":
-        try:
-            return _normalize_kind({"mean": transform["mean"], "std": transform["std"]})[1]
-        except (KeyError, ConfigError):
-            return None
-    return None
-
-
-def transform_record(transform: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
-    """What a compressed file records of its data's input transform: nothing for the default
-    (train-split standardisation, which the same data reproduces), else how to redo it."""
-    if not transform or transform.get("normalize") in (None, "standardize"):
-        return None
-    if transform["normalize"] == "explicit":
-        return {"normalize": "explicit", "mean": float(transform["mean"]), "std": float(transform["std"])}
-    return {"normalize": str(transform["normalize"])}

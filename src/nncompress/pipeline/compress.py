@@ -139,6 +139,8 @@ def compress_model(
         meta["dense_weights"] = dense_weights
     if transform_record(splits.transform):
         meta["transform"] = transform_record(splits.transform)
+    if splits.split:
+        meta["split"] = dict(splits.split)  # the held-out validation the model was tuned against
     quantized = {f"{n}.weight": share_cfg.quantize_dtype for n in quantized_layers(model, share_cfg)}
 
     def finish() -> dict[str, Any]:  # rank 0: write the file, decode it and score what was decoded

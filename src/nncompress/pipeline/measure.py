@@ -24,6 +24,8 @@ def _data_meta(splits: Splits) -> dict[str, Any]:
     }
     if splits.transform:
         meta["transform"] = splits.transform
+    if splits.split:
+        meta["split"] = dict(splits.split)
     return meta
 
 

@@ -20,6 +20,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     out["data"] = recipe.data
     if recipe.normalize is not None:
         out["normalize"] = recipe.normalize
+    if recipe.val_size is not None:
+        out["val_size"] = recipe.val_size
     if recipe.objective != "auto":
         out["objective"] = recipe.objective
     out["seed"] = recipe.seed

@@ -80,6 +80,12 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
             _normalize_kind(normalize)
         except ConfigError as exc:
             raise RecipeError(f"{source}: {exc}") from None
+    val_size = mapping.get("val_size")
+    if val_size is not None and (not is_int(val_size) or val_size < 1):
+        raise RecipeError(
+            f"{source}: val_size: expected a positive number of validation examples, got {_show(val_size)}",
+            field="val_size",
+        )
     objective = mapping.get("objective", "auto")
     if objective not in OBJECTIVES:
         raise RecipeError(
@@ -107,6 +113,7 @@ def parse_recipe(mapping: Any, source: str = "<recipe>") -> Recipe:
         model_kwargs=model_kwargs,
         data=data,
         normalize=normalize,
+        val_size=val_size,
         objective=objective,
         seed=seed,
         **configs,

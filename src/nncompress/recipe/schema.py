@@ -15,7 +15,7 @@ from nncompress.recipe.messages import _expected, _show
 RECIPE_VERSION = 1
 """The recipe schema version this code writes; a file declaring a newer one is refused."""
 
-HEAD_KEYS = ("version", "model", "model_kwargs", "data", "normalize", "objective", "seed")
+HEAD_KEYS = ("version", "model", "model_kwargs", "data", "normalize", "val_size", "objective", "seed")
 TOP_KEYS = (*HEAD_KEYS, "train", "sensitivity", "prune", "share", "coding")
 OBJECTIVES = ("auto", "classification", "kl", "cosine", "mse")
 CODING_FIELDS = ("rel_bits", "raw_dtype", "codebook_dtype")
@@ -64,6 +64,7 @@ class Recipe:
     model_kwargs: Optional[Mapping[str, Any]] = None
     data: Optional[str] = None
     normalize: Optional[str] = None
+    val_size: Optional[int] = None
     objective: str = "auto"
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
