@@ -7,6 +7,7 @@ comparison in the same table.
     python bench/seeds_bench.py run --model lenet300 --seeds 20 21 --code new=src --work /tmp/seeds
     python bench/seeds_bench.py time --seeds 20 21 22 --code today=OLD/src --code new=src --work /tmp/seeds
     python bench/seeds_bench.py table --work /tmp/seeds --tag seeds_bench_lenet300
+    python bench/seeds_bench.py run --model lenet5 --seeds 30 --val-size 10000 --code new=src --work /tmp/v10k
 
 `run` keeps one JSON per model, seed and code in --work (a finished one is
 reused); `time` runs `prune` of each code on the same seeds, interleaved, for a
@@ -17,6 +18,7 @@ bench/results/<tag>.{json,md}. Never run by the tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import run_meta, write_results
@@ -46,23 +48,37 @@ def cli(src: Path, *args: str) -> tuple[dict[str, Any], float]:
     return json.loads(done.stdout), seconds
 
 
-def base(work: Path, model: str, seed: int) -> Path:
-    """The dense net, trained by this tree's `nncompress train` (shared by every code compared)."""
+def base(work: Path, model: str, seed: int, val_size: Optional[int] = None) -> Path:
+    """The dense net, trained by this tree's `nncompress train` (shared by every code compared), holding out
+    ``val_size`` validation images when given (keep one --work folder per size: the file name does not say)."""
     path = work / f"base_{model}_s{seed}.pt"
     if not path.exists():
-        cli(ROOT / "src", "train", "--model", model, "--data", DATA, "--seed", str(seed), "--out", str(path))
+        held = ["--val-size", str(val_size)] if val_size else []
+        cli(ROOT / "src", "train", "--model", model, "--data", DATA, "--seed", str(seed), *held, "--out", str(path))
     return path
 
 
-def one(work: Path, model: str, seed: int, code: str, src: Path) -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def takes_val_size(src: Path) -> bool:
+    """Whether the tree's `prune` has --val-size (older trees validate on their default split, which is the
+    head of the same seeded permutation, so never on images a base net with a larger split trained on)."""
+    env = {**os.environ, "PYTHONPATH": str(src.resolve())}
+    done = subprocess.run(
+        [sys.executable, "-m", "nncompress", "prune", "--help"], env=env, capture_output=True, text=True
+    )
+    return "--val-size" in done.stdout
+
+
+def one(work: Path, model: str, seed: int, code: str, src: Path, val_size: Optional[int] = None) -> dict[str, Any]:
     out = work / f"{model}_s{seed}_{code}.json"
     if out.exists():
         return json.loads(out.read_text())
-    dense = base(work, model, seed)
+    dense = base(work, model, seed, val_size)
     pruned = work / f"pruned_{model}_s{seed}_{code}.pt"
     nnc = work / f"{model}_s{seed}_{code}.nnc"
-    prune, prune_s = cli(src, "prune", str(dense), "--data", DATA, "--seed", str(seed), "--out", str(pruned))
-    comp, comp_s = cli(src, "compress", str(pruned), "--data", DATA, "--seed", str(seed), "--out", str(nnc))
+    held = ["--val-size", str(val_size)] if val_size and takes_val_size(src) else []
+    prune, prune_s = cli(src, "prune", str(dense), "--data", DATA, "--seed", str(seed), *held, "--out", str(pruned))
+    comp, comp_s = cli(src, "compress", str(pruned), "--data", DATA, "--seed", str(seed), *held, "--out", str(nnc))
     dense_acc = prune["dense"]["test_accuracy"] if "test_accuracy" in prune.get("dense", {}) else None
     record = {
         "model": model,
@@ -226,6 +242,12 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=list(range(20, 30)))
     r.add_argument("--code", action="append", default=[], help="NAME=PATH/src (default new=src)")
     r.add_argument("--work", type=Path, required=True)
+    r.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="validation images held out (train, and prune/compress of trees that take --val-size)",
+    )
     tm = sub.add_parser("time")
     tm.add_argument("--model", default="lenet300")
     tm.add_argument("--seeds", type=int, nargs="+", default=[20, 21, 22])
@@ -247,7 +269,7 @@ def main() -> None:
         return
     for seed in args.seeds:
         for name, src in codes:
-            rec = one(args.work, args.model, seed, name, Path(src))
+            rec = one(args.work, args.model, seed, name, Path(src), args.val_size)
             print(
                 f"{args.model} s{seed} {name}: {rec['prune']['fewer']:.1f}x prune drop "
                 f"{rec['prune']['test_drop']:+.2f}"
