@@ -197,6 +197,34 @@ def test_an_unwritable_cache_compiles_without_it(monkeypatch, caplog):
     assert a.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_without_a_writable_cache_every_kernel_still_compiles(monkeypatch, caplog):
+    """Every jitted function of the module, helpers included, falls back to compiling without the cache."""
+    import importlib
+
+    from nncompress.runtime import nbkernels
+
+    real = numba.njit
+
+    def njit(*args, **options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(*args, **options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    try:
+        with caplog.at_level(logging.INFO, logger="nncompress.runtime.nbkernels"):
+            importlib.reload(nbkernels)
+        assert "cannot cache _transpose" in caplog.text and "cannot cache spmm" in caplog.text
+        dense = masked_linear(20, 30, 0.3)
+        layer = SparseLinear(dense, engine="numba")
+        x = torch.randn(3, 30)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-5)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(nbkernels)
+
+
 def test_numba_runs_on_its_sleeping_workqueue_threads_unless_told_otherwise():
     import os
 

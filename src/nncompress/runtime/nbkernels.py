@@ -38,10 +38,15 @@ FAST = {"contract"}
 
 
 def _jit(fn: Callable[..., Any], parallel: bool) -> Any:
+    """``_compile`` under a name that says which build it is (numba's cache tells builds apart by name)."""
+    fn.__qualname__ = f"{fn.__qualname__}_{'parallel' if parallel else 'serial'}"
+    return _compile(fn, parallel)
+
+
+def _compile(fn: Callable[..., Any], parallel: bool = False) -> Any:
     """Compile ``fn`` (lazily, at its first call) with an on-disk cache; numba refuses ``cache=True`` at
     decoration when no cache folder is writable (neither NUMBA_CACHE_DIR, nor ``__pycache__`` beside this
     file, nor the user's cache folder), and then the kernel compiles on every start instead."""
-    fn.__qualname__ = f"{fn.__qualname__}_{'parallel' if parallel else 'serial'}"
     try:
         return njit(parallel=parallel, fastmath=FAST, cache=True, nogil=True)(fn)
     except RuntimeError as exc:
@@ -71,7 +76,7 @@ def _transpose(a, b):
             b[j, i] = a[i, j]
 
 
-transpose = njit(fastmath=FAST, cache=True, nogil=True)(_transpose)
+transpose = _compile(_transpose)
 
 
 def _copy(a, b):
@@ -81,7 +86,7 @@ def _copy(a, b):
             b[i, j] = a[i, j]
 
 
-copy = njit(fastmath=FAST, cache=True, nogil=True)(_copy)
+copy = _compile(_copy)
 
 
 def _spmv_source(shared: bool) -> Callable[..., None]:
