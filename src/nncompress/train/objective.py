@@ -168,5 +168,5 @@ def resolution_warning(objective: Objective, tolerance: float, n_val: int, dense
         f"the validation split cannot resolve a tolerance of {objective.tolerance_text(tolerance)}: "
         + "; ".join(reasons)
         + f" (standard error {se:.2f} points at {objective.metric} {100 * p:.2f} %); "
-        "hold out more validation examples (--val-size, load_data(val_size=...)) or allow a larger tolerance"
+        "hold out more validation examples (--val-size) or allow a larger tolerance"
     )
