@@ -146,6 +146,11 @@ def _tiles(threads: int, n_rows: int, parallel: bool) -> int:
     return max(1, min(threads * TILES_PER_THREAD, n_rows)) if parallel else 1
 
 
+def _spmm(mod: ModuleType, width: int, shared: bool) -> tuple:
+    """The (serial, parallel) product kernels for chunks of ``width``: compiled for ``CHUNK``, else any width."""
+    return mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
+
+
 def _plan(count: int) -> list[tuple[int, int, int]]:
     """(width, first, chunks) runs that cover ``count`` input vectors: chunks of ``CHUNK``, then one chunk of
     the rest."""
@@ -173,8 +178,7 @@ def _multiply(
     bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
     out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
     for width, first, chunks in _plan(count):
-        kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
-        _call(kernel, parallel, *head, *vals, src, bias, out, first, chunks, width, tiles, by_row)
+        _call(_spmm(mod, width, shared), parallel, *head, *vals, src, bias, out, first, chunks, width, tiles, by_row)
     return out
 
 
@@ -189,14 +193,17 @@ def _args(parts: dict[str, torch.Tensor]) -> tuple[list[np.ndarray], list[np.nda
 _NO_BOOK = np.zeros(1, np.float32)
 
 
-def _check(xt: torch.Tensor) -> None:
-    if kernels() is None:
+def _check(xt: torch.Tensor) -> ModuleType:
+    """The kernel module, once ``xt`` is an input it can take."""
+    mod = kernels()
+    if mod is None:
         raise ConfigError("the numba kernels need numba: pip install 'nncompress[runtime]'")
     if xt.dtype != torch.float32 or xt.device.type != "cpu":
         raise ModelError(
             f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
             "convert the input (x.float().cpu())"
         )
+    return mod
 
 
 def linear(
@@ -214,9 +221,7 @@ def matmul(
     parts: dict[str, torch.Tensor], xt: torch.Tensor, bias_col: Optional[torch.Tensor], one_thread: bool = False
 ) -> torch.Tensor:
     """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32; the layout of im2col."""
-    _check(xt)
-    mod = kernels()
-    assert mod is not None
+    mod = _check(xt)
     if xt.shape[1] != 1:
         return torch.from_numpy(
             _multiply(parts, np.ascontiguousarray(xt.detach().numpy()), bias_col, False, one_thread)
@@ -249,7 +254,7 @@ def warm_up() -> float:
         for parallel in (False, True):
             _call(mod.SPMV[shared], parallel, *head, *vals, x1, y1, 1)
             for width in (3, CHUNK):
-                kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, shared)]
+                kernel = _spmm(mod, width, shared)
                 for by_row in (True, False):
                     src = np.ones((width, 3) if by_row else (3, width), np.float32)
                     out = np.empty((width, 2) if by_row else (2, width), np.float32)
