@@ -58,6 +58,21 @@ def test_sparse_linear_equals_the_dense_layer(engine, out_f, in_f, kept):
         torch.testing.assert_close(layer(x), dense(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["numba", "numba-shared"])
+def test_rows_with_every_small_count_of_nonzeros(engine):
+    # row i keeps i nonzeros: the 64-wide kernel takes nonzeros two at a time, then the odd one
+    dense = masked_linear(10, 300, 1.0, shared=True)
+    with torch.no_grad():
+        keep = torch.zeros(10, 300)
+        for i in range(10):
+            keep[i, torch.randperm(300, generator=torch.Generator().manual_seed(i))[:i]] = 1.0
+        dense.weight *= keep
+    layer = SparseLinear(dense, engine=engine)
+    x = torch.randn(128, 300, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_empty_rows_and_a_fully_pruned_layer(engine):
     dense = masked_linear(12, 40, 0.3, shared=True)
