@@ -90,6 +90,8 @@ def test_routed_layers_switch_kernels_by_input_size_and_stay_exact():
         with torch.no_grad():
             torch.testing.assert_close(runtime(x), dense(x), rtol=1e-5, atol=1e-5)
     assert [[c.kernel for c in layer.choices] for layer in plan.layers] == [["csr", "dense"]] * 3
+    first = routed[0]  # the calls above went through the kernel remembered for each input size
+    assert first._by_size[784] is first.kernels["csr"] and first._by_size[64 * 784] is first.kernels["dense"]
 
 
 def test_the_chooser_never_takes_a_kernel_slower_than_dense():
