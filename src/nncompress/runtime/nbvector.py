@@ -41,20 +41,34 @@ def _broadcast(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
 
 @intrinsic
 def row64(
-    typingctx: Any, xt: Any, y: Any, indices: Any, values: Any, book: Any, s0: Any, k: Any, e: Any, yo: Any
+    typingctx: Any,
+    xt: Any,
+    y: Any,
+    indices: Any,
+    values: Any,
+    book: Any,
+    s0: Any,
+    k: Any,
+    e: Any,
+    yo: Any,
+    fresh: Any,
+    start: Any,
 ) -> Any:
-    """y[yo : yo + 64] += sum over nonzeros k..e-1 of w[k] * xt[(s0 + indices[k]) * 64 : ... + 64], where w[k]
-    is ``values[k]``, or ``book[values[k]]`` when ``values`` holds 8-bit codes. All offsets are uint64;
-    ``xt``, ``y`` and ``book`` are C-contiguous float32, ``indices`` 16-bit (read as unsigned)."""
+    """y[yo : yo + 64] = (``start`` when ``fresh``, else y[yo : yo + 64]) + the sum over nonzeros k..e-1 of
+    w[k] * xt[(s0 + indices[k]) * 64 : ... + 64], where w[k] is ``values[k]``, or ``book[values[k]]`` when
+    ``values`` holds 8-bit codes. Starting fresh from the bias in a matrix's first column block spares a
+    pass that fills the outputs with it. Offsets are uint64; ``xt``, ``y`` and ``book`` are C-contiguous
+    float32, ``indices`` 16-bit (read as unsigned), ``start`` float32."""
     shared = values.dtype == types.uint8
-    sig = types.void(xt, y, indices, values, book, types.uint64, types.uint64, types.uint64, types.uint64)
+    u64 = types.uint64
+    sig = types.void(xt, y, indices, values, book, u64, u64, u64, u64, types.boolean, types.float32)
 
     def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
         pointers = [
             context.make_array(t)(context, builder, a).data for t, a in zip(signature.args[:5], args[:5], strict=True)
         ]
         xp, yp, ip, vp, bp = pointers
-        s0v, kv, ev, yov = args[5:]
+        s0v, kv, ev, yov, fresh_v, start_v = args[5:]
         fma = _fma(builder)
         parts = WIDTH // LANES
 
@@ -103,7 +117,19 @@ def row64(
             builder.position_at_end(out)
             return kk, sets
 
-        start = [builder.load(at(yp, offset(yov, j)), align=4) for j in range(parts)]
+        with builder.if_else(fresh_v) as (then, otherwise):
+            with then:
+                from_bias = _broadcast(builder, start_v)
+                fresh_block = builder.block
+            with otherwise:
+                loaded = [builder.load(at(yp, offset(yov, j)), align=4) for j in range(parts)]
+                loaded_block = builder.block
+        start = []
+        for j in range(parts):
+            phi = builder.phi(_VEC)
+            phi.add_incoming(from_bias, fresh_block)
+            phi.add_incoming(loaded[j], loaded_block)
+            start.append(phi)
         zero = ir.Constant(_VEC, [0.0] * LANES)
         kk, sets = loop("pairs", kv, [start] + [[zero] * parts] * (SETS - 1), SETS)
         summed = sets[0]
