@@ -334,11 +334,13 @@ def pruned_lenet() -> nn.Module:
 
 def test_the_serial_and_parallel_builds_keep_apart_in_numbas_cache(tmp_path):
     """numba keys its disk cache by function name, not by ``parallel``: under one name a parallel kernel
-    loaded the serial build's machine code and ran on one thread."""
+    loaded the serial build's machine code and ran on one thread. The vector code's tag is in the name too."""
     import subprocess
 
     script = (
         "import sys, numpy as np\n"
+        "from nncompress.runtime import nbvector\n"
+        "nbvector.CODE_TAG = sys.argv[2]\n"  # what a change to the vector code's file gives
         "from nncompress.runtime import blocked, nbkernels\n"
         "blocked.kernels()\n"
         "which = int(sys.argv[1])\n"
@@ -350,11 +352,13 @@ def test_the_serial_and_parallel_builds_keep_apart_in_numbas_cache(tmp_path):
     )
     env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     runs = [
-        subprocess.run([sys.executable, "-c", script, which], env=env, capture_output=True, text=True, check=True)
-        for which in ("0", "1", "1")
+        subprocess.run([sys.executable, "-c", script, which, tag], env=env, capture_output=True, text=True, check=True)
+        for which, tag in (("0", "a"), ("1", "a"), ("1", "a"), ("1", "b"))
     ]
     hits_misses = [run.stdout.split() for run in runs]
-    assert hits_misses == [["0", "1"], ["0", "1"], ["1", "0"]]  # each build compiles once, then loads its own
+    # each build compiles once, then loads its own; changed vector code (another tag) compiles afresh: numba's
+    # cache checks nbkernels.py, the file that defines the kernel, not nbvector.py
+    assert hits_misses == [["0", "1"], ["0", "1"], ["1", "0"], ["0", "1"]]
 
 
 @pytest.mark.parametrize("shared", [False, True])

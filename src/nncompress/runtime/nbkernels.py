@@ -32,8 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from nncompress.runtime.blocked import CHUNK
+from nncompress.runtime.nbvector import CODE_TAG, row64
 from nncompress.runtime.nbvector import WIDTH as VECTOR_WIDTH
-from nncompress.runtime.nbvector import row64
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _spmm_source(width: int, shared: bool) -> Callable[..., None]:
             else:
                 copy(y3[c, :, :have], out[:, base : base + have])
 
-    spmm.__qualname__ = f"spmm{width or 'n'}_{'shared' if shared else 'fp32'}"
+    spmm.__qualname__ = f"spmm{width or 'n'}_{'shared' if shared else 'fp32'}" + (f"_{CODE_TAG}" if vector else "")
     return spmm
 
 

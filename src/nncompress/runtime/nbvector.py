@@ -12,6 +12,8 @@ vectors to whatever the CPU has (AVX-512, two AVX2 registers, four SSE ones).
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from llvmlite import ir
@@ -21,6 +23,22 @@ from numba.core.extending import intrinsic
 WIDTH = 64  # input vectors per chunk: the run each nonzero scales and adds
 LANES = 16  # floats per vector register value
 SETS = 2  # accumulator sets taking alternate nonzeros
+
+# numba's disk cache checks the file that defines a kernel (nbkernels.py), not this one: kernels that call
+# ``row64`` carry this tag in their names, so a changed row64 is compiled afresh instead of loaded stale
+def _code_tag() -> str:
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    except OSError:  # no readable source file (a zip import): the package version stands in
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return "v" + version("nncompress").replace(".", "_").replace("+", "_")
+        except PackageNotFoundError:
+            return "unversioned"
+
+
+CODE_TAG = _code_tag()
 
 _F32 = ir.FloatType()
 _I64 = ir.IntType(64)
