@@ -24,9 +24,11 @@ WIDTH = 64  # input vectors per chunk: the run each nonzero scales and adds
 LANES = 16  # floats per vector register value
 SETS = 2  # accumulator sets taking alternate nonzeros
 
-# numba's disk cache checks the file that defines a kernel (nbkernels.py), not this one: kernels that call
-# ``row64`` carry this tag in their names, so a changed row64 is compiled afresh instead of loaded stale
+
 def _code_tag() -> str:
+    """A hash of this file. numba's disk cache checks the file that defines a kernel (nbkernels.py), not this
+    one: kernels that call ``row64`` carry the tag in their names, so a changed row64 compiles afresh
+    instead of loading stale."""
     try:
         return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
     except OSError:  # no readable source file (a zip import): the package version stands in
