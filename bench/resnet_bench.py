@@ -76,20 +76,23 @@ def one(seed: int, widths: list[int], epochs: int) -> dict:
             str(base),
         )
     t1 = time.perf_counter()
-    res = cli(
-        "compress",
-        str(base),
-        "--model",
-        MODEL,
-        "--data",
-        "fashion-mnist",
-        "--seed",
-        str(seed),
-        "--out",
-        str(out),
-        "--run-dir",
-        str(run_dir),
-    )
+    if (run_dir / "run.json").exists() and not out.exists():  # an interrupted run: continue it
+        res = cli("compress", "--resume", "--run-dir", str(run_dir))
+    else:
+        res = cli(
+            "compress",
+            str(base),
+            "--model",
+            MODEL,
+            "--data",
+            "fashion-mnist",
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run_dir),
+        )
     t2 = time.perf_counter()
     return {
         "seed": seed,
