@@ -5,7 +5,8 @@ the CLI defaults, seed by seed.
 Reported per seed: the dense test accuracy, the accuracy of the model decoded from the
 ``.nnc`` file, its whole-file ratio against the dense fp32 parameters, and beside it how the
 same dense model stores today: ``torch.save`` of its state dict, and float16 + gzip of it.
-Writes bench/results/<tag>.{json,md}. Never run by the tests.
+A seed whose compress was interrupted continues from its run folder when the bench runs again
+(a trained dense net is reused). Writes bench/results/<tag>.{json,md}. Never run by the tests.
 """
 
 from __future__ import annotations
