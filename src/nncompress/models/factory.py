@@ -125,6 +125,21 @@ def is_factory_record(record: Any) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(record, Mapping) and "factory" in record
 
 
+def names_recorded_factory(
+    record: Any, model_name: Optional[str], model_kwargs: Optional[Mapping[str, Any]]
+) -> Optional[str]:
+    """``model_name`` when the user names the very factory a file records, with no kwargs of their own: the
+    file's record (its kwargs included) then builds the model, trusted because the user named it; else None."""
+    same = (
+        model_name
+        and is_import_spec(model_name)
+        and model_kwargs is None
+        and is_factory_record(record)
+        and record.get("factory") == model_name
+    )
+    return model_name if same else None
+
+
 def trusted_factory(
     record: Mapping[str, Any], trust: Trust = False, source: str = "the file", error: type[Exception] = ModelError
 ) -> tuple[Callable[..., nn.Module], str, dict[str, Any]]:

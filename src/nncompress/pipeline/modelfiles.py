@@ -17,7 +17,7 @@ from nncompress.data.batches import call_model, describe, pick_output, take
 from nncompress.memory import release_freed
 from nncompress.errors import CheckpointError
 from nncompress.imports import import_object, is_import_spec
-from nncompress.models import Trust, build_model, is_factory_record
+from nncompress.models import Trust, build_model, names_recorded_factory
 from nncompress.modelfile import (
     Compressed,
     CompressedHeader,
@@ -92,15 +92,9 @@ def load_for_data(
     the data. A file that records the same factory keeps its recorded kwargs unless
     ``model_kwargs`` are given."""
     file = read_model_file(path)
-    arch = file.arch
-    if (
-        model_name
-        and is_import_spec(model_name)
-        and model_kwargs is None
-        and is_factory_record(arch)
-        and arch.get("factory") == model_name
-    ):
-        model = file.build_model(trust_factory=model_name)
+    named = names_recorded_factory(file.arch, model_name, model_kwargs)
+    if named:
+        model = file.build_model(trust_factory=named)
     else:
         model = file.build_model(model_for_data(model_name, splits, model_kwargs) if model_name else None)
     check_fits(model, splits, f"model in {path}")

@@ -60,20 +60,14 @@ def model_from_file(
     """(model, meta) from a ``.nnc`` file or checkpoint: its recorded architecture, or ``model_name`` (a
     built-in sized by the recorded input shape and classes, or a factory the user names and so trusts)."""
     from nncompress.imports import is_import_spec
-    from nncompress.models import build_model, is_factory_record
+    from nncompress.models import build_model, names_recorded_factory
     from nncompress.pipeline import read_model_file
 
     file = read_model_file(path)
     meta = dict(file.meta)
-    arch = file.arch
-    if (
-        model_name
-        and is_import_spec(model_name)
-        and model_kwargs is None
-        and is_factory_record(arch)
-        and arch.get("factory") == model_name
-    ):
-        return file.build_model(trust_factory=model_name), meta
+    named = names_recorded_factory(file.arch, model_name, model_kwargs)
+    if named:
+        return file.build_model(trust_factory=named), meta
     if model_name:
         if is_import_spec(model_name):
             fresh = build_model(model_name, kwargs=model_kwargs)
