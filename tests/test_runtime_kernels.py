@@ -58,6 +58,23 @@ def test_sparse_linear_equals_the_dense_layer(engine, out_f, in_f, kept):
         torch.testing.assert_close(layer(x), dense(x), rtol=1e-4, atol=1e-4)
 
 
+def test_the_kernel_arguments_are_made_once_and_follow_replaced_buffers():
+    import pickle
+
+    dense = masked_linear(20, 30, 0.3)
+    layer = SparseLinear(dense, engine="numba")
+    x = torch.randn(3, 30)
+    first = layer.prepared()
+    assert layer.prepared() is first  # not remade per call
+    with torch.no_grad():
+        layer.nb_values = layer.nb_values * 2  # a replaced buffer: the kernels must read the new one
+        torch.testing.assert_close(layer(x) - dense.bias, (dense(x) - dense.bias) * 2, rtol=1e-5, atol=1e-5)
+        assert layer.prepared() is not first
+        copy_ = pickle.loads(pickle.dumps(layer))  # views of buffers are not pickled, and are remade
+        assert "_prepared" not in layer.__getstate__()
+        torch.testing.assert_close(copy_(x), layer(x))
+
+
 @pytest.mark.parametrize("engine", ["numba", "numba-shared"])
 def test_rows_with_every_small_count_of_nonzeros(engine):
     # row i keeps i nonzeros: the 64-wide kernel takes nonzeros two at a time, then the odd one
@@ -345,9 +362,9 @@ def test_the_serial_and_parallel_builds_keep_apart_in_numbas_cache(tmp_path):
         "blocked.kernels()\n"
         "which = int(sys.argv[1])\n"
         "kernel = nbkernels.SPMM[(blocked.CHUNK, False)][which]\n"
-        "head, vals = blocked._args(blocked.build(__import__('torch').eye(3)))\n"
+        "args = blocked.prepare(blocked.build(__import__('torch').eye(3)))\n"
         "x, out = np.ones((64, 3), np.float32), np.zeros((64, 3), np.float32)\n"
-        "kernel(*head, *vals, x, np.zeros(3, np.float32), out, 0, 1, 64, 1, True)\n"
+        "kernel(*args.head, *args.vals, x, np.zeros(3, np.float32), out, 0, 1, 64, 1, True)\n"
         "print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))\n"
     )
     env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}

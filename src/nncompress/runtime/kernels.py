@@ -9,7 +9,7 @@ MKL), ``"numba"`` (column-blocked CSR with 16-bit indices, ``blocked.py``) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, TypeGuard, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeGuard, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +62,25 @@ class _CsrHolder(nn.Module):
     def parts(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, f"nb_{name}") for name in self.part_names}
 
+    def prepared(self) -> blocked.Prepared:
+        """The numba kernels' arguments, remade only when a buffer was replaced (as ``module.to`` may)."""
+        buffers = self._buffers  # read directly: five module attribute look-ups cost as much as the cache saves
+        cached = self.__dict__.get("_prepared")
+        if cached is None or any(buffers.get(key) is not held for key, held in cached[0]):
+            parts = self.parts()
+            cached = (tuple((f"nb_{name}", parts[name]) for name in self.part_names), blocked.prepare(parts))
+            self.__dict__["_prepared"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_prepared", None)  # views of the buffers: remade after unpickling, never saved
+        return state
+
     def _matmul(self, xt: torch.Tensor) -> torch.Tensor:
         if self.engine == "mkl":
             return csr_matmul(self.blocks(), xt, self.bias_col)
-        return blocked.matmul(self.parts(), xt, self.bias_col, self.one_thread)
+        return blocked.matmul(self.prepared(), xt, self.bias_col, self.one_thread)
 
     def weight_bytes(self) -> int:
         """Bytes of sparse weights (values or codes and codebook, indices, row pointers): what one call reads."""
@@ -95,7 +110,7 @@ class SparseLinear(_CsrHolder):
         if self.engine == "mkl" or x.dtype != torch.float32:
             xt = x.reshape(-1, self.in_features).t().contiguous()
             return self._matmul(xt).t().contiguous().reshape(*lead, self.out_features)
-        y = blocked.linear(self.parts(), x.reshape(-1, self.in_features), self.bias_col, self.one_thread)
+        y = blocked.linear(self.prepared(), x.reshape(-1, self.in_features), self.bias_col, self.one_thread)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
