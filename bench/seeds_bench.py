@@ -153,7 +153,7 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
-def table(work: Path, tag: str, models: list[str]) -> None:
+def table(work: Path, tag: str, models: list[str], notes: Optional[list[str]] = None) -> None:
     records = [
         r for p in sorted(work.glob("*_s*_*.json")) if (r := json.loads(p.read_text()))["model"] in models or not models
     ]
@@ -207,6 +207,8 @@ def table(work: Path, tag: str, models: list[str]) -> None:
         path = work / f"timing_{model}.json"
         if path.exists():
             lines += ["", _timing_line(model, json.loads(path.read_text()))]
+    for note in notes or []:  # what the codes stand for where a folder gathers several runs
+        lines += ["", note]
     write_results(tag, meta, records, "\n".join(lines) + "\n")
 
 
@@ -258,9 +260,10 @@ def main() -> None:
     t.add_argument("--work", type=Path, required=True)
     t.add_argument("--tag", default="seeds_bench")
     t.add_argument("--models", nargs="*", default=[], help="only these models (default: all)")
+    t.add_argument("--note", action="append", default=[], help="a paragraph under the tables (repeatable)")
     args = ap.parse_args()
     if args.what == "table":
-        table(args.work, args.tag, args.models)
+        table(args.work, args.tag, args.models, args.note)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     codes = [c.split("=", 1) for c in (args.code or ["new=src"])]
