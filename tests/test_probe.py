@@ -127,6 +127,28 @@ def test_a_stage_of_only_small_layers_names_min_layer_share(digits, trained_mlp)
     assert pruning_groups(model, PruneConfig(groups="fc3+fc1,fc2", min_layer_share=0.0)) == [["fc3", "fc1"], ["fc2"]]
 
 
+def test_a_stage_of_a_kind_with_few_weights_joins_its_neighbour() -> None:
+    """A CNN whose classifier holds 1 % of the weights is pruned in one stage, so the classifier takes no
+    share of the tolerance; LeNet-5's conv2 (6 %) keeps its stage; stages named layer by layer stay."""
+    from torch import nn
+
+    from nncompress.models import build_model
+    from nncompress.pruning.schedule import merge_small_stages
+
+    cnn = nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3), nn.Flatten(), nn.Linear(64, 10))
+    assert pruning_groups(cnn, PruneConfig()) == [["0", "1", "3"]]
+    assert pruning_groups(cnn, PruneConfig(min_stage_share=0.0)) == [["0", "1"], ["3"]]
+    assert pruning_groups(cnn, PruneConfig(groups="fc,conv")) == [["3", "0", "1"]]  # a small first stage
+    assert pruning_groups(cnn, PruneConfig(groups="0+1,3")) == [["0", "1"], ["3"]]
+    assert pruning_groups(build_model("lenet5"), PruneConfig()) == [["conv2"], ["fc1", "fc2"]]
+    sizes = {"a": 50, "b": 1, "c": 40, "d": 1}
+    assert merge_small_stages([["a"], ["b"], ["c"], ["d"]], sizes, 0.05) == [["a", "b"], ["c", "d"]]
+    assert merge_small_stages([["b"], ["a"]], sizes, 0.05) == [["b", "a"]]
+    assert merge_small_stages([["b"]], sizes, 0.05) == [["b"]]
+    with pytest.raises(ConfigError, match="min_stage_share"):
+        PruneConfig(min_stage_share=1.0)
+
+
 def test_a_recipe_is_checked_by_the_pruner_s_own_rules_before_training(trained_mlp) -> None:
     from nncompress.pipeline import check_layer_names
     from nncompress.recipe import parse_recipe

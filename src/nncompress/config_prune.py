@@ -40,7 +40,10 @@ class PruneConfig(_Config):
     and the dense model after the same fine-tuning without pruning (when that
     is lower than the dense one); later stages start with a consolidating
     fine-tune of ``recover_epochs``; layers holding less than
-    ``min_layer_share`` of all prunable weights are left unpruned;
+    ``min_layer_share`` of all prunable weights are left unpruned; where
+    ``groups`` names kinds, a stage holding less than ``min_stage_share`` of them
+    joins the stage before it (a first stage joins the one after), so it takes
+    no part of the tolerance it could barely turn into a smaller file;
     then up to ``refine_steps`` bisections between the last good and the
     failed q look for the largest q that still fits. ``layer_scale`` multiplies q per
     layer (from the sensitivity analysis). ``budget`` "even" lets stage i of n
@@ -88,6 +91,7 @@ class PruneConfig(_Config):
     refine_steps: int = 1
     control: bool = True
     min_layer_share: float = 0.003
+    min_stage_share: float = 0.02
     final_epochs: int = 10
     lr: float = 0.05
     momentum: float = 0.9
@@ -127,6 +131,12 @@ class PruneConfig(_Config):
             "min_layer_share",
             "a fraction in [0, 1)",
             self.min_layer_share,
+        )
+        _require(
+            _finite(self.min_stage_share) and 0 <= self.min_stage_share < 1,
+            "min_stage_share",
+            "a fraction in [0, 1)",
+            self.min_stage_share,
         )
         _require(_non_negative_int(self.refine_steps), "refine_steps", "an integer >= 0", self.refine_steps)
         _require(_non_negative_int(self.final_epochs), "final_epochs", "an integer >= 0", self.final_epochs)

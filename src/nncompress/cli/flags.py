@@ -56,6 +56,12 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--recover-epochs", "prune.recover_epochs", int, "extra fine-tuning for a step that misses the tolerance"),
     ("--refine-steps", "prune.refine_steps", int, "bisections of q between the last good and the failed step"),
     ("--min-layer-share", "prune.min_layer_share", float, "leave layers holding less than this share unpruned"),
+    (
+        "--min-stage-share",
+        "prune.min_stage_share",
+        float,
+        "a stage of kinds (conv, fc) holding less than this share of the weights joins its neighbour",
+    ),
     ("--final-epochs", "prune.final_epochs", int, "fine-tuning epochs after the last stage"),
     ("--lr", "prune.lr", float, "fine-tuning learning rate, probed first (see --probe-kl; --no-probe keeps it)"),
     (

@@ -31,7 +31,7 @@ from nncompress.pruning.apply import (
 from nncompress.pruning.dropout import adjust_dropout_, original_rates
 from nncompress.pruning.judge import Judgement, StepJudge
 from nncompress.pruning.masks import count_kept, prunable_layers, std_threshold, threshold_mask
-from nncompress.pruning.schedule import drop_points, q_schedule, resolve_groups
+from nncompress.pruning.schedule import drop_points, kinds_only, merge_small_stages, q_schedule, resolve_groups
 from nncompress.pruning.shrink import ShrinkReport, remove_dead_neurons_
 from nncompress.pruning.target import density_steps, masked_density, q_for_density
 from nncompress.train.evidence import Reading, as_reading
@@ -89,7 +89,8 @@ class PruneResult:
 def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     """Check that ``model`` can be pruned with ``cfg`` and return its stages, so
     callers can refuse bad input before any training. Layers under
-    ``min_layer_share`` leave their stage (a stage left empty is dropped)."""
+    ``min_layer_share`` leave their stage (a stage left empty is dropped); with
+    kinds for groups, a stage under ``min_stage_share`` joins its neighbour."""
     layers = prunable_layers(model, cfg.select, cfg.exclude)
     if not layers:
         raise ConfigError(f"select {cfg.select!r} (exclude {cfg.exclude!r}) selects no layer of the model to prune")
@@ -102,6 +103,8 @@ def pruning_groups(model: nn.Module, cfg: PruneConfig) -> list[list[str]]:
     total_weights = sum(m.weight.numel() for m in layers.values())
     small = {n for n, m in layers.items() if m.weight.numel() < cfg.min_layer_share * total_weights}
     groups = [kept for g in resolve_groups(cfg.groups, layers) if (kept := [n for n in g if n not in small])]
+    if kinds_only(cfg.groups):  # stages a user names layer by layer stay as given
+        groups = merge_small_stages(groups, {n: m.weight.numel() for n, m in layers.items()}, cfg.min_stage_share)
     if not groups:
         raise ConfigError(
             f"groups {cfg.groups!r} selects only layers under min_layer_share {cfg.min_layer_share} "

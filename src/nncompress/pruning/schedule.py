@@ -47,6 +47,32 @@ def resolve_groups(spec: str, layers: Mapping[str, nn.Module]) -> list[list[str]
     return groups
 
 
+def merge_small_stages(groups: list[list[str]], sizes: Mapping[str, int], share: float) -> list[list[str]]:
+    """Stages holding less than ``share`` of the weights join the stage before them (a first one, the stage
+    after): the budget gives each stage a part of the tolerance, and a ResNet's classifier (1 % of its
+    weights) took half of it from the convolutions, which stopped at 31 % kept on a test drop of -0.09."""
+    total = sum(sizes[n] for g in groups for n in g)
+
+    def small(group: list[str]) -> bool:
+        return sum(sizes[n] for n in group) < share * total
+
+    merged: list[list[str]] = []
+    for group in groups:
+        if merged and small(group):
+            merged[-1] = merged[-1] + group
+        else:
+            merged.append(list(group))
+    if len(merged) > 1 and small(merged[0]):
+        merged[1] = merged[0] + merged[1]
+        del merged[0]
+    return merged
+
+
+def kinds_only(spec: str) -> bool:
+    """Whether a groups spec names only kinds (``conv,fc``), not layers a user put in stages by hand."""
+    return all(part.strip() in KINDS for part in spec.split(","))
+
+
 def drop_points(reference: float, accuracy: float) -> float:
     """Accuracy drop in percentage points, rounded so 0.91 - 0.89 is 2.0, not 2.0000000000000018."""
     return round((reference - accuracy) * 100, 9)
