@@ -163,6 +163,8 @@ def table(work: Path, tag: str, models: list[str], notes: Optional[list[str]] = 
     for r in records:
         groups.setdefault((r["model"], r["code"]), []).append(r)
     meta = run_meta("seeds_bench.py")
+    for note in notes or []:  # the notes stand under the tables, not in the command line above them
+        meta["command"] = meta["command"].replace(f" --note {note}", " --note ...")
     lines = [
         "# Fresh seeds with the CLI defaults: prune and compress",
         "",
