@@ -20,10 +20,10 @@ says so once in the log.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 import os
 import threading
 import time
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Optional
 
@@ -162,26 +162,6 @@ def _plan(count: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _multiply(
-    args: "Prepared", src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool, one_thread: bool
-) -> np.ndarray:
-    """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
-    else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
-    ``CHUNK`` vectors, one for the rest."""
-    mod = kernels()
-    assert mod is not None
-    threads = set_threads()
-    n_rows, count = args.n_rows, src.shape[0 if by_row else 1]
-    parallel = not one_thread and threads > 1 and args.nonzeros * count >= PARALLEL_WORK
-    tiles = _tiles(threads, n_rows, parallel)
-    bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
-    out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
-    for width, first, chunks in _plan(count):
-        kernel = _spmm(mod, width, args.shared)
-        _call(kernel, parallel, *args.head, *args.vals, src, bias, out, first, chunks, width, tiles, by_row)
-    return out
-
-
 @dataclass(frozen=True)
 class Prepared:
     """The kernels' arguments for one matrix as numpy arrays: (indptr, starts, indices as uint16) and
@@ -210,6 +190,26 @@ def prepare(parts: dict[str, torch.Tensor]) -> Prepared:
 
 
 _NO_BOOK = np.zeros(1, np.float32)
+
+
+def _multiply(
+    args: Prepared, src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool, one_thread: bool
+) -> np.ndarray:
+    """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
+    else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
+    ``CHUNK`` vectors, one for the rest."""
+    mod = kernels()
+    assert mod is not None
+    threads = set_threads()
+    n_rows, count = args.n_rows, src.shape[0 if by_row else 1]
+    parallel = not one_thread and threads > 1 and args.nonzeros * count >= PARALLEL_WORK
+    tiles = _tiles(threads, n_rows, parallel)
+    bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
+    out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
+    for width, first, chunks in _plan(count):
+        kernel = _spmm(mod, width, args.shared)
+        _call(kernel, parallel, *args.head, *args.vals, src, bias, out, first, chunks, width, tiles, by_row)
+    return out
 
 
 def _check(xt: torch.Tensor) -> ModuleType:

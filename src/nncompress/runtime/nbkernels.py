@@ -65,8 +65,8 @@ def _compile(fn: Callable[..., Any], parallel: bool = False) -> Any:
 def _transpose_source(tile: int) -> Callable[..., None]:
     """b[j, i] = a[i, j] in ``tile`` x ``tile`` tiles: numpy's and torch's transposing copies took 2-4x longer
     here. Into the outputs, (rows, 64) -> (64, rows), 32 x 32 tiles: with 8 x 8 ones a 4,096-row layer's
-    copy took 3.5x as long as a 4,000-row one's (rows 16 KB apart share their cache sets), and with 32 x 32
-    as long. Into the inputs, (64, columns) -> (columns, 64), 8 x 8 measured fastest."""
+    copy took 3.5x as long as a 4,000-row one's (rows 16 KB apart share their cache sets); with 32 x 32
+    the two take the same time. Into the inputs, (64, columns) -> (columns, 64), 8 x 8 measured fastest."""
 
     def transpose(a, b):
         rows, cols = a.shape

@@ -19,14 +19,14 @@ class Routed(nn.Module):
     """Kernels by name plus routes (input vectors measured -> kernel name); a call takes the route whose
     size is nearest on a log scale, so batch 1 and batch 64 may run different kernels."""
 
+    MEMO = 64  # input sizes remembered; more are rare (batch sizes a model is called with)
+
     def __init__(self, kernels: dict[str, nn.Module], routes: Sequence[tuple[int, str]], in_features: int) -> None:
         super().__init__()
         self.kernels = nn.ModuleDict({name.replace("/", "_"): k for name, k in kernels.items()})
         self.routes = sorted((int(n), name.replace("/", "_")) for n, name in routes)
         self.in_features = in_features  # channels of a conv: what ``positions`` divides by
         self._by_size: dict[int, nn.Module] = {}  # x.numel() -> kernel; a cache, rebuilt on demand
-
-    MEMO = 64  # input sizes remembered; more are rare (batch sizes a model is called with)
 
     def kernel_for(self, x: torch.Tensor) -> str:
         n = positions(x, self)
