@@ -100,3 +100,38 @@ def test_a_drop_within_its_noise_buys_no_wider_codebook() -> None:
         layers, {n: 1 for n in layers}, "linear", _cosine_drop(net, x), tolerance=0.0, max_bits=3, noise=lambda: 0.0
     )
     assert len(noisy.rounds) > 1 and max(noisy.bits.values()) > 1
+
+
+def test_every_width_is_tuned_before_its_drop_is_read() -> None:
+    """With ``tune`` the search judges the model as it will be stored: each sharing (the start and every
+    round's wider layers) is tuned first, and a tuning that wins the drop back ends the search there."""
+    net, x = _net()
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    drop = _cosine_drop(net, x)
+    originals = {n: m.weight.detach().clone() for n, m in layers.items()}
+    tuned: list[dict[str, int]] = []
+    read: list[int] = []
+
+    def counted_drop() -> float:
+        read.append(len(tuned))
+        return drop()
+
+    def record(shared) -> None:
+        tuned.append({n: s.codebook.numel() for n, s in shared.items()})
+
+    _, search = fit_bits_(layers, {n: 1 for n in layers}, "linear", counted_drop, 0.5, max_bits=8, tune=record)
+    assert len(search.rounds) > 1 and len(tuned) == len(search.rounds)
+    # every round's drop was read after that round's tuning (the per-layer parts in between read the same state)
+    assert [r for r in read if r > 0][0] == 1 and read[-1] == len(tuned)
+    assert all(max(t.values()) <= 2 ** max(search.bits.values()) for t in tuned)
+
+    def perfect(shared) -> None:  # a tuning that restores each layer's weights: no drop left to buy back
+        with torch.no_grad():
+            for name, layer in shared.items():
+                layer.module.weight.copy_(originals[name])
+
+    net, x = _net()
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    start = {n: 1 for n in layers}
+    _, won_back = fit_bits_(layers, start, "linear", _cosine_drop(net, x), 0.5, max_bits=8, tune=perfect)
+    assert won_back.met and len(won_back.rounds) == 1 and set(won_back.bits.values()) == {1}

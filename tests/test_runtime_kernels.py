@@ -36,6 +36,22 @@ def masked_linear(out_f: int, in_f: int, kept: float, seed: int = 0, shared: boo
     return layer.eval()
 
 
+@pytest.mark.parametrize("view", [False, True], ids=["contiguous", "views"])
+def test_the_transposes_equal_numpys_for_ragged_shapes_and_views(view):
+    """16 x 16 vector blocks, the scalar tails past them, and the 32 x 32 scalar tiles taken where the
+    destination's rows are a multiple of 4 KB apart (a 1,024-column destination, when contiguous)."""
+    np = pytest.importorskip("numpy")
+    from nncompress.runtime import nbkernels
+
+    rng = np.random.default_rng(0)
+    for rows, cols in [(1, 1), (15, 17), (16, 16), (37, 53), (64, 784), (300, 64), (1024, 64), (64, 1024)]:
+        pad = 3 if view else 0
+        a = rng.standard_normal((rows, cols + pad), dtype=np.float32)[:, :cols]
+        b = np.zeros((cols, rows + 2 * pad), np.float32)[:, :rows]
+        nbkernels.transpose(a, b)
+        assert np.array_equal(b, a.T), (rows, cols)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     "out_f,in_f,kept",

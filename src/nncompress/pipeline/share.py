@@ -1,5 +1,6 @@
 """The weight-sharing stage: k-means codebooks sized by a bit width or by a bit search that spends
-what pruning left of the tolerance, then centroid fine-tuning kept only if validation agrees."""
+what pruning left of the tolerance, each sharing followed by centroid fine-tuning kept only if
+validation agrees; the search judges widths on the tuned model."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def share_model(
     pass the one bound to the dense model to compare with that). ``budget``
     (points) is what earlier stages left of the whole file's tolerance: unless
     ``cfg.tolerance`` is set, the bit search spends it, a drop counting as over
-    it only by more than its standard error (paired with ``model`` as given)."""
+    it only by more than its standard error (paired with ``model`` as given).
+    Each width the search tries is judged after centroid fine-tuning, so a
+    search that widens layers tunes once per round."""
     objective = _objective(objective, model, splits)
     quantized = quantized_layers(model, cfg)
     layers = {
@@ -79,9 +82,14 @@ def share_model(
     inits = {n: cfg.embedding_init if layer_kind(m) == "embedding" else cfg.init for n, m in layers.items()}
     search = None
     tolerance = cfg.tolerance if cfg.tolerance is not None else None if budget is None else max(0.0, budget)
+    tuning: dict[str, Any] = {}
+
+    def tune(current: dict[str, SharedLayer]) -> None:
+        tuning.update(_tune_centroids(model, splits, cfg, current, objective, progress, journal))
+
     if tolerance is None:
         shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
-        val_before = objective.score(model, splits.val_x, splits.val_y)
+        tune(shared)
     else:
         paired = cfg.tolerance is None  # the budget's reading carries its noise; a stated tolerance is read as is
         reader = ValidationReader(objective, splits.val_x, splits.val_y, model, with_kl=False)  # SE only, no fit
@@ -112,10 +120,41 @@ def share_model(
             seed=cfg.seed,
             progress=progress,
             noise=noise if paired else None,
+            tune=tune,
         )
         bits = search.bits
-        # the search's last reading is of the model as it stands (signed back to the metric's direction)
-        val_before = objective.signed(readings[-1].score)
+    distributed.check_identical(
+        [
+            *distributed.model_tensors(model),
+            *(
+                item
+                for n, layer in shared.items()
+                for item in (
+                    (f"codebook:{n}", layer.codebook),
+                    (f"indices:{n}", layer.indices),
+                    (f"mask:{n}", layer.mask),
+                )
+            ),
+        ],
+        "the shared weights and codebooks",
+    )
+    used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
+    info = {"bit_search": {**search.to_dict(), "tolerance": tolerance}} if search else {}
+    return shared, {**info, "bits": bits, "codebook_used": used, **tuning, "metric": objective.metric}
+
+
+def _tune_centroids(
+    model: nn.Module,
+    splits: Splits,
+    cfg: ShareConfig,
+    shared: dict[str, SharedLayer],
+    objective: Any,
+    progress: Optional[ProgressFn],
+    journal: Optional[Journal],
+) -> dict[str, Any]:
+    """Centroid fine-tuning of ``shared`` (biases and other unshared parameters train beside it), kept only
+    if the validation score does not fall; a NaN loss is rolled back the same way."""
+    val_before = objective.score(model, splits.val_x, splits.val_y)
     saved = Rollback(model, {n: s.codebook for n, s in shared.items()})
     tuner = CentroidTuner(shared, lr=cfg.centroid_lr, momentum=cfg.momentum)
     gen = set_seed(cfg.seed)
@@ -150,35 +189,13 @@ def share_model(
     val_after = None if diverged else objective.score(model, splits.val_x, splits.val_y)
     kept = val_after is not None and objective.signed(val_after) >= objective.signed(val_before)
     if not kept:
-        codebooks = {n: s.codebook for n, s in shared.items()}
-        saved.restore_(model, codebooks)  # into the codebook tensors themselves
+        saved.restore_(model, {n: s.codebook for n, s in shared.items()})  # into the codebook tensors themselves
     saved.close()
-    distributed.check_identical(
-        [
-            *distributed.model_tensors(model),
-            *(
-                item
-                for n, layer in shared.items()
-                for item in (
-                    (f"codebook:{n}", layer.codebook),
-                    (f"indices:{n}", layer.indices),
-                    (f"mask:{n}", layer.mask),
-                )
-            ),
-        ],
-        "the shared weights and codebooks",
-    )
-    used = {n: [int(layer.codebook.numel()), int(layer.capacity)] for n, layer in shared.items()}
-    info = {"bit_search": {**search.to_dict(), "tolerance": tolerance}} if search else {}
-    return shared, {
-        **info,
-        "bits": bits,
-        "codebook_used": used,
+    return {
         "val_after_sharing": val_before,
         "val_after_centroid_tuning": val_after,
         "centroid_tuning_kept": kept,
         "centroid_tuning_diverged": diverged,
-        "metric": objective.metric,
     }
 
 

@@ -1,4 +1,5 @@
-"""One CSR row times a chunk of 64 input vectors, written as LLVM vector code for the numba kernels.
+"""One CSR row times a chunk of 64 input vectors, and 16 x 16 transposes, written as LLVM vector code for
+the numba kernels.
 
 Why by hand: numba's loops re-read and re-write a row's 64 outputs for every few nonzeros, and
 64 scalar accumulators in generated Python came out unvectorised (3x slower). Here the 64 outputs
@@ -8,6 +9,9 @@ Per nonzero that leaves one 16-bit index, one weight (or 8-bit code and codebook
 vector loads of its input run and four multiply-adds; measured 1.6-1.9x faster than the numba
 loop on the benchmark layers at batch 64 (bench/results/runtime_bench.md). LLVM lowers 16-lane
 vectors to whatever the CPU has (AVX-512, two AVX2 registers, four SSE ones).
+
+``tile16`` transposes a 16 x 16 block in registers (four rounds of lane shuffles): the copies that
+turn a chunk of inputs into runs and the outputs back took 2-3x as long as scalar loops.
 """
 
 from __future__ import annotations
@@ -158,6 +162,49 @@ def row64(
         _, (final,) = loop("rest", kk, [summed], 1)  # fewer than SETS nonzeros left
         for j in range(parts):
             builder.store(final[j], at(yp, offset(yov, j)), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _swap_masks(d: int) -> tuple[list[int], list[int]]:
+    """Shuffle masks for one round of the transpose: of a row pair (i, i + d) with bit d of i clear, the
+    element in a column with bit d set trades places with its partner d rows down and d columns left."""
+    low = [j if not j & d else LANES + j - d for j in range(LANES)]
+    high = [LANES + j if j & d else j + d for j in range(LANES)]
+    return low, high
+
+
+@intrinsic
+def tile16(typingctx: Any, a: Any, a_at: Any, lda: Any, b: Any, b_at: Any, ldb: Any) -> Any:
+    """b[j, i] = a[i, j] for a 16 x 16 block: rows of ``a`` start at flat element ``a_at``, ``lda`` apart, rows of
+    ``b`` at ``b_at``, ``ldb`` apart (uint64 element counts into the float32 buffers of ``a`` and ``b``).
+    Each of four rounds swaps one bit of the row index with the same bit of the column index."""
+    u64 = types.uint64
+    sig = types.void(a, u64, u64, b, u64, u64)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        ap = context.make_array(signature.args[0])(context, builder, args[0]).data
+        bp = context.make_array(signature.args[3])(context, builder, args[3]).data
+        a_at_v, lda_v, b_at_v, ldb_v = args[1], args[2], args[4], args[5]
+
+        def row(base: ir.Value, at: ir.Value, ld: ir.Value, i: int) -> ir.Value:
+            offset = builder.add(at, builder.mul(ld, ir.Constant(_I64, i)))
+            return builder.bitcast(builder.gep(base, [offset]), _VEC.as_pointer())
+
+        rows = [builder.load(row(ap, a_at_v, lda_v, i), align=4) for i in range(LANES)]
+        d = 1
+        while d < LANES:
+            low, high = (ir.Constant(ir.VectorType(ir.IntType(32), LANES), m) for m in _swap_masks(d))
+            swapped = list(rows)
+            for i in range(LANES):
+                if not i & d:
+                    swapped[i] = builder.shuffle_vector(rows[i], rows[i + d], low)
+                    swapped[i + d] = builder.shuffle_vector(rows[i], rows[i + d], high)
+            rows = swapped
+            d *= 2
+        for i, value in enumerate(rows):
+            builder.store(value, row(bp, b_at_v, ldb_v, i), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
