@@ -135,3 +135,17 @@ def test_every_width_is_tuned_before_its_drop_is_read() -> None:
     start = {n: 1 for n in layers}
     _, won_back = fit_bits_(layers, start, "linear", _cosine_drop(net, x), 0.5, max_bits=8, tune=perfect)
     assert won_back.met and len(won_back.rounds) == 1 and set(won_back.bits.values()) == {1}
+
+
+def test_a_round_that_lowers_nothing_ends_the_search(caplog) -> None:
+    """A drop that one more bit does not lower is not width's to fix: no round after it is tuned for."""
+    net, _ = _net()
+    layers = {"0": net[0], "2": net[2], "4": net[4]}
+    tuned: list[int] = []
+    with caplog.at_level("WARNING", logger="nncompress.quantization.bitsearch"):
+        _, search = fit_bits_(
+            layers, {n: 1 for n in layers}, "linear", lambda: 2.0, 0.5, max_bits=8, tune=lambda s: tuned.append(1)
+        )
+    assert search.stalled and not search.met
+    assert len(search.rounds) == 2 and len(tuned) == 2  # the start and one round, not eight
+    assert "did not lower it" in caplog.text

@@ -43,9 +43,10 @@ class BitSearch:
     bits: dict[str, int]
     rounds: list[dict] = field(default_factory=list)
     met: bool = True
+    stalled: bool = False  # a round's wider codebooks did not lower the drop: the search stopped there
 
     def to_dict(self) -> dict:
-        return {"bits": dict(self.bits), "rounds": list(self.rounds), "met": self.met}
+        return {"bits": dict(self.bits), "rounds": list(self.rounds), "met": self.met, "stalled": self.stalled}
 
 
 def _drop_without(name: str, layer: SharedLayer, original: torch.Tensor, drop: Callable[[], float]) -> float:
@@ -96,7 +97,10 @@ def fit_bits_(
     ``noise`` (the standard error of the last ``drop()``) a drop counts as over
     the tolerance only by more than that: a wider codebook is not bought to
     chase a difference the reading cannot tell from zero. ``tune(shared)``, when
-    given, runs after every sharing, before the drop is read."""
+    given, runs after every sharing, before the drop is read. A round whose
+    wider codebooks leave the drop no lower ends the search (``stalled``): what
+    is left is not quantisation error one more bit wins back, but the reading's
+    noise or the tuning's, and every further round would cost a tuning."""
 
     def fits(value: float) -> bool:
         return value - (noise() if noise is not None else 0.0) <= tolerance
@@ -135,7 +139,7 @@ def fit_bits_(
         )
         if tune is not None:
             tune(shared)
-        current = drop()
+        previous, current = current, drop()
         search.rounds.append({"round": round_no, "drop": round(current, 4), "raised": [[n, widths[n]] for n in raised]})
         log.info(
             "bit search round %d: %d layer(s) one bit wider, validation drop %.3f points",
@@ -143,9 +147,20 @@ def fit_bits_(
             len(raised),
             current,
         )
+        if current >= previous:
+            search.stalled = True
+            break
     search.met = fits(current)
     warn_empty_codebooks(shared)
-    if not search.met:
+    if not search.met and search.stalled:
+        log.warning(
+            "weight sharing leaves a validation drop of %.3f points, over its tolerance of %g; one bit more "
+            "did not lower it (%.3f before), so the search stopped: the rest is noise or tuning, not width",
+            current,
+            tolerance,
+            search.rounds[-2]["drop"],
+        )
+    elif not search.met:
         log.warning(
             "weight sharing leaves a validation drop of %.3f points, over its tolerance of %g, with "
             "every layer that could grow grown (at most %d bits); raise max_bits or the tolerance",
