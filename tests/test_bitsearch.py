@@ -149,3 +149,28 @@ def test_a_round_that_lowers_nothing_ends_the_search(caplog) -> None:
     assert search.stalled and not search.met
     assert len(search.rounds) == 2 and len(tuned) == 2  # the start and one round, not eight
     assert "did not lower it" in caplog.text
+
+
+@pytest.mark.parametrize("wins", [True, False], ids=["tuning-kept", "tuning-rejected"])
+def test_rounds_are_tuned_while_tuning_wins_and_once_at_the_end_after(monkeypatch, tmp_path, digits, trained_mlp, wins):
+    """Tuning that validation keeps runs for every width the search judges; once it is rejected, later
+    rounds are judged as shared and the final widths are tuned once."""
+    from nncompress.pipeline import share as share_stage
+
+    calls: list[int] = []
+
+    def fake_tune(model, splits, cfg, shared, objective, progress, journal):
+        calls.append(len(shared))
+        return {
+            "val_after_sharing": 0.5,
+            "val_after_centroid_tuning": 0.5,
+            "centroid_tuning_kept": wins,
+            "centroid_tuning_diverged": False,
+        }
+
+    monkeypatch.setattr(share_stage, "_tune_centroids", fake_tune)
+    share = nnc.ShareConfig(fc_bits=1, tolerance=0.0, max_bits=3)
+    result = nnc.compress(trained_mlp(), digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=None, share=share))
+    rounds = len(result.summary["bit_search"]["rounds"])
+    assert rounds >= 3  # 1-bit codebooks cost the MLP: the search widened layers over several rounds
+    assert len(calls) == (rounds if wins else 2)
