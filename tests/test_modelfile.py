@@ -374,7 +374,8 @@ def test_default_codebooks_keep_small_output_layers_at_full_width() -> None:
 
     default = ShareConfig()
     assert _codebook_bits(default.fc_bits, 125, default.min_members) == default.fc_bits
-    assert _codebook_bits(default.conv_bits, 500, default.min_members) == 7  # 128 entries for 500 weights
+    assert _codebook_bits(default.conv_bits, 500, default.min_members) == default.conv_bits
+    assert _codebook_bits(8, 500, default.min_members) == 7  # 128 entries for 500 weights
 
 
 def test_fp16_raw_tensors_halve_the_biases(tmp_path, trained_mlp, digits) -> None:
