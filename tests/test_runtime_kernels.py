@@ -50,6 +50,8 @@ def test_the_transposes_equal_numpys_for_ragged_shapes_and_views(view):
         b = np.zeros((cols, rows + 2 * pad), np.float32)[:, :rows]
         nbkernels.transpose(a, b)
         assert np.array_equal(b, a.T), (rows, cols)
+    with pytest.raises(numba.core.errors.TypingError):  # the vector blocks move float32 lanes only
+        nbkernels.transpose(np.zeros((16, 16)), np.zeros((16, 16)))
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -180,6 +180,8 @@ def tile16(typingctx: Any, a: Any, a_at: Any, lda: Any, b: Any, b_at: Any, ldb: 
     """b[j, i] = a[i, j] for a 16 x 16 block: rows of ``a`` start at flat element ``a_at``, ``lda`` apart, rows of
     ``b`` at ``b_at``, ``ldb`` apart (uint64 element counts into the float32 buffers of ``a`` and ``b``).
     Each of four rounds swaps one bit of the row index with the same bit of the column index."""
+    if not all(isinstance(t, types.Array) and t.dtype == types.float32 for t in (a, b)):
+        return None  # a typing error at compile time: the block moves float32 lanes only
     u64 = types.uint64
     sig = types.void(a, u64, u64, b, u64, u64)
 
