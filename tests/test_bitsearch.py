@@ -116,8 +116,9 @@ def test_every_width_is_tuned_before_its_drop_is_read() -> None:
         read.append(len(tuned))
         return drop()
 
-    def record(shared) -> None:
+    def record(shared) -> bool:
         tuned.append({n: s.codebook.numel() for n, s in shared.items()})
+        return True  # kept: every width is tuned
 
     _, search = fit_bits_(layers, {n: 1 for n in layers}, "linear", counted_drop, 0.5, max_bits=8, tune=record)
     assert len(search.rounds) > 1 and len(tuned) == len(search.rounds)
@@ -125,10 +126,11 @@ def test_every_width_is_tuned_before_its_drop_is_read() -> None:
     assert [r for r in read if r > 0][0] == 1 and read[-1] == len(tuned)
     assert all(max(t.values()) <= 2 ** max(search.bits.values()) for t in tuned)
 
-    def perfect(shared) -> None:  # a tuning that restores each layer's weights: no drop left to buy back
+    def perfect(shared) -> bool:  # a tuning that restores each layer's weights: no drop left to buy back
         with torch.no_grad():
             for name, layer in shared.items():
                 layer.module.weight.copy_(originals[name])
+        return True
 
     net, x = _net()
     layers = {"0": net[0], "2": net[2], "4": net[4]}
@@ -142,10 +144,13 @@ def test_a_round_that_lowers_nothing_ends_the_search(caplog) -> None:
     net, _ = _net()
     layers = {"0": net[0], "2": net[2], "4": net[4]}
     tuned: list[int] = []
+
+    def kept(shared) -> bool:
+        tuned.append(1)
+        return True
+
     with caplog.at_level("WARNING", logger="nncompress.quantization.bitsearch"):
-        _, search = fit_bits_(
-            layers, {n: 1 for n in layers}, "linear", lambda: 2.0, 0.5, max_bits=8, tune=lambda s: tuned.append(1)
-        )
+        _, search = fit_bits_(layers, {n: 1 for n in layers}, "linear", lambda: 2.0, 0.5, max_bits=8, tune=kept)
     assert search.stalled and not search.met
     assert len(search.rounds) == 2 and len(tuned) == 2  # the start and one round, not eight
     assert "did not lower it" in caplog.text

@@ -83,16 +83,10 @@ def share_model(
     search = None
     tolerance = cfg.tolerance if cfg.tolerance is not None else None if budget is None else max(0.0, budget)
     tuning: dict[str, Any] = {}
-    # tuning runs after every sharing the search judges while it wins something back; once validation
-    # rejects it (LeNet-5's centroids often gain nothing), later rounds are judged as shared and tuned once
-    # at the end, as a search judged before tuning would: each round's tuning is the search's main cost
-    per_round = {"on": True, "tuned_last": False}
 
-    def tune(current: dict[str, SharedLayer]) -> None:
-        per_round["tuned_last"] = per_round["on"]
-        if per_round["on"]:
-            tuning.update(_tune_centroids(model, splits, cfg, current, objective, progress, journal))
-            per_round["on"] = bool(tuning["centroid_tuning_kept"])
+    def tune(current: dict[str, SharedLayer]) -> bool:
+        tuning.update(_tune_centroids(model, splits, cfg, current, objective, progress, journal))
+        return bool(tuning["centroid_tuning_kept"])
 
     if tolerance is None:
         shared = share_weights_(layers, bits, inits, cfg.seed, progress=progress)
@@ -130,8 +124,6 @@ def share_model(
             tune=tune,
         )
         bits = search.bits
-        if not per_round["tuned_last"]:
-            tuning.update(_tune_centroids(model, splits, cfg, shared, objective, progress, journal))
     distributed.check_identical(
         [
             *distributed.model_tensors(model),

@@ -87,7 +87,7 @@ def fit_bits_(
     seed: int = 0,
     progress: Optional[ProgressFn] = None,
     noise: Optional[Callable[[], float]] = None,
-    tune: Optional[Callable[[dict[str, SharedLayer]], None]] = None,
+    tune: Optional[Callable[[dict[str, SharedLayer]], bool]] = None,
 ) -> tuple[dict[str, SharedLayer], BitSearch]:
     """Share ``layers`` in place at ``bits``, then raise widths until ``drop()`` (the
     model's validation drop in points, as it stands) is at most ``tolerance``.
@@ -97,7 +97,10 @@ def fit_bits_(
     ``noise`` (the standard error of the last ``drop()``) a drop counts as over
     the tolerance only by more than that: a wider codebook is not bought to
     chase a difference the reading cannot tell from zero. ``tune(shared)``, when
-    given, runs after every sharing, before the drop is read. A round whose
+    given, runs after every sharing, before the drop is read, and says whether
+    validation kept the tuning; once it does not (LeNet-5's centroids often gain
+    nothing), later rounds are read as shared and the final widths tuned once,
+    since each round's tuning is the search's main cost. A round whose
     wider codebooks leave the drop no lower ends the search (``stalled``): what
     is left is not quantisation error one more bit wins back, but the reading's
     noise or the tuning's, and every further round would cost a tuning."""
@@ -108,9 +111,17 @@ def fit_bits_(
     caps = {name: max_bits if isinstance(max_bits, int) else max_bits.get(name, bits[name]) for name in layers}
     originals = {name: module.weight.detach().clone() for name, module in layers.items()}
     widths = dict(bits)
+    tuning = tune is not None  # while validation keeps what tuning does
+    tuned = False  # whether the sharing as it stands was tuned
+
+    def settle(current: dict[str, SharedLayer]) -> None:
+        nonlocal tuning, tuned
+        tuned = tuning
+        if tune is not None and tuning:
+            tuning = tune(current)
+
     shared = share_weights_(layers, widths, init, seed, progress=progress, warn=False)
-    if tune is not None:
-        tune(shared)
+    settle(shared)
     current = drop()
     search = BitSearch(widths, [{"round": 0, "drop": round(current, 4), "raised": []}])
     for round_no in range(1, MAX_ROUNDS + 1):
@@ -137,8 +148,7 @@ def fit_bits_(
         shared.update(
             share_weights_({n: layers[n] for n in raised}, {n: widths[n] for n in raised}, inits, seed, warn=False)
         )
-        if tune is not None:
-            tune(shared)
+        settle(shared)
         previous, current = current, drop()
         search.rounds.append({"round": round_no, "drop": round(current, 4), "raised": [[n, widths[n]] for n in raised]})
         log.info(
@@ -151,6 +161,8 @@ def fit_bits_(
             search.stalled = True
             break
     search.met = fits(current)
+    if tune is not None and not tuned:
+        tune(shared)
     warn_empty_codebooks(shared)
     if not search.met and search.stalled:
         log.warning(

@@ -62,32 +62,27 @@ def _compile(fn: Callable[..., Any], parallel: bool = False) -> Any:
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 
-def _tiles_source(tile: int) -> Callable[..., None]:
-    """b[j, i] = a[i, j] in ``tile`` x ``tile`` scalar tiles (a constant, so each tile compiles unrolled)."""
-
-    def transpose(a, b):
-        rows, cols = a.shape
-        r_end, c_end = rows - rows % tile, cols - cols % tile
-        for i0 in range(0, r_end, tile):
-            for j0 in range(0, c_end, tile):
-                for j in range(tile):
-                    for i in range(tile):
-                        b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
-            for j in range(c_end, cols):
-                for i in range(tile):
-                    b[j, i0 + i] = a[i0 + i, j]
-        for i in range(r_end, rows):
-            for j in range(cols):
-                b[j, i] = a[i, j]
-
-    transpose.__qualname__ = f"transpose{tile}"
-    return transpose
+def transpose32(a, b):
+    """b[j, i] = a[i, j] in 32 x 32 scalar tiles (a constant, so each tile compiles unrolled)."""
+    rows, cols = a.shape
+    r_end, c_end = rows - rows % 32, cols - cols % 32
+    for i0 in range(0, r_end, 32):
+        for j0 in range(0, c_end, 32):
+            for j in range(32):
+                for i in range(32):
+                    b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
+        for j in range(c_end, cols):
+            for i in range(32):
+                b[j, i0 + i] = a[i0 + i, j]
+    for i in range(r_end, rows):
+        for j in range(cols):
+            b[j, i] = a[i, j]
 
 
-_transpose32 = _compile(_tiles_source(32))
+transpose32 = _compile(transpose32)
 
 
-def _transpose(a, b):
+def transpose(a, b):
     """b[j, i] = a[i, j] for 2-D float32 views with unit column strides: 16 x 16 blocks transposed in
     registers (``nbvector.tile16``), 2-3x faster than scalar tiles, which were themselves 2-4x faster than
     numpy's and torch's transposing copies here. Where the rows of ``b`` are a multiple of 4 KB apart (a
@@ -97,7 +92,7 @@ def _transpose(a, b):
     lda = np.uint64(a.strides[0] // 4)
     ldb = np.uint64(b.strides[0] // 4)
     if ldb % np.uint64(1024) == 0:
-        _transpose32(a, b)
+        transpose32(a, b)
         return
     r_end, c_end = rows - rows % 16, cols - cols % 16
     for i0 in range(0, r_end, 16):
@@ -111,8 +106,8 @@ def _transpose(a, b):
             b[j, i] = a[i, j]
 
 
-_transpose.__qualname__ = f"transpose_{CODE_TAG}"  # calls nbvector's code (see nbvector._code_tag)
-transpose = _compile(_transpose)
+transpose.__qualname__ = f"transpose_{CODE_TAG}"  # calls nbvector's code (see nbvector._code_tag)
+transpose = _compile(transpose)
 
 
 def _copy(a, b):
