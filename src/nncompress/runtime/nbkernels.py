@@ -62,6 +62,20 @@ def _compile(fn: Callable[..., Any], parallel: bool = False) -> Any:
         return njit(parallel=parallel, fastmath=FAST, cache=False, nogil=True)(fn)
 
 
+def transpose_tails(a, b, r_end, c_end):
+    """b[j, i] = a[i, j] past the whole tiles: columns from ``c_end`` of the tiled rows, then rows from ``r_end``."""
+    rows, cols = a.shape
+    for j in range(c_end, cols):
+        for i in range(r_end):
+            b[j, i] = a[i, j]
+    for i in range(r_end, rows):
+        for j in range(cols):
+            b[j, i] = a[i, j]
+
+
+transpose_tails = _compile(transpose_tails)
+
+
 def transpose32(a, b):
     """b[j, i] = a[i, j] in 32 x 32 scalar tiles (a constant, so each tile compiles unrolled)."""
     rows, cols = a.shape
@@ -71,12 +85,7 @@ def transpose32(a, b):
             for j in range(32):
                 for i in range(32):
                     b[j0 + j, i0 + i] = a[i0 + i, j0 + j]
-        for j in range(c_end, cols):
-            for i in range(32):
-                b[j, i0 + i] = a[i0 + i, j]
-    for i in range(r_end, rows):
-        for j in range(cols):
-            b[j, i] = a[i, j]
+    transpose_tails(a, b, r_end, c_end)
 
 
 transpose32 = _compile(transpose32)
@@ -98,12 +107,7 @@ def transpose(a, b):
     for i0 in range(0, r_end, 16):
         for j0 in range(0, c_end, 16):
             tile16(a, np.uint64(i0) * lda + np.uint64(j0), lda, b, np.uint64(j0) * ldb + np.uint64(i0), ldb)
-        for j in range(c_end, cols):
-            for i in range(16):
-                b[j, i0 + i] = a[i0 + i, j]
-    for i in range(r_end, rows):
-        for j in range(cols):
-            b[j, i] = a[i, j]
+    transpose_tails(a, b, r_end, c_end)
 
 
 transpose.__qualname__ = f"transpose_{CODE_TAG}"  # calls nbvector's code (see nbvector._code_tag)
