@@ -91,6 +91,10 @@ def test_the_kernel_arguments_are_made_once_and_follow_replaced_buffers():
         copy_ = pickle.loads(pickle.dumps(layer))  # views of buffers are not pickled, and are remade
         assert "_prepared" not in layer.__getstate__()
         torch.testing.assert_close(copy_(x), layer(x))
+        before = layer.prepared()
+        layer.share_memory()  # moves every buffer's storage: views of the old one must not be kept
+        assert layer.prepared() is not before
+        torch.testing.assert_close(layer(x), copy_(x))
 
 
 @pytest.mark.parametrize("engine", ["numba", "numba-shared"])

@@ -164,51 +164,49 @@ def _plan(count: int) -> list[tuple[int, int, int]]:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The kernels' arguments for one matrix as numpy arrays: (indptr, starts, indices as uint16) and
-    (values or codes, codebook). Made once per matrix: from the tensors on every call they took 5 us,
-    a fifth of a LeNet layer's product at batch 1."""
+    """The kernels' arguments for one matrix as numpy arrays: (indptr, starts, indices as uint16),
+    (values or codes, codebook) and the bias per row (zeros without one), with the counts a call reads.
+    Made once per matrix: from the tensors on every call they took 5 us, a fifth of a LeNet layer's
+    product at batch 1, and every attribute or property read on the call path costs a tenth of one."""
 
     head: tuple[np.ndarray, ...]
     vals: tuple[np.ndarray, ...]
     shared: bool
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.head[0].shape[1]) - 1
-
-    @property
-    def nonzeros(self) -> int:
-        return int(self.head[2].shape[0])
+    bias: np.ndarray
+    n_rows: int
+    nonzeros: int
 
 
-def prepare(parts: dict[str, torch.Tensor]) -> Prepared:
-    """The arrays the kernels take, viewing (not copying) the tensors of ``build``."""
+def prepare(parts: dict[str, torch.Tensor], bias_col: Optional[torch.Tensor] = None) -> Prepared:
+    """The arrays the kernels take, viewing (not copying) the tensors of ``build`` and ``bias_col``."""
     head = (parts["indptr"].numpy(), parts["starts"].numpy().view(np.uint64), parts["indices"].numpy().view(np.uint16))
+    n_rows = int(head[0].shape[1]) - 1
+    bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.detach().numpy().reshape(n_rows)
     if "codes" in parts:
-        return Prepared(head, (parts["codes"].numpy(), parts["book"].numpy()), True)
-    return Prepared(head, (parts["values"].numpy(), _NO_BOOK), False)
+        vals: tuple[np.ndarray, ...] = (parts["codes"].numpy(), parts["book"].numpy())
+    else:
+        vals = (parts["values"].numpy(), _NO_BOOK)
+    return Prepared(head, vals, "codes" in parts, bias, n_rows, int(head[2].shape[0]))
 
 
 _NO_BOOK = np.zeros(1, np.float32)
 
 
-def _multiply(
-    args: Prepared, src: np.ndarray, bias_col: Optional[torch.Tensor], by_row: bool, one_thread: bool
-) -> np.ndarray:
+def _multiply(args: Prepared, src: np.ndarray, by_row: bool, one_thread: bool) -> np.ndarray:
     """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
     else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
-    ``CHUNK`` vectors, one for the rest."""
-    mod = kernels()
+    ``CHUNK`` vectors, one for the rest. numba's thread count is read and set only for a parallel call:
+    the two calls cost 1 us, a thirtieth of a LeNet layer's product at batch 64."""
+    mod = _KERNELS["mod"]
     assert mod is not None
-    threads = set_threads()
-    n_rows, count = args.n_rows, src.shape[0 if by_row else 1]
-    parallel = not one_thread and threads > 1 and args.nonzeros * count >= PARALLEL_WORK
-    tiles = _tiles(threads, n_rows, parallel)
-    bias = np.zeros(n_rows, np.float32) if bias_col is None else bias_col.numpy().reshape(n_rows)
-    out = np.empty((count, n_rows) if by_row else (n_rows, count), np.float32)
+    count = src.shape[0 if by_row else 1]
+    parallel = not one_thread and args.nonzeros * count >= PARALLEL_WORK and torch.get_num_threads() > 1
+    tiles = _tiles(set_threads(), args.n_rows, True) if parallel else 1
+    out = np.empty((count, args.n_rows) if by_row else (args.n_rows, count), np.float32)
+    head, (values, book), bias = args.head, args.vals, args.bias
     for width, first, chunks in _plan(count):
-        kernel = _spmm(mod, width, args.shared)
-        _call(kernel, parallel, *args.head, *args.vals, src, bias, out, first, chunks, width, tiles, by_row)
+        kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, args.shared)]
+        _call(kernel, parallel, *head, values, book, src, bias, out, first, chunks, width, tiles, by_row)
     return out
 
 
@@ -217,7 +215,7 @@ def _check(xt: torch.Tensor) -> ModuleType:
     mod = kernels()
     if mod is None:
         raise ConfigError("the numba kernels need numba: pip install 'nncompress[runtime]'")
-    if xt.dtype != torch.float32 or xt.device.type != "cpu":
+    if xt.dtype != torch.float32 or not xt.is_cpu:
         raise ModelError(
             f"the sparse kernels take float32 inputs on the CPU; got {xt.dtype} on {xt.device}: "
             "convert the input (x.float().cpu())"
@@ -225,29 +223,33 @@ def _check(xt: torch.Tensor) -> ModuleType:
     return mod
 
 
-def linear(args: Prepared, x: torch.Tensor, bias_col: Optional[torch.Tensor], one_thread: bool = False) -> torch.Tensor:
+def _array(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a C-contiguous numpy array, a view where it already is one."""
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return x.detach().numpy() if x.requires_grad else x.numpy()
+
+
+def linear(args: Prepared, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
     """x W^T (+ bias): (R, rows) from ``x`` (R, columns), float32; the layout of ``nn.Linear``. ``one_thread``:
     never more than one thread."""
     _check(x)
     if x.shape[0] == 1:
-        return matmul(args, x.reshape(-1, 1), bias_col, one_thread).reshape(1, -1)
-    return torch.from_numpy(_multiply(args, np.ascontiguousarray(x.detach().numpy()), bias_col, True, one_thread))
+        return matmul(args, x.reshape(-1, 1), one_thread).reshape(1, -1)
+    return torch.from_numpy(_multiply(args, _array(x), True, one_thread))
 
 
-def matmul(
-    args: Prepared, xt: torch.Tensor, bias_col: Optional[torch.Tensor], one_thread: bool = False
-) -> torch.Tensor:
+def matmul(args: Prepared, xt: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
     """W @ xt (+ bias per output row): (rows, R) from ``xt`` (columns, R), float32; the layout of im2col."""
     mod = _check(xt)
     if xt.shape[1] != 1:
-        return torch.from_numpy(_multiply(args, np.ascontiguousarray(xt.detach().numpy()), bias_col, False, one_thread))
-    threads = set_threads()
+        return torch.from_numpy(_multiply(args, _array(xt), False, one_thread))
     n_rows = args.n_rows
-    parallel = not one_thread and threads > 1 and args.nonzeros >= PARALLEL_NONZEROS
-    y1 = torch.zeros(n_rows) if bias_col is None else bias_col.reshape(n_rows).clone()
-    x1 = xt.reshape(-1).contiguous().numpy()
-    _call(mod.SPMV[args.shared], parallel, *args.head, *args.vals, x1, y1.numpy(), _tiles(threads, n_rows, parallel))
-    return y1.reshape(n_rows, 1)
+    parallel = not one_thread and args.nonzeros >= PARALLEL_NONZEROS and torch.get_num_threads() > 1
+    tiles = _tiles(set_threads(), n_rows, True) if parallel else 1
+    y1 = args.bias.copy()
+    _call(mod.SPMV[args.shared], parallel, *args.head, *args.vals, _array(xt).reshape(-1), y1, tiles)
+    return torch.from_numpy(y1).reshape(n_rows, 1)
 
 
 def part_bytes(parts: dict[str, torch.Tensor]) -> int:
