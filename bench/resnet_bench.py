@@ -15,6 +15,7 @@ import argparse
 import gzip
 import io
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def stored_today(checkpoint: Path) -> dict[str, int]:
     return out
 
 
-def one(seed: int, widths: list[int], epochs: int) -> dict:
+def one(seed: int, widths: list[int], epochs: int, flags: list[str]) -> dict:
     RUNS.mkdir(parents=True, exist_ok=True)
     tag = f"resnet{'-'.join(map(str, widths))}_s{seed}"
     base, out, run_dir = RUNS / f"{tag}.pt", RUNS / f"{tag}.nnc", RUNS / f"{tag}_run"
@@ -93,11 +94,13 @@ def one(seed: int, widths: list[int], epochs: int) -> dict:
             str(out),
             "--run-dir",
             str(run_dir),
+            *flags,
         )
     t2 = time.perf_counter()
     return {
         "seed": seed,
         "widths": widths,
+        "flags": flags,
         "dense_test_accuracy": res["dense_test_score"],
         "test_accuracy": res["test_score"],
         "drop_points": res["test_drop_points"],
@@ -117,9 +120,10 @@ def markdown(results: list[dict], meta: dict) -> str:
         "",
         f"`{meta['command']}` on {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
         "",
-        f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`; every other "
-        "setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; accuracy of the "
-        "model decoded from the file.",
+        f"Model: `--model {MODEL} --model-kwargs '{{\"widths\": {results[0]['widths']}}}'`"
+        + (f", compress flags `{shlex.join(results[0].get('flags') or [])}`" if results[0].get("flags") else "")
+        + "; every other setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; "
+        "accuracy of the model decoded from the file.",
         "",
         "| seed | dense acc | file acc | drop | file B | ratio | torch.save B | fp16+gzip B (ratio) | fine-tuning |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -147,8 +151,9 @@ def main() -> None:
     parser.add_argument("--widths", nargs=3, type=int, default=[8, 16, 32])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--tag", default="resnet_bench")
+    parser.add_argument("--flags", default="", help="more compress flags, one string: '--tolerance 0.5'")
     args = parser.parse_args()
-    results = [one(seed, args.widths, args.epochs) for seed in args.seeds]
+    results = [one(seed, args.widths, args.epochs, shlex.split(args.flags)) for seed in args.seeds]
     meta = run_meta("resnet_bench.py")
     write_results(args.tag, meta, results, markdown(results, meta))
 

@@ -38,11 +38,11 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _need(data[:8] == MAGIC, "magic")
     _need(len(data) >= 16, "short prefix")
     version, hlen = struct.unpack_from("<II", data, 8)
-    _need(version in (2, 3, 4, 5), f"version {version}")
+    _need(version in (2, 3, 4, 5, 6), f"version {version}")
     _need(2 <= hlen <= 64 * 2**20 and len(data) >= 20 + hlen, "header length")
     _need(zlib.crc32(data[8 : 16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
     text = data[16 : 16 + hlen]
-    if version == 5:  # a zlib stream, whole, alone, inflating to at most 64 MiB
+    if version >= 5:  # a zlib stream, whole, alone, inflating to at most 64 MiB
         inflater = zlib.decompressobj()
         try:
             text = inflater.decompress(text, 64 * 2**20 + 1)
@@ -299,6 +299,17 @@ def decode(data: bytes) -> dict[str, np.ndarray]:
         if codec == "alias" and version >= 3:
             _need(set(e) == {"name", "codec", "shape", "of"}, "alias keys")
             aliases.append(e)
+            continue
+        if codec == "const" and version >= 6:  # every value the one value; no section
+            _need(set(e) == {"name", "codec", "shape", "dtype", "value"}, "const keys")
+            v = e["value"]
+            if e["dtype"] == "int64":
+                _need(type(v) is int and -(2**63) <= v < 2**63, "const int64 value")
+                out[e["name"]] = np.full(shape, v, dtype=np.int64)
+            else:
+                _need(e["dtype"] == "float32", "const dtype")
+                _need(type(v) in (int, float) and np.isfinite(v) and abs(v) <= 3.4028234663852886e38, "const value")
+                out[e["name"]] = np.full(shape, v, dtype=np.float32)
             continue
         _need(e["name"] in sections, "section of the tensor")
         data_ = sections[e["name"]]

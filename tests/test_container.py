@@ -107,12 +107,13 @@ def test_golden_bytes() -> None:
     assert len(bytes.fromhex(expected)) == 111
 
 
-def test_golden_bytes_of_version_5() -> None:
-    """FORMAT.md's example as version 5: the same header JSON, stored as its zlib stream (level 9)."""
+@pytest.mark.parametrize("version", [5, 6])
+def test_golden_bytes_of_a_deflated_header(version: int) -> None:
+    """FORMAT.md's example as version 5 and 6: the same header JSON, stored as its zlib stream (level 9)."""
     header_json = b'{"a":1,"data_bytes":3,"sections":[{"crc32":891568578,"length":3,"name":"x","offset":0}]}'
     stream = zlib.compress(header_json, 9)
-    data = dumps({"a": 1}, [("x", b"abc")])
-    assert data[8:16] == struct.pack("<II", 5, len(stream)) and data[16 : 16 + len(stream)] == stream
+    data = dumps({"a": 1}, [("x", b"abc")], version=version)
+    assert data[8:16] == struct.pack("<II", version, len(stream)) and data[16 : 16 + len(stream)] == stream
     assert data[16 + len(stream) : 20 + len(stream)] == struct.pack("<I", zlib.crc32(data[8 : 16 + len(stream)]))
     assert data[20 + len(stream) :] == b"abc" and loads(data).header == {"a": 1}
 
@@ -153,7 +154,7 @@ def test_version_2_files_are_still_read() -> None:
     v2 = bytes.fromhex("894e4e430d0a1a0a0200000058000000" + header_json.encode().hex() + "5b573800616263")
     box = loads(v2)
     assert (box.version, box.header, box.sections) == (2, {"a": 1}, {"x": b"abc"})
-    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 5
+    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 6
 
 
 # ------------------------------------------------------------------------ corruption sweeps

@@ -409,6 +409,7 @@ def test_compress_reports_progress_of_every_stage(tmp_path, trained_mlp, digits)
 def test_integer_buffers_survive_float16_storage(tmp_path) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     model[1].num_batches_tracked.fill_(100_000)  # float16 tops out at 65,504
+    model[1].running_var.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0]))  # not one value: stored raw
     save_compressed(tmp_path / "m.nnc", model, {}, raw_dtype="float16")
     box = load_compressed(tmp_path / "m.nnc")
     counter = box.state["1.num_batches_tracked"]

@@ -61,6 +61,9 @@ class ShareConfig(_Config):
     ``quantize`` names layers (same forms as ``select``) whose weights are stored
     uniformly quantised instead of shared: ``quantize_dtype`` int8 or int16 with one
     float32 scale per output channel (format version 4); pruned zeros stay zero.
+    ``batchnorm`` "affine" stores each BatchNorm as the scale and shift it computes in
+    eval mode (``models.batchnorm``): the same eval outputs from half its vectors, the
+    other half constants; "exact" (default) stores its four vectors as they are.
     """
 
     fc_bits: int = 5
@@ -85,6 +88,7 @@ class ShareConfig(_Config):
     max_bits: int = 10
     quantize: str = ""
     quantize_dtype: str = "int8"
+    batchnorm: str = "exact"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +110,7 @@ class ShareConfig(_Config):
         _check_layer_spec(self.exclude, "exclude", empty_ok=True)
         _check_layer_spec(self.quantize, "quantize", empty_ok=True)
         _require(self.quantize_dtype in ("int8", "int16"), "quantize_dtype", "'int8' or 'int16'", self.quantize_dtype)
+        _require(self.batchnorm in ("exact", "affine"), "batchnorm", "'exact' or 'affine'", self.batchnorm)
         _require(
             self.codebook_dtype in ("auto", "float32", "float16"),
             "codebook_dtype",

@@ -123,6 +123,13 @@ COMPRESS_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--centroid-lr", "share.centroid_lr", float, "step size on the sum of each centroid's member gradients"),
     ("--raw-dtype", "coding.raw_dtype", str, "unshared tensors: auto (float16 from 4096 values), float32 or float16"),
     (
+        "--batchnorm",
+        "coding.batchnorm",
+        str,
+        "exact (default) or affine: each BatchNorm stored as its eval-mode scale and shift, half the bytes, "
+        "the same eval outputs",
+    ),
+    (
         "--codebook-dtype",
         "coding.codebook_dtype",
         str,

@@ -18,11 +18,12 @@ MAGIC: bytes = b"\x89NNC\r\n\x1a\n"
 #: layouts (no positions for an unpruned tensor, packed and raw fallbacks, tied-weight
 #: aliases). 4: model files gain the ``quant`` codec (uniform int8/int16 with per-channel
 #: scales). 5: the header is stored deflated (zlib): it was up to a third of a small model's
-#: file. Versions 2-4 are still read (and written on request); version 1 was a pre-release
-#: and is refused.
-FORMAT_VERSION: int = 5
+#: file. 6: model files gain the ``const`` codec (a tensor of one repeated value, no section).
+#: Versions 2-5 are still read (and written on request); version 1 was a pre-release and is
+#: refused.
+FORMAT_VERSION: int = 6
 #: what a file is written as unless the caller asks for an older version
-DEFAULT_WRITE_VERSION: int = 5
+DEFAULT_WRITE_VERSION: int = 6
 #: from this version on the header is stored as a zlib stream of its canonical JSON
 DEFLATED_HEADER_VERSION: int = 5
 #: the oldest version this reader accepts

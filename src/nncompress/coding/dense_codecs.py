@@ -1,5 +1,6 @@
 """Codecs that store every value of a tensor: ``raw`` (float32/float16/int64) and ``quant`` (int8/int16 with
-one scale per output channel), and the dtypes the file stores values in."""
+one scale per output channel), ``const`` (one value for all, no section), and the dtypes the file stores
+values in."""
 
 from __future__ import annotations
 
@@ -44,6 +45,31 @@ def encode_raw(name: str, array: np.ndarray, dtype: str = "auto") -> tuple[dict[
     dtype = raw_storage(array, dtype)
     data = np.ascontiguousarray(array, dtype=RAW_DTYPES[dtype])
     return {"name": name, "codec": "raw", "shape": list(array.shape), "dtype": dtype}, [(name, data.tobytes())]
+
+
+def constant_value(array: np.ndarray) -> int | float | None:
+    """The one value of a tensor of two or more equal values (finite, for floats), else None: such a tensor
+    is stored as that value (``const``). A BatchNorm stored as its affine map has two of them per layer."""
+    if array.size < 2:
+        return None
+    flat = array.reshape(-1)
+    first = flat[0]
+    if array.dtype.kind in "iub":
+        return int(first) if bool(np.all(flat == first)) else None
+    as32 = np.float32(first)
+    if not np.isfinite(as32) or not bool(np.all(flat == first)) or float(as32) != float(first):
+        return None  # a value float32 would round is stored raw (exactly, in its own dtype)
+    return float(as32)
+
+
+def encode_const(name: str, array: np.ndarray, value: int | float) -> tuple[dict[str, Any], Sections]:
+    dtype = "int64" if array.dtype.kind in "iub" else "float32"
+    return {"name": name, "codec": "const", "shape": list(array.shape), "dtype": dtype, "value": value}, []
+
+
+def _decode_const(shape: tuple[int, ...], entry: Mapping[str, Any]) -> np.ndarray:
+    """Checked by ``schema.check_entry`` already: dtype and value."""
+    return np.full(shape, entry["value"], dtype=np.int64 if entry["dtype"] == "int64" else np.float32)
 
 
 #: largest magnitude of a ``quant`` value: symmetric ranges, so zero (a pruned weight) is exact

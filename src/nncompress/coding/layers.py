@@ -1,4 +1,4 @@
-"""Per-tensor codecs of the compressed file: ``raw``, ``quant`` and ``shared``, and decoding any tensor.
+"""Per-tensor codecs of the compressed file: ``raw``, ``quant``, ``const`` and ``shared``, and decoding any tensor.
 
 The codecs live beside this module: ``shared_codec`` (Deep Compression's
 pruned, weight-shared layout), ``dense_codecs`` (``raw`` and ``quant``) and
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nncompress.coding import schema
-from nncompress.coding.dense_codecs import _decode_quant, _decode_raw
+from nncompress.coding.dense_codecs import _decode_const, _decode_quant, _decode_raw
 from nncompress.coding.shared_codec import _decode_shared, _field
 from nncompress.errors import FormatError
 
@@ -26,6 +26,8 @@ from nncompress.coding.dense_codecs import QUANT_DTYPES as QUANT_DTYPES
 from nncompress.coding.dense_codecs import QUANT_MAX as QUANT_MAX
 from nncompress.coding.dense_codecs import RAW_DTYPES as RAW_DTYPES
 from nncompress.coding.dense_codecs import Sections as Sections
+from nncompress.coding.dense_codecs import constant_value as constant_value
+from nncompress.coding.dense_codecs import encode_const as encode_const
 from nncompress.coding.dense_codecs import encode_quant as encode_quant
 from nncompress.coding.dense_codecs import encode_raw as encode_raw
 from nncompress.coding.dense_codecs import raw_storage as raw_storage
@@ -50,12 +52,14 @@ def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], versi
     """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section,
     checking every claim the header makes (a float tensor holding NaN or Inf is a FormatError)."""
     name = _field(entry, "name", str)
-    data = sections.get(name) if entry.get("codec") != "alias" else None
+    data = None if schema.sectionless(entry) else sections.get(name)
     if data is None and entry.get("codec") in ("raw", "shared", "quant"):
         raise FormatError(f"tensor {name!r}: section {name!r} is missing")
     plan = schema.check_entry(entry, None if data is None else len(data), version)
     if plan.codec == "alias":
         raise FormatError(f"tensor {name!r} is an alias: it decodes to the tensor it names")
+    if plan.codec == "const":
+        return _decode_const(plan.shape, entry)
     if data is None:  # check_entry refuses it first; kept so the flow is explicit
         raise FormatError(f"tensor {name!r}: section {name!r} is missing")
     try:

@@ -23,6 +23,10 @@ KIND = "nncompress-model"
 #: the model header's own keys (the container adds ``sections`` and ``data_bytes``)
 HEADER_KEYS = frozenset({"kind", "arch", "meta", "tensors"})
 RAW_ITEMSIZE = {"float32": 4, "float16": 2, "int64": 8}
+#: the ``const`` codec's value types (version 6): every value of the tensor is ``value``
+CONST_DTYPES = ("float32", "int64")
+F32_MAX = 3.4028234663852886e38
+_I64 = (-(2**63), 2**63 - 1)
 #: the ``quant`` codec's integer widths (version 4)
 QUANT_ITEMSIZE = {"int8": 1, "int16": 2}
 BOOK_ITEMSIZE = {"float32": 4, "float16": 2}
@@ -166,7 +170,12 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
             f"a tensor's field 'name' is {repr(name)[:60]}; it must be a non-empty string of at "
             f"most {MAX_NAME} characters"
         )
-    codecs = ("raw", "shared") + (("alias",) if version >= 3 else ()) + (("quant",) if version >= 4 else ())
+    codecs = (
+        ("raw", "shared")
+        + (("alias",) if version >= 3 else ())
+        + (("quant",) if version >= 4 else ())
+        + (("const",) if version >= 6 else ())
+    )
     codec = _choice(entry, "codec", codecs)
     shape = check_shape(entry)
     size = math.prod(shape)
@@ -175,6 +184,9 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
         if not isinstance(entry["of"], str):
             raise FormatError(f"{_where(name, 'of')} is {repr(entry['of'])[:60]}, not a tensor name")
         return TensorPlan(name, codec, shape, 0, 0)
+    if codec == "const":
+        dtype = _const(entry)
+        return TensorPlan(name, codec, shape, size * (8 if dtype == "int64" else 4), 0)
     if section is None:
         raise FormatError(f"tensor {name[:200]!r} has no section")
     if codec == "raw":
@@ -193,6 +205,24 @@ def check_entry(entry: Any, section: Optional[int], version: int) -> TensorPlan:
         return TensorPlan(name, codec, shape, size * 4, section)
     _shared(entry, size, section, version)
     return TensorPlan(name, codec, shape, size * 4, section)
+
+
+def _const(entry: Mapping[str, Any]) -> str:
+    """A ``const`` entry's keys and value: an int64 tensor's an integer in int64's range, a float32 tensor's a
+    finite number float32 can hold."""
+    _keys(entry, _COMMON | {"dtype", "value"})
+    dtype = _choice(entry, "dtype", CONST_DTYPES)
+    value = entry["value"]
+    ok = is_int(value) and _I64[0] <= value <= _I64[1] if dtype == "int64" else _finite(value) and abs(value) <= F32_MAX
+    if not ok:
+        want = "an integer in int64's range" if dtype == "int64" else "a finite number within float32's range"
+        raise FormatError(f"{_where(entry.get('name'), 'value')} is {repr(value)[:60]}; a {dtype} constant is {want}")
+    return dtype
+
+
+def sectionless(entry: Any) -> bool:
+    """Whether an entry stores no section of its own (an alias, a constant)."""
+    return isinstance(entry, dict) and entry.get("codec") in ("alias", "const")
 
 
 def quant_scales(shape: Sequence[int]) -> tuple[int, ...]:
@@ -294,13 +324,14 @@ def check_model_header(
     seen: set[str] = set()
     for entry in tensors:
         name = entry.get("name") if isinstance(entry, dict) else None
-        is_alias = isinstance(entry, dict) and entry.get("codec") == "alias"
-        plan = check_entry(entry, None if is_alias else lengths.get(name) if isinstance(name, str) else None, version)
+        plan = check_entry(
+            entry, None if sectionless(entry) else lengths.get(name) if isinstance(name, str) else None, version
+        )
         if plan.name in seen:
             raise FormatError(f"tensor {plan.name[:200]!r} is listed twice")
         seen.add(plan.name)
         plans.append(plan)
-    stored = [p.name for p in plans if p.codec != "alias"]
+    stored = [p.name for p in plans if p.codec not in ("alias", "const")]
     if [name for name, _ in sections] != stored:
         orphans = sorted(set(lengths) - set(stored))
         what = (

@@ -14,6 +14,7 @@ from nncompress.config import PruneConfig, SensitivityConfig, ShareConfig
 from nncompress.data import Splits, load_data
 from nncompress.data.datasets import transform_record
 from nncompress.models import arch_record
+from nncompress.models.batchnorm import batchnorm_as_affine_
 from nncompress.modelfile import layer_table as file_table, load_compressed, save_compressed
 from nncompress.progress import ProgressFn
 from nncompress.pruning.apply import count_parameters
@@ -144,6 +145,8 @@ def compress_model(
     quantized = {f"{n}.weight": share_cfg.quantize_dtype for n in quantized_layers(model, share_cfg)}
 
     def finish() -> dict[str, Any]:  # rank 0: write the file, decode it and score what was decoded
+        if share_cfg.batchnorm == "affine":
+            meta["batchnorm_affine"] = batchnorm_as_affine_(model)
         save_compressed(
             out,
             model,

@@ -18,7 +18,7 @@ RECIPE_VERSION = 1
 HEAD_KEYS = ("version", "model", "model_kwargs", "data", "normalize", "val_size", "objective", "seed")
 TOP_KEYS = (*HEAD_KEYS, "train", "sensitivity", "prune", "share", "coding")
 OBJECTIVES = ("auto", "classification", "kl", "cosine", "mse")
-CODING_FIELDS = ("rel_bits", "raw_dtype", "codebook_dtype")
+CODING_FIELDS = ("rel_bits", "raw_dtype", "codebook_dtype", "batchnorm")
 """ShareConfig fields that describe the file encoding, so they live in the ``coding`` section."""
 
 

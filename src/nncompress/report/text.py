@@ -22,8 +22,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int =
 
 
 def _bits(r: dict[str, Any]) -> list[str]:
-    if r["codec"] in ("raw", "quant") or r.get("weight_bits_huffman") is None:
-        label = {"raw": "raw", "quant": r.get("dtype", "")}.get(r["codec"], "")
+    if r["codec"] in ("raw", "quant", "const") or r.get("weight_bits_huffman") is None:
+        label = {"raw": "raw", "const": "const", "quant": r.get("dtype", "")}.get(r["codec"], "")
         return [str(label), "", "", ""]
     return [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in _BITS]
 

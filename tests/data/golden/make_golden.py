@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nncompress.coding.container import dumps
-from nncompress.coding.layers import SharedTensor, encode_quant, encode_raw, encode_shared
+from nncompress.coding.layers import SharedTensor, encode_const, encode_quant, encode_raw, encode_shared
 
 HERE = Path(__file__).parent
 KIND = "nncompress-model"
@@ -137,12 +137,32 @@ def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
     return blob, _expected(parts, tensors, 4)
 
 
+def v6_const_file() -> tuple[bytes, dict[str, np.ndarray]]:
+    """Version 6's ``const`` codec (no section): float32 and int64 constants between stored tensors, one of
+    them the target of an alias."""
+    rng = np.random.default_rng(6)
+    parts = [
+        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
+        encode_const("fc.bias", np.zeros(6, np.float32), 0.0),
+        encode_raw("norm.weight", rng.standard_normal(6).astype(np.float32), "float32"),
+        encode_const("norm.running_var", np.zeros(6, np.float32), 0.9999899864196777),
+        encode_const("norm.scale", np.zeros((2, 3), np.float32), -1.5e-30),
+        encode_const("steps", np.zeros(3, np.int64), -(2**62)),
+    ]
+    tensors = [e for e, _ in parts]
+    tensors.append({"name": "norm.bias", "codec": "alias", "of": "fc.bias", "shape": [6]})
+    sections = [s for _, secs in parts for s in secs]
+    blob = dumps({"kind": KIND, "arch": None, "meta": {}, "tensors": tensors}, sections, 6)
+    return blob, _expected(parts, tensors, 6)
+
+
 GOLDEN = {
     "v3_layouts": layouts_file,
     "v3_mlp": mlp_file,
     "v2_relative": v2_file,
     "v4_quant": v4_quant_file,
     "v5_mlp": v5_mlp_file,
+    "v6_const": v6_const_file,
 }
 
 
