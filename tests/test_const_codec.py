@@ -68,6 +68,9 @@ def test_values_float32_would_change_and_non_finite_ones_stay_raw() -> None:
     assert constant_value(np.ones(1, dtype=np.float32)) is None  # a single value: raw costs as little
     assert constant_value(np.full((2, 3), 7, dtype=np.int64)) == 7
     assert constant_value(np.zeros(0, dtype=np.float32)) is None
+    assert constant_value(np.array([0.0, -0.0], dtype=np.float32)) is None  # the signs would be lost
+    assert constant_value(np.full(3, -0.0, dtype=np.float32)) == 0.0
+    assert constant_value(np.full(2, 2**64 - 1, dtype=np.uint64)) is None  # beyond int64: raw
 
 
 def _lies():

@@ -55,9 +55,11 @@ def constant_value(array: np.ndarray) -> int | float | None:
     flat = array.reshape(-1)
     first = flat[0]
     if array.dtype.kind in "iub":
-        return int(first) if bool(np.all(flat == first)) else None
+        value = int(first)
+        return value if -(2**63) <= value < 2**63 and bool(np.all(flat == first)) else None
     as32 = np.float32(first)
-    if not np.isfinite(as32) or not bool(np.all(flat == first)) or float(as32) != float(first):
+    same = bool(np.all(flat == first)) and bool(np.all(np.signbit(flat) == np.signbit(first)))  # -0.0 is not 0.0
+    if not np.isfinite(as32) or not same or float(as32) != float(first):
         return None  # a value float32 would round is stored raw (exactly, in its own dtype)
     return float(as32)
 
