@@ -56,6 +56,10 @@ def test_constant_tensors_take_no_section_and_decode_exactly(tmp_path) -> None:
         assert torch.equal(box.state[key], tensor.float() if tensor.is_floating_point() else tensor), key
     ref = ref_decode(path.read_bytes())  # the independent reader agrees bit for bit
     assert all(np.array_equal(ref[k], box.state[k].numpy()) for k in ref)
+    import nncompress as nnc
+
+    row = next(line for line in str(nnc.layer_table(path)).splitlines() if line.startswith("1.running_var"))
+    assert row.split()[3] == "const" and row.split()[-2:] == ["0", "-"]  # no bytes, no ratio to speak of
 
 
 def test_values_float32_would_change_and_non_finite_ones_stay_raw() -> None:

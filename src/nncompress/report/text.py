@@ -39,7 +39,7 @@ def file_table_lines(t: dict[str, Any]) -> list[str]:
             f"{r['kept'] * 100:.2f}",
             *_bits(r),
             f"{r['bytes']:,}",
-            f"{r['ratio']:.1f}x",
+            f"{r['ratio']:.1f}x" if r["bytes"] or r["codec"] not in ("const", "alias") else "-",  # nothing stored
         ]
         for r in rows
     ]
