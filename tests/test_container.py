@@ -6,6 +6,7 @@ import json
 import os
 import random
 import struct
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -403,3 +404,28 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.nnc"]
     assert read_container(path).header == {"old": 1}
+
+
+def test_an_interrupt_during_an_atomic_write_waits_for_the_write(tmp_path) -> None:
+    """The command line's SIGINT/SIGTERM handler: during a write the interrupt is held, the file is written
+    whole, and KeyboardInterrupt comes right after (inside torch.save it had come out as torch's RuntimeError)."""
+    import signal
+
+    from nncompress.atomic import atomic_open
+    from nncompress.cli import _sigterm_as_interrupt
+
+    target = tmp_path / "out.bin"
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_open(target) as handle:
+                handle.write(b"first half, ")
+                os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread: held
+                handle.write(b"second half")
+        assert target.read_bytes() == b"first half, second half"
+        assert not list(tmp_path.glob(".*.tmp"))
+        with pytest.raises(KeyboardInterrupt):  # outside a write it interrupts at once, as before
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -20,11 +20,35 @@ from nncompress.errors import OutputError
 from nncompress.paths import refuse_special_target
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_WRITING = [0]  # atomic writes in progress (nested writes count each)
+_HELD: list[bool] = [False]  # an interrupt arrived during one: raised when the last ends
 _HINTS: dict[Optional[int], str] = {
     errno.ENOSPC: "; free some space and run again",
     errno.EDQUOT: "; free some space and run again",
     errno.EFBIG: "; raise the file-size limit (ulimit -f) and run again",
 }
+
+
+def interrupt_unless_writing() -> None:
+    """What the command line's SIGINT/SIGTERM handler does: raise KeyboardInterrupt now, or, during an atomic
+    write, when the write has finished. Raised inside ``torch.save``'s writer, it came out as a RuntimeError
+    of torch's ("unexpected pos"), and the run ended as a failure instead of an interruption."""
+    if _WRITING[0]:
+        _HELD[0] = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    _WRITING[0] += 1
+    try:
+        yield
+    finally:
+        _WRITING[0] -= 1
+        if not _WRITING[0] and _HELD[0]:
+            _HELD[0] = False
+            raise KeyboardInterrupt
 
 
 @contextmanager
@@ -39,12 +63,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     except OSError as exc:  # the error would name a random temp file the user never asked for
         raise _naming(exc, target) from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        with _interrupts_held():
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
     except BaseException as exc:
         try:
             os.unlink(tmp)

@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any, Optional, Sequence
 
+from nncompress.atomic import interrupt_unless_writing
 from nncompress.cli.checks import _check_inputs, _check_output
 from nncompress.cli.parser import build_parser
 from nncompress.errors import ConfigError, NNCompressError, OutputError
@@ -52,19 +53,21 @@ def _resume_hint(args: argparse.Namespace, pending: PendingRun) -> str:
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends a run like Ctrl-C: files stay whole and the run can be resumed."""
-    raise KeyboardInterrupt
+    """SIGTERM ends a run like Ctrl-C, and neither cuts a file write short: files stay whole and the run can
+    be resumed."""
+    interrupt_unless_writing()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        previous = {sig: signal.signal(sig, _sigterm_as_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         return _main(argv)
     try:
         return _main(argv)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
