@@ -64,7 +64,7 @@ def batchnorm_affine(nnc: Path, widths: list[int]) -> dict[str, float]:
     from small_resnet import SmallResNet
 
     from nncompress.coding.container import dumps, loads
-    from nncompress.coding.layers import constant_value, encode_const, encode_raw
+    from nncompress.coding.layers import encode_plain
     from nncompress.data import load_data
     from nncompress.models.batchnorm import batchnorm_as_affine_
     from nncompress.modelfile import load_compressed
@@ -80,9 +80,7 @@ def batchnorm_affine(nnc: Path, widths: list[int]) -> dict[str, float]:
     for entry in header["tensors"]:
         name = entry["name"]
         if name in rewritten:
-            array = state[name].numpy()
-            value = constant_value(array)
-            entry, secs = encode_const(name, array, value) if value is not None else encode_raw(name, array, "float32")
+            entry, secs = encode_plain(name, state[name].numpy())  # as save_compressed codes it
         else:
             secs = [(name, box.sections[name])] if name in box.sections else []
         tensors.append(entry)

@@ -22,11 +22,9 @@ from nncompress.coding.container import DEFAULT_WRITE_VERSION, MAGIC, read_conta
 from nncompress.coding.layers import (
     Sections,
     SharedTensor,
-    constant_value,
     decode_tensor,
-    encode_const,
+    encode_plain,
     encode_quant,
-    encode_raw,
     encode_shared,
     shared_layout,
     split_shared,
@@ -125,10 +123,8 @@ def save_compressed(
             entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype, layout)
         elif key in quantized and tensor.is_floating_point():
             entry, secs = encode_quant(key, tensor.detach().cpu().numpy(), quantized[key])
-        elif (value := constant_value(array := tensor.detach().cpu().numpy())) is not None:
-            entry, secs = encode_const(key, array, value)
         else:
-            entry, secs = encode_raw(key, array, raw_dtype)
+            entry, secs = encode_plain(key, tensor.detach().cpu().numpy(), raw_dtype)
         entries.append(entry)
         sections += secs
         report(progress, "coding", done, len(state), tensor=key)

@@ -69,6 +69,12 @@ def encode_const(name: str, array: np.ndarray, value: int | float) -> tuple[dict
     return {"name": name, "codec": "const", "shape": list(array.shape), "dtype": dtype, "value": value}, []
 
 
+def encode_plain(name: str, array: np.ndarray, raw_dtype: str = "auto") -> tuple[dict[str, Any], Sections]:
+    """An unshared, unquantised tensor: ``const`` when it is one repeated value, else ``raw``."""
+    value = constant_value(array)
+    return encode_const(name, array, value) if value is not None else encode_raw(name, array, raw_dtype)
+
+
 def _decode_const(shape: tuple[int, ...], entry: Mapping[str, Any]) -> np.ndarray:
     """Checked by ``schema.check_entry`` already: dtype and value."""
     return np.full(shape, entry["value"], dtype=np.int64 if entry["dtype"] == "int64" else np.float32)

@@ -28,6 +28,7 @@ from nncompress.coding.dense_codecs import RAW_DTYPES as RAW_DTYPES
 from nncompress.coding.dense_codecs import Sections as Sections
 from nncompress.coding.dense_codecs import constant_value as constant_value
 from nncompress.coding.dense_codecs import encode_const as encode_const
+from nncompress.coding.dense_codecs import encode_plain as encode_plain
 from nncompress.coding.dense_codecs import encode_quant as encode_quant
 from nncompress.coding.dense_codecs import encode_raw as encode_raw
 from nncompress.coding.dense_codecs import raw_storage as raw_storage

@@ -220,9 +220,13 @@ def _const(entry: Mapping[str, Any]) -> str:
     return dtype
 
 
+#: the codecs whose entries store no section of their own
+SECTIONLESS = ("alias", "const")
+
+
 def sectionless(entry: Any) -> bool:
     """Whether an entry stores no section of its own (an alias, a constant)."""
-    return isinstance(entry, dict) and entry.get("codec") in ("alias", "const")
+    return isinstance(entry, dict) and entry.get("codec") in SECTIONLESS
 
 
 def quant_scales(shape: Sequence[int]) -> tuple[int, ...]:
@@ -331,7 +335,7 @@ def check_model_header(
             raise FormatError(f"tensor {plan.name[:200]!r} is listed twice")
         seen.add(plan.name)
         plans.append(plan)
-    stored = [p.name for p in plans if p.codec not in ("alias", "const")]
+    stored = [p.name for p in plans if p.codec not in SECTIONLESS]
     if [name for name, _ in sections] != stored:
         orphans = sorted(set(lengths) - set(stored))
         what = (

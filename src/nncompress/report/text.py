@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from nncompress.coding.schema import SECTIONLESS
+
 GAP = "  "  # between columns, so a long name never touches the number after it
 _BITS = ("weight_bits_fixed", "weight_bits_huffman", "index_bits_fixed", "index_bits_huffman")
 
@@ -39,7 +41,7 @@ def file_table_lines(t: dict[str, Any]) -> list[str]:
             f"{r['kept'] * 100:.2f}",
             *_bits(r),
             f"{r['bytes']:,}",
-            f"{r['ratio']:.1f}x" if r["bytes"] or r["codec"] not in ("const", "alias") else "-",  # nothing stored
+            f"{r['ratio']:.1f}x" if r["bytes"] or r["codec"] not in SECTIONLESS else "-",  # nothing stored
         ]
         for r in rows
     ]

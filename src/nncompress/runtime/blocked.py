@@ -205,7 +205,7 @@ def _multiply(args: Prepared, src: np.ndarray, by_row: bool, one_thread: bool) -
     out = np.empty((count, args.n_rows) if by_row else (args.n_rows, count), np.float32)
     head, (values, book), bias = args.head, args.vals, args.bias
     for width, first, chunks in _plan(count):
-        kernel = mod.SPMM[(CHUNK if width == CHUNK else 0, args.shared)]
+        kernel = _spmm(mod, width, args.shared)
         _call(kernel, parallel, *head, values, book, src, bias, out, first, chunks, width, tiles, by_row)
     return out
 
