@@ -49,8 +49,9 @@ def test_constant_tensors_take_no_section_and_decode_exactly(tmp_path) -> None:
         "1.bias",
         "1.running_mean",
         "1.running_var",
+        "1.num_batches_tracked",
     ]
-    assert codecs["0.weight"] == "raw" and codecs["1.num_batches_tracked"] == "raw"  # one value: raw is as small
+    assert codecs["0.weight"] == "raw"
     assert not any(name in box.section_bytes for name, c in codecs.items() if c == "const")
     for key, tensor in net.state_dict().items():
         assert torch.equal(box.state[key], tensor.float() if tensor.is_floating_point() else tensor), key
@@ -62,6 +63,20 @@ def test_constant_tensors_take_no_section_and_decode_exactly(tmp_path) -> None:
     assert row.split()[3] == "const" and row.split()[-2:] == ["0", "-"]  # no bytes, no ratio to speak of
 
 
+def test_a_single_value_is_smaller_as_a_constant_than_raw(tmp_path, monkeypatch) -> None:
+    from nncompress.coding import dense_codecs
+
+    net = _net()
+    net[1].num_batches_tracked.fill_(4690)
+    save_compressed(tmp_path / "const.nnc", net, {})
+    only_many = dense_codecs.constant_value
+    monkeypatch.setattr(dense_codecs, "constant_value", lambda a: None if a.size < 2 else only_many(a))
+    save_compressed(tmp_path / "raw.nnc", net, {})
+    const_bytes, raw_bytes = ((tmp_path / f"{n}.nnc").stat().st_size for n in ("const", "raw"))
+    assert load_compressed(tmp_path / "const.nnc").state["1.num_batches_tracked"].item() == 4690
+    assert const_bytes + 12 < raw_bytes  # the 8 data bytes and the section's header entry
+
+
 def test_values_float32_would_change_and_non_finite_ones_stay_raw() -> None:
     from nncompress.coding.layers import constant_value
 
@@ -69,7 +84,8 @@ def test_values_float32_would_change_and_non_finite_ones_stay_raw() -> None:
     assert constant_value(np.full(4, np.nan, dtype=np.float32)) is None
     assert constant_value(np.full(4, np.inf, dtype=np.float32)) is None
     assert constant_value(np.array([1.0, 1.0, 1.5], dtype=np.float32)) is None
-    assert constant_value(np.ones(1, dtype=np.float32)) is None  # a single value: raw costs as little
+    assert constant_value(np.ones(1, dtype=np.float32)) == 1.0
+    assert constant_value(np.array(3, dtype=np.int64)) == 3
     assert constant_value(np.full((2, 3), 7, dtype=np.int64)) == 7
     assert constant_value(np.zeros(0, dtype=np.float32)) is None
     assert constant_value(np.array([0.0, -0.0], dtype=np.float32)) is None  # the signs would be lost

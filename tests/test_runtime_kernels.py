@@ -199,15 +199,22 @@ def test_with_several_threads_a_one_thread_numba_kernel_is_a_candidate_and_runs_
         )
         assert plan.layers[0].choices[0].kernel == "numba/1t" and runtime[0].one_thread
         calls = []
-        real = blocked._call
-        monkeypatch_call = lambda pair, parallel, *args: (calls.append(parallel), real(pair, parallel, *args))  # noqa: E731
-        blocked._call = monkeypatch_call
+        mod = blocked.kernels()
+        real = dict(mod.SPMM)
+
+        def watched(pair: tuple) -> tuple:  # (serial, parallel) builds that note which one ran
+            return tuple(
+                lambda *a, fn=fn, par=par: (calls.append(par), fn(*a))
+                for par, fn in zip((False, True), pair, strict=True)
+            )
+
+        mod.SPMM.update({key: watched(pair) for key, pair in real.items()})
         try:
             x = torch.randn(64, 4000)
             with torch.no_grad():
                 torch.testing.assert_close(runtime(x), layer(x), rtol=1e-4, atol=1e-4)
         finally:
-            blocked._call = real
+            mod.SPMM.update(real)
         assert calls and not any(calls)  # 25 M multiply-adds would use both threads; this kernel keeps one
     finally:
         torch.set_num_threads(before)

@@ -48,9 +48,11 @@ def encode_raw(name: str, array: np.ndarray, dtype: str = "auto") -> tuple[dict[
 
 
 def constant_value(array: np.ndarray) -> int | float | None:
-    """The one value of a tensor of two or more equal values (finite, for floats), else None: such a tensor
-    is stored as that value (``const``). A BatchNorm stored as its affine map has two of them per layer."""
-    if array.size < 2:
+    """The one value of a tensor of one or more equal values (finite, for floats), else None: such a tensor
+    is stored as that value (``const``). A BatchNorm stored as its affine map has two of them per layer; a
+    single value too (a BatchNorm's batch count): its own section would cost a header entry of about 20 bytes
+    (name, offset, length, CRC) besides its data, the constant a few digits."""
+    if array.size < 1:
         return None
     flat = array.reshape(-1)
     first = flat[0]

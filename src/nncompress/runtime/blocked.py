@@ -196,14 +196,18 @@ def _multiply(args: Prepared, src: np.ndarray, by_row: bool, one_thread: bool) -
     """W x^T (+ bias): (R, rows) from ``src`` = x (R, columns) when ``by_row`` (``nn.Linear``'s layout),
     else W xt as (rows, R) from ``src`` = xt (columns, R) (im2col's): one kernel call for the chunks of
     ``CHUNK`` vectors, one for the rest. numba's thread count is read and set only for a parallel call:
-    the two calls cost 1 us, a thirtieth of a LeNet layer's product at batch 64."""
+    the two calls cost 1 us, a thirtieth of a LeNet layer's product at batch 64; a serial call of one
+    chunk goes straight to its kernel (the plan, the lock and the tiles took another microsecond)."""
     mod = _KERNELS["mod"]
     assert mod is not None
     count = src.shape[0 if by_row else 1]
-    parallel = not one_thread and args.nonzeros * count >= PARALLEL_WORK and torch.get_num_threads() > 1
-    tiles = _tiles(set_threads(), args.n_rows, True) if parallel else 1
     out = np.empty((count, args.n_rows) if by_row else (args.n_rows, count), np.float32)
     head, (values, book), bias = args.head, args.vals, args.bias
+    parallel = not one_thread and args.nonzeros * count >= PARALLEL_WORK and torch.get_num_threads() > 1
+    if not parallel and count == CHUNK:
+        mod.SPMM[(CHUNK, args.shared)][0](*head, values, book, src, bias, out, 0, 1, CHUNK, 1, by_row)
+        return out
+    tiles = _tiles(set_threads(), args.n_rows, True) if parallel else 1
     for width, first, chunks in _plan(count):
         kernel = _spmm(mod, width, args.shared)
         _call(kernel, parallel, *head, values, book, src, bias, out, first, chunks, width, tiles, by_row)
@@ -232,11 +236,14 @@ def _array(x: torch.Tensor) -> np.ndarray:
 
 def linear(args: Prepared, x: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
     """x W^T (+ bias): (R, rows) from ``x`` (R, columns), float32; the layout of ``nn.Linear``. ``one_thread``:
-    never more than one thread."""
-    _check(x)
+    never more than one thread. The usual input (float32 on the CPU, contiguous, no gradient, kernels
+    loaded) skips the checks that explain the others."""
+    if x.dtype is not torch.float32 or not x.is_cpu or _KERNELS.get("mod") is None:
+        _check(x)
     if x.shape[0] == 1:
         return matmul(args, x.reshape(-1, 1), one_thread).reshape(1, -1)
-    return torch.from_numpy(_multiply(args, _array(x), True, one_thread))
+    src = x.numpy() if x.is_contiguous() and not x.requires_grad else _array(x)
+    return torch.from_numpy(_multiply(args, src, True, one_thread))
 
 
 def matmul(args: Prepared, xt: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
