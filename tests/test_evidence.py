@@ -126,6 +126,15 @@ def test_a_batch_metric_gives_plain_readings(digits, trained_mlp) -> None:
     assert reading.score == pytest.approx(objective.score(model, digits.val_x, digits.val_y))
 
 
+def test_sharing_never_gets_more_than_the_whole_tolerance() -> None:
+    from nncompress.pipeline.share import _sharing_budget
+
+    meta = lambda drop: {"pruned": True, "prune": {"tolerance": 0.5}, "prune_drop": drop}  # noqa: E731
+    assert _sharing_budget(None, None, meta(0.2))["sharing"] == pytest.approx(0.3)
+    assert _sharing_budget(None, None, meta(0.7))["sharing"] == 0.0
+    assert _sharing_budget(None, None, meta(-0.2))["sharing"] == pytest.approx(0.5)  # read better: noise
+
+
 @pytest.mark.slow
 def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, digits, trained_mlp) -> None:
     from nncompress.pipeline import run_compress, run_prune, save_trained
@@ -147,7 +156,8 @@ def test_compress_gives_sharing_what_pruning_left_of_the_tolerance(tmp_path, dig
     share = nnc.ShareConfig(fc_bits=2, epochs=0, max_bits=4)
     result = nnc.compress(trained_mlp(), digits, tmp_path / "m.nnc", nnc.CompressConfig(prune=prune, share=share))
     budget = result.summary["budget"]
-    assert budget["tolerance"] == 3.0 and budget["sharing"] == pytest.approx(max(0.0, 3.0 - budget["pruning"]))
+    assert budget["tolerance"] == 3.0
+    assert budget["sharing"] == pytest.approx(min(3.0, max(0.0, 3.0 - budget["pruning"])))
     assert result.summary["bit_search"]["tolerance"] == pytest.approx(budget["sharing"])
     # the two-step path: the pruned checkpoint records what pruning spent, and compress reads it
     save_trained(trained_mlp(), digits, tmp_path / "base.pt", {})

@@ -208,7 +208,9 @@ def _sharing_budget(
     pruned: Optional[PruneResult], prune_cfg: Optional[PruneConfig], source_meta: Mapping[str, Any]
 ) -> Optional[dict[str, float]]:
     """The whole file's tolerance and what pruning spent of it (here, or as the pruned checkpoint
-    records); the rest is weight sharing's. None where no pruning tolerance is known."""
+    records); the rest is weight sharing's, never more than the whole tolerance (a pruned model that
+    read better than the dense one did so within its noise, not by points sharing may spend). None where
+    no pruning tolerance is known."""
     tolerance: object
     spent: object
     if pruned is not None and prune_cfg is not None:
@@ -221,5 +223,5 @@ def _sharing_budget(
     return {
         "tolerance": float(tolerance),
         "pruning": round(float(spent), 4),
-        "sharing": round(max(0.0, float(tolerance) - float(spent)), 4),
+        "sharing": round(min(float(tolerance), max(0.0, float(tolerance) - float(spent))), 4),
     }
