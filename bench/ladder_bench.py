@@ -38,17 +38,15 @@ from nncompress.data import load_data
 from nncompress.pipeline.modelfiles import load_for_data
 from nncompress.pipeline.prune import prune_model
 from nncompress.pruning import StepRecord
+from nncompress.train.evidence import ValidationReader
+from nncompress.train.objective import default_objective
 
 TARGET, STEPS = 0.04, 12  # densities 0.765, 0.585, ... 0.053, 0.04: 1.3x to 25x fewer weights
 
 
 def _correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        hits = torch.cat([model(x[i : i + 1000]).argmax(1) == y[i : i + 1000] for i in range(0, len(y), 1000)])
-    model.train(training)
-    return hits.double()
+    """1.0 per example the model classifies right, else 0.0 (the pruner's own per-example reading)."""
+    return ValidationReader(default_objective(y), x, y, model, with_kl=False).read(model).examples
 
 
 def ladder(work: Path, model_name: str, seed: int) -> list[dict[str, Any]]:

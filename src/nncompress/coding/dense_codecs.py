@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nncompress.coding import schema
+from nncompress.coding.container_format import INT_MAX, INT_MIN
 from nncompress.errors import ConfigError, FormatError
 
 DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -58,7 +59,7 @@ def constant_value(array: np.ndarray) -> int | float | None:
     first = flat[0]
     if array.dtype.kind in "iub":
         value = int(first)
-        return value if -(2**63) <= value < 2**63 and bool(np.all(flat == first)) else None
+        return value if INT_MIN <= value <= INT_MAX and bool(np.all(flat == first)) else None
     as32 = np.float32(first)
     same = bool(np.all(flat == first)) and bool(np.all(np.signbit(flat) == np.signbit(first)))  # -0.0 is not 0.0
     if not np.isfinite(as32) or not same or float(as32) != float(first):

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from nncompress.coding.container_format import INT_MAX, INT_MIN
 from nncompress.errors import ConfigError, DecodeLimitError, FormatError
 from nncompress.plain import is_int
 
@@ -26,7 +27,6 @@ RAW_ITEMSIZE = {"float32": 4, "float16": 2, "int64": 8}
 #: the ``const`` codec's value types (version 6): every value of the tensor is ``value``
 CONST_DTYPES = ("float32", "int64")
 F32_MAX = 3.4028234663852886e38
-_I64 = (-(2**63), 2**63 - 1)
 #: the ``quant`` codec's integer widths (version 4)
 QUANT_ITEMSIZE = {"int8": 1, "int16": 2}
 BOOK_ITEMSIZE = {"float32": 4, "float16": 2}
@@ -213,7 +213,7 @@ def _const(entry: Mapping[str, Any]) -> str:
     _keys(entry, _COMMON | {"dtype", "value"})
     dtype = _choice(entry, "dtype", CONST_DTYPES)
     value = entry["value"]
-    ok = is_int(value) and _I64[0] <= value <= _I64[1] if dtype == "int64" else _finite(value) and abs(value) <= F32_MAX
+    ok = is_int(value) and INT_MIN <= value <= INT_MAX if dtype == "int64" else _finite(value) and abs(value) <= F32_MAX
     if not ok:
         want = "an integer in int64's range" if dtype == "int64" else "a finite number within float32's range"
         raise FormatError(f"{_where(entry.get('name'), 'value')} is {repr(value)[:60]}; a {dtype} constant is {want}")

@@ -205,7 +205,7 @@ def _multiply(args: Prepared, src: np.ndarray, by_row: bool, one_thread: bool) -
     head, (values, book), bias = args.head, args.vals, args.bias
     parallel = not one_thread and args.nonzeros * count >= PARALLEL_WORK and torch.get_num_threads() > 1
     if not parallel and count == CHUNK:
-        mod.SPMM[(CHUNK, args.shared)][0](*head, values, book, src, bias, out, 0, 1, CHUNK, 1, by_row)
+        _spmm(mod, CHUNK, args.shared)[0](*head, values, book, src, bias, out, 0, 1, CHUNK, 1, by_row)
         return out
     tiles = _tiles(set_threads(), args.n_rows, True) if parallel else 1
     for width, first, chunks in _plan(count):
@@ -242,8 +242,7 @@ def linear(args: Prepared, x: torch.Tensor, one_thread: bool = False) -> torch.T
         _check(x)
     if x.shape[0] == 1:
         return matmul(args, x.reshape(-1, 1), one_thread).reshape(1, -1)
-    src = x.numpy() if x.is_contiguous() and not x.requires_grad else _array(x)
-    return torch.from_numpy(_multiply(args, src, True, one_thread))
+    return torch.from_numpy(_multiply(args, _array(x), True, one_thread))
 
 
 def matmul(args: Prepared, xt: torch.Tensor, one_thread: bool = False) -> torch.Tensor:
