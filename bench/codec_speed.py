@@ -90,7 +90,7 @@ def decode(blob: bytes) -> int:
     box = loads(blob)
     total = 0
     for entry in box.header["tensors"]:
-        total += decode_tensor(entry, box.sections).size
+        total += decode_tensor(entry, box.sections, box.version).size
     return total
 
 

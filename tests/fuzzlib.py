@@ -46,6 +46,12 @@ def parse(data: bytes) -> tuple[int, dict, list[tuple[str, bytes]]]:
     stored = data[16 : 16 + hlen]
     full = json.loads(zlib.decompress(stored) if version >= 5 else stored)
     base = 20 + hlen
+    if version >= 7:  # [name, length] pairs from the data area's start
+        sections, at = [], base
+        for name, length in full["sections"]:
+            sections.append((name, data[at : at + length]))
+            at += length
+        return version, {k: v for k, v in full.items() if k not in ("sections", "data_crc32")}, sections
     sections = [(r["name"], data[base + r["offset"] : base + r["offset"] + r["length"]]) for r in full["sections"]]
     return version, {k: v for k, v in full.items() if k not in ("sections", "data_bytes")}, sections
 
@@ -65,7 +71,13 @@ def build(
     table: Optional[list[dict]] = None,
     data_bytes: Optional[int] = None,
 ) -> bytes:
-    """A file with every checksum valid, whatever the header claims."""
+    """A file with every checksum valid, whatever the header claims (``table``, ``data_bytes``: the container's
+    own keys as given, for a version before 7)."""
+    if version >= 7:
+        crc = zlib.crc32(b"".join(b for _, b in sections))
+        return _stamp(
+            {**header, "sections": [[n, len(b)] for n, b in sections], "data_crc32": crc}, sections, version, nest
+        )
     rows, offset = [], 0
     for name, blob in sections:
         rows.append({"name": name, "offset": offset, "length": len(blob), "crc32": zlib.crc32(blob)})
@@ -75,6 +87,10 @@ def build(
         "sections": rows if table is None else table,
         "data_bytes": offset if data_bytes is None else data_bytes,
     }
+    return _stamp(full, sections, version, nest)
+
+
+def _stamp(full: dict, sections: list[tuple[str, bytes]], version: int, nest: int) -> bytes:
     text = header_text(full, nest)
     if version >= 5:  # the header is stored deflated
         text = zlib.compress(text, 9)
@@ -93,6 +109,23 @@ def _blob_at(section: bytes, entry: dict) -> list[tuple[int, int]]:
     if entry.get("positions") is None:
         out.insert(0, (book, book + pos))
     return out
+
+
+def rebare(stream: bytes, rng: random.Random) -> bytes:
+    """A bare Huffman stream (version 7) with its code length, a table or payload byte, or its length changed."""
+    if not stream:
+        return stream
+    body = bytearray(stream)
+    field = rng.choice(["longest", "byte", "longer", "shorter"])
+    if field == "longest":
+        body[0] = rng.choice([0, 1, 31, 32, 255, max(0, body[0] - 1), body[0] + 1])
+    elif field == "byte":
+        body[rng.randrange(len(body))] = rng.randrange(256)
+    elif field == "longer":
+        body += bytes([rng.choice([0, 0x80, 0xFF])])
+    else:
+        del body[-1]
+    return bytes(body)
 
 
 def reblob(blob: bytes, rng: random.Random) -> bytes:
@@ -313,7 +346,8 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         if e is not None and e.get("name") in named and _blob_at(named[e["name"]], e):
             blob = named[e["name"]]
             start, end = rng.choice(_blob_at(blob, e))
-            new = blob[:start] + reblob(blob[start:end], rng) + blob[end:]
+            recode = rebare if version >= 7 else reblob
+            new = blob[:start] + recode(blob[start:end], rng) + blob[end:]
             sections = [(n, new if n == e["name"] else b) for n, b in sections]
     elif kind == "keys":
         if rng.random() < 0.5 and len(entry) > 1:
@@ -330,12 +364,12 @@ def lie(data: bytes, rng: random.Random) -> tuple[str, bytes]:
             "codebook_size": 0,
             "codebook_dtype": "float16",
             "nonzero": 0,
-            "positions_bytes": 26,
+            "positions_bytes": 1 if version >= 7 else 26,
             "rel_bits": 4,
             "entries": 0,
         }
         empty = [struct.pack("<BBIQQ", 1, 0, a, 0, 0) for a in (16, 1)]
-        blob = b"".join(p + struct.pack("<I", zlib.crc32(p)) for p in empty)
+        blob = b"".join(p + struct.pack("<I", zlib.crc32(p)) for p in empty) if version < 7 else b"\x00\x00"
         header = {"kind": "nncompress-model", "arch": None, "meta": {}, "tensors": [bomb]}
         sections = [("bomb.weight", blob)]
     return kind, build(header, sections, version, nest)

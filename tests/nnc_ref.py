@@ -38,7 +38,7 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
     _need(data[:8] == MAGIC, "magic")
     _need(len(data) >= 16, "short prefix")
     version, hlen = struct.unpack_from("<II", data, 8)
-    _need(version in (2, 3, 4, 5, 6), f"version {version}")
+    _need(version in (2, 3, 4, 5, 6, 7), f"version {version}")
     _need(2 <= hlen <= 64 * 2**20 and len(data) >= 20 + hlen, "header length")
     _need(zlib.crc32(data[8 : 16 + hlen]) == struct.unpack_from("<I", data, 16 + hlen)[0], "header crc")
     text = data[16 : 16 + hlen]
@@ -60,6 +60,8 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
         raise RefError(f"header json: {exc}") from None
     _need(again.encode() == text, "header not canonical")
     _check_numbers(header, 0)
+    if version >= 7:
+        return version, *_pairs(data, 20 + hlen, header)
     table, total = header.get("sections"), header.get("data_bytes")
     _need(isinstance(table, list), "sections list")
     total = _int(total, 0, 2**63 - 1, "data_bytes")
@@ -78,6 +80,25 @@ def read_container(data: bytes) -> tuple[int, dict, dict[str, bytes], list[str]]
         cursor += length
     _need(cursor == total, "sections cover data_bytes")
     return version, {k: v for k, v in header.items() if k not in ("sections", "data_bytes")}, out, order
+
+
+def _pairs(data: bytes, base: int, header: dict) -> tuple[dict, dict[str, bytes], list[str]]:
+    """Version 7: [name, length] pairs from the data area's first byte, one CRC over the whole area."""
+    table, crc = header.get("sections"), header.get("data_crc32")
+    _need(isinstance(table, list), "sections list")
+    _int(crc, 0, 2**32 - 1, "data_crc32")
+    cursor, out, order = 0, {}, []
+    for row in table:
+        _need(isinstance(row, list) and len(row) == 2, "section pair")
+        name, length = row
+        _need(isinstance(name, str) and name != "" and name not in out, "section name")
+        length = _int(length, 0, 2**63 - 1, "length")
+        out[name] = data[base + cursor : base + cursor + length]
+        order.append(name)
+        cursor += length
+    _need(len(data) == base + cursor, "file length")
+    _need(zlib.crc32(data[base:]) == crc, "data crc")
+    return {k: v for k, v in header.items() if k not in ("sections", "data_crc32")}, out, order
 
 
 def _check_numbers(value: Any, depth: int) -> None:
@@ -110,26 +131,33 @@ class _Bits:
         return b
 
 
-def huffman(blob: bytes, alphabet: int) -> list[int]:
-    """The symbols of one Huffman blob whose alphabet the header fixes."""
-    _need(len(blob) >= 26, "short blob")
-    _need(zlib.crc32(blob[:-4]) == struct.unpack_from("<I", blob, len(blob) - 4)[0], "blob crc")
-    version, longest, a, n, nbits = struct.unpack_from("<BBIQQ", blob, 0)
-    _need(version == 1 and a == alphabet and longest <= 31, "blob version, alphabet or code length")
+def huffman(blob: bytes, alphabet: int, n: int | None = None) -> list[int]:
+    """The symbols of one Huffman stream whose alphabet the header fixes: a blob with its own fields and CRC,
+    or (``n`` given, version 7) a bare stream of ``n`` symbols."""
+    if n is None:
+        _need(len(blob) >= 26, "short blob")
+        _need(zlib.crc32(blob[:-4]) == struct.unpack_from("<I", blob, len(blob) - 4)[0], "blob crc")
+        version, longest, a, n, nbits = struct.unpack_from("<BBIQQ", blob, 0)
+        _need(version == 1 and a == alphabet, "blob version or alphabet")
+        at = 22
+    else:
+        _need(len(blob) >= 1, "empty stream")
+        longest, a, nbits, at = blob[0], alphabet, None, 1
+    _need(longest <= 31, "code length")
     cw = 1 if a <= 255 else 2 if a <= 65535 else 4
     sw = 1 if a <= 256 else 2
-    at = 22
     _need(len(blob) >= at + longest * cw, "short table")
     counts = [int.from_bytes(blob[at + i * cw : at + (i + 1) * cw], "little") for i in range(longest)]
     at += longest * cw
     k = sum(counts)
-    _need(k <= a, "more codes than symbols")
-    _need(len(blob) == at + k * sw + (nbits + 7) // 8 + 4, "blob length")
+    _need(k <= a and len(blob) >= at + k * sw, "more codes than symbols, or a short table")
+    end = len(blob) if nbits is None else at + k * sw + (nbits + 7) // 8
+    _need(nbits is None or len(blob) == end + 4, "blob length")
     syms = [int.from_bytes(blob[at + i * sw : at + (i + 1) * sw], "little") for i in range(k)]
     at += k * sw
     _need(all(s < a for s in syms) and len(set(syms)) == k, "table symbols")
     if n == 0:
-        _need(longest == 0 and nbits == 0, "empty stream")
+        _need(longest == 0 and end == at, "empty stream")
         return []
     _need(longest > 0 and counts[-1] > 0, "longest length has codes")
     kraft = sum(c * 2 ** (longest - length) for length, c in enumerate(counts, 1))
@@ -138,9 +166,10 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
     for c in counts:
         _need(syms[start : start + c] == sorted(syms[start : start + c]), "canonical order")
         start += c
-    bits = _Bits(blob[at : at + (nbits + 7) // 8])
-    _need(not any(bits.bits[nbits:]), "padding bits")
-    bits.bits = bits.bits[:nbits]
+    bits = _Bits(blob[at:end])
+    if nbits is not None:
+        _need(not any(bits.bits[nbits:]), "padding bits")
+        bits.bits = bits.bits[:nbits]
     first, index, code, idx = {}, {}, 0, 0
     for length, c in enumerate(counts, 1):
         first[length], index[length] = code, idx
@@ -154,7 +183,10 @@ def huffman(blob: bytes, alphabet: int) -> list[int]:
             if code - first[length] < counts[length - 1]:
                 out.append(syms[index[length] + code - first[length]])
                 break
-    _need(bits.at == nbits, "bits left over")
+    if nbits is not None:
+        _need(bits.at == nbits, "bits left over")
+    else:  # the payload ends in the byte of its last code, zero padded
+        _need(len(bits.bits) - bits.at < 8 and not any(bits.bits[bits.at :]), "payload ends with its last code")
     return out
 
 
@@ -182,10 +214,12 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
     book = np.frombuffer(data[: k * item], dtype="<f4" if item == 4 else "<f2").astype(np.float32)
     _need(bool(np.all(np.isfinite(book))), "finite codebook")
     pos_data, idx_data = data[k * item : k * item + p], data[k * item + p :]
+    bare = version >= 7  # Huffman streams without their own fields and CRC
     if pos_kind is None:
         b = _int(e["rel_bits"], 1, 16, "rel_bits")
-        rel = huffman(pos_data, 2**b)
-        vals = huffman(idx_data, k + 1)
+        entries = _int(e["entries"], 0, 2**63 - 1, "entries")
+        rel = huffman(pos_data, 2**b, entries if bare else None)
+        vals = huffman(idx_data, k + 1, entries if bare else None)
         _need(len(rel) == len(vals) == e["entries"], "entries")
         where, c = [], -1
         for r, v in zip(rel, vals, strict=True):
@@ -213,7 +247,7 @@ def _shared(e: dict, data: bytes, size: int, version: int) -> np.ndarray:
             _need(not any(flat[len(positions) * w :]), "packed padding")
             indices = [int("".join(map(str, flat[i * w : (i + 1) * w])) or "0", 2) for i in range(len(positions))]
         else:
-            indices = huffman(idx_data, max(1, k))
+            indices = huffman(idx_data, max(1, k), len(positions) if bare else None)
         _need(len(indices) == len(positions), "one index per position")
     _need(len(positions) == n, "nonzero count")
     _need(all(i < k for i in indices) and set(indices) == set(range(k)), "every codebook entry used, none beyond")

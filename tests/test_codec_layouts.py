@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nncompress.coding import huffman
+from nncompress.coding.huffman_stream import encode_bare
 from nncompress.coding.container import dumps
 from nncompress.coding.layers import SharedTensor, _entry_bytes, decode_tensor, encode_raw, encode_shared, raw_storage
 from nncompress.errors import FormatError
@@ -75,7 +76,7 @@ def test_an_unpruned_tensor_stores_no_positions() -> None:
     t = SharedTensor((64, 64), np.arange(n), skewed, book)
     entry, [(name, blob)] = encode_shared("w", t)
     assert entry["positions"] == "all" and entry["positions_bytes"] == 0 and "rel_bits" not in entry
-    assert blob == book.astype(np.float16).tobytes() + huffman.encode(t.indices, 16)
+    assert blob == book.astype(np.float16).tobytes() + encode_bare(t.indices, 16)
     rel = np.zeros(n, dtype=np.int64)  # what version 2 paid: a relative index (every gap 0) per weight
     assert len(huffman.encode(rel, 4)) > n / 8
     assert np.array_equal(_decode(entry, [(name, blob)]), t.dense())
@@ -228,7 +229,7 @@ def test_a_version_2_model_file_is_still_read(tmp_path) -> None:
         rng.integers(0, 8, 90),
         (np.arange(-4, 4) / 4).astype(np.float32),
     )  # float16 numbers: stored exactly
-    entry, sections = encode_shared("fc.weight", t, layout="huffman")
+    entry, sections = encode_shared("fc.weight", t, layout="huffman", version=2)
     bias_entry, bias_sections = encode_raw("fc.bias", np.ones(30, np.float32), "float32")
     assert set(entry) == {
         "name",
@@ -242,16 +243,18 @@ def test_a_version_2_model_file_is_still_read(tmp_path) -> None:
         "positions_bytes",
     }  # exactly version 2's keys
     header = {"kind": KIND, "arch": None, "meta": {}, "tensors": [entry, bias_entry]}
-    (tmp_path / "v2.nnc").write_bytes(_as_version_2(dumps(header, sections + bias_sections)))
+    (tmp_path / "v2.nnc").write_bytes(_as_version_2(dumps(header, sections + bias_sections, 3)))
     box = load_compressed(tmp_path / "v2.nnc")
     assert np.array_equal(box.state["fc.weight"].numpy(), t.dense())
     assert torch.equal(box.state["fc.bias"], torch.ones(30))
 
 
+@pytest.mark.parametrize("bare", [True, False])
 @pytest.mark.parametrize("density", [1e-4, 0.003, 0.08, 0.6])
-def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float) -> None:
+def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float, bare: bool) -> None:
     """The width is chosen from histograms; each width's figure must be what coding the two
-    streams at that width gives, fillers (gaps past 2**bits, and past 2**12 too) included."""
+    streams at that width gives, fillers (gaps past 2**bits, and past 2**12 too) included, as bare
+    streams (version 7) and as blobs."""
     from nncompress.coding.layers import StreamSizes, _streams
 
     rng = np.random.default_rng(int(density * 1e4))
@@ -259,10 +262,11 @@ def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float) ->
     positions = np.flatnonzero(rng.random(size) < density)
     k = 23
     t = SharedTensor((size,), positions, rng.integers(0, k, len(positions)), np.linspace(-1, 1, k, dtype=np.float32))
-    sizes = StreamSizes(t, 13)
+    sizes = StreamSizes(t, 13, bare)
+    coder = encode_bare if bare else huffman.encode
     for bits in range(1, 14):
         rel, values = _streams(t, bits)
-        coded = 8 * (len(huffman.encode(rel, 2**bits)) + len(huffman.encode(values, k + 1)))
+        coded = 8 * (len(coder(rel, 2**bits)) + len(coder(values, k + 1)))
         assert coded - 16 < sizes.coded_bits(bits) <= coded, bits  # exact bits; the blobs round each to bytes
     with pytest.raises(ValueError):
         sizes.coded_bits(14)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nncompress.coding import huffman
+from nncompress.coding.huffman_stream import decode_bare, encode_bare
 from nncompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 KNOWN_FREQ = {0: 45, 1: 13, 2: 12, 3: 16, 4: 9, 5: 5}
@@ -235,3 +236,50 @@ def test_decode_accepts_bytes_like() -> None:
     blob = huffman.encode(np.array([1, 2, 3]), 4)
     np.testing.assert_array_equal(huffman.decode(bytearray(blob)), [1, 2, 3])
     np.testing.assert_array_equal(huffman.decode(memoryview(blob)), [1, 2, 3])
+
+
+# ------------------------------------------------------------------ bare streams (format version 7)
+
+
+@pytest.mark.parametrize(
+    "symbols,alphabet",
+    [
+        (np.array([], dtype=np.int64), 5),
+        (np.array([3] * 17), 5),  # one symbol: 17 one-bit codes, 3 payload bytes
+        (np.array([0, 1, 1, 2, 2, 2, 2]), 3),
+        (np.random.default_rng(1).integers(0, 300, 5000), 300),  # two-byte symbols
+        (np.random.default_rng(2).geometric(0.3, 20000) - 1, 64),
+    ],
+)
+def test_a_bare_stream_round_trips_and_is_the_blob_without_its_fields(symbols, alphabet) -> None:
+    symbols = symbols[symbols < alphabet]
+    bare = encode_bare(symbols, alphabet)
+    assert np.array_equal(decode_bare(bare, alphabet, len(symbols)), symbols)
+    blob = huffman.encode(symbols, alphabet)
+    assert len(blob) - len(bare) == 25  # version, alphabet, n, bits and CRC gone; the code length stays
+    assert bare == blob[1:2] + blob[22:-4]
+    bits, table = huffman.encoded_bits(symbols, alphabet, bare=True)
+    assert len(bare) == table + (bits + 7) // 8
+
+
+def test_a_bare_stream_that_lies_is_refused() -> None:
+    symbols = np.array([0, 1, 1, 2, 2, 2, 2, 0, 1])
+    bare = encode_bare(symbols, 3)
+    assert decode_bare(bare, 3, 9).tolist() == symbols.tolist()
+    cases = [
+        (b"", 9, TruncatedError, "empty"),
+        (bytes([32]) + bare[1:], 9, FormatError, "code length 32"),
+        (bare[:2], 9, TruncatedError, "code-length table"),
+        (bare[:4], 9, TruncatedError, "symbol list"),
+        (bare + b"\x00", 9, FormatError, "longer than|after its"),
+        (bare[:-1], 9, FormatError, "cannot hold|does not decode"),
+        (bare, 12, FormatError, "does not decode"),  # 14 bits of codes, 2 of padding: 11 would read
+        (bare, 4, FormatError, "longer than 4 codes"),
+        (bare[:-1] + bytes([bare[-1] | 1]), 9, FormatError, "padding"),
+        (bare, 0, FormatError, "no symbols"),
+        (b"\x00\x00", 0, FormatError, "payload bytes"),
+    ]
+    for stream, n, error, match in cases:
+        with pytest.raises(error, match=match):
+            decode_bare(stream, 3, n)
+    assert decode_bare(b"\x00", 3, 0).tolist() == []

@@ -41,7 +41,11 @@ def _canon(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _forge(header_text: bytes, data: bytes, version: int = FORMAT_VERSION) -> bytes:
+#: the last version whose section table is objects with offsets and CRCs; forged headers below use it
+OBJECT_TABLE = 6
+
+
+def _forge(header_text: bytes, data: bytes, version: int = OBJECT_TABLE) -> bytes:
     """A file with any header bytes (deflated for version 5 on) but a correct header CRC: tests checks past the
     CRC."""
     if version >= 5:
@@ -74,9 +78,14 @@ def test_round_trip_bytes_and_file(tmp_path: Path) -> None:
     c = read_container(path)
     _assert_same(c, HEADER, SECTIONS)
     full = c.full_header
-    assert full["data_bytes"] == 7 == c.data_bytes
-    assert [s["name"] for s in full["sections"]] == ["fc1.weight", "empty", "fc2.bias"]
+    assert c.data_bytes == 7 and c.version == FORMAT_VERSION == 7
+    assert full["sections"] == [["fc1.weight", 4], ["empty", 0], ["fc2.bias", 3]]
+    assert full["data_crc32"] == zlib.crc32(b"\x00\x01\x02\x03xyz")
     assert [e.offset for e in c.entries] == [0, 4, 4]
+    old = loads(dumps(HEADER, SECTIONS, OBJECT_TABLE))
+    _assert_same(old, HEADER, SECTIONS)
+    assert old.full_header["data_bytes"] == 7
+    assert [s["name"] for s in old.full_header["sections"]] == ["fc1.weight", "empty", "fc2.bias"]
 
 
 def test_round_trip_empty_and_normalised_values() -> None:
@@ -119,6 +128,69 @@ def test_golden_bytes_of_a_deflated_header(version: int) -> None:
     assert data[20 + len(stream) :] == b"abc" and loads(data).header == {"a": 1}
 
 
+def test_golden_bytes_of_a_pair_table() -> None:
+    """FORMAT.md's example as version 7: [name, length] pairs and one CRC of the data area."""
+    header_json = b'{"a":1,"data_crc32":891568578,"sections":[["x",3]]}'
+    stream = zlib.compress(header_json, 9)
+    data = dumps({"a": 1}, [("x", b"abc")])
+    assert data[8:16] == struct.pack("<II", 7, len(stream)) and data[16 : 16 + len(stream)] == stream
+    assert data[16 + len(stream) : 20 + len(stream)] == struct.pack("<I", zlib.crc32(data[8 : 16 + len(stream)]))
+    assert data[20 + len(stream) :] == b"abc" and len(data) == 82 == 23 + len(stream)
+    assert len(header_json) == 51  # 88 as version 6
+
+
+def test_a_pair_table_takes_a_third_less_header_than_objects() -> None:
+    """What version 7 is for: per-section offsets and CRCs were most of a small model's deflated header."""
+    rng = np.random.default_rng(0)
+    sections = [(f"layers.{i}.{part}", rng.bytes(int(rng.integers(40, 4000)))) for i in range(10) for part in "wb"]
+    old, new = (len(dumps({"kind": "m"}, sections, v)) - sum(len(b) for _, b in sections) for v in (6, 7))
+    assert new < 0.67 * old
+
+
+@pytest.mark.parametrize("key", ["data_crc32", "data_bytes", "sections"])
+def test_the_container_keys_of_every_version_are_refused_in_a_callers_header(key: str) -> None:
+    for version in (4, 6, 7):
+        with pytest.raises(FormatError, match="reserved"):
+            dumps({key: 1}, [], version)
+
+
+@pytest.mark.parametrize(
+    "sections,crc,match",
+    [
+        ([["x", 3], ["y", 2]], None, "data_crc32"),
+        ([["x", 3], ["y", 2]], -1, "data_crc32"),
+        ([["x", 3], ["y", 2]], 2**32, "data_crc32"),
+        ([["x", 3], ["y", 2]], "1", "data_crc32"),
+        ([["x", 3], ["x", 2]], 0, "twice"),
+        ([["", 3], ["y", 2]], 0, "name"),
+        ([[5, 3], ["y", 2]], 0, "name"),
+        ([["x", 3], ["y", -2]], 0, "non-negative"),
+        ([["x", 3.0], ["y", 2]], 0, "non-negative"),
+        ([["x", True], ["y", 2]], 0, "non-negative"),
+        ([["x", 3, 0], ["y", 2]], 0, "pair"),
+        ([{"name": "x", "length": 5}], 0, "pair"),
+        ([["x", 2**63 - 1], ["y", 2]], 0, "more than"),
+        ({"x": 5}, 0, "not a list"),
+    ],
+)
+def test_bad_pair_table_is_layout_error(sections: object, crc: object, match: str) -> None:
+    header = {"sections": sections} if crc is None else {"data_crc32": crc, "sections": sections}
+    with pytest.raises(LayoutError, match=match):
+        loads(_forge(_canon(header), _ABC + _DE, FORMAT_VERSION))
+
+
+def test_a_pair_table_must_cover_the_file_exactly() -> None:
+    crc = zlib.crc32(_ABC + _DE)
+    text = _canon({"data_crc32": crc, "sections": [["x", 3], ["y", 2]]})
+    assert loads(_forge(text, _ABC + _DE, FORMAT_VERSION)).sections == {"x": _ABC, "y": _DE}
+    with pytest.raises(TruncatedError, match="expected"):
+        loads(_forge(text, _ABC + _DE[:1], FORMAT_VERSION))
+    with pytest.raises(LayoutError, match="trailing"):
+        loads(_forge(text, _ABC + _DE + b"!", FORMAT_VERSION))
+    with pytest.raises(ChecksumError, match="data area"):
+        loads(_forge(text, _ABC + b"dE", FORMAT_VERSION))
+
+
 def test_a_deflated_header_must_be_one_whole_bounded_zlib_stream() -> None:
     text = _canon({"a": 1, "data_bytes": 0, "sections": []})
     stream = zlib.compress(text, 9)
@@ -155,14 +227,15 @@ def test_version_2_files_are_still_read() -> None:
     v2 = bytes.fromhex("894e4e430d0a1a0a0200000058000000" + header_json.encode().hex() + "5b573800616263")
     box = loads(v2)
     assert (box.version, box.header, box.sections) == (2, {"a": 1}, {"x": b"abc"})
-    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == 6
+    assert loads(dumps({"a": 1}, [("x", b"abc")])).version == FORMAT_VERSION
 
 
 # ------------------------------------------------------------------------ corruption sweeps
 
 
-def test_every_single_byte_flip_is_detected() -> None:
-    good = dumps({"a": 1}, [("x", b"abc"), ("y", b"hello")])
+@pytest.mark.parametrize("version", [OBJECT_TABLE, FORMAT_VERSION])
+def test_every_single_byte_flip_is_detected(version: int) -> None:
+    good = dumps({"a": 1}, [("x", b"abc"), ("y", b"hello")], version)
     hlen = struct.unpack_from("<I", good, 12)[0]
     data_start = 20 + hlen
     for i in range(len(good)):
@@ -176,9 +249,10 @@ def test_every_single_byte_flip_is_detected() -> None:
                 assert isinstance(exc, BadMagicError)
             elif 16 <= i < data_start:  # header text or its CRC
                 assert isinstance(exc, ChecksumError) and "header" in str(exc)
-            elif i >= data_start:
+            elif i >= data_start:  # one CRC of the data area from version 7 on, one a section before
                 assert isinstance(exc, ChecksumError)
-                assert ("'x'" if i < data_start + 3 else "'y'") in str(exc)
+                named = "data area" if version >= 7 else "'x'" if i < data_start + 3 else "'y'"
+                assert named in str(exc)
 
 
 def test_every_truncation_raises_truncated() -> None:
@@ -227,7 +301,7 @@ def test_newer_version_says_upgrade_even_if_the_rest_differs() -> None:
     with pytest.raises(VersionError, match=rf"version {FORMAT_VERSION + 1}.*upgrade"):
         loads(newer)
     with pytest.raises(VersionError):
-        loads(good[:8] + struct.pack("<I", 7) + good[12:])
+        loads(good[:8] + struct.pack("<I", FORMAT_VERSION + 1) + good[12:])
 
 
 def test_version_one_is_a_pre_release_to_recompress() -> None:
@@ -257,8 +331,11 @@ def test_header_checksum_mismatch_names_header() -> None:
 
 
 def test_section_checksum_mismatch_names_section() -> None:
-    good = dumps({"a": 1}, [("x", b"abc"), ("weights", b"hello")])
+    good = dumps({"a": 1}, [("x", b"abc"), ("weights", b"hello")], OBJECT_TABLE)
     with pytest.raises(ChecksumError, match="'weights'"):
+        loads(good[:-1] + b"O")
+    good = dumps({"a": 1}, [("x", b"abc"), ("weights", b"hello")])
+    with pytest.raises(ChecksumError, match="data area"):
         loads(good[:-1] + b"O")
 
 
@@ -328,6 +405,8 @@ def test_bad_section_table_is_layout_error(sections: object, data_bytes: object,
     text = _canon({"data_bytes": data_bytes, "sections": sections})
     with pytest.raises(LayoutError, match=match):
         loads(_forge(text, data))
+    with pytest.raises(LayoutError, match="data_crc32"):  # version 7 keeps neither offsets nor data_bytes
+        loads(_forge(text, data, FORMAT_VERSION))
 
 
 def test_missing_container_keys_is_layout_error() -> None:

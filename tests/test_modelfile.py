@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nncompress.cli import main
-from nncompress.coding import huffman
 from nncompress.coding.container import read_container
+from nncompress.coding.huffman_stream import encode_bare
 from nncompress.coding.layers import SharedTensor, codebook_storage, decode_tensor, encode_shared
 from nncompress.config import PruneConfig, ShareConfig
 from nncompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
@@ -184,12 +184,17 @@ def test_header_lies_with_good_checksums_are_format_errors(tmp_path, trained_mlp
         assert main(["evaluate", str(tmp_path / "lie.nnc"), "--data", "digits"]) == 1
 
 
-def test_index_outside_the_codebook_is_a_format_error() -> None:
-    # checksums can be right while the header's codebook is shorter than the indices need
+@pytest.mark.parametrize(
+    "version,match",
+    [(6, "alphabet of 4 symbols where the header implies 2"), (7, "3 codes for an alphabet of 2 symbols")],
+)
+def test_index_outside_the_codebook_is_a_format_error(version: int, match: str) -> None:
+    # checksums can be right while the header's codebook is shorter than the indices need; a bare stream
+    # (version 7) holds no alphabet size, so its code table is what gives it away
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 2, 1]), np.array([-0.5, 0.1, 0.25], np.float32))
-    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, codebook_dtype="float32", layout="huffman")
-    with pytest.raises(FormatError, match="alphabet of 4 symbols where the header implies 2"):
-        decode_tensor({**entry, "codebook_size": 1}, {"w": blob[:4] + blob[12:]})  # the first centroid only
+    entry, [(_, blob)] = encode_shared("w", t, rel_bits=3, codebook_dtype="float32", layout="huffman", version=version)
+    with pytest.raises(FormatError, match=match):
+        decode_tensor({**entry, "codebook_size": 1}, {"w": blob[:4] + blob[12:]}, version)  # the first centroid only
 
 
 def _relative_streams(
@@ -220,8 +225,8 @@ def test_layer_table_splits_the_section_into_its_streams(tmp_path, trained_mlp, 
         e, row = entries[f"{name}.weight"], rows[f"{name}.weight"]
         codebook = layer.codebook.detach()
         rel, values = _relative_streams(layer.module.weight.detach(), layer.mask, codebook, e["rel_bits"])
-        positions = huffman.encode(np.array(rel), 2 ** e["rel_bits"])
-        indices = huffman.encode(np.array(values), len(codebook) + 1)
+        positions = encode_bare(np.array(rel), 2 ** e["rel_bits"])
+        indices = encode_bare(np.array(values), len(codebook) + 1)
         assert sections[f"{name}.weight"] == codebook.numpy().astype("<f4").tobytes() + positions + indices
         assert row["index_bits_huffman"] == 8 * len(positions) / e["nonzero"]
         assert row["weight_bits_huffman"] == 8 * len(indices) / e["nonzero"]
@@ -308,9 +313,9 @@ def test_golden_bytes_of_a_shared_tensor() -> None:
     stream is 0, 1, 2 (= filler, K), 1. Canonical codes: positions {0: '0', 1: '10', 3: '11'},
     indices {1: '0', 0: '10', 2: '11'}; both payloads are 10 0 11 0 + padding = 0x98. The
     codebook is float16 ("auto": -0.5 = 0xB800, 0.25 = 0x3400); each blob is 22 + 2 + 3 + 1 + 4
-    = 32 bytes, so positions_bytes = 32 and the one section is 4 + 32 + 32 bytes."""
+    = 32 bytes, so positions_bytes = 32 and the one section is 4 + 32 + 32 bytes (as version 6)."""
     t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
-    entry, sections = encode_shared("w", t, rel_bits=2, layout="huffman")
+    entry, sections = encode_shared("w", t, rel_bits=2, layout="huffman", version=6)
     assert entry == {
         "name": "w",
         "codec": "shared",
@@ -340,6 +345,17 @@ def test_golden_bytes_of_a_shared_tensor() -> None:
             ),
         )
     ]
+    assert decode_tensor(entry, dict(sections), 6).reshape(-1).tolist() == [0, -0.5, 0.25, 0, 0, 0, 0, 0.25]
+
+
+def test_golden_bytes_of_a_shared_tensor_with_bare_streams() -> None:
+    """The same tensor as version 7 writes it: each stream is its longest code length (2), the counts per
+    length (1, 2), the symbols in canonical order and the payload 0x98; 1 + 2 + 3 + 1 = 7 bytes, where a
+    version 6 blob took 32."""
+    t = SharedTensor((2, 4), np.array([1, 2, 7]), np.array([0, 1, 1]), np.array([-0.5, 0.25], np.float32))
+    entry, sections = encode_shared("w", t, rel_bits=2, layout="huffman")
+    assert entry["positions_bytes"] == 7
+    assert sections == [("w", bytes.fromhex("00b800340201020001039802010201000298"))]
     assert decode_tensor(entry, dict(sections)).reshape(-1).tolist() == [0, -0.5, 0.25, 0, 0, 0, 0, 0.25]
 
 

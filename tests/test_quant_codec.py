@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nncompress as nnc
-from nncompress.coding.container import loads
+from nncompress.coding.container import DEFAULT_WRITE_VERSION, loads
 from nncompress.errors import ConfigError, FormatError
 from nncompress.modelfile import load_compressed, save_compressed
 
@@ -31,7 +31,7 @@ def test_values_are_within_half_a_step_of_their_channel_and_zeros_stay_zero(tmp_
     net = _net()
     path = tmp_path / "q.nnc"
     save_compressed(path, net, {}, quantized={"0.weight": dtype, "2.weight": dtype})
-    assert path.read_bytes()[8:12] == struct.pack("<I", 6)  # files are written as version 6
+    assert path.read_bytes()[8:12] == struct.pack("<I", DEFAULT_WRITE_VERSION)
     state = load_compressed(path).state
     for key in ("0.weight", "2.weight"):
         w = net.state_dict()[key]
@@ -46,11 +46,11 @@ def test_values_are_within_half_a_step_of_their_channel_and_zeros_stay_zero(tmp_
     assert all(np.array_equal(ref[k], state[k].numpy()) for k in ref)
 
 
-def test_files_are_written_as_version_6_and_read_as_4_too(tmp_path) -> None:
+def test_files_are_written_as_the_newest_version_and_read_as_4_too(tmp_path) -> None:
     path = tmp_path / "plain.nnc"
     net = _net()
     save_compressed(path, net, {}, quantized={"0.weight": "int8"})
-    assert path.read_bytes()[8:12] == struct.pack("<I", 6)
+    assert path.read_bytes()[8:12] == struct.pack("<I", DEFAULT_WRITE_VERSION) == struct.pack("<I", 7)
     old = tmp_path / "v4.nnc"
     old.write_bytes(_rewrite(path, lambda h, s: (h, s), version=4))
     assert old.read_bytes()[8:12] == struct.pack("<I", 4)

@@ -120,7 +120,7 @@ def save_compressed(
         elif key in by_weight:
             layer = by_weight[key]
             bits = rel_bits.get(key[: -len(".weight")], "auto") if isinstance(rel_bits, Mapping) else rel_bits
-            entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype, layout)
+            entry, secs = encode_shared(key, shared_tensor(layer), bits, codebook_dtype, layout, DEFAULT_WRITE_VERSION)
         elif key in quantized and tensor.is_floating_point():
             entry, secs = encode_quant(key, tensor.detach().cpu().numpy(), quantized[key])
         else:

@@ -9,7 +9,8 @@ byte-level spec; this module must agree with it.
 Reading order of checks (each failure gets its own error type):
 magic -> version -> header length -> enough bytes for the header -> header CRC ->
 inflating the header (version 5 on) -> header JSON (UTF-8, object, canonical) ->
-section table layout -> data area length -> section CRCs. The version is checked right
+section table layout -> data area length -> section CRCs (from version 7 on, one CRC of the
+data area). The version is checked right
 after the magic, before the CRC, so a file from a newer writer says "upgrade" even if
 a newer writer changed everything after it. The header CRC is checked before the header
 is inflated or parsed, so corrupt bytes never reach zlib or the parser.
@@ -38,6 +39,7 @@ from nncompress.coding.container_format import (
     MAGIC,
     MAX_HEADER_BYTES,
     MIN_READ_VERSION,
+    PAIR_TABLE_VERSION,
     RESERVED_KEYS,
     Container,
     SectionEntry,
@@ -113,6 +115,21 @@ def _check_sections(sections: Iterable[tuple[str, bytes]]) -> list[tuple[str, by
     return out
 
 
+def _table(blobs: list[tuple[str, bytes]], version: int) -> dict[str, Any]:
+    """The container's own header keys for these sections in a file of ``version``."""
+    if version >= PAIR_TABLE_VERSION:
+        crc = 0
+        for _, blob in blobs:
+            crc = zlib.crc32(blob, crc)
+        return {"sections": [[name, len(blob)] for name, blob in blobs], "data_crc32": crc}
+    table = []
+    offset = 0
+    for name, blob in blobs:
+        table.append({"name": name, "offset": offset, "length": len(blob), "crc32": zlib.crc32(blob)})
+        offset += len(blob)
+    return {"sections": table, "data_bytes": offset}
+
+
 def _encode(
     header: Mapping[str, Any], sections: Iterable[tuple[str, bytes]], version: int = DEFAULT_WRITE_VERSION
 ) -> tuple[bytes, list[bytes]]:
@@ -128,13 +145,7 @@ def _encode(
         raise FormatError(f"header keys {sorted(clash)} are reserved for the container")
     full = _normalize(header, "header")
     blobs = _check_sections(sections)
-    table = []
-    offset = 0
-    for name, blob in blobs:
-        table.append({"name": name, "offset": offset, "length": len(blob), "crc32": zlib.crc32(blob)})
-        offset += len(blob)
-    full["sections"] = table
-    full["data_bytes"] = offset
+    full.update(_table(blobs, version))
     text = _canonical_json(full)
     if len(text) > MAX_HEADER_BYTES:
         raise FormatError(f"header is {len(text)} bytes; the limit is {MAX_HEADER_BYTES}")

@@ -24,10 +24,11 @@ from nncompress.coding.container_format import (
     MAX_HEADER_BYTES,
     MAX_HEADER_DEPTH,
     MIN_READ_VERSION,
-    RESERVED_KEYS,
+    PAIR_TABLE_VERSION,
     Container,
     SectionEntry,
     _canonical_json,
+    owned_keys,
 )
 from nncompress.errors import (
     BadMagicError,
@@ -122,8 +123,10 @@ def _inflate(stored: bytes) -> bytes:
     return text
 
 
-def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
+def _parse_table(obj: dict[str, Any], version: int) -> tuple[tuple[SectionEntry, ...], int]:
     """Check that the section table tiles the data area exactly, in order."""
+    if version >= PAIR_TABLE_VERSION:
+        return _parse_pairs(obj)
     if "sections" not in obj or "data_bytes" not in obj:
         raise LayoutError("header lacks the 'sections' list or 'data_bytes' total")
     table, total = obj["sections"], obj["data_bytes"]
@@ -138,11 +141,7 @@ def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
         if not isinstance(row, dict) or set(row) != _ENTRY_KEYS:
             raise LayoutError(f"section #{i} must be an object with exactly {sorted(_ENTRY_KEYS)}")
         name, offset, length, crc = row["name"], row["offset"], row["length"], row["crc32"]
-        if not isinstance(name, str) or not name:
-            raise LayoutError(f"section #{i} name {name!r} is not a non-empty string")
-        if name in seen:
-            raise LayoutError(f"section name {name!r} appears twice")
-        seen.add(name)
+        _check_name(name, i, seen)
         for key, v in (("offset", offset), ("length", length)):
             if not is_int(v) or v < 0:
                 raise LayoutError(f"section {name!r} {key} is {v!r}, not a non-negative integer")
@@ -159,6 +158,40 @@ def _parse_table(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     if cursor != total:
         raise LayoutError(f"sections cover {cursor} bytes but the header declares data_bytes={total}")
     return tuple(entries), total
+
+
+def _check_name(name: Any, i: int, seen: set[str]) -> None:
+    if not isinstance(name, str) or not name:
+        raise LayoutError(f"section #{i} name {name!r} is not a non-empty string")
+    if name in seen:
+        raise LayoutError(f"section name {name!r} appears twice")
+    seen.add(name)
+
+
+def _parse_pairs(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
+    """Version 7's table: [name, length] pairs back to back from byte 0, and the data area's CRC."""
+    if "sections" not in obj or "data_crc32" not in obj:
+        raise LayoutError("header lacks the 'sections' list or the 'data_crc32' checksum")
+    table, crc = obj["sections"], obj["data_crc32"]
+    if not is_int(crc) or not 0 <= crc <= _U32_MAX:
+        raise LayoutError(f"header 'data_crc32' is {crc!r}, not an unsigned 32-bit integer")
+    if not isinstance(table, list):
+        raise LayoutError(f"header 'sections' is a {type(table).__name__}, not a list")
+    entries: list[SectionEntry] = []
+    seen: set[str] = set()
+    cursor = 0
+    for i, row in enumerate(table):
+        if not isinstance(row, list) or len(row) != 2:
+            raise LayoutError(f"section #{i} must be a [name, length] pair")
+        name, length = row
+        _check_name(name, i, seen)
+        if not is_int(length) or length < 0:
+            raise LayoutError(f"section {name!r} length is {length!r}, not a non-negative integer")
+        entries.append(SectionEntry(name, cursor, length, None))
+        cursor += length
+        if cursor > INT_MAX:
+            raise LayoutError(f"sections up to {name!r} add up to more than {INT_MAX} bytes")
+    return tuple(entries), cursor
 
 
 def _head(view: memoryview, n: int) -> tuple[int, dict[str, Any], tuple[SectionEntry, ...], int, int]:
@@ -200,7 +233,7 @@ def _head(view: memoryview, n: int) -> tuple[int, dict[str, Any], tuple[SectionE
         raise ChecksumError("header checksum mismatch: the file's header is corrupt")
     stored = bytes(view[_PREFIX.size : header_end])
     obj = _parse_header(_inflate(stored) if version >= DEFLATED_HEADER_VERSION else stored)
-    entries, total = _parse_table(obj)
+    entries, total = _parse_table(obj, version)
     expected = data_start + total
     if n < expected:
         raise TruncatedError(f"compressed file is truncated in its data area: expected {expected} bytes, got {n}")
@@ -216,15 +249,25 @@ def loads(data: bytes | bytearray | memoryview) -> Container:
     except TypeError:
         raise FormatError(f"expected bytes, got {type(data).__name__}") from None
     version, obj, entries, total, data_start = _head(view, len(view))
+    if version >= PAIR_TABLE_VERSION and zlib.crc32(view[data_start:]) != obj["data_crc32"]:
+        raise ChecksumError("data area checksum mismatch: the file's weights are corrupt")
     sections: dict[str, bytes] = {}
     for e in entries:
         start = data_start + e.offset
         chunk = view[start : start + e.length]
-        if zlib.crc32(chunk) != e.crc32:
+        if e.crc32 is not None and zlib.crc32(chunk) != e.crc32:
             raise ChecksumError(f"section {e.name!r} checksum mismatch: its data is corrupt")
         sections[e.name] = bytes(chunk)
-    caller = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-    return Container(header=caller, sections=sections, entries=entries, data_bytes=total, version=version)
+    return _container(obj, version, sections, entries, total)
+
+
+def _container(
+    obj: dict[str, Any], version: int, sections: dict[str, bytes], entries: tuple[SectionEntry, ...], total: int
+) -> Container:
+    owned = owned_keys(version)
+    caller = {k: v for k, v in obj.items() if k not in owned}
+    crc = obj["data_crc32"] if version >= PAIR_TABLE_VERSION else None
+    return Container(caller, sections, entries, total, version, crc)
 
 
 def read_header(path: str | os.PathLike[str]) -> Container:
@@ -239,8 +282,7 @@ def read_header(path: str | os.PathLike[str]) -> Container:
         rest = handle.read(hlen + _U32.size) if 2 <= hlen <= MAX_HEADER_BYTES else b""
     view = memoryview(prefix + rest)
     version, obj, entries, total, _ = _head(view, max(n, len(view)))
-    caller = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-    return Container(header=caller, sections={}, entries=entries, data_bytes=total, version=version)
+    return _container(obj, version, {}, entries, total)
 
 
 def read_container(path: str | os.PathLike[str]) -> Container:

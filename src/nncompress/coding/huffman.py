@@ -49,6 +49,7 @@ __all__ = [
     "VERSION",
     "code_lengths",
     "decode",
+    "decode_symbols",
     "encode",
     "encoded_bits",
     "encoded_bits_from_freq",
@@ -140,12 +141,16 @@ def _table(lengths: np.ndarray) -> tuple[list[int], np.ndarray]:
     return [int(c) for c in counts], used[order]
 
 
-def _table_bytes(n_lengths: int, n_used: int, alphabet_size: int) -> int:
-    return _FIXED.size + n_lengths * _count_width(alphabet_size) + n_used * _symbol_width(alphabet_size) + _CRC.size
+def _table_bytes(n_lengths: int, n_used: int, alphabet_size: int, bare: bool = False) -> int:
+    """Bytes besides the payload: a blob's fixed fields and CRC, or a bare stream's code-length byte, plus the
+    code table."""
+    fixed = 1 if bare else _FIXED.size + _CRC.size
+    return fixed + n_lengths * _count_width(alphabet_size) + n_used * _symbol_width(alphabet_size)
 
 
-def encoded_bits_from_freq(freq: np.ndarray) -> tuple[int, int]:
-    """(payload bits, table bytes) for a histogram; alphabet size is ``len(freq)``.
+def encoded_bits_from_freq(freq: np.ndarray, bare: bool = False) -> tuple[int, int]:
+    """(payload bits, table bytes) for a histogram; alphabet size is ``len(freq)``; ``bare``: of a
+    ``huffman_stream`` stream rather than a blob.
 
     Lets callers size a stream from a histogram alone (e.g. when choosing a
     relative-index width) without materialising the symbols.
@@ -156,10 +161,10 @@ def encoded_bits_from_freq(freq: np.ndarray) -> tuple[int, int]:
         raise ValueError("freq must be a 1-D array of non-negative counts")
     lengths = code_lengths(freq)
     counts, syms = _table(lengths)
-    return int(np.dot(freq, lengths)), _table_bytes(len(counts), len(syms), a)
+    return int(np.dot(freq, lengths)), _table_bytes(len(counts), len(syms), a, bare)
 
 
-def encoded_bits(symbols: np.ndarray, alphabet_size: int) -> tuple[int, int]:
+def encoded_bits(symbols: np.ndarray, alphabet_size: int, bare: bool = False) -> tuple[int, int]:
     """(payload bits, table bytes) of ``encode(symbols, alphabet_size)``, cheaply.
 
     ``table bytes`` is everything but the payload (header, code table, CRC), so
@@ -167,7 +172,7 @@ def encoded_bits(symbols: np.ndarray, alphabet_size: int) -> tuple[int, int]:
     """
     a = _check_alphabet(alphabet_size)
     arr = _check_symbols(symbols, a)
-    return encoded_bits_from_freq(np.bincount(arr, minlength=a))
+    return encoded_bits_from_freq(np.bincount(arr, minlength=a), bare)
 
 
 def _code_dict(counts: list[int], syms: np.ndarray) -> dict[int, bitarray]:
@@ -265,8 +270,9 @@ def _parse_header(blob: bytes, alphabet: Optional[int] = None) -> tuple[int, int
     return a, n, bits, [int(c) for c in counts], syms, pos
 
 
-def _check_table(counts: np.ndarray, syms: np.ndarray, a: int, n: int, bits: int) -> None:
-    """Reject any code description the encoder could not have written."""
+def _check_table(counts: np.ndarray, syms: np.ndarray, a: int, n: int, bits: Optional[int]) -> None:
+    """Reject any code description the encoder could not have written (``bits`` None: a bare stream, whose
+    payload is checked as it is decoded)."""
     n_len = len(counts)
     if n == 0:
         if n_len or bits:
@@ -287,7 +293,7 @@ def _check_table(counts: np.ndarray, syms: np.ndarray, a: int, n: int, bits: int
     lens = np.repeat(np.arange(1, n_len + 1), counts)
     if len(np.unique(syms)) != len(syms):
         raise FormatError("Huffman table lists a symbol twice")
-    if not int(lens.min()) * n <= bits <= n_len * n:
+    if bits is not None and not int(lens.min()) * n <= bits <= n_len * n:
         raise FormatError(f"Huffman payload of {bits} bits cannot hold {n} symbols with this table")
 
 
@@ -303,19 +309,27 @@ def decode(blob: bytes, alphabet: Optional[int] = None) -> np.ndarray:
     """
     blob = bytes(blob)
     a, n, bits, counts, syms, pos = _parse_header(blob, alphabet)
-    dtype = _out_dtype(a)
     if n == 0:
-        return np.zeros(0, dtype=dtype)
-    payload = blob[pos : pos + (bits + 7) // 8]
+        return np.zeros(0, dtype=_out_dtype(a))
     ba = bitarray(endian="big")
-    ba.frombytes(payload)
+    ba.frombytes(blob[pos : pos + (bits + 7) // 8])
     if ba[bits:].any():
         raise FormatError("Huffman payload has non-zero padding bits")
     del ba[bits:]
-    if len(syms) == 1:
-        if ba.any() or bits != n:
+    out, used = decode_symbols(ba, counts, syms, a, n)
+    if used != bits:
+        raise FormatError(f"Huffman payload has {bits - used} bits left after {n} symbols")
+    return out
+
+
+def decode_symbols(ba: bitarray, counts: list[int], syms: np.ndarray, a: int, n: int) -> tuple[np.ndarray, int]:
+    """The first ``n`` symbols coded at the start of ``ba`` (a checked canonical table) and the bits they
+    take; FormatError when ``ba`` ends first or holds a code the table lacks."""
+    dtype = _out_dtype(a)
+    if len(syms) == 1:  # one symbol: the 1-bit code 0, n times
+        if len(ba) < n or ba[:n].any():
             raise FormatError("Huffman payload does not decode to the declared symbols")
-        return np.full(n, syms[0], dtype=dtype)
+        return np.full(n, syms[0], dtype=dtype), n
     try:
         tree = decodetree(_code_dict(counts, syms))
         out = np.fromiter(ba.decode(tree), dtype=dtype, count=n)
@@ -323,7 +337,4 @@ def decode(blob: bytes, alphabet: Optional[int] = None) -> np.ndarray:
         raise FormatError(f"Huffman payload does not decode to {n} symbols: {exc}") from None
     len_lut = np.zeros(a, dtype=np.int64)
     len_lut[syms] = np.repeat(np.arange(1, len(counts) + 1), counts)
-    used = int(np.dot(np.bincount(out, minlength=a), len_lut))
-    if used != bits:
-        raise FormatError(f"Huffman payload has {bits - used} bits left after {n} symbols")
-    return out
+    return out, int(np.dot(np.bincount(out, minlength=a), len_lut))

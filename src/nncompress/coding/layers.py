@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nncompress.coding import schema
+from nncompress.coding.container_format import DEFAULT_WRITE_VERSION
 from nncompress.coding.dense_codecs import _decode_const, _decode_quant, _decode_raw
 from nncompress.coding.shared_codec import _decode_shared, _field
 from nncompress.errors import FormatError
@@ -49,8 +50,10 @@ from nncompress.coding.shared_codec import split_shared as split_shared
 from nncompress.coding.shared_codec import used_entries_only as used_entries_only
 
 
-def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], version: int = 3) -> np.ndarray:
-    """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section,
+def decode_tensor(
+    entry: Mapping[str, Any], sections: Mapping[str, bytes], version: int = DEFAULT_WRITE_VERSION
+) -> np.ndarray:
+    """Rebuild one tensor (float32, or int64 for an int64 raw one) from its section in a file of ``version``,
     checking every claim the header makes (a float tensor holding NaN or Inf is a FormatError)."""
     name = _field(entry, "name", str)
     data = None if schema.sectionless(entry) else sections.get(name)
@@ -68,6 +71,6 @@ def decode_tensor(entry: Mapping[str, Any], sections: Mapping[str, bytes], versi
             return _decode_raw(name, plan.shape, entry, data)
         if plan.codec == "quant":
             return _decode_quant(name, plan.shape, entry, data)
-        return _decode_shared(name, plan.shape, entry, data)
+        return _decode_shared(name, plan.shape, entry, data, version)
     except ValueError as exc:
         raise FormatError(f"tensor {name!r}: {exc}") from exc

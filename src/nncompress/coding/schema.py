@@ -21,7 +21,7 @@ from nncompress.errors import ConfigError, DecodeLimitError, FormatError
 from nncompress.plain import is_int
 
 KIND = "nncompress-model"
-#: the model header's own keys (the container adds ``sections`` and ``data_bytes``)
+#: the model header's own keys (the container adds ``sections`` and ``data_bytes``, or ``data_crc32`` from version 7)
 HEADER_KEYS = frozenset({"kind", "arch", "meta", "tensors"})
 RAW_ITEMSIZE = {"float32": 4, "float16": 2, "int64": 8}
 #: the ``const`` codec's value types (version 6): every value of the tensor is ``value``

@@ -7,9 +7,10 @@ a relative index (position stream) and a codebook index (value stream); both
 streams are canonical-Huffman coded. The relative-index width is chosen per
 tensor to make the two coded streams smallest (``rel_bits="auto"``), which
 is where we go past Deep Compression's fixed 5/8 bits. Each tensor is one
-container section named after it: every section costs a ~75-byte row in the
-header's table, more than most codebooks. A tiny tensor is written with
-packed indices, or as ``raw``, where that is smaller. numpy only.
+container section named after it, and its header entry costs bytes too, so a
+tiny tensor is written with packed indices, or as ``raw``, where that is
+smaller. From format version 7 on the streams are bare (``huffman_stream``).
+numpy only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from nncompress.coding import huffman, schema
+from nncompress.coding.container_format import BARE_HUFFMAN_VERSION, DEFAULT_WRITE_VERSION
 from nncompress.coding.dense_codecs import DTYPES, F16_MAX, F16_MIN_NORMAL, Sections
+from nncompress.coding.huffman_stream import decode_bare, encode_bare
 from nncompress.coding.packed import _pack_indices, _unpack_indices, index_width
 from nncompress.coding.sparse import from_relative, gaps, merge_values, split_values, to_relative
 from nncompress.errors import ConfigError, FormatError, VersionError
@@ -56,13 +59,14 @@ class StreamSizes:
     """Coded sizes of a shared tensor's two streams at any relative-index width, from two
     histograms made once: the gaps' low bits and the index counts. The streams themselves
     are built only for the width chosen, so trying eleven widths on a 100 M-weight layer
-    costs one pass over its positions, not eleven encodings."""
+    costs one pass over its positions, not eleven encodings. ``bare``: the streams of a version 7 file."""
 
-    def __init__(self, t: SharedTensor, max_bits: int = max(REL_BITS_CANDIDATES)) -> None:
+    def __init__(self, t: SharedTensor, max_bits: int = max(REL_BITS_CANDIDATES), bare: bool = True) -> None:
         if not 1 <= max_bits <= schema.MAX_REL_BITS:
             raise ValueError(f"bits must be in 1..{schema.MAX_REL_BITS}, got {max_bits}")
         skipped = gaps(t.positions)
         self.max_bits = max_bits
+        self.bare = bare
         low = (1 << max_bits) - 1
         self.low_hist = np.bincount(skipped & low, minlength=low + 1)
         self.high_sum = int((skipped >> max_bits).sum())  # whole blocks of 2**max_bits zeros per gap
@@ -84,8 +88,8 @@ class StreamSizes:
         rel[m - 1] += fillers
         values = self.index_hist.copy()
         values[self.k] += fillers
-        pos_bits, pos_table = huffman.encoded_bits_from_freq(rel)
-        val_bits, val_table = huffman.encoded_bits_from_freq(values)
+        pos_bits, pos_table = huffman.encoded_bits_from_freq(rel, self.bare)
+        val_bits, val_table = huffman.encoded_bits_from_freq(values, self.bare)
         return pos_bits + val_bits + 8 * (pos_table + val_table)
 
     def best(self, candidates: Iterable[int] = REL_BITS_CANDIDATES) -> int:
@@ -106,8 +110,8 @@ def codebook_storage(codebook: np.ndarray, codebook_dtype: str = "auto") -> str:
     return "float16" if bool(np.all(fits)) else "float32"
 
 
-def _blob_bytes(symbols: np.ndarray, alphabet: int) -> int:
-    payload, table = huffman.encoded_bits(symbols, alphabet)
+def _blob_bytes(symbols: np.ndarray, alphabet: int, bare: bool) -> int:
+    payload, table = huffman.encoded_bits(symbols, alphabet, bare)
     return table + (payload + 7) // 8
 
 
@@ -143,7 +147,12 @@ ESTIMATE_SLACK = 256
 
 
 def encode_shared(
-    name: str, t: SharedTensor, rel_bits: Union[int, str] = "auto", codebook_dtype: str = "auto", layout: str = "auto"
+    name: str,
+    t: SharedTensor,
+    rel_bits: Union[int, str] = "auto",
+    codebook_dtype: str = "auto",
+    layout: str = "auto",
+    version: int = DEFAULT_WRITE_VERSION,
 ) -> tuple[dict[str, Any], Sections]:
     """Header entry and the one section of a shared tensor: codebook, position data,
     index data back to back (``positions_bytes`` splits the last two).
@@ -152,11 +161,14 @@ def encode_shared(
     streams (``"huffman"``; a tensor with every position kept stores no positions),
     a bitmap and fixed-width indices (``"packed"``: tiny tensors, where the Huffman
     tables cost more than they save), or the values themselves (``"raw"``, in the
-    codebook's stored dtype, so exactly ``codebook[index]``).
+    codebook's stored dtype, so exactly ``codebook[index]``). ``version``: of the file it goes in (the
+    Huffman streams are bare from version 7 on).
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     t = used_entries_only(t)
+    bare = version >= BARE_HUFFMAN_VERSION
+    coder = encode_bare if bare else huffman.encode
     stored = codebook_storage(t.codebook, codebook_dtype)
     codebook = np.asarray(t.codebook, dtype=DTYPES[stored])
     size = int(np.prod(t.shape))
@@ -175,17 +187,17 @@ def encode_shared(
     sizes: Optional[StreamSizes] = None
     if layout in ("auto", "huffman") and not dense:
         fixed = None if rel_bits == "auto" else int(rel_bits)
-        sizes = StreamSizes(t, max(fixed or 0, max(REL_BITS_CANDIDATES)))
+        sizes = StreamSizes(t, max(fixed or 0, max(REL_BITS_CANDIDATES)), bare)
         bits = sizes.best() if fixed is None else fixed
 
     def huffman_layout() -> tuple[dict[str, Any], Sections]:
         if dense:
-            coded = huffman.encode(np.asarray(t.indices), max(1, k))
+            coded = coder(np.asarray(t.indices), max(1, k))
             return {**base, "positions": "all", "positions_bytes": 0}, [(name, codebook.tobytes() + coded)]
         rel, values = _streams(t, bits)
-        positions = huffman.encode(rel, 2**bits)
+        positions = coder(rel, 2**bits)
         entry = {**base, "rel_bits": bits, "entries": int(len(rel)), "positions_bytes": len(positions)}
-        return entry, [(name, b"".join([codebook.tobytes(), positions, huffman.encode(values, k + 1)]))]
+        return entry, [(name, b"".join([codebook.tobytes(), positions, coder(values, k + 1)]))]
 
     def packed_layout() -> tuple[dict[str, Any], Sections]:
         bitmap = b""
@@ -201,7 +213,7 @@ def encode_shared(
 
     if layout in ("auto", "huffman"):
         if dense:
-            estimate = k * codebook.itemsize + _blob_bytes(np.asarray(t.indices), max(1, k))
+            estimate = k * codebook.itemsize + _blob_bytes(np.asarray(t.indices), max(1, k), bare)
         else:
             assert sizes is not None
             estimate = k * codebook.itemsize + (sizes.coded_bits(bits) + 15) // 8
@@ -248,12 +260,13 @@ def split_shared(entry: Mapping[str, Any], size: int) -> tuple[int, int, int]:
     return book, pos, size - book - pos
 
 
-def _stream(name: str, what: str, blob: bytes, alphabet: int) -> np.ndarray:
-    """Decode one Huffman stream whose alphabet the header fixes; its error keeps its type
-    and names the tensor (the section CRC covers both streams, so the blob's own checks
-    say which one is bad). The file's version was checked already, so a blob claiming a
-    newer version is a header lying about where the blob starts, not a reason to upgrade."""
+def _stream(name: str, what: str, blob: bytes, alphabet: int, n: int, version: int) -> np.ndarray:
+    """Decode one Huffman stream of ``n`` symbols whose alphabet the header fixes (bare from version 7 on);
+    its error keeps its type and names the tensor. The file's version was checked already, so a blob claiming
+    a newer version is a header lying about where the blob starts, not a reason to upgrade."""
     try:
+        if version >= BARE_HUFFMAN_VERSION:
+            return decode_bare(blob, alphabet, n)
         return huffman.decode(blob, alphabet=alphabet)
     except VersionError as exc:
         raise FormatError(
@@ -279,7 +292,9 @@ def shared_layout(entry: Mapping[str, Any]) -> tuple[str, str]:
     return layout[0] or "relative", layout[1] or "huffman"
 
 
-def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes) -> np.ndarray:
+def _decode_shared(
+    name: str, shape: tuple[int, ...], entry: Mapping[str, Any], data: bytes, version: int
+) -> np.ndarray:
     """Checked by ``schema.check_entry`` already: field types and ranges, section length."""
     size = math.prod(shape)
     k, nonzero = entry["codebook_size"], entry["nonzero"]
@@ -292,8 +307,9 @@ def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], 
     positions: Optional[np.ndarray] = None  # None: every position, in order
     if positions_kind == "relative":
         bits = entry["rel_bits"]
-        rel = _stream(name, "positions", data[book : book + pos], 2**bits)
-        values = _stream(name, "indices", stream, k + 1)
+        n = entry["entries"]
+        rel = _stream(name, "positions", data[book : book + pos], 2**bits, n, version)
+        values = _stream(name, "indices", stream, k + 1, n, version)
         if len(rel) != entry["entries"] or len(values) != len(rel):
             raise FormatError(
                 f"tensor {name!r}: {len(rel)} relative indices and {len(values)} codebook indices "
@@ -317,7 +333,7 @@ def _decode_shared(name: str, shape: tuple[int, ...], entry: Mapping[str, Any], 
             except FormatError as exc:
                 raise FormatError(f"tensor {name!r}, indices: {exc}") from None
         else:
-            indices = _stream(name, "indices", stream, max(1, k))
+            indices = _stream(name, "indices", stream, max(1, k), count, version)
         if len(indices) != count:
             raise FormatError(f"tensor {name!r}: {len(indices)} indices for {count} kept positions")
     if positions is not None and len(positions) != nonzero:

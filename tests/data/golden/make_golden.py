@@ -32,21 +32,23 @@ def layouts_file() -> tuple[bytes, dict[str, np.ndarray]]:
     """One tensor of every codec and layout (no architecture record)."""
     rng = np.random.default_rng(12)
     parts = [
-        encode_shared("rel.weight", _shared(rng, (20, 30), 60, 6), layout="huffman"),
+        encode_shared("rel.weight", _shared(rng, (20, 30), 60, 6), layout="huffman", version=3),
         encode_shared(
             "rel32.weight",
             SharedTensor((7, 9), np.array([0, 5, 62]), np.array([0, 1, 0]), np.array([1e-7, -3.5], np.float32)),
             rel_bits=2,
             layout="huffman",
+            version=3,
         ),
-        encode_shared("all.weight", _shared(rng, (16, 16), 256, 5), layout="huffman"),
-        encode_shared("bitmap.weight", _shared(rng, (3, 5), 4, 3), layout="packed"),
-        encode_shared("allpacked.weight", _shared(rng, (2, 3), 6, 4), layout="packed"),
-        encode_shared("asraw.weight", _shared(rng, (2, 2), 2, 2), layout="raw"),
+        encode_shared("all.weight", _shared(rng, (16, 16), 256, 5), layout="huffman", version=3),
+        encode_shared("bitmap.weight", _shared(rng, (3, 5), 4, 3), layout="packed", version=3),
+        encode_shared("allpacked.weight", _shared(rng, (2, 3), 6, 4), layout="packed", version=3),
+        encode_shared("asraw.weight", _shared(rng, (2, 2), 2, 2), layout="raw", version=3),
         encode_shared(
             "empty.weight",
             SharedTensor((4, 4), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)),
             layout="huffman",
+            version=3,
         ),
         encode_raw("bias32", rng.standard_normal(10).astype(np.float32), "float32"),
         encode_raw("big16", rng.standard_normal((64, 64)).astype(np.float32)),  # auto: float16
@@ -77,7 +79,7 @@ def mlp_file(version: int = 3) -> tuple[bytes, dict[str, np.ndarray]]:
     sizes = [16, 12, 8, 4]
     parts = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), 1):
-        parts.append(encode_shared(f"fc{i}.weight", _shared(rng, (n_out, n_in), n_out * n_in // 3, 4)))
+        parts.append(encode_shared(f"fc{i}.weight", _shared(rng, (n_out, n_in), n_out * n_in // 3, 4), version=version))
         parts.append(encode_raw(f"fc{i}.bias", rng.standard_normal(n_out).astype(np.float32)))
     tensors = [e for e, _ in parts]
     sections = [s for _, secs in parts for s in secs]
@@ -109,7 +111,7 @@ def v2_file() -> tuple[bytes, dict[str, np.ndarray]]:
     """Version 2's only layouts: relative Huffman shared tensors and raw tensors."""
     rng = np.random.default_rng(2)
     parts = [
-        encode_shared("fc.weight", _shared(rng, (30, 20), 90, 8), layout="huffman"),
+        encode_shared("fc.weight", _shared(rng, (30, 20), 90, 8), layout="huffman", version=2),
         encode_raw("fc.bias", rng.standard_normal(30).astype(np.float32), "float32"),
     ]
     tensors = [e for e, _ in parts]
@@ -128,7 +130,7 @@ def v4_quant_file() -> tuple[bytes, dict[str, np.ndarray]]:
     parts = [
         encode_quant("conv.weight", conv, "int8"),
         encode_quant("vec.weight", rng.standard_normal((1, 7)).astype(np.float32), "int16"),
-        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
+        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3), version=4),
         encode_raw("fc.bias", rng.standard_normal(6).astype(np.float32), "float32"),
     ]
     tensors = [e for e, _ in parts]
@@ -142,7 +144,7 @@ def v6_const_file() -> tuple[bytes, dict[str, np.ndarray]]:
     them the target of an alias."""
     rng = np.random.default_rng(6)
     parts = [
-        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3)),
+        encode_shared("fc.weight", _shared(rng, (6, 5), 12, 3), version=6),
         encode_const("fc.bias", np.zeros(6, np.float32), 0.0),
         encode_raw("norm.weight", rng.standard_normal(6).astype(np.float32), "float32"),
         encode_const("norm.running_var", np.zeros(6, np.float32), 0.9999899864196777),
@@ -156,6 +158,34 @@ def v6_const_file() -> tuple[bytes, dict[str, np.ndarray]]:
     return blob, _expected(parts, tensors, 6)
 
 
+def v7_pairs_file() -> tuple[bytes, dict[str, np.ndarray]]:
+    """Version 7: the section table as [name, length] pairs with one CRC of the data area, and bare Huffman
+    streams (relative positions and indices, every position kept, one codebook entry, no weight kept) beside
+    a packed tensor, raw tensors (one of them empty), a constant and an alias."""
+    rng = np.random.default_rng(7)
+    parts = [
+        encode_shared("conv.weight", _shared(rng, (8, 4, 3, 3), 70, 6), layout="huffman"),
+        encode_raw("conv.bias", rng.standard_normal(8).astype(np.float32), "float32"),
+        encode_raw("nothing", np.zeros((0, 2), np.float32)),
+        encode_const("norm.running_mean", np.zeros(4, np.float32), 0.0),
+        encode_shared("all.weight", _shared(rng, (12, 12), 144, 5), layout="huffman"),
+        encode_shared("one.weight", _shared(rng, (9, 9), 10, 1), layout="huffman"),
+        encode_shared(
+            "empty.weight",
+            SharedTensor((4, 4), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)),
+            layout="huffman",
+        ),
+        encode_shared("small.weight", _shared(rng, (3, 5), 4, 3), layout="packed"),
+        encode_shared("fc.weight", _shared(rng, (3, 16), 30, 4)),
+        encode_raw("fc.bias", rng.standard_normal(3).astype(np.float16).astype(np.float32), "float16"),
+    ]
+    tensors = [e for e, _ in parts]
+    tensors.append({"name": "head.weight", "codec": "alias", "of": "fc.weight", "shape": [3, 16]})
+    sections = [s for _, secs in parts for s in secs]
+    blob = dumps({"kind": KIND, "arch": None, "meta": {"dense_params": 776}, "tensors": tensors}, sections, 7)
+    return blob, _expected(parts, tensors, 7)
+
+
 GOLDEN = {
     "v3_layouts": layouts_file,
     "v3_mlp": mlp_file,
@@ -163,6 +193,7 @@ GOLDEN = {
     "v4_quant": v4_quant_file,
     "v5_mlp": v5_mlp_file,
     "v6_const": v6_const_file,
+    "v7_pairs": v7_pairs_file,
 }
 
 
