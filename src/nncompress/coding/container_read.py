@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 from nncompress.coding.container_format import (
     _ENTRY_KEYS,
@@ -127,13 +127,7 @@ def _parse_table(obj: dict[str, Any], version: int) -> tuple[tuple[SectionEntry,
     """Check that the section table tiles the data area exactly, in order."""
     if version >= PAIR_TABLE_VERSION:
         return _parse_pairs(obj)
-    if "sections" not in obj or "data_bytes" not in obj:
-        raise LayoutError("header lacks the 'sections' list or 'data_bytes' total")
-    table, total = obj["sections"], obj["data_bytes"]
-    if not is_int(total) or total < 0:
-        raise LayoutError(f"header 'data_bytes' is {total!r}, not a non-negative integer")
-    if not isinstance(table, list):
-        raise LayoutError(f"header 'sections' is a {type(table).__name__}, not a list")
+    table, total = _table_and(obj, "data_bytes", "total", lambda v: is_int(v) and v >= 0, "a non-negative integer")
     entries: list[SectionEntry] = []
     seen: set[str] = set()
     cursor = 0
@@ -160,6 +154,18 @@ def _parse_table(obj: dict[str, Any], version: int) -> tuple[tuple[SectionEntry,
     return tuple(entries), total
 
 
+def _table_and(obj: dict[str, Any], key: str, noun: str, valid: Callable[[Any], bool], kind: str) -> tuple[list, Any]:
+    """The header's section list and the container key beside it (``data_bytes`` or ``data_crc32``), checked."""
+    if "sections" not in obj or key not in obj:
+        raise LayoutError(f"header lacks the 'sections' list or the {key!r} {noun}")
+    table, value = obj["sections"], obj[key]
+    if not valid(value):
+        raise LayoutError(f"header {key!r} is {value!r}, not {kind}")
+    if not isinstance(table, list):
+        raise LayoutError(f"header 'sections' is a {type(table).__name__}, not a list")
+    return table, value
+
+
 def _check_name(name: Any, i: int, seen: set[str]) -> None:
     if not isinstance(name, str) or not name:
         raise LayoutError(f"section #{i} name {name!r} is not a non-empty string")
@@ -170,13 +176,9 @@ def _check_name(name: Any, i: int, seen: set[str]) -> None:
 
 def _parse_pairs(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     """Version 7's table: [name, length] pairs back to back from byte 0, and the data area's CRC."""
-    if "sections" not in obj or "data_crc32" not in obj:
-        raise LayoutError("header lacks the 'sections' list or the 'data_crc32' checksum")
-    table, crc = obj["sections"], obj["data_crc32"]
-    if not is_int(crc) or not 0 <= crc <= _U32_MAX:
-        raise LayoutError(f"header 'data_crc32' is {crc!r}, not an unsigned 32-bit integer")
-    if not isinstance(table, list):
-        raise LayoutError(f"header 'sections' is a {type(table).__name__}, not a list")
+    table, _ = _table_and(
+        obj, "data_crc32", "checksum", lambda v: is_int(v) and 0 <= v <= _U32_MAX, "an unsigned 32-bit integer"
+    )
     entries: list[SectionEntry] = []
     seen: set[str] = set()
     cursor = 0
