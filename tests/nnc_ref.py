@@ -87,6 +87,7 @@ def _pairs(data: bytes, base: int, header: dict) -> tuple[dict, dict[str, bytes]
     table, crc = header.get("sections"), header.get("data_crc32")
     _need(isinstance(table, list), "sections list")
     _int(crc, 0, 2**32 - 1, "data_crc32")
+    _need("data_bytes" not in header, "no data_bytes in version 7")
     cursor, out, order = 0, {}, []
     for row in table:
         _need(isinstance(row, list) and len(row) == 2, "section pair")

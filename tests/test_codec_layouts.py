@@ -15,7 +15,7 @@ from nncompress.coding import huffman
 from nncompress.coding.huffman_stream import encode_bare
 from nncompress.coding.container import dumps
 from nncompress.coding.layers import SharedTensor, _entry_bytes, decode_tensor, encode_raw, encode_shared, raw_storage
-from nncompress.errors import FormatError
+from nncompress.errors import ConfigError, FormatError
 from nncompress.modelfile import KIND, layer_table, load_compressed, save_compressed
 from nncompress.quantization import share_weights_
 from nncompress.train.checkpoint import load_state
@@ -272,3 +272,10 @@ def test_stream_sizes_from_histograms_equal_the_streams_coded(density: float, ba
         sizes.coded_bits(14)
     with pytest.raises(ValueError):
         StreamSizes(t, 17)
+
+
+@pytest.mark.parametrize("version", [1, 8, 7.5, "7", True])
+def test_a_shared_tensor_is_written_only_for_a_format_version_that_exists(version) -> None:
+    t = SharedTensor((2, 2), np.array([0, 3]), np.array([0, 1]), np.array([-1.0, 1.0], np.float32))
+    with pytest.raises(ConfigError, match="format version"):
+        encode_shared("w", t, version=version)

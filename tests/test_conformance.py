@@ -17,7 +17,7 @@ from nncompress.modelfile import load_compressed, save_compressed
 from nncompress.quantization import SharedLayer
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-NAMES = ["v3_layouts", "v3_mlp", "v2_relative", "v4_quant", "v6_const"]
+NAMES = ["v3_layouts", "v3_mlp", "v2_relative", "v4_quant", "v5_mlp", "v6_const", "v7_pairs"]
 
 
 def _maker():

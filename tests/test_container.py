@@ -179,6 +179,12 @@ def test_bad_pair_table_is_layout_error(sections: object, crc: object, match: st
         loads(_forge(_canon(header), _ABC + _DE, FORMAT_VERSION))
 
 
+def test_a_version_7_header_must_not_hold_the_old_total() -> None:
+    crc = zlib.crc32(_ABC)
+    with pytest.raises(LayoutError, match="data_bytes"):
+        loads(_forge(_canon({"data_bytes": 3, "data_crc32": crc, "sections": [["x", 3]]}), _ABC, FORMAT_VERSION))
+
+
 def test_a_pair_table_must_cover_the_file_exactly() -> None:
     crc = zlib.crc32(_ABC + _DE)
     text = _canon({"data_crc32": crc, "sections": [["x", 3], ["y", 2]]})

@@ -179,6 +179,8 @@ def _parse_pairs(obj: dict[str, Any]) -> tuple[tuple[SectionEntry, ...], int]:
     table, _ = _table_and(
         obj, "data_crc32", "checksum", lambda v: is_int(v) and 0 <= v <= _U32_MAX, "an unsigned 32-bit integer"
     )
+    if "data_bytes" in obj:
+        raise LayoutError("a version 7 header holds 'data_bytes', a container key of versions 2-6 only")
     entries: list[SectionEntry] = []
     seen: set[str] = set()
     cursor = 0

@@ -1,7 +1,7 @@
 """Bare Huffman streams (format version 7 on): a code table and a payload, nothing the file says elsewhere.
 
 A ``huffman`` blob repeats what a model file's header holds or implies (the alphabet size, the symbol count,
-the payload's bit count) and carries a CRC that the container's data CRC covers: 26 bytes of every stream, on
+the payload's bit count) and carries a CRC that the container's data CRC covers: 25 bytes of every stream, on
 a small ResNet's file 14 streams and 2 % of it. A bare stream keeps the longest code length, the code-length
 counts, the used symbols and the payload; the reader is told the alphabet and the symbol count, and the payload
 must end in the byte where its last code ends, padded with zero bits. The table and the payload follow the

@@ -23,12 +23,18 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from nncompress.coding import huffman, schema
-from nncompress.coding.container_format import BARE_HUFFMAN_VERSION, DEFAULT_WRITE_VERSION
+from nncompress.coding.container_format import (
+    BARE_HUFFMAN_VERSION,
+    DEFAULT_WRITE_VERSION,
+    FORMAT_VERSION,
+    MIN_READ_VERSION,
+)
 from nncompress.coding.dense_codecs import DTYPES, F16_MAX, F16_MIN_NORMAL, Sections
 from nncompress.coding.huffman_stream import decode_bare, encode_bare
 from nncompress.coding.packed import _pack_indices, _unpack_indices, index_width
 from nncompress.coding.sparse import from_relative, gaps, merge_values, split_values, to_relative
 from nncompress.errors import ConfigError, FormatError, VersionError
+from nncompress.plain import is_int
 
 REL_BITS_CANDIDATES = range(2, 13)
 
@@ -166,6 +172,8 @@ def encode_shared(
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if not is_int(version) or not MIN_READ_VERSION <= version <= FORMAT_VERSION:
+        raise ConfigError(f"version must be a format version {MIN_READ_VERSION}..{FORMAT_VERSION}, not {version!r}")
     t = used_entries_only(t)
     bare = version >= BARE_HUFFMAN_VERSION
     coder = encode_bare if bare else huffman.encode
