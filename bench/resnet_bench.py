@@ -155,6 +155,7 @@ def one(seed: int, widths: list[int], epochs: int, flags: list[str]) -> dict:
 
 
 def markdown(results: list[dict], meta: dict) -> str:
+    recoded = any(r.get("batchnorm_affine") for r in results)
     lines = [
         "# A user's model through the CLI: small ResNet with BatchNorm, Fashion-MNIST",
         "",
@@ -165,9 +166,10 @@ def markdown(results: list[dict], meta: dict) -> str:
         + "; every other setting is the CLI default. Ratio = dense fp32 parameter bytes / whole .nnc file; "
         "accuracy of the model decoded from the file.",
         "",
-        "| seed | dense acc | file acc | drop | file B | ratio | with --batchnorm affine: B (ratio, acc) | "
-        "torch.save B | fp16+gzip B (ratio) | fine-tuning |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| seed | dense acc | file acc | drop | file B | ratio | "
+        + ("with --batchnorm affine: B (ratio, acc) | " if recoded else "")
+        + "torch.save B | fp16+gzip B (ratio) | fine-tuning |",
+        "|---" * (10 if recoded else 9) + "|",
     ]
     for r in results:
         st, bn = r["stored_today"], r.get("batchnorm_affine")
@@ -178,11 +180,12 @@ def markdown(results: list[dict], meta: dict) -> str:
         )
         lines.append(
             f"| {r['seed']} | {100 * r['dense_test_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
-            f"{r['drop_points']:+.2f} | {r['file_bytes']:,} | {r['ratio']:.1f}x | {affine} | "
-            f"{st['torch_save_fp32']:,} | {st['fp16_gzip']:,} ({r['dense_bytes'] / st['fp16_gzip']:.1f}x) | "
+            f"{r['drop_points']:+.2f} | {r['file_bytes']:,} | {r['ratio']:.1f}x | "
+            + (f"{affine} | " if recoded else "")
+            + f"{st['torch_save_fp32']:,} | {st['fp16_gzip']:,} ({r['dense_bytes'] / st['fp16_gzip']:.1f}x) | "
             f"{r['finetune']} |"
         )
-    if any(r.get("batchnorm_affine") for r in results):
+    if recoded:
         lines += [
             "",
             "The `--batchnorm affine` column is the same run's file with its BatchNorms re-coded as that flag "
