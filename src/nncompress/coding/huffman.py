@@ -48,11 +48,13 @@ __all__ = [
     "MAX_CODE_LEN",
     "VERSION",
     "code_lengths",
+    "code_stream",
     "decode",
     "decode_symbols",
     "encode",
     "encoded_bits",
     "encoded_bits_from_freq",
+    "table_bytes",
 ]
 
 VERSION = 1
@@ -201,6 +203,22 @@ def _pack(arr: np.ndarray, counts: list[int], syms: np.ndarray) -> tuple[bytes, 
     return ba.tobytes(), len(ba)
 
 
+def code_stream(symbols: np.ndarray, alphabet_size: int) -> tuple[int, int, list[int], np.ndarray, bytes, int]:
+    """A stream's canonical code: (alphabet size, symbol count, codes per length, used symbols in canonical
+    order, payload, payload bits). ValueError as ``encode``."""
+    a = _check_alphabet(alphabet_size)
+    arr = _check_symbols(symbols, a)
+    counts, syms = _table(code_lengths(np.bincount(arr, minlength=a)))
+    payload, bits = _pack(arr, counts, syms) if len(arr) else (b"", 0)
+    return a, len(arr), counts, syms, payload, bits
+
+
+def table_bytes(counts: list[int], syms: np.ndarray, alphabet_size: int) -> bytes:
+    """The code table as stored: the counts per length, then the used symbols, each at its width."""
+    cw, sw = _count_width(alphabet_size), _symbol_width(alphabet_size)
+    return np.asarray(counts, dtype=f"<u{cw}").tobytes() + syms.astype(f"<u{sw}").tobytes()
+
+
 def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     """Huffman-code a 1-D integer array with symbols in [0, alphabet_size).
 
@@ -208,24 +226,8 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     ValueError for symbols outside the alphabet, non-integer or non-1-D input,
     or an alphabet size outside 1..65536.
     """
-    a = _check_alphabet(alphabet_size)
-    arr = _check_symbols(symbols, a)
-    n = len(arr)
-    freq = np.bincount(arr, minlength=a)
-    lengths = code_lengths(freq)
-    counts, syms = _table(lengths)
-    if n:
-        payload, bits = _pack(arr, counts, syms)
-    else:
-        payload, bits = b"", 0
-    cw, sw = _count_width(a), _symbol_width(a)
-    parts = [
-        _FIXED.pack(VERSION, len(counts), a, n, bits),
-        np.asarray(counts, dtype=f"<u{cw}").tobytes(),
-        syms.astype(f"<u{sw}").tobytes(),
-        payload,
-    ]
-    body = b"".join(parts)
+    a, n, counts, syms, payload, bits = code_stream(symbols, alphabet_size)
+    body = _FIXED.pack(VERSION, len(counts), a, n, bits) + table_bytes(counts, syms, a) + payload
     return body + _CRC.pack(zlib.crc32(body))
 
 

@@ -16,15 +16,13 @@ from bitarray import bitarray
 from nncompress.coding.huffman import (
     MAX_CODE_LEN,
     _check_alphabet,
-    _check_symbols,
     _check_table,
     _count_width,
     _out_dtype,
-    _pack,
     _symbol_width,
-    _table,
-    code_lengths,
+    code_stream,
     decode_symbols,
+    table_bytes,
 )
 from nncompress.errors import FormatError, TruncatedError
 
@@ -33,12 +31,8 @@ __all__ = ["decode_bare", "encode_bare"]
 
 def encode_bare(symbols: np.ndarray, alphabet_size: int) -> bytes:
     """A bare stream of a 1-D integer array with symbols in [0, alphabet_size); ValueError as ``huffman.encode``."""
-    a = _check_alphabet(alphabet_size)
-    arr = _check_symbols(symbols, a)
-    counts, syms = _table(code_lengths(np.bincount(arr, minlength=a)))
-    payload = _pack(arr, counts, syms)[0] if len(arr) else b""
-    table = np.asarray(counts, dtype=f"<u{_count_width(a)}").tobytes() + syms.astype(f"<u{_symbol_width(a)}").tobytes()
-    return bytes([len(counts)]) + table + payload
+    a, _, counts, syms, payload, _ = code_stream(symbols, alphabet_size)
+    return bytes([len(counts)]) + table_bytes(counts, syms, a) + payload
 
 
 def decode_bare(blob: bytes, alphabet_size: int, n: int) -> np.ndarray:
